@@ -1,0 +1,743 @@
+//! Configuration: the only module that reads the environment.
+//!
+//! Every setting is declared once in [`SETTINGS`] with its environment
+//! variable, TOML key, default and help text. Values are layered
+//! defaults → optional TOML file → environment, then parsed into the typed
+//! [`Config`]. A bad value fails start-up with a message naming the
+//! setting. `--help` and `docs/configuration.md` are generated from the same
+//! table, so the documentation cannot drift from the code.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+/// One configurable value.
+pub struct Setting {
+    /// Dotted key inside the TOML file (`[oidc] issuer = …` is `oidc.issuer`).
+    pub key: &'static str,
+    /// Environment variable that overrides the file.
+    pub env: &'static str,
+    /// Default as text; `None` means "unset" (optional or required).
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+    /// Secrets are never printed, not even in error messages.
+    pub secret: bool,
+}
+
+const fn s(
+    key: &'static str,
+    env: &'static str,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        key,
+        env,
+        default,
+        help,
+        secret: false,
+    }
+}
+
+const fn secret(key: &'static str, env: &'static str, help: &'static str) -> Setting {
+    Setting {
+        key,
+        env,
+        default: None,
+        help,
+        secret: true,
+    }
+}
+
+/// Every setting voxgate reads. AWS settings are not listed: the Polly
+/// engine uses the standard AWS variables and credential chain.
+pub const SETTINGS: &[Setting] = &[
+    s("database.url", "DATABASE_URL", Some("postgres://postgres@127.0.0.1:5432/voxgate"), "Postgres connection URL."),
+    s("database.max_connections", "VOXGATE_DATABASE_MAX_CONNECTIONS", Some("10"), "Size of the Postgres connection pool."),
+    s("bind", "VOXGATE_BIND", Some("127.0.0.1:8080"), "Address and port the HTTP server listens on (port 0 picks a free port)."),
+    s("public_url", "VOXGATE_PUBLIC_URL", Some("http://127.0.0.1:8080"), "URL users reach voxgate at; used for redirect URIs and to decide whether cookies are Secure."),
+    s("trusted_proxies", "VOXGATE_TRUSTED_PROXIES", Some(""), "Comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-* headers are believed. Empty: ignore those headers."),
+    s("log.format", "VOXGATE_LOG_FORMAT", Some("text"), "Log output: `text` or `json`."),
+    s("log.filter", "VOXGATE_LOG", Some("info,voxgate=info"), "tracing filter directives, e.g. `debug` or `info,voxgate=debug`."),
+    s("http.body_limit", "VOXGATE_BODY_LIMIT", Some("65536"), "Largest accepted request body in bytes."),
+    s("http.shutdown_grace_seconds", "VOXGATE_SHUTDOWN_GRACE_SECONDS", Some("30"), "How long in-flight requests may run after SIGTERM/Ctrl-C."),
+    s("oidc.issuer", "VOXGATE_OIDC_ISSUER", Some("http://127.0.0.1:8180/realms/voxgate"), "Keycloak realm issuer URL; discovery must report exactly this issuer."),
+    s("oidc.extra_issuers", "VOXGATE_OIDC_EXTRA_ISSUERS", Some(""), "Comma-separated further issuers accepted in tokens (internal vs public hostname); each must match exactly."),
+    s("oidc.audience", "VOXGATE_OIDC_AUDIENCE", Some("voxgate"), "Audience that bearer tokens must carry in `aud`."),
+    s("oidc.client_id", "VOXGATE_OIDC_CLIENT_ID", Some("voxgate-web"), "Keycloak client used for the browser login."),
+    secret("oidc.client_secret", "VOXGATE_OIDC_CLIENT_SECRET", "Secret of the browser-login client (confidential client)."),
+    s("oidc.leeway_seconds", "VOXGATE_OIDC_LEEWAY_SECONDS", Some("30"), "Clock skew tolerated on exp/nbf/iat, at most 30."),
+    s("oidc.jwks_refresh_seconds", "VOXGATE_JWKS_REFRESH_SECONDS", Some("300"), "How often signing keys are refreshed in the background."),
+    s("oidc.jwks_min_refetch_seconds", "VOXGATE_JWKS_MIN_REFETCH_SECONDS", Some("10"), "Minimum time between key fetches triggered by an unknown `kid`."),
+    s("session.cookie_name", "VOXGATE_SESSION_COOKIE", None, "Session cookie name. Default `__Host-voxgate` on https, `voxgate_session` on plain http."),
+    s("session.idle_minutes", "VOXGATE_SESSION_IDLE_MINUTES", Some("30"), "A browser session ends after this long without requests."),
+    s("session.absolute_hours", "VOXGATE_SESSION_ABSOLUTE_HOURS", Some("12"), "A browser session ends this long after sign-in, whatever the activity."),
+    s("keycloak.url", "VOXGATE_KEYCLOAK_URL", None, "Keycloak base URL for the admin API (default: derived from the issuer)."),
+    s("keycloak.realm", "VOXGATE_KEYCLOAK_REALM", None, "Realm managed through the admin API (default: derived from the issuer)."),
+    s("keycloak.admin_client_id", "VOXGATE_KEYCLOAK_ADMIN_CLIENT_ID", Some("voxgate-admin"), "Service-account client used to provision users."),
+    secret("keycloak.admin_client_secret", "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", "Secret of the provisioning service-account client."),
+    s("users.password_min_length", "VOXGATE_PASSWORD_MIN_LENGTH", Some("12"), "Minimum length of passwords set through the admin API."),
+    s("tts.engine", "VOXGATE_TTS_ENGINE", Some("auto"), "Speech engine: `polly`, `local` or `auto` (Polly when AWS settings are present, else local)."),
+    s("tts.default_voice", "VOXGATE_TTS_DEFAULT_VOICE", None, "Voice used when none is asked for (default `Joanna` for Polly, `en-us` for local)."),
+    s("tts.max_chars", "VOXGATE_TTS_MAX_CHARS", Some("3000"), "Longest text accepted by the direct speech endpoints."),
+    s("tts.cache_max_bytes", "VOXGATE_TTS_CACHE_MAX_BYTES", Some("268435456"), "Size bound of the shared audio cache; least recently used entries are evicted."),
+    s("tts.rate_per_minute", "VOXGATE_TTS_RATE_PER_MINUTE", Some("60"), "Speech requests a user may make per minute."),
+    s("tts.daily_chars", "VOXGATE_TTS_DAILY_CHARS", Some("100000"), "Characters a user may have synthesised per day (cache hits are free)."),
+    s("tts.concurrency", "VOXGATE_TTS_CONCURRENCY", Some("8"), "Concurrent upstream syntheses per instance (keep below the Polly TPS quota)."),
+    s("tts.espeak_program", "VOXGATE_ESPEAK_PROGRAM", Some("espeak-ng"), "Path of the espeak-ng program used by the local voice."),
+    s("chat.knowledge_base", "VOXGATE_KB_FILE", None, "Knowledge-base file for the built-in bot (default: the one shipped in the binary)."),
+    s("llm.url", "VOXGATE_LLM_URL", None, "OpenAI-compatible chat-completions base URL; when set the LLM bot answers."),
+    s("llm.model", "VOXGATE_LLM_MODEL", Some("gpt-4o-mini"), "Model name sent to the LLM endpoint."),
+    secret("llm.api_key", "VOXGATE_LLM_API_KEY", "Bearer key for the LLM endpoint."),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{setting}: {problem}")]
+    Invalid { setting: String, problem: String },
+    #[error("config file {path}: {problem}")]
+    File { path: String, problem: String },
+}
+
+fn invalid(setting: &Setting, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.env.to_string(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TtsEngineChoice {
+    Auto,
+    Polly,
+    Local,
+}
+
+/// A proxy address or network whose forwarded headers are believed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => return false,
+            },
+            _ => ip,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}` has an invalid prefix length"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: SecretString,
+    pub database_max_connections: u32,
+    pub bind: SocketAddr,
+    pub public_url: Url,
+    pub trusted_proxies: Vec<IpNet>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub body_limit: usize,
+    pub shutdown_grace: Duration,
+    pub oidc: OidcConfig,
+    pub session: SessionConfig,
+    pub keycloak: KeycloakAdminConfig,
+    pub users: UsersConfig,
+    pub tts: TtsConfig,
+    pub chat: ChatConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct OidcConfig {
+    pub issuer: Url,
+    pub extra_issuers: Vec<String>,
+    pub audience: String,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub leeway: Duration,
+    pub jwks_refresh: Duration,
+    pub jwks_min_refetch: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    pub secure: bool,
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct KeycloakAdminConfig {
+    pub base_url: Url,
+    pub realm: String,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+}
+
+#[derive(Clone, Debug)]
+pub struct UsersConfig {
+    pub password_min_length: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct TtsConfig {
+    pub engine: TtsEngineChoice,
+    pub default_voice: Option<String>,
+    pub max_chars: usize,
+    pub cache_max_bytes: i64,
+    pub rate_per_minute: u32,
+    pub daily_chars: i64,
+    pub concurrency: usize,
+    pub espeak_program: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    pub knowledge_base: Option<PathBuf>,
+    pub llm: Option<LlmConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LlmConfig {
+    pub url: Url,
+    pub model: String,
+    pub api_key: Option<SecretString>,
+}
+
+/// Raw text values after layering, keyed by setting.
+struct Layers {
+    values: BTreeMap<&'static str, String>,
+}
+
+impl Layers {
+    fn get(&self, setting: &Setting) -> Option<&str> {
+        self.values
+            .get(setting.key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty() || setting.default == Some(""))
+    }
+}
+
+fn setting(key: &str) -> &'static Setting {
+    SETTINGS
+        .iter()
+        .find(|s| s.key == key)
+        .unwrap_or_else(|| unreachable!("unknown setting key {key}"))
+}
+
+impl Config {
+    /// Loads defaults → `file` → the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, |name| std::env::var(name).ok())
+    }
+
+    /// Same as [`Config::load`] with an explicit environment (tests use this).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut values = BTreeMap::new();
+        for s in SETTINGS {
+            if let Some(d) = s.default {
+                values.insert(s.key, d.to_string());
+            }
+        }
+        if let Some(path) = file {
+            for (key, value) in read_toml(path)? {
+                values.insert(key, value);
+            }
+        }
+        for s in SETTINGS {
+            if let Some(v) = env(s.env) {
+                values.insert(s.key, v);
+            }
+        }
+        Self::from_layers(&Layers { values })
+    }
+
+    fn from_layers(l: &Layers) -> Result<Config, ConfigError> {
+        let text = |key: &str| -> Result<String, ConfigError> {
+            let s = setting(key);
+            l.get(s)
+                .map(|v| v.trim().to_string())
+                .ok_or_else(|| invalid(s, "is required but not set"))
+        };
+        let opt = |key: &str| -> Option<String> {
+            l.get(setting(key))
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let secret_opt = |key: &str| -> Option<SecretString> {
+            l.get(setting(key))
+                .filter(|v| !v.is_empty())
+                .map(|v| SecretString::from(v.to_string()))
+        };
+        fn parse<T: std::str::FromStr>(key: &str, v: String, what: &str) -> Result<T, ConfigError> {
+            v.parse::<T>().map_err(|_| {
+                let s = setting(key);
+                if s.secret {
+                    invalid(s, format!("is not {what}"))
+                } else {
+                    invalid(s, format!("`{v}` is not {what}"))
+                }
+            })
+        }
+        let url = |key: &str| -> Result<Url, ConfigError> {
+            let v = text(key)?;
+            let u = Url::parse(&v).map_err(|e| invalid(setting(key), format!("`{v}` is not a URL ({e})")))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(invalid(setting(key), format!("`{v}` must be an http or https URL")));
+            }
+            Ok(u)
+        };
+        let positive = |key: &str, what: &str| -> Result<u64, ConfigError> {
+            let n: u64 = parse(key, text(key)?, what)?;
+            if n == 0 {
+                return Err(invalid(setting(key), "must be greater than 0"));
+            }
+            Ok(n)
+        };
+
+        let database_url = text("database.url")?;
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(invalid(
+                setting("database.url"),
+                "must be a postgres:// or postgresql:// URL",
+            ));
+        }
+
+        let public_url = url("public_url")?;
+        let secure = public_url.scheme() == "https";
+
+        let log_format = match text("log.format")?.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    setting("log.format"),
+                    format!("`{other}` is not one of text, json"),
+                ));
+            }
+        };
+
+        let trusted_proxies = split_list(&opt("trusted_proxies").unwrap_or_default())
+            .map(|p| p.parse::<IpNet>().map_err(|e| invalid(setting("trusted_proxies"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let issuer = url("oidc.issuer")?;
+        let extra_issuers = split_list(&opt("oidc.extra_issuers").unwrap_or_default())
+            .map(|i| {
+                Url::parse(i)
+                    .map(|_| i.to_string())
+                    .map_err(|_| invalid(setting("oidc.extra_issuers"), format!("`{i}` is not a URL")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let leeway: u64 = parse("oidc.leeway_seconds", text("oidc.leeway_seconds")?, "a number of seconds")?;
+        if leeway > 30 {
+            return Err(invalid(setting("oidc.leeway_seconds"), "must be at most 30 seconds"));
+        }
+
+        let (derived_base, derived_realm) = split_issuer(&issuer);
+        let keycloak_base = match opt("keycloak.url") {
+            Some(_) => url("keycloak.url")?,
+            None => derived_base.ok_or_else(|| {
+                invalid(
+                    setting("keycloak.url"),
+                    "is not set and cannot be derived from VOXGATE_OIDC_ISSUER (expected …/realms/<realm>)",
+                )
+            })?,
+        };
+        let realm = match opt("keycloak.realm").or(derived_realm) {
+            Some(r) => r,
+            None => return Err(invalid(setting("keycloak.realm"), "is required but not set")),
+        };
+
+        let session_cookie = match opt("session.cookie_name") {
+            Some(name) => {
+                if name.starts_with("__Host-") && !secure {
+                    return Err(invalid(
+                        setting("session.cookie_name"),
+                        "a __Host- cookie needs an https VOXGATE_PUBLIC_URL",
+                    ));
+                }
+                if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+                    return Err(invalid(
+                        setting("session.cookie_name"),
+                        format!("`{name}` may only contain letters, digits, - and _"),
+                    ));
+                }
+                name
+            }
+            None if secure => "__Host-voxgate".to_string(),
+            None => "voxgate_session".to_string(),
+        };
+
+        let engine = match text("tts.engine")?.as_str() {
+            "auto" => TtsEngineChoice::Auto,
+            "polly" => TtsEngineChoice::Polly,
+            "local" => TtsEngineChoice::Local,
+            other => {
+                return Err(invalid(
+                    setting("tts.engine"),
+                    format!("`{other}` is not one of auto, polly, local"),
+                ));
+            }
+        };
+
+        let llm = match opt("llm.url") {
+            Some(_) => Some(LlmConfig {
+                url: url("llm.url")?,
+                model: text("llm.model")?,
+                api_key: secret_opt("llm.api_key"),
+            }),
+            None => None,
+        };
+
+        Ok(Config {
+            database_url: SecretString::from(database_url),
+            database_max_connections: positive("database.max_connections", "a whole number")? as u32,
+            bind: parse("bind", text("bind")?, "an address like 127.0.0.1:8080")?,
+            public_url,
+            trusted_proxies,
+            log_format,
+            log_filter: text("log.filter")?,
+            body_limit: positive("http.body_limit", "a size in bytes")? as usize,
+            shutdown_grace: Duration::from_secs(parse(
+                "http.shutdown_grace_seconds",
+                text("http.shutdown_grace_seconds")?,
+                "a number of seconds",
+            )?),
+            oidc: OidcConfig {
+                issuer,
+                extra_issuers,
+                audience: text("oidc.audience")?,
+                client_id: text("oidc.client_id")?,
+                client_secret: secret_opt("oidc.client_secret"),
+                leeway: Duration::from_secs(leeway),
+                jwks_refresh: Duration::from_secs(positive("oidc.jwks_refresh_seconds", "a number of seconds")?),
+                jwks_min_refetch: Duration::from_secs(parse(
+                    "oidc.jwks_min_refetch_seconds",
+                    text("oidc.jwks_min_refetch_seconds")?,
+                    "a number of seconds",
+                )?),
+            },
+            session: SessionConfig {
+                cookie_name: session_cookie,
+                secure,
+                idle: Duration::from_secs(60 * positive("session.idle_minutes", "a number of minutes")?),
+                absolute: Duration::from_secs(3600 * positive("session.absolute_hours", "a number of hours")?),
+            },
+            keycloak: KeycloakAdminConfig {
+                base_url: keycloak_base,
+                realm,
+                client_id: text("keycloak.admin_client_id")?,
+                client_secret: secret_opt("keycloak.admin_client_secret"),
+            },
+            users: UsersConfig {
+                password_min_length: positive("users.password_min_length", "a whole number")? as usize,
+            },
+            tts: TtsConfig {
+                engine,
+                default_voice: opt("tts.default_voice"),
+                max_chars: positive("tts.max_chars", "a whole number")? as usize,
+                cache_max_bytes: positive("tts.cache_max_bytes", "a size in bytes")? as i64,
+                rate_per_minute: positive("tts.rate_per_minute", "a whole number")? as u32,
+                daily_chars: positive("tts.daily_chars", "a whole number")? as i64,
+                concurrency: positive("tts.concurrency", "a whole number")? as usize,
+                espeak_program: PathBuf::from(text("tts.espeak_program")?),
+            },
+            chat: ChatConfig {
+                knowledge_base: opt("chat.knowledge_base").map(PathBuf::from),
+                llm,
+            },
+        })
+    }
+}
+
+fn split_list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|p| !p.is_empty())
+}
+
+/// `http://host/realms/x` → (`http://host/`, `x`).
+fn split_issuer(issuer: &Url) -> (Option<Url>, Option<String>) {
+    let path = issuer.path().trim_end_matches('/');
+    match path.rsplit_once("/realms/") {
+        Some((prefix, realm)) if !realm.is_empty() && !realm.contains('/') => {
+            let mut base = issuer.clone();
+            base.set_path(&format!("{prefix}/"));
+            base.set_query(None);
+            (Some(base), Some(realm.to_string()))
+        }
+        _ => (None, None),
+    }
+}
+
+fn read_toml(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
+    let file_err = |problem: String| ConfigError::File {
+        path: path.display().to_string(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+    let mut out = Vec::new();
+    flatten("", &table, &mut out, &file_err)?;
+    Ok(out)
+}
+
+fn flatten(
+    prefix: &str,
+    table: &toml::Table,
+    out: &mut Vec<(&'static str, String)>,
+    file_err: &dyn Fn(String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let value = match v {
+            toml::Value::Table(t) => {
+                flatten(&key, t, out, file_err)?;
+                continue;
+            }
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            toml::Value::Datetime(d) => d.to_string(),
+        };
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.key == key)
+            .ok_or_else(|| file_err(format!("unknown setting `{key}`")))?;
+        out.push((setting.key, value));
+    }
+    Ok(())
+}
+
+/// Help text listing every setting, for `voxgate --help`.
+pub fn help_text() -> String {
+    let mut out = String::from("Settings (environment variable, TOML key, default):\n");
+    for s in SETTINGS {
+        let default = match s.default {
+            Some("") | None => "unset".to_string(),
+            Some(d) => d.to_string(),
+        };
+        out.push_str(&format!("  {}  [{}]  (default: {})\n      {}\n", s.env, s.key, default, s.help));
+    }
+    out.push_str(
+        "\nAWS settings for the Polly engine come from the standard AWS variables \
+         (AWS_REGION, AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_ENDPOINT_URL_POLLY, …).\n",
+    );
+    out
+}
+
+/// The settings table of `docs/configuration.md`.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| Environment variable | TOML key | Default | Meaning |\n|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        let default = match s.default {
+            Some("") | None => "*(unset)*".to_string(),
+            Some(d) => format!("`{d}`"),
+        };
+        let help = if s.secret {
+            format!("{} **Secret.**", s.help)
+        } else {
+            s.help.to_string()
+        };
+        out.push_str(&format!("| `{}` | `{}` | {} | {} |\n", s.env, s.key, default, help));
+    }
+    out
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load_from(None, |k| env.get(k).cloned())
+    }
+
+    fn err(env: &[(&str, &str)]) -> String {
+        match load(env) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_load_and_derive_the_keycloak_admin_target_from_the_issuer() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.keycloak.base_url.as_str(), "http://127.0.0.1:8180/");
+        assert_eq!(c.keycloak.realm, "voxgate");
+        assert_eq!(c.session.cookie_name, "voxgate_session");
+        assert!(!c.session.secure);
+        assert_eq!(c.body_limit, 65536);
+    }
+
+    #[test]
+    fn an_invalid_bind_address_names_the_setting_and_the_value() {
+        let e = err(&[("VOXGATE_BIND", "localhost:http")]);
+        assert!(e.starts_with("VOXGATE_BIND:"), "{e}");
+        assert!(e.contains("localhost:http"), "{e}");
+    }
+
+    #[test]
+    fn a_required_setting_set_to_empty_is_reported_missing() {
+        let e = err(&[("VOXGATE_OIDC_AUDIENCE", "  ")]);
+        assert_eq!(e, "VOXGATE_OIDC_AUDIENCE: is required but not set");
+    }
+
+    #[test]
+    fn leeway_above_thirty_seconds_is_refused() {
+        let e = err(&[("VOXGATE_OIDC_LEEWAY_SECONDS", "120")]);
+        assert!(e.contains("at most 30"), "{e}");
+    }
+
+    #[test]
+    fn a_non_postgres_database_url_is_refused_without_echoing_it() {
+        let e = err(&[("DATABASE_URL", "mysql://root:hunter2@db/x")]);
+        assert!(e.starts_with("DATABASE_URL:"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn https_public_url_switches_to_a_host_prefixed_secure_cookie() {
+        let c = load(&[("VOXGATE_PUBLIC_URL", "https://voice.example.org")]).unwrap();
+        assert!(c.session.secure);
+        assert_eq!(c.session.cookie_name, "__Host-voxgate");
+    }
+
+    #[test]
+    fn a_host_prefixed_cookie_on_plain_http_is_refused() {
+        let e = err(&[("VOXGATE_SESSION_COOKIE", "__Host-x")]);
+        assert!(e.contains("https"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_accept_ips_and_cidrs_and_reject_garbage() {
+        let c = load(&[("VOXGATE_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8,::1")]).unwrap();
+        assert!(c.trusted_proxies[1].contains("10.2.3.4".parse().unwrap()));
+        assert!(!c.trusted_proxies[1].contains("11.0.0.1".parse().unwrap()));
+        assert!(c.trusted_proxies[0].contains("::ffff:127.0.0.1".parse().unwrap()));
+        let e = err(&[("VOXGATE_TRUSTED_PROXIES", "10.0.0.0/40")]);
+        assert!(e.starts_with("VOXGATE_TRUSTED_PROXIES:"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let c = load(&[
+            ("VOXGATE_OIDC_CLIENT_SECRET", "s3cr3t-value"),
+            ("DATABASE_URL", "postgres://u:pw-in-url@h/db"),
+        ])
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cr3t-value"));
+        assert!(!debug.contains("pw-in-url"));
+        assert_eq!(
+            c.oidc.client_secret.as_ref().map(|s| s.expose_secret().to_string()),
+            Some("s3cr3t-value".into())
+        );
+    }
+
+    #[test]
+    fn the_file_layer_sits_between_defaults_and_environment() {
+        let dir = std::env::temp_dir().join(format!("voxgate-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("voxgate.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:9000\"\n[oidc]\naudience = \"from-file\"\n").unwrap();
+        let env: BTreeMap<String, String> = [("VOXGATE_OIDC_AUDIENCE".to_string(), "from-env".to_string())].into();
+        let c = Config::load_from(Some(&path), |k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.oidc.audience, "from-env");
+
+        std::fs::write(&path, "[oidc]\naudiense = \"typo\"\n").unwrap();
+        let e = Config::load_from(Some(&path), |_| None).unwrap_err().to_string();
+        assert!(e.contains("unknown setting `oidc.audiense`"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn every_setting_has_a_unique_env_name_and_key() {
+        let mut envs: Vec<_> = SETTINGS.iter().map(|s| s.env).collect();
+        envs.sort();
+        envs.dedup();
+        assert_eq!(envs.len(), SETTINGS.len());
+        assert!(SETTINGS.iter().all(|s| s.env == "DATABASE_URL" || s.env.starts_with("VOXGATE_")));
+    }
+}

@@ -1,0 +1,60 @@
+//! The Postgres pool and migrations. SQL for a table lives with the feature
+//! that owns it; this module only connects and migrates.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::Config;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+pub fn connect_options(config: &Config) -> anyhow::Result<PgConnectOptions> {
+    let opts: PgConnectOptions = config
+        .database_url
+        .expose_secret()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot be parsed: {e}"))?;
+    Ok(opts.application_name("voxgate"))
+}
+
+/// Connects, failing after a few seconds rather than hanging start-up.
+pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(connect_options(config)?)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to Postgres: {e}"))?;
+    Ok(pool)
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))
+}
+
+/// Whether the database answers within a second.
+pub async fn ping(pool: &PgPool) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(pool)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("query failed: {}", short_db_error(&e))),
+        Err(_) => Err("no answer within 1 s".into()),
+    }
+}
+
+/// A database error without connection details, for readiness output.
+fn short_db_error(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::PoolTimedOut => "pool timed out",
+        sqlx::Error::Io(_) => "connection failed",
+        sqlx::Error::Database(_) => "database error",
+        sqlx::Error::PoolClosed => "pool closed",
+        _ => "error",
+    }
+}

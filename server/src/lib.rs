@@ -1,0 +1,19 @@
+//! voxgate: Keycloak-authenticated chat with spoken replies.
+//!
+//! Start with `docs/ARCHITECTURE.md`. [`app::App`] wires everything; each
+//! feature lives in its own module and exposes a `router()`.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod pages;
+pub mod router;
+pub mod state;
+pub mod telemetry;
+
+pub use app::App;
+pub use config::Config;

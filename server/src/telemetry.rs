@@ -1,0 +1,125 @@
+//! Logs, request ids and metrics.
+//!
+//! Every request gets an id (a sane incoming `x-request-id` is kept, else a
+//! fresh UUID) that is echoed in the response header, attached to the span,
+//! and available to error rendering through a task-local. Spans and metrics
+//! are labelled with the *matched route* (`/api/admin/users/{id}`), never the
+//! raw path, to keep cardinality low. Headers are never logged: they carry
+//! tokens and cookies.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
+
+use crate::config::LogFormat;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+tokio::task_local! {
+    static CURRENT_REQUEST_ID: String;
+}
+
+/// The id of the request being handled, if any.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Installs the global subscriber. Safe to call more than once (tests).
+pub fn init_tracing(format: LogFormat, filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder. Metrics are process-global by
+/// nature; several apps in one process (tests) share it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (e.g. by a host
+            // program); our handle still renders what we record through it.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+fn valid_incoming_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then(|| s.to_string())
+}
+
+/// Request id, span, access log and HTTP metrics for every request.
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(valid_incoming_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(REQUEST_ID, v);
+    }
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().clone();
+    let span = tracing::info_span!("http", request_id = %id, method = %method, route = %route, status = tracing::field::Empty);
+    let started = Instant::now();
+    let mut response = CURRENT_REQUEST_ID
+        .scope(id.clone(), next.run(req).instrument(span.clone()))
+        .await;
+    let status = response.status();
+    let elapsed = started.elapsed();
+    span.record("status", status.as_u16());
+    let labels = [
+        ("route", route.clone()),
+        ("method", method.to_string()),
+        ("status", status.as_u16().to_string()),
+    ];
+    metrics::counter!("voxgate_http_requests_total", &labels).increment(1);
+    metrics::histogram!("voxgate_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    let quiet = route == "/healthz" || route == "/readyz" || route == "/metrics";
+    span.in_scope(|| {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        if quiet {
+            tracing::debug!(status = status.as_u16(), ms, "request");
+        } else {
+            tracing::info!(status = status.as_u16(), ms, "request");
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+/// `GET /metrics` in Prometheus text format.
+pub async fn metrics_endpoint() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_handle().render(),
+    )
+}

@@ -1,0 +1,224 @@
+//! The skeleton every feature relies on: errors, health, config, schema.
+
+use crate::helpers::{TestDatabase, problem, spawn_app};
+use voxgate::error::{ApiError, ResultExt};
+
+#[tokio::test]
+async fn unknown_api_route_is_a_problem_json_404() {
+    let app = spawn_app().await;
+    let body = problem(app.get("/api/nope").await, 404).await;
+    assert!(body["detail"].as_str().unwrap().contains("/api/nope"));
+}
+
+#[tokio::test]
+async fn unknown_page_is_a_readable_html_404() {
+    let app = spawn_app().await;
+    let response = app.get("/no-such-page").await;
+    assert_eq!(response.status(), 404);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = response.text().await.unwrap();
+    assert!(html.contains("Page not found"));
+    assert!(html.contains("Request id"));
+}
+
+#[tokio::test]
+async fn wrong_method_on_an_api_route_is_a_problem_json_405() {
+    let app = spawn_app().await;
+    let response = app.client.delete(app.url("/api/version")).send().await.unwrap();
+    let body = problem(response, 405).await;
+    assert!(body["detail"].as_str().unwrap().contains("DELETE"));
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_sane_incoming_one_is_kept() {
+    let app = spawn_app().await;
+    let generated = app.get("/healthz").await;
+    assert!(uuid::Uuid::parse_str(generated.headers()["x-request-id"].to_str().unwrap()).is_ok());
+    let kept = app.client.get(app.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "abc-123");
+    let replaced = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "<script>alert(1)</script>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(replaced.headers()["x-request-id"], "<script>alert(1)</script>");
+}
+
+#[tokio::test]
+async fn security_headers_are_set_on_pages() {
+    let app = spawn_app().await;
+    let response = app.get("/no-such-page").await;
+    let h = response.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(!h["content-security-policy"].to_str().unwrap().contains("unsafe-inline"));
+}
+
+#[tokio::test]
+async fn healthz_answers_and_readyz_reports_the_database() {
+    let app = spawn_app().await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status(), 200);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true);
+    let db = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "database").unwrap();
+    assert_eq!(db["ok"], true);
+}
+
+#[tokio::test]
+async fn readyz_goes_503_when_the_database_is_unreachable() {
+    let app = spawn_app().await;
+    app.db.close().await;
+    app.database.drop_now().await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], false);
+    let db = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "database").unwrap();
+    assert_eq!(db["ok"], false);
+    // Liveness is not readiness: the process itself is fine.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_matched_route() {
+    let app = spawn_app().await;
+    app.get("/api/version").await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("voxgate_http_requests_total")
+            && l.contains("route=\"/api/version\"")
+            && l.contains("status=\"200\"")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_api() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get("/api/openapi.json").await.json().await.unwrap();
+    assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+    for (method, path) in crate::EXPECTED_API_OPERATIONS {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is missing from /api/openapi.json"
+        );
+    }
+}
+
+#[test]
+fn no_api_route_bypasses_the_openapi_router() {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+    let mut offenders = Vec::new();
+    for entry in walk(std::path::Path::new(src)) {
+        let text = std::fs::read_to_string(&entry).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if !line.trim_start().starts_with("//") && line.contains(".route(\"/api") && !line.contains("/api/openapi.json") {
+                offenders.push(format!("{}:{}", entry.display(), n + 1));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "register /api routes with routes!(): {offenders:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    let database = TestDatabase::new().await;
+    let pool = database.pool().await;
+    voxgate::db::MIGRATOR.run(&pool).await.expect("first run (already applied by the template)");
+    voxgate::db::MIGRATOR.run(&pool).await.expect("second run");
+    let roles: i64 = sqlx::query_scalar("SELECT count(*) FROM roles").fetch_one(&pool).await.unwrap();
+    assert_eq!(roles, 3, "seed rows are not duplicated");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_unique_violation_maps_to_409_naming_the_field() {
+    let database = TestDatabase::new().await;
+    let pool = database.pool().await;
+    sqlx::query("INSERT INTO users (username, email) VALUES ('Carol', 'carol@example.com')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let dup = sqlx::query("INSERT INTO users (username, email) VALUES ('carol', 'other@example.com')")
+        .execute(&pool)
+        .await
+        .on_constraint("users_username_key", "username", "A user with this username already exists.");
+    match dup {
+        Err(ApiError::Conflict { field, .. }) => assert_eq!(field.as_deref(), Some("username")),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let dup_email = sqlx::query("INSERT INTO users (username, email) VALUES ('dave', 'CAROL@example.com')")
+        .execute(&pool)
+        .await
+        .on_constraint("users_email_key", "email", "A user with this email already exists.");
+    assert!(matches!(dup_email, Err(ApiError::Conflict { .. })));
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn updated_at_moves_on_update() {
+    let database = TestDatabase::new().await;
+    let pool = database.pool().await;
+    let (id, created): (uuid::Uuid, time::OffsetDateTime) =
+        sqlx::query_as("INSERT INTO users (username) VALUES ('erin') RETURNING id, updated_at")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let updated: time::OffsetDateTime =
+        sqlx::query_scalar("UPDATE users SET first_name = 'Erin' WHERE id = $1 RETURNING updated_at")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(updated >= created);
+    pool.close().await;
+}
+
+#[test]
+fn invalid_configuration_fails_start_with_the_setting_named() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
+        .arg("serve")
+        .env("VOXGATE_BIND", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("VOXGATE_BIND"), "{stderr}");
+    assert!(stderr.contains("not-an-address"), "{stderr}");
+}
+
+#[test]
+fn help_explains_every_setting() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for s in voxgate::config::SETTINGS {
+        assert!(help.contains(s.env), "--help does not mention {}", s.env);
+    }
+}
+
+#[test]
+fn configuration_docs_list_every_setting() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md")).unwrap();
+    assert!(
+        doc.contains(&voxgate::config::markdown_table()),
+        "docs/configuration.md is out of date: regenerate its table with `voxgate config-docs`"
+    );
+}

@@ -1,0 +1,230 @@
+//! Test support: per-test databases cloned from a migrated template, the
+//! app on port 0, and typed client helpers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use voxgate::{App, Config};
+
+/// The Postgres server tests use; a database of its own is made per test.
+pub fn admin_database_url() -> String {
+    std::env::var("VOXGATE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn database_url(name: &str) -> String {
+    let mut url = url::Url::parse(&admin_database_url()).expect("VOXGATE_TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+pub fn init_test_logging() {
+    if std::env::var("TEST_LOG").is_ok() {
+        voxgate::telemetry::init_tracing(voxgate::config::LogFormat::Text, "info,voxgate=debug");
+    }
+}
+
+/// Name of a template database with every migration applied, created once
+/// per set of migrations. An advisory lock keeps parallel test processes
+/// from racing to build it.
+async fn template_database() -> String {
+    let hash = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for m in voxgate::db::MIGRATOR.iter() {
+            h.update(m.version.to_le_bytes());
+            h.update(&m.checksum);
+        }
+        hex::encode(&h.finalize()[..6])
+    };
+    let name = format!("voxgate_tpl_{hash}");
+    let mut conn = PgConnection::connect(&admin_database_url()).await.expect("connect to the test Postgres");
+    conn.execute("SELECT pg_advisory_lock(727274)").await.expect("lock");
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .expect("query pg_database");
+    if !exists {
+        let building = format!("{name}_building");
+        conn.execute(format!(r#"DROP DATABASE IF EXISTS "{building}""#).as_str()).await.expect("drop stale template");
+        conn.execute(format!(r#"CREATE DATABASE "{building}""#).as_str()).await.expect("create template");
+        {
+            let pool = PgPoolOptions::new().max_connections(1).connect(&database_url(&building)).await.expect("connect template");
+            voxgate::db::MIGRATOR.run(&pool).await.expect("migrate template");
+            pool.close().await;
+        }
+        conn.execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{name}""#).as_str()).await.expect("rename template");
+    }
+    conn.execute("SELECT pg_advisory_unlock(727274)").await.expect("unlock");
+    name
+}
+
+/// A fresh database, dropped when the guard goes away.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn new() -> TestDatabase {
+        let template = template_database().await;
+        let name = format!("voxgate_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin_database_url()).await.expect("connect");
+        let mut attempts = 0;
+        loop {
+            // Cloning fails if another session is connected to the template
+            // at that instant (e.g. a parallel clone); try again.
+            match conn.execute(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#).as_str()).await {
+                Ok(_) => break,
+                Err(e) if attempts < 50 => {
+                    attempts += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot create test database: {e}"),
+            }
+        }
+        TestDatabase {
+            url: database_url(&name),
+            name,
+        }
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPoolOptions::new().max_connections(4).connect(&self.url).await.expect("connect test database")
+    }
+
+    /// Drops the database now, cutting every connection (used to simulate
+    /// the database going away).
+    pub async fn drop_now(&self) {
+        drop_database(&self.name).await;
+    }
+}
+
+async fn drop_database(name: &str) {
+    if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
+        let _ = conn.execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str()).await;
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on;
+        // a helper thread with its own runtime does the async cleanup.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(drop_database(&name));
+            }
+        })
+        .join();
+    }
+}
+
+/// Settings for a test app; `set` overrides any `VOXGATE_*` variable.
+#[derive(Default, Clone)]
+pub struct TestSettings {
+    env: BTreeMap<String, String>,
+}
+
+impl TestSettings {
+    pub fn set(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: PgPool,
+    pub database: TestDatabase,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestSettings::default()).await
+}
+
+pub fn config_for(database: &TestDatabase, settings: &TestSettings) -> Config {
+    let mut env = settings.env.clone();
+    env.entry("DATABASE_URL".into()).or_insert_with(|| database.url.clone());
+    env.entry("VOXGATE_BIND".into()).or_insert_with(|| "127.0.0.1:0".into());
+    env.entry("VOXGATE_SHUTDOWN_GRACE_SECONDS".into()).or_insert_with(|| "5".into());
+    Config::load_from(None, |k| env.get(k).cloned()).expect("test configuration is valid")
+}
+
+pub async fn spawn_app_with(settings: TestSettings) -> TestApp {
+    init_test_logging();
+    let database = TestDatabase::new().await;
+    let config = config_for(&database, &settings);
+    let app = App::build(config).await.expect("app builds");
+    let address = app.address();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_with_shutdown(async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    TestApp {
+        address,
+        client,
+        db: database.pool().await,
+        database,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Reads a problem+json response, checking its content type and status.
+pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body: serde_json::Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status);
+    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("https://")), "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert_eq!(body["requestId"].as_str().map(str::to_string), request_id, "problem carries the request id");
+    body
+}
