@@ -4,16 +4,20 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::state::AppState;
+use crate::users::Users;
 
 pub struct App {
     listener: TcpListener,
     address: SocketAddr,
     state: AppState,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -26,14 +30,30 @@ impl App {
         crate::telemetry::metrics_handle();
         let db = crate::db::connect(&config).await?;
         crate::db::migrate(&db).await?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("voxgate/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let config = Arc::new(config);
+        let auth = Auth::new(&config, http.clone());
+        let users = Users::new(config.clone(), db.clone(), http, auth.principals.clone());
+        let tasks = vec![
+            auth.provider.spawn_refresher(),
+            spawn_sweeper(db.clone()),
+            crate::users::spawn_recovery(users.clone()),
+        ];
         let state = AppState {
-            config: Arc::new(config),
+            config,
             db,
+            auth,
+            users,
         };
         Ok(App {
             listener,
             address,
             state,
+            tasks,
         })
     }
 
@@ -55,7 +75,10 @@ impl App {
         self.run_with_shutdown(shutdown_signal()).await
     }
 
-    pub async fn run_with_shutdown(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_with_shutdown(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let grace = self.state.config.shutdown_grace;
         let router = crate::router::router(self.state.clone());
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -79,6 +102,9 @@ impl App {
             } => {
                 tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections");
             }
+        }
+        for task in &self.tasks {
+            task.abort();
         }
         self.state.db.close().await;
         Ok(())
@@ -104,4 +130,17 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
+}
+
+/// Removes expired sessions and abandoned sign-ins every few minutes.
+fn spawn_sweeper(db: sqlx::PgPool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            interval.tick().await;
+            if let Err(e) = crate::auth::session::sweep(&db).await {
+                tracing::warn!(error = %e, "session sweep failed");
+            }
+        }
+    })
 }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, help_text};
 
 #[derive(Parser)]
-#[command(name = "voxgate", version, about = "Keycloak-authenticated chat with spoken replies")]
+#[command(
+    name = "voxgate",
+    version,
+    about = "Keycloak-authenticated chat with spoken replies"
+)]
 #[command(after_long_help = help_text())]
 struct Cli {
     /// Optional TOML configuration file (environment variables override it).
@@ -27,6 +31,56 @@ enum Command {
     Migrate,
     /// Print the configuration reference (Markdown) and exit.
     ConfigDocs,
+    /// Manage users in Keycloak and voxgate together.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user in both systems. The password is read from standard
+    /// input (first line) unless --invite is given.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        last_name: String,
+        /// Role to grant; repeat for several (default: user).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Send Keycloak's invitation email instead of setting a password.
+        #[arg(long)]
+        invite: bool,
+        /// The user must change the password at first sign-in.
+        #[arg(long)]
+        temporary: bool,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user (both systems) and end their sessions.
+    Disable { username: String },
+    /// Enable a user (both systems).
+    Enable { username: String },
+    /// Delete a user from both systems.
+    Delete { username: String },
+    /// Compare Keycloak and voxgate and report drift.
+    Reconcile {
+        /// Repair what is safe to repair, and say what was done.
+        #[arg(long)]
+        fix: bool,
+    },
 }
 
 pub async fn run() -> ExitCode {
@@ -47,6 +101,7 @@ pub async fn run() -> ExitCode {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
         Command::ConfigDocs => Ok(()),
+        Command::Users(cmd) => users(config, cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,5 +123,169 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let pool = crate::db::connect(&config).await?;
     crate::db::migrate(&pool).await?;
     println!("migrations applied");
+    Ok(())
+}
+
+fn cli_actor() -> crate::users::Actor {
+    let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    crate::users::Actor {
+        id: None,
+        label: format!("cli:{who}"),
+        is_admin: true,
+        request_id: None,
+    }
+}
+
+async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
+    use crate::users::model::{CreateUserRequest, PasswordInput, UpdateUserRequest};
+    let pool = crate::db::connect(&config).await?;
+    crate::db::migrate(&pool).await?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let users = crate::users::Users::new(
+        std::sync::Arc::new(config),
+        pool.clone(),
+        http,
+        std::sync::Arc::new(crate::auth::users::PrincipalCache::default()),
+    );
+    let actor = cli_actor();
+    let api = |e: crate::error::ApiError| anyhow::anyhow!("{e}");
+    let find = |username: String| {
+        let users = users.clone();
+        async move {
+            let page = users
+                .list(Some(&username), None, 1, 100)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            page.items
+                .into_iter()
+                .find(|u| u.username == username.to_lowercase())
+                .ok_or_else(|| anyhow::anyhow!("no active user named `{username}`"))
+        }
+    };
+    match cmd {
+        UsersCommand::Create {
+            username,
+            email,
+            first_name,
+            last_name,
+            roles,
+            invite,
+            temporary,
+        } => {
+            let password = if invite {
+                None
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                let value = line.trim_end_matches(['\r', '\n']).to_string();
+                if value.is_empty() {
+                    anyhow::bail!("give the password on standard input, or use --invite");
+                }
+                Some(PasswordInput { value, temporary })
+            };
+            let request = CreateUserRequest {
+                username,
+                email,
+                first_name,
+                last_name,
+                roles,
+                password,
+                send_invite: invite,
+            };
+            let created = users.create(&actor, request, None).await.map_err(api)?;
+            println!(
+                "created {} ({}) with roles {}",
+                created.user.username,
+                created.user.id,
+                created.user.roles.join(", ")
+            );
+        }
+        UsersCommand::List {
+            search,
+            status,
+            json,
+        } => {
+            let mut page = 1;
+            let mut all = Vec::new();
+            loop {
+                let p = users
+                    .list(search.as_deref(), status.as_deref(), page, 100)
+                    .await
+                    .map_err(api)?;
+                let n = p.items.len();
+                all.extend(p.items);
+                if n < 100 {
+                    break;
+                }
+                page += 1;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!(
+                    "{:<24} {:<32} {:<8} {:<8} ROLES",
+                    "USERNAME", "EMAIL", "STATUS", "ENABLED"
+                );
+                for u in all {
+                    println!(
+                        "{:<24} {:<32} {:<8} {:<8} {}",
+                        u.username,
+                        u.email.unwrap_or_default(),
+                        u.status,
+                        u.enabled,
+                        u.roles.join(",")
+                    );
+                }
+            }
+        }
+        UsersCommand::Disable { username } => {
+            let user = find(username).await?;
+            let change = UpdateUserRequest {
+                enabled: Some(false),
+                roles: None,
+                first_name: None,
+                last_name: None,
+            };
+            users.update(&actor, user.id, change).await.map_err(api)?;
+            println!("disabled {}", user.username);
+        }
+        UsersCommand::Enable { username } => {
+            let user = find(username).await?;
+            let change = UpdateUserRequest {
+                enabled: Some(true),
+                roles: None,
+                first_name: None,
+                last_name: None,
+            };
+            users.update(&actor, user.id, change).await.map_err(api)?;
+            println!("enabled {}", user.username);
+        }
+        UsersCommand::Delete { username } => {
+            let user = find(username).await?;
+            users.delete(&actor, user.id).await.map_err(api)?;
+            println!("deleted {}", user.username);
+        }
+        UsersCommand::Reconcile { fix } => {
+            let drift = users.reconcile(fix).await?;
+            if drift.is_empty() {
+                println!("Keycloak and voxgate agree.");
+            }
+            for d in &drift {
+                match &d.fixed {
+                    Some(f) => println!("{:<26} {:<24} {} -> {}", d.kind, d.username, d.detail, f),
+                    None => println!("{:<26} {:<24} {}", d.kind, d.username, d.detail),
+                }
+            }
+            if !fix && !drift.is_empty() {
+                println!(
+                    "{} difference(s); run with --fix to repair what is safe.",
+                    drift.len()
+                );
+            }
+        }
+    }
+    pool.close().await;
     Ok(())
 }

@@ -57,43 +57,225 @@ const fn secret(key: &'static str, env: &'static str, help: &'static str) -> Set
 /// Every setting voxgate reads. AWS settings are not listed: the Polly
 /// engine uses the standard AWS variables and credential chain.
 pub const SETTINGS: &[Setting] = &[
-    s("database.url", "DATABASE_URL", Some("postgres://postgres@127.0.0.1:5432/voxgate"), "Postgres connection URL."),
-    s("database.max_connections", "VOXGATE_DATABASE_MAX_CONNECTIONS", Some("10"), "Size of the Postgres connection pool."),
-    s("bind", "VOXGATE_BIND", Some("127.0.0.1:8080"), "Address and port the HTTP server listens on (port 0 picks a free port)."),
-    s("public_url", "VOXGATE_PUBLIC_URL", Some("http://127.0.0.1:8080"), "URL users reach voxgate at; used for redirect URIs and to decide whether cookies are Secure."),
-    s("trusted_proxies", "VOXGATE_TRUSTED_PROXIES", Some(""), "Comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-* headers are believed. Empty: ignore those headers."),
-    s("log.format", "VOXGATE_LOG_FORMAT", Some("text"), "Log output: `text` or `json`."),
-    s("log.filter", "VOXGATE_LOG", Some("info,voxgate=info"), "tracing filter directives, e.g. `debug` or `info,voxgate=debug`."),
-    s("http.body_limit", "VOXGATE_BODY_LIMIT", Some("65536"), "Largest accepted request body in bytes."),
-    s("http.shutdown_grace_seconds", "VOXGATE_SHUTDOWN_GRACE_SECONDS", Some("30"), "How long in-flight requests may run after SIGTERM/Ctrl-C."),
-    s("oidc.issuer", "VOXGATE_OIDC_ISSUER", Some("http://127.0.0.1:8180/realms/voxgate"), "Keycloak realm issuer URL; discovery must report exactly this issuer."),
-    s("oidc.extra_issuers", "VOXGATE_OIDC_EXTRA_ISSUERS", Some(""), "Comma-separated further issuers accepted in tokens (internal vs public hostname); each must match exactly."),
-    s("oidc.audience", "VOXGATE_OIDC_AUDIENCE", Some("voxgate"), "Audience that bearer tokens must carry in `aud`."),
-    s("oidc.client_id", "VOXGATE_OIDC_CLIENT_ID", Some("voxgate-web"), "Keycloak client used for the browser login."),
-    secret("oidc.client_secret", "VOXGATE_OIDC_CLIENT_SECRET", "Secret of the browser-login client (confidential client)."),
-    s("oidc.leeway_seconds", "VOXGATE_OIDC_LEEWAY_SECONDS", Some("30"), "Clock skew tolerated on exp/nbf/iat, at most 30."),
-    s("oidc.jwks_refresh_seconds", "VOXGATE_JWKS_REFRESH_SECONDS", Some("300"), "How often signing keys are refreshed in the background."),
-    s("oidc.jwks_min_refetch_seconds", "VOXGATE_JWKS_MIN_REFETCH_SECONDS", Some("10"), "Minimum time between key fetches triggered by an unknown `kid`."),
-    s("session.cookie_name", "VOXGATE_SESSION_COOKIE", None, "Session cookie name. Default `__Host-voxgate` on https, `voxgate_session` on plain http."),
-    s("session.idle_minutes", "VOXGATE_SESSION_IDLE_MINUTES", Some("30"), "A browser session ends after this long without requests."),
-    s("session.absolute_hours", "VOXGATE_SESSION_ABSOLUTE_HOURS", Some("12"), "A browser session ends this long after sign-in, whatever the activity."),
-    s("keycloak.url", "VOXGATE_KEYCLOAK_URL", None, "Keycloak base URL for the admin API (default: derived from the issuer)."),
-    s("keycloak.realm", "VOXGATE_KEYCLOAK_REALM", None, "Realm managed through the admin API (default: derived from the issuer)."),
-    s("keycloak.admin_client_id", "VOXGATE_KEYCLOAK_ADMIN_CLIENT_ID", Some("voxgate-admin"), "Service-account client used to provision users."),
-    secret("keycloak.admin_client_secret", "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", "Secret of the provisioning service-account client."),
-    s("users.password_min_length", "VOXGATE_PASSWORD_MIN_LENGTH", Some("12"), "Minimum length of passwords set through the admin API."),
-    s("tts.engine", "VOXGATE_TTS_ENGINE", Some("auto"), "Speech engine: `polly`, `local` or `auto` (Polly when AWS settings are present, else local)."),
-    s("tts.default_voice", "VOXGATE_TTS_DEFAULT_VOICE", None, "Voice used when none is asked for (default `Joanna` for Polly, `en-us` for local)."),
-    s("tts.max_chars", "VOXGATE_TTS_MAX_CHARS", Some("3000"), "Longest text accepted by the direct speech endpoints."),
-    s("tts.cache_max_bytes", "VOXGATE_TTS_CACHE_MAX_BYTES", Some("268435456"), "Size bound of the shared audio cache; least recently used entries are evicted."),
-    s("tts.rate_per_minute", "VOXGATE_TTS_RATE_PER_MINUTE", Some("60"), "Speech requests a user may make per minute."),
-    s("tts.daily_chars", "VOXGATE_TTS_DAILY_CHARS", Some("100000"), "Characters a user may have synthesised per day (cache hits are free)."),
-    s("tts.concurrency", "VOXGATE_TTS_CONCURRENCY", Some("8"), "Concurrent upstream syntheses per instance (keep below the Polly TPS quota)."),
-    s("tts.espeak_program", "VOXGATE_ESPEAK_PROGRAM", Some("espeak-ng"), "Path of the espeak-ng program used by the local voice."),
-    s("chat.knowledge_base", "VOXGATE_KB_FILE", None, "Knowledge-base file for the built-in bot (default: the one shipped in the binary)."),
-    s("llm.url", "VOXGATE_LLM_URL", None, "OpenAI-compatible chat-completions base URL; when set the LLM bot answers."),
-    s("llm.model", "VOXGATE_LLM_MODEL", Some("gpt-4o-mini"), "Model name sent to the LLM endpoint."),
-    secret("llm.api_key", "VOXGATE_LLM_API_KEY", "Bearer key for the LLM endpoint."),
+    s(
+        "database.url",
+        "DATABASE_URL",
+        Some("postgres://postgres@127.0.0.1:5432/voxgate"),
+        "Postgres connection URL.",
+    ),
+    s(
+        "database.max_connections",
+        "VOXGATE_DATABASE_MAX_CONNECTIONS",
+        Some("10"),
+        "Size of the Postgres connection pool.",
+    ),
+    s(
+        "bind",
+        "VOXGATE_BIND",
+        Some("127.0.0.1:8080"),
+        "Address and port the HTTP server listens on (port 0 picks a free port).",
+    ),
+    s(
+        "public_url",
+        "VOXGATE_PUBLIC_URL",
+        Some("http://127.0.0.1:8080"),
+        "URL users reach voxgate at; used for redirect URIs and to decide whether cookies are Secure.",
+    ),
+    s(
+        "trusted_proxies",
+        "VOXGATE_TRUSTED_PROXIES",
+        Some(""),
+        "Comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-* headers are believed. Empty: ignore those headers.",
+    ),
+    s(
+        "log.format",
+        "VOXGATE_LOG_FORMAT",
+        Some("text"),
+        "Log output: `text` or `json`.",
+    ),
+    s(
+        "log.filter",
+        "VOXGATE_LOG",
+        Some("info,voxgate=info"),
+        "tracing filter directives, e.g. `debug` or `info,voxgate=debug`.",
+    ),
+    s(
+        "http.body_limit",
+        "VOXGATE_BODY_LIMIT",
+        Some("65536"),
+        "Largest accepted request body in bytes.",
+    ),
+    s(
+        "http.shutdown_grace_seconds",
+        "VOXGATE_SHUTDOWN_GRACE_SECONDS",
+        Some("30"),
+        "How long in-flight requests may run after SIGTERM/Ctrl-C.",
+    ),
+    s(
+        "oidc.issuer",
+        "VOXGATE_OIDC_ISSUER",
+        Some("http://127.0.0.1:8180/realms/voxgate"),
+        "Keycloak realm issuer URL; discovery must report exactly this issuer.",
+    ),
+    s(
+        "oidc.extra_issuers",
+        "VOXGATE_OIDC_EXTRA_ISSUERS",
+        Some(""),
+        "Comma-separated further issuers accepted in tokens (internal vs public hostname); each must match exactly.",
+    ),
+    s(
+        "oidc.audience",
+        "VOXGATE_OIDC_AUDIENCE",
+        Some("voxgate"),
+        "Audience that bearer tokens must carry in `aud`.",
+    ),
+    s(
+        "oidc.client_id",
+        "VOXGATE_OIDC_CLIENT_ID",
+        Some("voxgate-web"),
+        "Keycloak client used for the browser login.",
+    ),
+    secret(
+        "oidc.client_secret",
+        "VOXGATE_OIDC_CLIENT_SECRET",
+        "Secret of the browser-login client (confidential client).",
+    ),
+    s(
+        "oidc.leeway_seconds",
+        "VOXGATE_OIDC_LEEWAY_SECONDS",
+        Some("30"),
+        "Clock skew tolerated on exp/nbf/iat, at most 30.",
+    ),
+    s(
+        "oidc.jwks_refresh_seconds",
+        "VOXGATE_JWKS_REFRESH_SECONDS",
+        Some("300"),
+        "How often signing keys are refreshed in the background.",
+    ),
+    s(
+        "oidc.jwks_min_refetch_seconds",
+        "VOXGATE_JWKS_MIN_REFETCH_SECONDS",
+        Some("10"),
+        "Minimum time between key fetches triggered by an unknown `kid`.",
+    ),
+    s(
+        "session.cookie_name",
+        "VOXGATE_SESSION_COOKIE",
+        None,
+        "Session cookie name. Default `__Host-voxgate` on https, `voxgate_session` on plain http.",
+    ),
+    s(
+        "session.idle_minutes",
+        "VOXGATE_SESSION_IDLE_MINUTES",
+        Some("30"),
+        "A browser session ends after this long without requests.",
+    ),
+    s(
+        "session.absolute_hours",
+        "VOXGATE_SESSION_ABSOLUTE_HOURS",
+        Some("12"),
+        "A browser session ends this long after sign-in, whatever the activity.",
+    ),
+    s(
+        "keycloak.url",
+        "VOXGATE_KEYCLOAK_URL",
+        None,
+        "Keycloak base URL for the admin API (default: derived from the issuer).",
+    ),
+    s(
+        "keycloak.realm",
+        "VOXGATE_KEYCLOAK_REALM",
+        None,
+        "Realm managed through the admin API (default: derived from the issuer).",
+    ),
+    s(
+        "keycloak.admin_client_id",
+        "VOXGATE_KEYCLOAK_ADMIN_CLIENT_ID",
+        Some("voxgate-admin"),
+        "Service-account client used to provision users.",
+    ),
+    secret(
+        "keycloak.admin_client_secret",
+        "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET",
+        "Secret of the provisioning service-account client.",
+    ),
+    s(
+        "users.password_min_length",
+        "VOXGATE_PASSWORD_MIN_LENGTH",
+        Some("12"),
+        "Minimum length of passwords set through the admin API.",
+    ),
+    s(
+        "tts.engine",
+        "VOXGATE_TTS_ENGINE",
+        Some("auto"),
+        "Speech engine: `polly`, `local` or `auto` (Polly when AWS settings are present, else local).",
+    ),
+    s(
+        "tts.default_voice",
+        "VOXGATE_TTS_DEFAULT_VOICE",
+        None,
+        "Voice used when none is asked for (default `Joanna` for Polly, `en-us` for local).",
+    ),
+    s(
+        "tts.max_chars",
+        "VOXGATE_TTS_MAX_CHARS",
+        Some("3000"),
+        "Longest text accepted by the direct speech endpoints.",
+    ),
+    s(
+        "tts.cache_max_bytes",
+        "VOXGATE_TTS_CACHE_MAX_BYTES",
+        Some("268435456"),
+        "Size bound of the shared audio cache; least recently used entries are evicted.",
+    ),
+    s(
+        "tts.rate_per_minute",
+        "VOXGATE_TTS_RATE_PER_MINUTE",
+        Some("60"),
+        "Speech requests a user may make per minute.",
+    ),
+    s(
+        "tts.daily_chars",
+        "VOXGATE_TTS_DAILY_CHARS",
+        Some("100000"),
+        "Characters a user may have synthesised per day (cache hits are free).",
+    ),
+    s(
+        "tts.concurrency",
+        "VOXGATE_TTS_CONCURRENCY",
+        Some("8"),
+        "Concurrent upstream syntheses per instance (keep below the Polly TPS quota).",
+    ),
+    s(
+        "tts.espeak_program",
+        "VOXGATE_ESPEAK_PROGRAM",
+        Some("espeak-ng"),
+        "Path of the espeak-ng program used by the local voice.",
+    ),
+    s(
+        "chat.knowledge_base",
+        "VOXGATE_KB_FILE",
+        None,
+        "Knowledge-base file for the built-in bot (default: the one shipped in the binary).",
+    ),
+    s(
+        "llm.url",
+        "VOXGATE_LLM_URL",
+        None,
+        "OpenAI-compatible chat-completions base URL; when set the LLM bot answers.",
+    ),
+    s(
+        "llm.model",
+        "VOXGATE_LLM_MODEL",
+        Some("gpt-4o-mini"),
+        "Model name sent to the LLM endpoint.",
+    ),
+    secret(
+        "llm.api_key",
+        "VOXGATE_LLM_API_KEY",
+        "Bearer key for the LLM endpoint.",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +324,9 @@ impl IpNet {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -336,9 +520,13 @@ impl Config {
         }
         let url = |key: &str| -> Result<Url, ConfigError> {
             let v = text(key)?;
-            let u = Url::parse(&v).map_err(|e| invalid(setting(key), format!("`{v}` is not a URL ({e})")))?;
+            let u = Url::parse(&v)
+                .map_err(|e| invalid(setting(key), format!("`{v}` is not a URL ({e})")))?;
             if !matches!(u.scheme(), "http" | "https") {
-                return Err(invalid(setting(key), format!("`{v}` must be an http or https URL")));
+                return Err(invalid(
+                    setting(key),
+                    format!("`{v}` must be an http or https URL"),
+                ));
             }
             Ok(u)
         };
@@ -373,20 +561,30 @@ impl Config {
         };
 
         let trusted_proxies = split_list(&opt("trusted_proxies").unwrap_or_default())
-            .map(|p| p.parse::<IpNet>().map_err(|e| invalid(setting("trusted_proxies"), e)))
+            .map(|p| {
+                p.parse::<IpNet>()
+                    .map_err(|e| invalid(setting("trusted_proxies"), e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         let issuer = url("oidc.issuer")?;
         let extra_issuers = split_list(&opt("oidc.extra_issuers").unwrap_or_default())
             .map(|i| {
-                Url::parse(i)
-                    .map(|_| i.to_string())
-                    .map_err(|_| invalid(setting("oidc.extra_issuers"), format!("`{i}` is not a URL")))
+                Url::parse(i).map(|_| i.to_string()).map_err(|_| {
+                    invalid(setting("oidc.extra_issuers"), format!("`{i}` is not a URL"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let leeway: u64 = parse("oidc.leeway_seconds", text("oidc.leeway_seconds")?, "a number of seconds")?;
+        let leeway: u64 = parse(
+            "oidc.leeway_seconds",
+            text("oidc.leeway_seconds")?,
+            "a number of seconds",
+        )?;
         if leeway > 30 {
-            return Err(invalid(setting("oidc.leeway_seconds"), "must be at most 30 seconds"));
+            return Err(invalid(
+                setting("oidc.leeway_seconds"),
+                "must be at most 30 seconds",
+            ));
         }
 
         let (derived_base, derived_realm) = split_issuer(&issuer);
@@ -401,7 +599,12 @@ impl Config {
         };
         let realm = match opt("keycloak.realm").or(derived_realm) {
             Some(r) => r,
-            None => return Err(invalid(setting("keycloak.realm"), "is required but not set")),
+            None => {
+                return Err(invalid(
+                    setting("keycloak.realm"),
+                    "is required but not set",
+                ));
+            }
         };
 
         let session_cookie = match opt("session.cookie_name") {
@@ -412,7 +615,10 @@ impl Config {
                         "a __Host- cookie needs an https VOXGATE_PUBLIC_URL",
                     ));
                 }
-                if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+                {
                     return Err(invalid(
                         setting("session.cookie_name"),
                         format!("`{name}` may only contain letters, digits, - and _"),
@@ -447,7 +653,8 @@ impl Config {
 
         Ok(Config {
             database_url: SecretString::from(database_url),
-            database_max_connections: positive("database.max_connections", "a whole number")? as u32,
+            database_max_connections: positive("database.max_connections", "a whole number")?
+                as u32,
             bind: parse("bind", text("bind")?, "an address like 127.0.0.1:8080")?,
             public_url,
             trusted_proxies,
@@ -466,7 +673,10 @@ impl Config {
                 client_id: text("oidc.client_id")?,
                 client_secret: secret_opt("oidc.client_secret"),
                 leeway: Duration::from_secs(leeway),
-                jwks_refresh: Duration::from_secs(positive("oidc.jwks_refresh_seconds", "a number of seconds")?),
+                jwks_refresh: Duration::from_secs(positive(
+                    "oidc.jwks_refresh_seconds",
+                    "a number of seconds",
+                )?),
                 jwks_min_refetch: Duration::from_secs(parse(
                     "oidc.jwks_min_refetch_seconds",
                     text("oidc.jwks_min_refetch_seconds")?,
@@ -476,8 +686,12 @@ impl Config {
             session: SessionConfig {
                 cookie_name: session_cookie,
                 secure,
-                idle: Duration::from_secs(60 * positive("session.idle_minutes", "a number of minutes")?),
-                absolute: Duration::from_secs(3600 * positive("session.absolute_hours", "a number of hours")?),
+                idle: Duration::from_secs(
+                    60 * positive("session.idle_minutes", "a number of minutes")?,
+                ),
+                absolute: Duration::from_secs(
+                    3600 * positive("session.absolute_hours", "a number of hours")?,
+                ),
             },
             keycloak: KeycloakAdminConfig {
                 base_url: keycloak_base,
@@ -486,7 +700,8 @@ impl Config {
                 client_secret: secret_opt("keycloak.admin_client_secret"),
             },
             users: UsersConfig {
-                password_min_length: positive("users.password_min_length", "a whole number")? as usize,
+                password_min_length: positive("users.password_min_length", "a whole number")?
+                    as usize,
             },
             tts: TtsConfig {
                 engine,
@@ -530,7 +745,9 @@ fn read_toml(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
         problem,
     };
     let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
     let mut out = Vec::new();
     flatten("", &table, &mut out, &file_err)?;
     Ok(out)
@@ -584,7 +801,10 @@ pub fn help_text() -> String {
             Some("") | None => "unset".to_string(),
             Some(d) => d.to_string(),
         };
-        out.push_str(&format!("  {}  [{}]  (default: {})\n      {}\n", s.env, s.key, default, s.help));
+        out.push_str(&format!(
+            "  {}  [{}]  (default: {})\n      {}\n",
+            s.env, s.key, default, s.help
+        ));
     }
     out.push_str(
         "\nAWS settings for the Polly engine come from the standard AWS variables \
@@ -608,7 +828,10 @@ pub fn markdown_table() -> String {
         } else {
             s.help.to_string()
         };
-        out.push_str(&format!("| `{}` | `{}` | {} | {} |\n", s.env, s.key, default, help));
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            s.env, s.key, default, help
+        ));
     }
     out
 }
@@ -628,7 +851,10 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load_from(None, |k| env.get(k).cloned())
     }
 
@@ -710,7 +936,10 @@ mod tests {
         assert!(!debug.contains("s3cr3t-value"));
         assert!(!debug.contains("pw-in-url"));
         assert_eq!(
-            c.oidc.client_secret.as_ref().map(|s| s.expose_secret().to_string()),
+            c.oidc
+                .client_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_string()),
             Some("s3cr3t-value".into())
         );
     }
@@ -720,14 +949,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("voxgate-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("voxgate.toml");
-        std::fs::write(&path, "bind = \"127.0.0.1:9000\"\n[oidc]\naudience = \"from-file\"\n").unwrap();
-        let env: BTreeMap<String, String> = [("VOXGATE_OIDC_AUDIENCE".to_string(), "from-env".to_string())].into();
+        std::fs::write(
+            &path,
+            "bind = \"127.0.0.1:9000\"\n[oidc]\naudience = \"from-file\"\n",
+        )
+        .unwrap();
+        let env: BTreeMap<String, String> =
+            [("VOXGATE_OIDC_AUDIENCE".to_string(), "from-env".to_string())].into();
         let c = Config::load_from(Some(&path), |k| env.get(k).cloned()).unwrap();
         assert_eq!(c.bind.port(), 9000);
         assert_eq!(c.oidc.audience, "from-env");
 
         std::fs::write(&path, "[oidc]\naudiense = \"typo\"\n").unwrap();
-        let e = Config::load_from(Some(&path), |_| None).unwrap_err().to_string();
+        let e = Config::load_from(Some(&path), |_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown setting `oidc.audiense`"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -738,6 +974,10 @@ mod tests {
         envs.sort();
         envs.dedup();
         assert_eq!(envs.len(), SETTINGS.len());
-        assert!(SETTINGS.iter().all(|s| s.env == "DATABASE_URL" || s.env.starts_with("VOXGATE_")));
+        assert!(
+            SETTINGS
+                .iter()
+                .all(|s| s.env == "DATABASE_URL" || s.env.starts_with("VOXGATE_"))
+        );
     }
 }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::Config;
 
@@ -41,7 +41,12 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Whether the database answers within a second.
 pub async fn ping(pool: &PgPool) -> Result<(), String> {
-    match tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(pool)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query("SELECT 1").execute(pool),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("query failed: {}", short_db_error(&e))),
         Err(_) => Err("no answer within 1 s".into()),

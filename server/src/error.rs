@@ -327,7 +327,10 @@ impl IntoResponse for PageError {
             PageError::LoginRequired { return_to } => {
                 let target = format!(
                     "/auth/login?return_to={}",
-                    percent_encoding::utf8_percent_encode(&return_to, percent_encoding::NON_ALPHANUMERIC)
+                    percent_encoding::utf8_percent_encode(
+                        &return_to,
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
                 );
                 Redirect::to(&target).into_response()
             }
@@ -343,7 +346,11 @@ impl IntoResponse for PageError {
                     request_id: current_request_id().unwrap_or_default(),
                 };
                 let html = askama::Template::render(&page).unwrap_or_else(|_| {
-                    format!("<!doctype html><title>{}</title><p>Error {}</p>", status.as_u16(), status.as_u16())
+                    format!(
+                        "<!doctype html><title>{}</title><p>Error {}</p>",
+                        status.as_u16(),
+                        status.as_u16()
+                    )
                 });
                 (status, Html(html)).into_response()
             }

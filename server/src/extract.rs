@@ -38,12 +38,17 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             ApiError::bad_request(format!("The body is not valid JSON: {}", inner(&e)))
         }
         JsonRejection::JsonDataError(e) => ApiError::Validation {
-            detail: format!("The JSON body does not match what this endpoint expects: {}", inner(&e)),
+            detail: format!(
+                "The JSON body does not match what this endpoint expects: {}",
+                inner(&e)
+            ),
             errors: Vec::new(),
         },
         JsonRejection::BytesRejection(e) => {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("The request body is larger than this server accepts.".into())
+                ApiError::PayloadTooLarge(
+                    "The request body is larger than this server accepts.".into(),
+                )
             } else {
                 ApiError::bad_request("The request body could not be read.")
             }
@@ -82,10 +87,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(q) => Ok(AppQuery(q.0)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::bad_request(format!(
-                "Invalid query string: {}",
-                inner(&e)
-            ))),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::bad_request(
+                format!("Invalid query string: {}", inner(&e)),
+            )),
             Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
     }
@@ -104,12 +108,14 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(p) => Ok(AppPath(p.0)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::NotFound(format!(
-                "No such resource: {}",
-                e.body_text()
-                    .trim_start_matches("Invalid URL: ")
-                    .trim_start_matches("Cannot parse ")
-            ))),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                Err(ApiError::NotFound(format!(
+                    "No such resource: {}",
+                    e.body_text()
+                        .trim_start_matches("Invalid URL: ")
+                        .trim_start_matches("Cannot parse ")
+                )))
+            }
             Err(other) => Err(ApiError::Internal(anyhow::anyhow!(other.body_text()))),
         }
     }

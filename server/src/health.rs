@@ -37,6 +37,27 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         required: true,
         detail: db.err(),
     });
+    let idp = state.auth.provider.status().await;
+    checks.push(Check {
+        name: "identity_provider",
+        ok: idp.ready,
+        required: true,
+        detail: Some(match (&idp.last_error, idp.key_age) {
+            (Some(e), _) if !idp.ready => e.clone(),
+            (last_error, Some(age)) => format!(
+                "{} signing key(s), fetched {} s ago, {} failed fetch(es){}",
+                idp.key_count,
+                age.as_secs(),
+                idp.failures,
+                last_error
+                    .as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ),
+            (Some(e), None) => e.clone(),
+            (None, None) => "signing keys not fetched yet".into(),
+        }),
+    });
     let ready = checks.iter().all(|c| c.ok || !c.required);
     let status = if ready {
         StatusCode::OK

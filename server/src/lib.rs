@@ -4,6 +4,7 @@
 //! feature lives in its own module and exposes a `router()`.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -14,6 +15,7 @@ pub mod pages;
 pub mod router;
 pub mod state;
 pub mod telemetry;
+pub mod users;
 
 pub use app::App;
 pub use config::Config;

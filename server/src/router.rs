@@ -14,18 +14,24 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, PageError};
 use crate::state::AppState;
-use crate::{health, pages, telemetry};
+use crate::{auth, health, pages, telemetry, users};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "voxgate", description = "Keycloak-authenticated chat with spoken replies."),
+    info(
+        title = "voxgate",
+        description = "Keycloak-authenticated chat with spoken replies."
+    ),
     components(schemas(crate::error::Problem, crate::error::FieldError))
 )]
 struct ApiDoc;
 
 /// The `/api` routes with their OpenAPI description.
 pub fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(version))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(version))
+        .merge(auth::me_routes())
+        .merge(users::routes())
 }
 
 pub fn router(state: AppState) -> Router {
@@ -37,11 +43,14 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .route(
             "/api/openapi.json",
-            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi_json) }),
+            get(
+                move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi_json) },
+            ),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(telemetry::metrics_endpoint))
+        .merge(auth::router())
         .merge(pages::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -74,18 +83,32 @@ fn is_api(req: &Request) -> bool {
 
 async fn not_found(req: Request) -> Response {
     if is_api(&req) {
-        ApiError::NotFound(format!("There is no API resource at `{}`.", req.uri().path())).into_response()
+        ApiError::NotFound(format!(
+            "There is no API resource at `{}`.",
+            req.uri().path()
+        ))
+        .into_response()
     } else {
-        PageError::page(StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.").into_response()
+        PageError::page(
+            StatusCode::NOT_FOUND,
+            "Page not found",
+            "There is nothing at this address.",
+        )
+        .into_response()
     }
 }
 
 async fn method_not_allowed(req: Request) -> Response {
-    let detail = format!("`{}` is not allowed on `{}`.", req.method(), req.uri().path());
+    let detail = format!(
+        "`{}` is not allowed on `{}`.",
+        req.method(),
+        req.uri().path()
+    );
     if is_api(&req) {
         ApiError::MethodNotAllowed(detail).into_response()
     } else {
-        PageError::page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", detail).into_response()
+        PageError::page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", detail)
+            .into_response()
     }
 }
 

@@ -6,12 +6,16 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
+use crate::auth::Auth;
 use crate::config::Config;
+use crate::users::Users;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: PgPool,
+    pub auth: Auth,
+    pub users: Users,
 }
 
 impl FromRef<AppState> for PgPool {

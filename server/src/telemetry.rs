@@ -34,7 +34,9 @@ pub fn current_request_id() -> Option<String> {
 pub fn init_tracing(format: LogFormat, filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -49,7 +51,8 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
                 ])
                 .unwrap_or_else(|_| PrometheusBuilder::new())
                 .build_recorder();
@@ -66,7 +69,8 @@ fn valid_incoming_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| s.to_string())
 }
 
@@ -100,7 +104,8 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         ("status", status.as_u16().to_string()),
     ];
     metrics::counter!("voxgate_http_requests_total", &labels).increment(1);
-    metrics::histogram!("voxgate_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    metrics::histogram!("voxgate_http_request_duration_seconds", &labels)
+        .record(elapsed.as_secs_f64());
     let quiet = route == "/healthz" || route == "/readyz" || route == "/metrics";
     span.in_scope(|| {
         let ms = elapsed.as_secs_f64() * 1000.0;
@@ -119,7 +124,10 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
 /// `GET /metrics` in Prometheus text format.
 pub async fn metrics_endpoint() -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         metrics_handle().render(),
     )
 }

@@ -15,7 +15,12 @@ async fn unknown_page_is_a_readable_html_404() {
     let app = spawn_app().await;
     let response = app.get("/no-such-page").await;
     assert_eq!(response.status(), 404);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let html = response.text().await.unwrap();
     assert!(html.contains("Page not found"));
     assert!(html.contains("Request id"));
@@ -24,7 +29,12 @@ async fn unknown_page_is_a_readable_html_404() {
 #[tokio::test]
 async fn wrong_method_on_an_api_route_is_a_problem_json_405() {
     let app = spawn_app().await;
-    let response = app.client.delete(app.url("/api/version")).send().await.unwrap();
+    let response = app
+        .client
+        .delete(app.url("/api/version"))
+        .send()
+        .await
+        .unwrap();
     let body = problem(response, 405).await;
     assert!(body["detail"].as_str().unwrap().contains("DELETE"));
 }
@@ -34,7 +44,13 @@ async fn every_response_carries_a_request_id_and_a_sane_incoming_one_is_kept() {
     let app = spawn_app().await;
     let generated = app.get("/healthz").await;
     assert!(uuid::Uuid::parse_str(generated.headers()["x-request-id"].to_str().unwrap()).is_ok());
-    let kept = app.client.get(app.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
+    let kept = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(kept.headers()["x-request-id"], "abc-123");
     let replaced = app
         .client
@@ -43,7 +59,10 @@ async fn every_response_carries_a_request_id_and_a_sane_incoming_one_is_kept() {
         .send()
         .await
         .unwrap();
-    assert_ne!(replaced.headers()["x-request-id"], "<script>alert(1)</script>");
+    assert_ne!(
+        replaced.headers()["x-request-id"],
+        "<script>alert(1)</script>"
+    );
 }
 
 #[tokio::test]
@@ -52,8 +71,18 @@ async fn security_headers_are_set_on_pages() {
     let response = app.get("/no-such-page").await;
     let h = response.headers();
     assert_eq!(h["x-content-type-options"], "nosniff");
-    assert!(h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
-    assert!(!h["content-security-policy"].to_str().unwrap().contains("unsafe-inline"));
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert!(
+        !h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("unsafe-inline")
+    );
 }
 
 #[tokio::test]
@@ -65,7 +94,12 @@ async fn healthz_answers_and_readyz_reports_the_database() {
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["ready"], true);
-    let db = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "database").unwrap();
+    let db = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "database")
+        .unwrap();
     assert_eq!(db["ok"], true);
 }
 
@@ -78,7 +112,12 @@ async fn readyz_goes_503_when_the_database_is_unreachable() {
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["ready"], false);
-    let db = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "database").unwrap();
+    let db = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "database")
+        .unwrap();
     assert_eq!(db["ok"], false);
     // Liveness is not readiness: the process itself is fine.
     assert_eq!(app.get("/healthz").await.status(), 200);
@@ -90,9 +129,10 @@ async fn metrics_count_requests_by_matched_route() {
     app.get("/api/version").await;
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        text.lines().any(|l| l.starts_with("voxgate_http_requests_total")
-            && l.contains("route=\"/api/version\"")
-            && l.contains("status=\"200\"")),
+        text.lines()
+            .any(|l| l.starts_with("voxgate_http_requests_total")
+                && l.contains("route=\"/api/version\"")
+                && l.contains("status=\"200\"")),
         "{text}"
     );
 }
@@ -101,7 +141,10 @@ async fn metrics_count_requests_by_matched_route() {
 async fn openapi_document_lists_the_api() {
     let app = spawn_app().await;
     let doc: serde_json::Value = app.get("/api/openapi.json").await.json().await.unwrap();
-    assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+    assert_eq!(
+        doc["openapi"].as_str().map(|v| v.starts_with("3.")),
+        Some(true)
+    );
     for (method, path) in crate::EXPECTED_API_OPERATIONS {
         assert!(
             doc["paths"][path][method].is_object(),
@@ -117,12 +160,18 @@ fn no_api_route_bypasses_the_openapi_router() {
     for entry in walk(std::path::Path::new(src)) {
         let text = std::fs::read_to_string(&entry).unwrap();
         for (n, line) in text.lines().enumerate() {
-            if !line.trim_start().starts_with("//") && line.contains(".route(\"/api") && !line.contains("/api/openapi.json") {
+            if !line.trim_start().starts_with("//")
+                && line.contains(".route(\"/api")
+                && !line.contains("/api/openapi.json")
+            {
                 offenders.push(format!("{}:{}", entry.display(), n + 1));
             }
         }
     }
-    assert!(offenders.is_empty(), "register /api routes with routes!(): {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "register /api routes with routes!(): {offenders:?}"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -142,9 +191,15 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn migrations_are_idempotent() {
     let database = TestDatabase::new().await;
     let pool = database.pool().await;
-    voxgate::db::MIGRATOR.run(&pool).await.expect("first run (already applied by the template)");
+    voxgate::db::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("first run (already applied by the template)");
     voxgate::db::MIGRATOR.run(&pool).await.expect("second run");
-    let roles: i64 = sqlx::query_scalar("SELECT count(*) FROM roles").fetch_one(&pool).await.unwrap();
+    let roles: i64 = sqlx::query_scalar("SELECT count(*) FROM roles")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(roles, 3, "seed rows are not duplicated");
     pool.close().await;
 }
@@ -157,18 +212,28 @@ async fn a_unique_violation_maps_to_409_naming_the_field() {
         .execute(&pool)
         .await
         .unwrap();
-    let dup = sqlx::query("INSERT INTO users (username, email) VALUES ('carol', 'other@example.com')")
-        .execute(&pool)
-        .await
-        .on_constraint("users_username_key", "username", "A user with this username already exists.");
+    let dup =
+        sqlx::query("INSERT INTO users (username, email) VALUES ('carol', 'other@example.com')")
+            .execute(&pool)
+            .await
+            .on_constraint(
+                "users_username_key",
+                "username",
+                "A user with this username already exists.",
+            );
     match dup {
         Err(ApiError::Conflict { field, .. }) => assert_eq!(field.as_deref(), Some("username")),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    let dup_email = sqlx::query("INSERT INTO users (username, email) VALUES ('dave', 'CAROL@example.com')")
-        .execute(&pool)
-        .await
-        .on_constraint("users_email_key", "email", "A user with this email already exists.");
+    let dup_email =
+        sqlx::query("INSERT INTO users (username, email) VALUES ('dave', 'CAROL@example.com')")
+            .execute(&pool)
+            .await
+            .on_constraint(
+                "users_email_key",
+                "email",
+                "A user with this email already exists.",
+            );
     assert!(matches!(dup_email, Err(ApiError::Conflict { .. })));
     pool.close().await;
 }
@@ -182,12 +247,13 @@ async fn updated_at_moves_on_update() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    let updated: time::OffsetDateTime =
-        sqlx::query_scalar("UPDATE users SET first_name = 'Erin' WHERE id = $1 RETURNING updated_at")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let updated: time::OffsetDateTime = sqlx::query_scalar(
+        "UPDATE users SET first_name = 'Erin' WHERE id = $1 RETURNING updated_at",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert!(updated >= created);
     pool.close().await;
 }
@@ -207,7 +273,10 @@ fn invalid_configuration_fails_start_with_the_setting_named() {
 
 #[test]
 fn help_explains_every_setting() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate")).arg("--help").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for s in voxgate::config::SETTINGS {
         assert!(help.contains(s.env), "--help does not mention {}", s.env);
@@ -216,7 +285,11 @@ fn help_explains_every_setting() {
 
 #[test]
 fn configuration_docs_list_every_setting() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ))
+    .unwrap();
     assert!(
         doc.contains(&voxgate::config::markdown_table()),
         "docs/configuration.md is out of date: regenerate its table with `voxgate config-docs`"

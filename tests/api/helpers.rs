@@ -10,11 +10,13 @@ use voxgate::{App, Config};
 
 /// The Postgres server tests use; a database of its own is made per test.
 pub fn admin_database_url() -> String {
-    std::env::var("VOXGATE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("VOXGATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn database_url(name: &str) -> String {
-    let mut url = url::Url::parse(&admin_database_url()).expect("VOXGATE_TEST_DATABASE_URL is a URL");
+    let mut url =
+        url::Url::parse(&admin_database_url()).expect("VOXGATE_TEST_DATABASE_URL is a URL");
     url.set_path(&format!("/{name}"));
     url.to_string()
 }
@@ -39,25 +41,45 @@ async fn template_database() -> String {
         hex::encode(&h.finalize()[..6])
     };
     let name = format!("voxgate_tpl_{hash}");
-    let mut conn = PgConnection::connect(&admin_database_url()).await.expect("connect to the test Postgres");
-    conn.execute("SELECT pg_advisory_lock(727274)").await.expect("lock");
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut conn)
+    let mut conn = PgConnection::connect(&admin_database_url())
         .await
-        .expect("query pg_database");
+        .expect("connect to the test Postgres");
+    conn.execute("SELECT pg_advisory_lock(727274)")
+        .await
+        .expect("lock");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .expect("query pg_database");
     if !exists {
         let building = format!("{name}_building");
-        conn.execute(format!(r#"DROP DATABASE IF EXISTS "{building}""#).as_str()).await.expect("drop stale template");
-        conn.execute(format!(r#"CREATE DATABASE "{building}""#).as_str()).await.expect("create template");
+        conn.execute(format!(r#"DROP DATABASE IF EXISTS "{building}""#).as_str())
+            .await
+            .expect("drop stale template");
+        conn.execute(format!(r#"CREATE DATABASE "{building}""#).as_str())
+            .await
+            .expect("create template");
         {
-            let pool = PgPoolOptions::new().max_connections(1).connect(&database_url(&building)).await.expect("connect template");
-            voxgate::db::MIGRATOR.run(&pool).await.expect("migrate template");
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&database_url(&building))
+                .await
+                .expect("connect template");
+            voxgate::db::MIGRATOR
+                .run(&pool)
+                .await
+                .expect("migrate template");
             pool.close().await;
         }
-        conn.execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{name}""#).as_str()).await.expect("rename template");
+        conn.execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{name}""#).as_str())
+            .await
+            .expect("rename template");
     }
-    conn.execute("SELECT pg_advisory_unlock(727274)").await.expect("unlock");
+    conn.execute("SELECT pg_advisory_unlock(727274)")
+        .await
+        .expect("unlock");
     name
 }
 
@@ -71,12 +93,17 @@ impl TestDatabase {
     pub async fn new() -> TestDatabase {
         let template = template_database().await;
         let name = format!("voxgate_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&admin_database_url()).await.expect("connect");
+        let mut conn = PgConnection::connect(&admin_database_url())
+            .await
+            .expect("connect");
         let mut attempts = 0;
         loop {
             // Cloning fails if another session is connected to the template
             // at that instant (e.g. a parallel clone); try again.
-            match conn.execute(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#).as_str()).await {
+            match conn
+                .execute(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#).as_str())
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if attempts < 50 => {
                     attempts += 1;
@@ -93,7 +120,11 @@ impl TestDatabase {
     }
 
     pub async fn pool(&self) -> PgPool {
-        PgPoolOptions::new().max_connections(4).connect(&self.url).await.expect("connect test database")
+        PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&self.url)
+            .await
+            .expect("connect test database")
     }
 
     /// Drops the database now, cutting every connection (used to simulate
@@ -105,7 +136,9 @@ impl TestDatabase {
 
 async fn drop_database(name: &str) {
     if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
-        let _ = conn.execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str()).await;
+        let _ = conn
+            .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+            .await;
     }
 }
 
@@ -115,7 +148,10 @@ impl Drop for TestDatabase {
         // Drop runs inside the test's runtime, which cannot be blocked on;
         // a helper thread with its own runtime does the async cleanup.
         let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 rt.block_on(drop_database(&name));
             }
         })
@@ -151,10 +187,17 @@ pub async fn spawn_app() -> TestApp {
 
 pub fn config_for(database: &TestDatabase, settings: &TestSettings) -> Config {
     let mut env = settings.env.clone();
-    env.entry("DATABASE_URL".into()).or_insert_with(|| database.url.clone());
-    env.entry("VOXGATE_BIND".into()).or_insert_with(|| "127.0.0.1:0".into());
-    env.entry("VOXGATE_SHUTDOWN_GRACE_SECONDS".into()).or_insert_with(|| "5".into());
+    env.entry("DATABASE_URL".into())
+        .or_insert_with(|| database.url.clone());
+    env.entry("VOXGATE_BIND".into())
+        .or_insert_with(|| "127.0.0.1:0".into());
+    env.entry("VOXGATE_SHUTDOWN_GRACE_SECONDS".into())
+        .or_insert_with(|| "5".into());
     Config::load_from(None, |k| env.get(k).cloned()).expect("test configuration is valid")
+}
+
+pub async fn spawn_app_on(settings: TestSettings) -> TestApp {
+    spawn_app_with(settings).await
 }
 
 pub async fn spawn_app_with(settings: TestSettings) -> TestApp {
@@ -188,7 +231,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Stops the server gracefully and waits for it.
@@ -220,11 +267,27 @@ pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Va
         .unwrap_or_default()
         .to_string();
     assert_eq!(content_type, "application/problem+json");
-    let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body: serde_json::Value = response.json().await.expect("problem body is JSON");
     assert_eq!(body["status"], status);
-    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("https://")), "{body}");
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
-    assert_eq!(body["requestId"].as_str().map(str::to_string), request_id, "problem carries the request id");
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("https://")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        body["requestId"].as_str().map(str::to_string),
+        request_id,
+        "problem carries the request id"
+    );
     body
 }

@@ -4,8 +4,10 @@
 //! loopback (the Keycloak and Polly stand-ins), never in-process mocks.
 
 mod helpers;
+mod stack;
 
+mod auth;
 mod foundation;
 
 /// Every operation the API must document in `/api/openapi.json`.
-pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[("get", "/api/version")];
+pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[("get", "/api/version"), ("get", "/api/me")];

@@ -5,12 +5,12 @@
 
 mod assets;
 
+use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 
 use crate::state::AppState;
 

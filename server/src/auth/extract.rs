@@ -1,0 +1,471 @@
+//! Request extractors for principals.
+//!
+//! [`MaybeUser`] exists because `Option<CurrentUser>` would quietly treat an
+//! *invalid* token as "no token": here a broken or expired bearer token is
+//! always a 401, and only a request with no credentials at all is anonymous.
+
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use axum_extra::extract::cookie::CookieJar;
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::session::{self, SessionRow};
+use super::token::{MAX_TOKEN_BYTES, TokenError};
+use super::users::{self, UserRow};
+use crate::error::{ApiError, PageError};
+use crate::state::AppState;
+
+/// How the request proved who it is.
+#[derive(Debug, Clone)]
+pub enum AuthMethod {
+    Session {
+        id_hash: Vec<u8>,
+        csrf_token: String,
+    },
+    Bearer,
+}
+
+impl AuthMethod {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthMethod::Session { .. } => "session",
+            AuthMethod::Bearer => "bearer",
+        }
+    }
+}
+
+/// A signed-in, enabled user with their effective roles.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub id: Uuid,
+    pub keycloak_id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub roles: BTreeSet<String>,
+    pub method: AuthMethod,
+}
+
+impl CurrentUser {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.contains(role)
+    }
+
+    /// A label for audit records.
+    pub fn label(&self) -> String {
+        self.username.clone()
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeView {
+    pub id: Uuid,
+    pub keycloak_id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub roles: Vec<String>,
+    /// `session` or `bearer`.
+    pub authenticated_by: &'static str,
+}
+
+impl From<&CurrentUser> for MeView {
+    fn from(u: &CurrentUser) -> Self {
+        MeView {
+            id: u.id,
+            keycloak_id: u.keycloak_id.clone(),
+            username: u.username.clone(),
+            email: u.email.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            roles: u.roles.iter().cloned().collect(),
+            authenticated_by: u.method.name(),
+        }
+    }
+}
+
+/// Why authentication failed.
+pub(super) enum Failure {
+    Token(TokenError),
+    BadScheme,
+    Disabled,
+    Csrf(&'static str),
+    Internal(anyhow::Error),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Failure::Internal(e.into())
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Token(TokenError::TooLarge) => ApiError::HeaderTooLarge(format!(
+                "The bearer token is larger than {MAX_TOKEN_BYTES} bytes."
+            )),
+            Failure::Token(TokenError::NoKeys) => ApiError::Unavailable {
+                detail:
+                    "The identity provider's signing keys are not available yet; try again shortly."
+                        .into(),
+                retry_after: Some(5),
+            },
+            Failure::Token(e) => {
+                let description = e.to_string().replace('"', "'");
+                ApiError::Unauthorized {
+                    detail: format!("Invalid bearer token: {description}."),
+                    challenge: Some(format!(
+                        r#"Bearer error="invalid_token", error_description="{description}""#
+                    )),
+                }
+            }
+            Failure::BadScheme => ApiError::Unauthorized {
+                detail: "Use `Authorization: Bearer <access token>`.".into(),
+                challenge: Some(r#"Bearer error="invalid_request""#.into()),
+            },
+            Failure::Disabled => ApiError::Forbidden("This account is disabled.".into()),
+            Failure::Csrf(why) => ApiError::Forbidden(why.into()),
+            Failure::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<Failure> for PageError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Disabled => PageError::page(
+                StatusCode::FORBIDDEN,
+                "Account disabled",
+                "This account has been disabled. Ask an administrator if you think this is a mistake.",
+            ),
+            Failure::Internal(e) => PageError::internal(e),
+            _ => PageError::page(
+                StatusCode::UNAUTHORIZED,
+                "Not signed in",
+                "Please sign in again.",
+            ),
+        }
+    }
+}
+
+/// The scheme and host users reach us at: the configured public URL, or
+/// `X-Forwarded-Proto`/`-Host` when the peer is a trusted proxy.
+pub fn external_base(parts: &Parts, state: &AppState) -> String {
+    let configured = state
+        .config
+        .public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_string();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let trusted = peer.is_some_and(|ip| {
+        state
+            .config
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(ip))
+    });
+    if !trusted {
+        return configured;
+    }
+    let header_value = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let proto = header_value("x-forwarded-proto").filter(|p| p == "http" || p == "https");
+    let host = header_value("x-forwarded-host").or_else(|| header_value("host"));
+    match (proto, host) {
+        (Some(proto), Some(host))
+            if host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) =>
+        {
+            format!("{proto}://{host}")
+        }
+        _ => configured,
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Option<Result<&str, Failure>> {
+    let value = parts.headers.get(header::AUTHORIZATION)?;
+    if value.len() > MAX_TOKEN_BYTES + 7 {
+        return Some(Err(Failure::Token(TokenError::TooLarge)));
+    }
+    let Ok(text) = value.to_str() else {
+        return Some(Err(Failure::BadScheme));
+    };
+    let Some((scheme, token)) = text.split_once(' ') else {
+        return Some(Err(Failure::BadScheme));
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Some(Err(Failure::BadScheme));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Some(Err(Failure::Token(TokenError::Malformed("empty token"))));
+    }
+    Some(Ok(token))
+}
+
+fn is_unsafe(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Same-origin proof for cookie-authenticated state changes.
+pub(super) fn check_same_origin(parts: &Parts, state: &AppState) -> Result<(), &'static str> {
+    let base = external_base(parts, state);
+    match parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(origin) if origin == base => Ok(()),
+        Some(_) => Err("Cross-origin request refused."),
+        None => match parts
+            .headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some("same-origin") => Ok(()),
+            _ => Err("Cross-origin request refused: send an Origin header from this site."),
+        },
+    }
+}
+
+pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+async fn from_bearer(token: &str, state: &AppState) -> Result<CurrentUser, Failure> {
+    let auth = &state.auth;
+    let claims = auth
+        .validator
+        .access_token(token)
+        .await
+        .map_err(Failure::Token)?;
+    let resolved = users::resolve(
+        &state.db,
+        &auth.principals,
+        &claims,
+        &state.config.oidc.client_id,
+    )
+    .await?;
+    principal(
+        resolved.user,
+        resolved.roles,
+        &claims.sub,
+        AuthMethod::Bearer,
+    )
+}
+
+fn principal(
+    user: UserRow,
+    roles: BTreeSet<String>,
+    sub: &str,
+    method: AuthMethod,
+) -> Result<CurrentUser, Failure> {
+    if !user.enabled || user.status != "active" {
+        return Err(Failure::Disabled);
+    }
+    Ok(CurrentUser {
+        id: user.id,
+        keycloak_id: user.keycloak_id.unwrap_or_else(|| sub.to_string()),
+        username: user.username,
+        email: user.email,
+        first_name: user.first_name,
+        last_name: user.last_name,
+        roles,
+        method,
+    })
+}
+
+/// The live session for the request's cookie, refreshed if needed.
+pub(super) async fn session_for(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<Option<SessionRow>, Failure> {
+    let jar = CookieJar::from_headers(&parts.headers);
+    let Some(cookie) = jar.get(&state.config.session.cookie_name) else {
+        return Ok(None);
+    };
+    let Some(row) =
+        session::find_live(&state.db, cookie.value(), state.config.session.idle).await?
+    else {
+        return Ok(None);
+    };
+    session::touch(&state.db, &row.id_hash).await?;
+    let row = if row.access_expires_at - OffsetDateTime::now_utc() < time::Duration::seconds(60) {
+        match super::routes::refresh_session(state, row).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(Failure::Internal(e)),
+        }
+    } else {
+        row
+    };
+    Ok(Some(row))
+}
+
+async fn from_session(parts: &Parts, state: &AppState) -> Result<Option<CurrentUser>, Failure> {
+    let Some(row) = session_for(parts, state).await? else {
+        return Ok(None);
+    };
+    let user: UserRow = sqlx::query_as(
+        "SELECT id, keycloak_id, username::text, email::text, first_name, last_name, enabled, status FROM users WHERE id = $1",
+    )
+    .bind(row.user_id)
+    .fetch_one(&state.db)
+    .await?;
+    let (client_roles, realm_roles): (Vec<String>, Vec<String>) = row
+        .keycloak_roles
+        .iter()
+        .cloned()
+        .partition(|r| r.starts_with("client:"));
+    let client_roles: Vec<String> = client_roles
+        .iter()
+        .map(|r| r.trim_start_matches("client:").to_string())
+        .collect();
+    let roles = users::effective_roles(&state.db, user.id, &realm_roles, &client_roles).await?;
+    let sub = user.keycloak_id.clone().unwrap_or_default();
+    let current = principal(
+        user,
+        roles,
+        &sub,
+        AuthMethod::Session {
+            id_hash: row.id_hash.clone(),
+            csrf_token: row.csrf_token.clone(),
+        },
+    )?;
+    if is_unsafe(&parts.method) {
+        check_same_origin(parts, state).map_err(Failure::Csrf)?;
+        let sent = parts
+            .headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !constant_time_eq(sent, &row.csrf_token) {
+            return Err(Failure::Csrf(
+                "Missing or wrong CSRF token: send the X-CSRF-Token header.",
+            ));
+        }
+    }
+    Ok(Some(current))
+}
+
+/// Bearer first (an `Authorization` header is never ignored), then cookie.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<CurrentUser>, Failure> {
+    if let Some(token) = bearer_token(parts) {
+        return from_bearer(token?, state).await.map(Some);
+    }
+    from_session(parts, state).await
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match authenticate(parts, state).await? {
+            Some(user) => Ok(user),
+            None => Err(ApiError::Unauthorized {
+                detail: "Sign in, or send `Authorization: Bearer <access token>`.".into(),
+                challenge: Some(r#"Bearer realm="voxgate""#.into()),
+            }),
+        }
+    }
+}
+
+/// A principal if credentials were sent; invalid credentials still fail.
+pub struct MaybeUser(pub Option<CurrentUser>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(MaybeUser(authenticate(parts, state).await?))
+    }
+}
+
+/// A role a route may require.
+pub trait RoleName: Send + Sync {
+    const NAME: &'static str;
+}
+
+pub struct Admin;
+impl RoleName for Admin {
+    const NAME: &'static str = "admin";
+}
+
+/// The current user, who must hold role `R`: 401 if not signed in, 403
+/// (never 401) if signed in without the role.
+pub struct RequireRole<R: RoleName>(pub CurrentUser, pub PhantomData<R>);
+
+impl<R: RoleName> FromRequestParts<AppState> for RequireRole<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        if !user.has_role(R::NAME) {
+            return Err(ApiError::Forbidden(format!(
+                "This needs the `{}` role.",
+                R::NAME
+            )));
+        }
+        Ok(RequireRole(user, PhantomData))
+    }
+}
+
+/// The signed-in user of an HTML page; anonymous visitors are sent to sign
+/// in and brought back.
+pub struct PageUser(pub CurrentUser);
+
+impl FromRequestParts<AppState> for PageUser {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match from_session(parts, state).await? {
+            Some(user) => Ok(PageUser(user)),
+            None => Err(PageError::LoginRequired {
+                return_to: parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into()),
+            }),
+        }
+    }
+}

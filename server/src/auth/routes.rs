@@ -1,0 +1,541 @@
+//! The browser login flow (`/auth/*`) and `/api/me`.
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{
+    CurrentUser, MeView, check_same_origin, constant_time_eq, external_base, session_for,
+};
+use super::oidc::{self, ExchangeError};
+use super::session::{self, NewSession, SessionRow};
+use super::token::{Claims, Expect};
+use super::users;
+use crate::error::{ApiError, PageError};
+use crate::extract::AppJson;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", get(login))
+        .route("/auth/callback", get(callback))
+        .route("/auth/logout", post(logout))
+        .route("/auth/signed-out", get(signed_out))
+        .route("/auth/backchannel-logout", post(backchannel_logout))
+}
+
+pub fn me_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(me))
+}
+
+/// Who is calling: identity, effective roles and how they authenticated.
+#[utoipa::path(get, path = "/api/me", tag = "auth",
+    responses((status = 200, body = MeView), (status = 401, body = crate::error::Problem)))]
+async fn me(user: CurrentUser) -> AppJson<MeView> {
+    AppJson(MeView::from(&user))
+}
+
+const LOGIN_FLOW_LIFETIME_MINUTES: i64 = 10;
+
+fn login_cookie_name(state: &AppState) -> &'static str {
+    if state.config.session.secure {
+        "__Host-voxgate-login"
+    } else {
+        "voxgate_login"
+    }
+}
+
+fn cookie(name: String, value: String, secure: bool, max_age: time::Duration) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .secure(secure)
+        .same_site(SameSite::Lax)
+        .max_age(max_age)
+        .build()
+}
+
+fn removal(name: String, secure: bool) -> Cookie<'static> {
+    cookie(name, String::new(), secure, time::Duration::ZERO)
+}
+
+/// Only same-site paths: `/x`, never `//x`, `/\x`, a scheme or an encoded
+/// variant of those.
+pub fn safe_return_to(raw: Option<&str>) -> String {
+    let Some(raw) = raw else { return "/".into() };
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let ok = |s: &str| {
+        s.starts_with('/')
+            && !s.starts_with("//")
+            && !s.contains('\\')
+            && !s.chars().any(|c| c.is_control())
+            && s.len() <= 2048
+    };
+    if ok(raw) && ok(&decoded) && !decoded.starts_with("/\\") {
+        raw.to_string()
+    } else {
+        "/".into()
+    }
+}
+
+fn unavailable_page() -> PageError {
+    PageError::page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in is unavailable",
+        "The sign-in service (Keycloak) cannot be reached right now. Please try again in a minute.",
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    return_to: Option<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Query(q): Query<LoginQuery>,
+    jar: CookieJar,
+    parts: Parts,
+) -> Result<Response, PageError> {
+    let return_to = safe_return_to(q.return_to.as_deref());
+    let Some(endpoints) = state.auth.provider.endpoints().await else {
+        return Err(unavailable_page());
+    };
+    if !state.auth.provider.reachable().await {
+        return Err(unavailable_page());
+    }
+    let redirect = format!("{}/auth/callback", external_base(&parts, &state));
+    let authz = oidc::authorization(&state.config.oidc, &endpoints, &redirect)
+        .map_err(|e| PageError::internal(anyhow::anyhow!(e)))?;
+    let name = login_cookie_name(&state);
+    let binding = jar
+        .get(name)
+        .map(|c| c.value().to_string())
+        .filter(|v| v.len() >= 40)
+        .unwrap_or_else(session::random_token);
+    sqlx::query(
+        "INSERT INTO login_flows (state, browser_hash, nonce, pkce_verifier, return_to) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&authz.state)
+    .bind(session::hash(&binding))
+    .bind(&authz.nonce)
+    .bind(&authz.pkce_verifier)
+    .bind(&return_to)
+    .execute(&state.db)
+    .await?;
+    let jar = jar.add(cookie(
+        name.to_string(),
+        binding,
+        state.config.session.secure,
+        time::Duration::minutes(LOGIN_FLOW_LIFETIME_MINUTES),
+    ));
+    Ok((jar, Redirect::to(authz.url.as_str())).into_response())
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LoginFlow {
+    browser_hash: Vec<u8>,
+    nonce: String,
+    pkce_verifier: String,
+    return_to: String,
+}
+
+fn failed(message: impl Into<String>) -> PageError {
+    PageError::page(
+        StatusCode::BAD_REQUEST,
+        "Sign-in could not be completed",
+        message,
+    )
+}
+
+fn roles_of(claims: &Claims, client_id: &str) -> Vec<String> {
+    let mut roles = claims.realm_access.clone().unwrap_or_default().roles;
+    if let Some(client) = claims.resource_access.get(client_id) {
+        roles.extend(client.roles.iter().map(|r| format!("client:{r}")));
+    }
+    roles
+}
+
+async fn callback(
+    State(state): State<AppState>,
+    Query(q): Query<CallbackQuery>,
+    jar: CookieJar,
+    parts: Parts,
+) -> Result<Response, PageError> {
+    let Some(flow_state) = q
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty() && s.len() <= 512)
+    else {
+        return Err(failed(
+            "The sign-in response has no state. Please start again from the sign-in link.",
+        ));
+    };
+    // Single use: the flow row is consumed whatever happens next.
+    let flow: Option<LoginFlow> = sqlx::query_as(
+        "DELETE FROM login_flows WHERE state = $1 AND created_at > now() - make_interval(mins => $2)
+         RETURNING browser_hash, nonce, pkce_verifier, return_to",
+    )
+    .bind(flow_state)
+    .bind(LOGIN_FLOW_LIFETIME_MINUTES as i32)
+    .fetch_optional(&state.db)
+    .await?;
+    let Some(flow) = flow else {
+        return Err(failed(
+            "This sign-in link has expired or was already used. Please sign in again.",
+        ));
+    };
+    let login_name = login_cookie_name(&state);
+    let binding = jar
+        .get(login_name)
+        .map(|c| c.value().to_string())
+        .unwrap_or_default();
+    if !constant_time_eq(
+        &hex::encode(session::hash(&binding)),
+        &hex::encode(&flow.browser_hash),
+    ) {
+        return Err(failed(
+            "This sign-in was started in another browser. Please sign in again here.",
+        ));
+    }
+    if let Some(error) = q.error.as_deref() {
+        let detail = q.error_description.as_deref().unwrap_or("no reason given");
+        return Err(failed(format!(
+            "The sign-in service refused the sign-in ({error}: {detail})."
+        )));
+    }
+    let Some(code) = q.code.as_deref() else {
+        return Err(failed("The sign-in response has no authorization code."));
+    };
+    let Some(endpoints) = state.auth.provider.endpoints().await else {
+        return Err(unavailable_page());
+    };
+    let redirect = format!("{}/auth/callback", external_base(&parts, &state));
+    let tokens = match oidc::exchange_code(
+        &state.auth.http,
+        &state.config.oidc,
+        &endpoints,
+        &redirect,
+        code,
+        &flow.pkce_verifier,
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(ExchangeError::Refused(reason)) => {
+            tracing::warn!(%reason, "code exchange refused");
+            return Err(failed(
+                "The sign-in service did not accept this sign-in. Please sign in again.",
+            ));
+        }
+        Err(ExchangeError::Unreachable(reason)) => {
+            tracing::warn!(%reason, "code exchange failed");
+            return Err(unavailable_page());
+        }
+    };
+    let Some(id_token) = tokens.id_token.as_deref() else {
+        return Err(failed("The sign-in service sent no ID token."));
+    };
+    let validator = &state.auth.validator;
+    let id_claims = validator
+        .validate(id_token, Expect::Id { nonce: &flow.nonce })
+        .await
+        .map_err(|e| failed(format!("The ID token was refused: {e}.")))?;
+    let access_claims = validator
+        .validate(&tokens.access_token, Expect::Access)
+        .await
+        .map_err(|e| failed(format!("The access token was refused: {e}.")))?;
+    if access_claims.sub != id_claims.sub {
+        return Err(failed("The tokens describe different users."));
+    }
+    let user = users::upsert_from_claims(&state.db, &id_claims).await?;
+    if !user.enabled || user.status != "active" {
+        return Err(PageError::page(
+            StatusCode::FORBIDDEN,
+            "Account disabled",
+            "This account has been disabled. Ask an administrator if you think this is a mistake.",
+        ));
+    }
+
+    // A new session id at every sign-in; whatever session the browser had
+    // before is dead (session fixation).
+    let session_name = state.config.session.cookie_name.clone();
+    if let Some(old) = jar.get(&session_name) {
+        session::delete(&state.db, &session::hash(old.value())).await?;
+    }
+    let expires_in =
+        time::Duration::try_from(tokens.expires_in).unwrap_or(time::Duration::minutes(1));
+    let roles = roles_of(&access_claims, &state.config.oidc.client_id);
+    let id = session::insert(
+        &state.db,
+        NewSession {
+            user_id: user.id,
+            keycloak_sid: id_claims.sid.as_deref().or(access_claims.sid.as_deref()),
+            id_token,
+            access_token: &tokens.access_token,
+            refresh_token: tokens.refresh_token.as_deref(),
+            access_expires_at: OffsetDateTime::now_utc() + expires_in,
+            keycloak_roles: &roles,
+            absolute: state.config.session.absolute,
+        },
+    )
+    .await?;
+    tracing::info!(user = %user.username, "signed in");
+    let secure = state.config.session.secure;
+    let jar = jar
+        .add(cookie(
+            session_name,
+            id,
+            secure,
+            time::Duration::try_from(state.config.session.absolute)
+                .unwrap_or(time::Duration::hours(12)),
+        ))
+        .add(removal(login_name.to_string(), secure));
+    Ok((jar, Redirect::to(&flow.return_to)).into_response())
+}
+
+/// Refreshes a session's access token under a row lock (one refresh per
+/// session even with concurrent requests). `None`: the session is over.
+pub(super) async fn refresh_session(
+    state: &AppState,
+    row: SessionRow,
+) -> anyhow::Result<Option<SessionRow>> {
+    let mut tx = state.db.begin().await?;
+    let locked: Option<SessionRow> = sqlx::query_as(
+        r#"SELECT id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token, refresh_token,
+                  access_expires_at, keycloak_roles, last_seen_at, expires_at
+             FROM sessions WHERE id_hash = $1 FOR UPDATE"#,
+    )
+    .bind(&row.id_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(current) = locked else {
+        return Ok(None);
+    };
+    let now = OffsetDateTime::now_utc();
+    if current.access_expires_at - now >= time::Duration::seconds(60) {
+        return Ok(Some(current));
+    }
+    let still_valid = current.access_expires_at > now;
+    let end = |reason: &'static str| {
+        tracing::info!(reason, "session ended");
+        reason
+    };
+    let (Some(refresh_token), Some(endpoints)) = (
+        current.refresh_token.clone(),
+        state.auth.provider.endpoints().await,
+    ) else {
+        if still_valid {
+            return Ok(Some(current));
+        }
+        session::delete(&mut *tx, &current.id_hash).await?;
+        tx.commit().await?;
+        end("access token expired and cannot be refreshed");
+        return Ok(None);
+    };
+    let redirect = format!(
+        "{}/auth/callback",
+        state.config.public_url.as_str().trim_end_matches('/')
+    );
+    match oidc::refresh(
+        &state.auth.http,
+        &state.config.oidc,
+        &endpoints,
+        &redirect,
+        &refresh_token,
+    )
+    .await
+    {
+        Ok(tokens) => {
+            let claims = match state
+                .auth
+                .validator
+                .validate(&tokens.access_token, Expect::Access)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "refreshed access token refused; ending session");
+                    session::delete(&mut *tx, &current.id_hash).await?;
+                    tx.commit().await?;
+                    return Ok(None);
+                }
+            };
+            let roles = roles_of(&claims, &state.config.oidc.client_id);
+            let expires = now
+                + time::Duration::try_from(tokens.expires_in).unwrap_or(time::Duration::minutes(1));
+            session::store_refreshed(
+                &mut *tx,
+                &current.id_hash,
+                &tokens.access_token,
+                tokens.refresh_token.as_deref(),
+                tokens.id_token.as_deref(),
+                expires,
+                &roles,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Some(SessionRow {
+                access_token: tokens.access_token,
+                refresh_token: tokens.refresh_token.or(current.refresh_token),
+                id_token: tokens.id_token.unwrap_or(current.id_token),
+                access_expires_at: expires,
+                keycloak_roles: roles,
+                ..current
+            }))
+        }
+        Err(ExchangeError::Refused(reason)) => {
+            tracing::info!(%reason, "refresh refused by the identity provider");
+            session::delete(&mut *tx, &current.id_hash).await?;
+            tx.commit().await?;
+            end("refresh token refused");
+            Ok(None)
+        }
+        Err(ExchangeError::Unreachable(reason)) => {
+            tracing::warn!(%reason, "cannot refresh: identity provider unreachable");
+            if still_valid {
+                Ok(Some(current))
+            } else {
+                session::delete(&mut *tx, &current.id_hash).await?;
+                tx.commit().await?;
+                end("access token expired while the identity provider was unreachable");
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    parts: Parts,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let form: LogoutForm = serde_urlencoded::from_bytes(&body).unwrap_or(LogoutForm { csrf: None });
+    let secure = state.config.session.secure;
+    let base = external_base(&parts, &state);
+    let signed_out = format!("{base}/auth/signed-out");
+    let row = session_for(&parts, &state)
+        .await
+        .map_err(|_| PageError::internal(anyhow::anyhow!("session lookup failed")))?;
+    let Some(row) = row else {
+        let jar = jar.add(removal(state.config.session.cookie_name.clone(), secure));
+        return Ok((jar, Redirect::to("/auth/signed-out")).into_response());
+    };
+    let sent = form
+        .csrf
+        .or_else(|| {
+            headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    if check_same_origin(&parts, &state).is_err() || !constant_time_eq(&sent, &row.csrf_token) {
+        return Err(PageError::page(
+            StatusCode::FORBIDDEN,
+            "Sign-out refused",
+            "This sign-out request did not come from this site. Use the sign-out button.",
+        ));
+    }
+    session::delete(&state.db, &row.id_hash).await?;
+    let jar = jar.add(removal(state.config.session.cookie_name.clone(), secure));
+    let target = match state
+        .auth
+        .provider
+        .endpoints()
+        .await
+        .and_then(|e| e.end_session_endpoint)
+    {
+        Some(end_session) => {
+            let mut url = url::Url::parse(&end_session).map_err(PageError::internal)?;
+            url.query_pairs_mut()
+                .append_pair("id_token_hint", &row.id_token)
+                .append_pair("post_logout_redirect_uri", &signed_out)
+                .append_pair("client_id", &state.config.oidc.client_id);
+            url.to_string()
+        }
+        None => "/auth/signed-out".to_string(),
+    };
+    Ok((jar, Redirect::to(&target)).into_response())
+}
+
+#[derive(askama::Template)]
+#[template(path = "signed_out.html")]
+struct SignedOutPage {
+    css: String,
+}
+
+async fn signed_out() -> Result<Response, PageError> {
+    let page = SignedOutPage {
+        css: crate::pages::asset_url("app.css"),
+    };
+    let html = askama::Template::render(&page).map_err(PageError::internal)?;
+    Ok(axum::response::Html(html).into_response())
+}
+
+#[derive(Deserialize)]
+struct BackchannelForm {
+    logout_token: Option<String>,
+}
+
+/// Keycloak's back-channel logout: ends every local session of the
+/// Keycloak session named by the (verified) logout token.
+async fn backchannel_logout(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let no_store = || [(header::CACHE_CONTROL, "no-store")];
+    let bad = |description: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            no_store(),
+            axum::Json(
+                serde_json::json!({"error": "invalid_request", "error_description": description}),
+            ),
+        )
+            .into_response()
+    };
+    let form: BackchannelForm = match serde_urlencoded::from_bytes(&body) {
+        Ok(f) => f,
+        Err(_) => return bad("the body must be a form with logout_token".into()),
+    };
+    let Some(token) = form.logout_token else {
+        return bad("missing logout_token".into());
+    };
+    let claims = match state.auth.validator.validate(&token, Expect::Logout).await {
+        Ok(c) => c,
+        Err(e) => return bad(e.to_string()),
+    };
+    let ended = match claims.sid.as_deref() {
+        Some(sid) => session::delete_by_keycloak_sid(&state.db, sid).await,
+        None => session::delete_for_keycloak_subject(&state.db, &claims.sub).await,
+    };
+    match ended {
+        Ok(n) => {
+            tracing::info!(sessions = n, "back-channel logout");
+            (StatusCode::OK, no_store()).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}

@@ -1,0 +1,174 @@
+//! Browser sessions stored in Postgres. The cookie carries 32 random bytes;
+//! the table keeps only their hash. Idle and absolute timeouts are enforced
+//! on every read; Keycloak's `sid` is kept so a back-channel logout can end
+//! every local session of a Keycloak session.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn hash(value: &str) -> Vec<u8> {
+    Sha256::digest(value.as_bytes()).to_vec()
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub id_hash: Vec<u8>,
+    pub user_id: Uuid,
+    pub keycloak_sid: Option<String>,
+    pub csrf_token: String,
+    pub id_token: String,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub access_expires_at: OffsetDateTime,
+    pub keycloak_roles: Vec<String>,
+    pub last_seen_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+pub struct NewSession<'a> {
+    pub user_id: Uuid,
+    pub keycloak_sid: Option<&'a str>,
+    pub id_token: &'a str,
+    pub access_token: &'a str,
+    pub refresh_token: Option<&'a str>,
+    pub access_expires_at: OffsetDateTime,
+    pub keycloak_roles: &'a [String],
+    pub absolute: std::time::Duration,
+}
+
+/// Creates a session and returns the cookie value.
+pub async fn insert(db: impl PgExecutor<'_>, s: NewSession<'_>) -> sqlx::Result<String> {
+    let id = random_token();
+    let expires_at = OffsetDateTime::now_utc() + s.absolute;
+    sqlx::query(
+        r#"INSERT INTO sessions (id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token,
+                                 refresh_token, access_expires_at, keycloak_roles, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+    )
+    .bind(hash(&id))
+    .bind(s.user_id)
+    .bind(s.keycloak_sid)
+    .bind(random_token())
+    .bind(s.id_token)
+    .bind(s.access_token)
+    .bind(s.refresh_token)
+    .bind(s.access_expires_at)
+    .bind(s.keycloak_roles)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(id)
+}
+
+/// The live session for a cookie value, or `None` if unknown or timed out.
+pub async fn find_live(
+    db: impl PgExecutor<'_>,
+    cookie: &str,
+    idle: std::time::Duration,
+) -> sqlx::Result<Option<SessionRow>> {
+    let idle_secs = idle.as_secs_f64();
+    sqlx::query_as::<_, SessionRow>(
+        r#"SELECT id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token, refresh_token,
+                  access_expires_at, keycloak_roles, last_seen_at, expires_at
+             FROM sessions
+            WHERE id_hash = $1 AND expires_at > now()
+              AND last_seen_at > now() - make_interval(secs => $2)"#,
+    )
+    .bind(hash(cookie))
+    .bind(idle_secs)
+    .fetch_optional(db)
+    .await
+}
+
+/// Records activity, at most once a minute to keep reads cheap.
+pub async fn touch(db: impl PgExecutor<'_>, id_hash: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE sessions SET last_seen_at = now() WHERE id_hash = $1 AND last_seen_at < now() - interval '1 minute'")
+        .bind(id_hash)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete(db: impl PgExecutor<'_>, id_hash: &[u8]) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as::<_, SessionRow>(
+        r#"DELETE FROM sessions WHERE id_hash = $1
+           RETURNING id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token, refresh_token,
+                     access_expires_at, keycloak_roles, last_seen_at, expires_at"#,
+    )
+    .bind(id_hash)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn delete_by_keycloak_sid(db: impl PgExecutor<'_>, sid: &str) -> sqlx::Result<u64> {
+    Ok(sqlx::query("DELETE FROM sessions WHERE keycloak_sid = $1")
+        .bind(sid)
+        .execute(db)
+        .await?
+        .rows_affected())
+}
+
+pub async fn delete_for_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<u64> {
+    Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(db)
+        .await?
+        .rows_affected())
+}
+
+pub async fn delete_for_keycloak_subject(db: impl PgExecutor<'_>, sub: &str) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE keycloak_id = $1)",
+    )
+    .bind(sub)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
+pub async fn store_refreshed(
+    db: impl PgExecutor<'_>,
+    id_hash: &[u8],
+    access_token: &str,
+    refresh_token: Option<&str>,
+    id_token: Option<&str>,
+    access_expires_at: OffsetDateTime,
+    keycloak_roles: &[String],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        r#"UPDATE sessions SET access_token = $2, refresh_token = COALESCE($3, refresh_token),
+                  id_token = COALESCE($4, id_token), access_expires_at = $5, keycloak_roles = $6
+            WHERE id_hash = $1"#,
+    )
+    .bind(id_hash)
+    .bind(access_token)
+    .bind(refresh_token)
+    .bind(id_token)
+    .bind(access_expires_at)
+    .bind(keycloak_roles)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Removes expired sessions and abandoned sign-ins.
+pub async fn sweep(db: &sqlx::PgPool) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE expires_at < now()")
+        .execute(db)
+        .await?;
+    sqlx::query("DELETE FROM login_flows WHERE created_at < now() - interval '15 minutes'")
+        .execute(db)
+        .await?;
+    Ok(())
+}

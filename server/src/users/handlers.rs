@@ -1,0 +1,178 @@
+//! `/api/admin/**`: thin handlers over [`super::Users`].
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::model::{AuditPage, CreateUserRequest, RoleView, UpdateUserRequest, UserPage, UserView};
+use super::service::Actor;
+use crate::auth::{Admin, RequireRole};
+use crate::error::{ApiError, Problem};
+use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::state::AppState;
+use crate::telemetry::current_request_id;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(list_roles))
+        .routes(routes!(list_audit))
+}
+
+fn actor(user: &crate::auth::CurrentUser) -> Actor {
+    Actor {
+        id: Some(user.id),
+        label: user.label(),
+        is_admin: user.has_role("admin"),
+        request_id: current_request_id(),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Part of a username, email or name.
+    search: Option<String>,
+    /// pending, active, failed or deleted (default: pending and active).
+    status: Option<String>,
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+/// Users known to voxgate, in creation order.
+#[utoipa::path(get, path = "/api/admin/users", tag = "admin", params(ListQuery),
+    responses((status = 200, body = UserPage), (status = 403, body = Problem)))]
+async fn list_users(
+    State(state): State<AppState>,
+    _: RequireRole<Admin>,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<AppJson<UserPage>, ApiError> {
+    let page = state
+        .users
+        .list(
+            q.search.as_deref(),
+            q.status.as_deref(),
+            q.page.unwrap_or(1),
+            q.per_page.unwrap_or(25),
+        )
+        .await?;
+    Ok(AppJson(page))
+}
+
+/// Creates a user in Keycloak and voxgate (all or nothing).
+#[utoipa::path(post, path = "/api/admin/users", tag = "admin", request_body = CreateUserRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body return the first result")),
+    responses((status = 201, body = UserView), (status = 409, body = Problem), (status = 422, body = Problem),
+        (status = 502, body = Problem), (status = 503, body = Problem)))]
+async fn create_user(
+    State(state): State<AppState>,
+    RequireRole(admin, _): RequireRole<Admin>,
+    headers: HeaderMap,
+    AppJson(request): AppJson<CreateUserRequest>,
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII."))?,
+        ),
+        None => None,
+    };
+    let created = state.users.create(&actor(&admin), request, key).await?;
+    let location = format!("/api/admin/users/{}", created.user.id);
+    let mut response = (
+        StatusCode::CREATED,
+        [("location", location)],
+        AppJson(created.user),
+    )
+        .into_response();
+    if created.replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// One user.
+#[utoipa::path(get, path = "/api/admin/users/{id}", tag = "admin",
+    responses((status = 200, body = UserView), (status = 404, body = Problem)))]
+async fn get_user(
+    State(state): State<AppState>,
+    _: RequireRole<Admin>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<AppJson<UserView>, ApiError> {
+    Ok(AppJson(state.users.get(id).await?))
+}
+
+/// Enables/disables a user, replaces their roles or changes their names, in
+/// both systems. Disabling also ends their sessions.
+#[utoipa::path(patch, path = "/api/admin/users/{id}", tag = "admin", request_body = UpdateUserRequest,
+    responses((status = 200, body = UserView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update_user(
+    State(state): State<AppState>,
+    RequireRole(admin, _): RequireRole<Admin>,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(request): AppJson<UpdateUserRequest>,
+) -> Result<AppJson<UserView>, ApiError> {
+    Ok(AppJson(
+        state.users.update(&actor(&admin), id, request).await?,
+    ))
+}
+
+/// Deletes a user from both systems; the audit trail keeps the record.
+#[utoipa::path(delete, path = "/api/admin/users/{id}", tag = "admin",
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_user(
+    State(state): State<AppState>,
+    RequireRole(admin, _): RequireRole<Admin>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    state.users.delete(&actor(&admin), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The roles voxgate knows.
+#[utoipa::path(get, path = "/api/admin/roles", tag = "admin", responses((status = 200, body = Vec<RoleView>)))]
+async fn list_roles(
+    State(state): State<AppState>,
+    _: RequireRole<Admin>,
+) -> Result<AppJson<Vec<RoleView>>, ApiError> {
+    Ok(AppJson(state.users.roles().await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Only entries about this user id.
+    target: Option<Uuid>,
+    /// Only this action, e.g. `user.create`.
+    action: Option<String>,
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/api/admin/audit", tag = "admin", params(AuditQuery), responses((status = 200, body = AuditPage)))]
+async fn list_audit(
+    State(state): State<AppState>,
+    _: RequireRole<Admin>,
+    AppQuery(q): AppQuery<AuditQuery>,
+) -> Result<AppJson<AuditPage>, ApiError> {
+    Ok(AppJson(
+        state
+            .users
+            .audit_log(
+                q.target,
+                q.action.as_deref(),
+                q.page.unwrap_or(1),
+                q.per_page.unwrap_or(50),
+            )
+            .await?,
+    ))
+}

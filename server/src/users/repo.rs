@@ -1,0 +1,440 @@
+//! SQL for users, roles, provisioning jobs, idempotency keys and the audit
+//! log. Functions are named for what they do and take any executor, so the
+//! service decides what runs in one transaction.
+
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::model::{AuditEntry, RoleView, UserView};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub keycloak_id: Option<String>,
+    pub username: String,
+    pub email: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub enabled: bool,
+    pub status: String,
+    pub created_at: time::OffsetDateTime,
+    pub last_login_at: Option<time::OffsetDateTime>,
+    pub roles: Vec<String>,
+}
+
+impl From<UserRecord> for UserView {
+    fn from(u: UserRecord) -> Self {
+        UserView {
+            id: u.id,
+            keycloak_id: u.keycloak_id,
+            username: u.username,
+            email: u.email,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            enabled: u.enabled,
+            status: u.status,
+            roles: u.roles,
+            created_at: u.created_at,
+            last_login_at: u.last_login_at,
+        }
+    }
+}
+
+const USER_COLUMNS: &str = r#"u.id, u.keycloak_id, u.username::text AS username, u.email::text AS email, u.first_name,
+    u.last_name, u.enabled, u.status, u.created_at, u.last_login_at,
+    COALESCE((SELECT array_agg(r.role ORDER BY r.role) FROM user_roles r WHERE r.user_id = u.id), '{}') AS roles"#;
+
+pub async fn find_user(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRecord>> {
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn find_user_by_keycloak_id(
+    db: impl PgExecutor<'_>,
+    keycloak_id: &str,
+) -> sqlx::Result<Option<UserRecord>> {
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users u WHERE u.keycloak_id = $1"
+    ))
+    .bind(keycloak_id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn find_live_user_by_username(
+    db: impl PgExecutor<'_>,
+    username: &str,
+) -> sqlx::Result<Option<UserRecord>> {
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users u WHERE u.username = $1 AND u.status IN ('pending', 'active')"
+    ))
+    .bind(username)
+    .fetch_optional(db)
+    .await
+}
+
+pub struct UserFilter<'a> {
+    pub search: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+fn push_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, f: &'a UserFilter<'a>) {
+    q.push(" WHERE true");
+    if let Some(search) = f.search.filter(|s| !s.is_empty()) {
+        // Escape LIKE wildcards: the search is literal text.
+        let escaped = search
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = format!("%{escaped}%");
+        q.push(" AND (u.username::text ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR u.email::text ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR (u.first_name || ' ' || u.last_name) ILIKE ")
+            .push_bind(pattern)
+            .push(")");
+    }
+    match f.status {
+        Some(status) => {
+            q.push(" AND u.status = ").push_bind(status);
+        }
+        None => {
+            q.push(" AND u.status IN ('pending', 'active')");
+        }
+    }
+}
+
+/// A page of users in a stable order, and the total matching.
+pub async fn list_users(
+    db: &sqlx::PgPool,
+    f: &UserFilter<'_>,
+) -> sqlx::Result<(Vec<UserRecord>, i64)> {
+    let mut count = QueryBuilder::new("SELECT count(*) FROM users u");
+    push_filter(&mut count, f);
+    let total: i64 = count.build_query_scalar().fetch_one(db).await?;
+    let mut q = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users u"));
+    push_filter(&mut q, f);
+    q.push(" ORDER BY u.created_at, u.id LIMIT ")
+        .push_bind(f.limit)
+        .push(" OFFSET ")
+        .push_bind(f.offset);
+    let rows = q.build_query_as().fetch_all(db).await?;
+    Ok((rows, total))
+}
+
+pub async fn insert_pending_user(
+    db: impl PgExecutor<'_>,
+    username: &str,
+    email: &str,
+    first: &str,
+    last: &str,
+) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar(
+        "INSERT INTO users (username, email, first_name, last_name, status) VALUES ($1, $2, $3, $4, 'pending') RETURNING id",
+    )
+    .bind(username)
+    .bind(email)
+    .bind(first)
+    .bind(last)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn set_keycloak_id(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    keycloak_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET keycloak_id = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(keycloak_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_status(db: impl PgExecutor<'_>, user_id: Uuid, status: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET status = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(status)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks a user that never fully existed; its Keycloak id is cleared so a
+/// later user may reuse it.
+pub async fn mark_failed(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET status = 'failed', keycloak_id = NULL WHERE id = $1")
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn update_profile(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    enabled: Option<bool>,
+    first: Option<&str>,
+    last: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE users SET enabled = COALESCE($2, enabled), first_name = COALESCE($3, first_name),
+                          last_name = COALESCE($4, last_name) WHERE id = $1",
+    )
+    .bind(user_id)
+    .bind(enabled)
+    .bind(first)
+    .bind(last)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn replace_roles(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    user_id: Uuid,
+    roles: &[String],
+    granted_by: Option<Uuid>,
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role <> ALL($2)")
+        .bind(user_id)
+        .bind(roles)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO user_roles (user_id, role, granted_by) SELECT $1, unnest($2::text[]), $3 ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(roles)
+    .bind(granted_by)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn all_roles(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<RoleView>> {
+    sqlx::query_as("SELECT name, description FROM roles ORDER BY name")
+        .fetch_all(db)
+        .await
+}
+
+pub async fn role_names(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT name FROM roles ORDER BY name")
+        .fetch_all(db)
+        .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    pub id: i64,
+    pub user_id: Uuid,
+    pub step: String,
+    pub keycloak_id: Option<String>,
+    pub roles: Vec<String>,
+    pub actor: String,
+    pub actor_id: Option<Uuid>,
+    pub request_id: Option<String>,
+    pub created_at: time::OffsetDateTime,
+}
+
+pub async fn insert_job(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    roles: &[String],
+    actor: &str,
+    actor_id: Option<Uuid>,
+    request_id: Option<&str>,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO provisioning_jobs (user_id, step, roles, actor, actor_id, request_id)
+         VALUES ($1, 'local_created', $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(roles)
+    .bind(actor)
+    .bind(actor_id)
+    .bind(request_id)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn advance_job(
+    db: impl PgExecutor<'_>,
+    job_id: i64,
+    step: &str,
+    keycloak_id: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE provisioning_jobs SET step = $2, keycloak_id = COALESCE($3, keycloak_id) WHERE id = $1")
+        .bind(job_id)
+        .bind(step)
+        .bind(keycloak_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn job_failed_attempt(
+    db: impl PgExecutor<'_>,
+    job_id: i64,
+    error: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE provisioning_jobs SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+    )
+    .bind(job_id)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_job(db: impl PgExecutor<'_>, job_id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM provisioning_jobs WHERE id = $1")
+        .bind(job_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn stale_jobs(
+    db: impl PgExecutor<'_>,
+    older_than: std::time::Duration,
+) -> sqlx::Result<Vec<Job>> {
+    sqlx::query_as(
+        "SELECT id, user_id, step, keycloak_id, roles, actor, actor_id, request_id, created_at
+           FROM provisioning_jobs WHERE updated_at < now() - make_interval(secs => $1) ORDER BY id",
+    )
+    .bind(older_than.as_secs_f64())
+    .fetch_all(db)
+    .await
+}
+
+pub struct Audit<'a> {
+    pub actor_id: Option<Uuid>,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target_id: Option<Uuid>,
+    pub target: Option<&'a str>,
+    pub outcome: &'a str,
+    pub request_id: Option<&'a str>,
+    pub details: serde_json::Value,
+}
+
+pub async fn insert_audit(db: impl PgExecutor<'_>, a: Audit<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (actor_id, actor, action, target_id, target, outcome, request_id, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(a.actor_id)
+    .bind(a.actor)
+    .bind(a.action)
+    .bind(a.target_id)
+    .bind(a.target)
+    .bind(a.outcome)
+    .bind(a.request_id)
+    .bind(a.details)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn list_audit(
+    db: &sqlx::PgPool,
+    target_id: Option<Uuid>,
+    action: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<AuditEntry>, i64)> {
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE ($1::uuid IS NULL OR target_id = $1) AND ($2::text IS NULL OR action = $2)",
+    )
+    .bind(target_id)
+    .bind(action)
+    .fetch_one(db)
+    .await?;
+    let items = sqlx::query_as(
+        "SELECT id, at, actor, action, target_id, target, outcome, request_id, details FROM audit_log
+          WHERE ($1::uuid IS NULL OR target_id = $1) AND ($2::text IS NULL OR action = $2)
+          ORDER BY at DESC, id DESC LIMIT $3 OFFSET $4",
+    )
+    .bind(target_id)
+    .bind(action)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    Ok((items, total))
+}
+
+/// Claims an idempotency key; `false` if it was already there.
+pub async fn claim_idempotency_key(
+    db: impl PgExecutor<'_>,
+    actor_key: &str,
+    key: &str,
+    request_hash: &[u8],
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (actor_key, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(actor_key)
+    .bind(key)
+    .bind(request_hash)
+    .execute(db)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+pub async fn find_idempotency_key(
+    db: impl PgExecutor<'_>,
+    actor_key: &str,
+    key: &str,
+) -> sqlx::Result<Option<(Vec<u8>, Option<i16>, Option<serde_json::Value>)>> {
+    sqlx::query_as("SELECT request_hash, status, response FROM idempotency_keys WHERE actor_key = $1 AND key = $2")
+        .bind(actor_key)
+        .bind(key)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn complete_idempotency_key(
+    db: impl PgExecutor<'_>,
+    actor_key: &str,
+    key: &str,
+    status: u16,
+    response: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET status = $3, response = $4 WHERE actor_key = $1 AND key = $2",
+    )
+    .bind(actor_key)
+    .bind(key)
+    .bind(status as i16)
+    .bind(response)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn release_idempotency_key(
+    db: impl PgExecutor<'_>,
+    actor_key: &str,
+    key: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE actor_key = $1 AND key = $2 AND status IS NULL",
+    )
+    .bind(actor_key)
+    .bind(key)
+    .execute(db)
+    .await?;
+    Ok(())
+}

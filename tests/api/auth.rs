@@ -1,0 +1,1148 @@
+//! Bearer tokens, the browser login flow, sessions and roles, against the
+//! Keycloak stand-in and real Postgres.
+
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestSettings, problem};
+use crate::stack::{REALM, Stack, browser, form_action, location, spawn_stack, spawn_stack_with};
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// An RSA key the realm does not know.
+struct Attacker {
+    key: RsaKeyPair,
+}
+
+impl Attacker {
+    fn new() -> Attacker {
+        Attacker {
+            key: RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap(),
+        }
+    }
+
+    fn sign(&self, header: &str, payload: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            b64(header.as_bytes()),
+            b64(payload.to_string().as_bytes())
+        );
+        let mut sig = vec![0; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                input.as_bytes(),
+                &mut sig,
+            )
+            .unwrap();
+        format!("{input}.{}", b64(&sig))
+    }
+
+    fn public_jwk(&self) -> Value {
+        // SubjectPublicKeyInfo is not needed: the point is that the header
+        // carries a key, whatever its encoding.
+        json!({"kty": "RSA", "n": b64(self.key.public_key().as_ref()), "e": "AQAB"})
+    }
+}
+
+fn hs256(header: &str, payload: &Value, secret: &[u8]) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(header.as_bytes()),
+        b64(payload.to_string().as_bytes())
+    );
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+    format!("{input}.{}", b64(tag.as_ref()))
+}
+
+async fn assert_invalid_token(stack: &Stack, name: &str, token: &str) {
+    let response = stack.get_with_token("/api/me", token).await;
+    assert_eq!(response.status(), 401, "{name}: expected 401");
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.starts_with(r#"Bearer error="invalid_token", error_description=""#),
+        "{name}: {challenge}"
+    );
+    let body = problem(response, 401).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid bearer token"),
+        "{name}: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_real_access_token_reaches_api_me_with_mapped_roles() {
+    let stack = spawn_stack().await;
+    let token = stack.password_token("alice", "alice").await;
+    let response = stack.get_with_token("/api/me", &token).await;
+    assert_eq!(response.status(), 200);
+    let me: Value = response.json().await.unwrap();
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["email"], "alice@example.com");
+    assert_eq!(me["authenticatedBy"], "bearer");
+    let roles: Vec<&str> = me["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["admin", "user"]);
+
+    let bob = stack.password_token("bob", "bob").await;
+    let me: Value = stack
+        .get_with_token("/api/me", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], json!(["user"]));
+}
+
+#[tokio::test]
+async fn no_credentials_is_401_with_a_bearer_challenge() {
+    let stack = spawn_stack().await;
+    let response = stack.app.get("/api/me").await;
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    problem(response, 401).await;
+    let basic = reqwest::Client::new()
+        .get(stack.app.url("/api/me"))
+        .basic_auth("alice", Some("alice"))
+        .send()
+        .await
+        .unwrap();
+    problem(basic, 401).await;
+}
+
+#[tokio::test]
+async fn forged_and_broken_tokens_are_all_refused() {
+    let stack = spawn_stack().await;
+    let valid = stack.valid_claims().await;
+    let kid = stack.kc.current_kid(REALM);
+    let issuer = stack.kc.issuer(REALM);
+    let real = stack.forge(&valid);
+    assert_eq!(
+        stack.get_with_token("/api/me", &real).await.status(),
+        200,
+        "the baseline token is accepted"
+    );
+
+    let attacker = Attacker::new();
+    let kc_header = |alg: &str| format!(r#"{{"alg":"{alg}","typ" : "JWT","kid" : "{kid}"}}"#);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = valid.clone();
+        f(&mut c);
+        c
+    };
+    let [h, p, s]: [&str; 3] = real.split('.').collect::<Vec<_>>().try_into().unwrap();
+
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = format!(r#"{{"alg":"{alg}","typ":"JWT","kid":"{kid}"}}"#);
+        cases.push((
+            format!("alg {alg}"),
+            format!("{}.{p}.", b64(header.as_bytes())),
+        ));
+        cases.push((
+            format!("alg {alg} with signature"),
+            format!("{}.{p}.{s}", b64(header.as_bytes())),
+        ));
+    }
+    cases.push(("empty signature".into(), format!("{h}.{p}.")));
+    cases.push((
+        "truncated signature".into(),
+        format!("{h}.{p}.{}", &s[..s.len() / 2]),
+    ));
+    let mut tampered = valid.clone();
+    tampered["sub"] = json!("00000000-0000-0000-0000-000000000000");
+    cases.push((
+        "tampered payload".into(),
+        format!("{h}.{}.{s}", b64(tampered.to_string().as_bytes())),
+    ));
+    let jwks: Value = reqwest::get(format!("{issuer}/protocol/openid-connect/certs"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let n = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap()["n"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cases.push((
+        "HS256 keyed with the public modulus".into(),
+        hs256(&kc_header("HS256"), &valid, n.as_bytes()),
+    ));
+    cases.push((
+        "HS256 keyed with the JWKS JSON".into(),
+        hs256(&kc_header("HS256"), &valid, jwks.to_string().as_bytes()),
+    ));
+    cases.push((
+        "attacker key with the real kid".into(),
+        attacker.sign(&kc_header("RS256"), &valid),
+    ));
+    let jwk_header = json!({"alg": "RS256", "kid": kid, "jwk": attacker.public_jwk()}).to_string();
+    cases.push(("embedded jwk".into(), attacker.sign(&jwk_header, &valid)));
+    for (name, extra) in [
+        ("jku", "https://attacker.example/jwks.json"),
+        ("x5u", "https://attacker.example/cert.pem"),
+    ] {
+        let header = json!({"alg": "RS256", "kid": kid, name: extra}).to_string();
+        cases.push((
+            format!("{name} header"),
+            stack.kc.sign_jws(REALM, &header, &valid),
+        ));
+        cases.push((
+            format!("{name} header, attacker key"),
+            attacker.sign(&header, &valid),
+        ));
+    }
+    for injected in [
+        "../../../../dev/null",
+        "' OR '1'='1",
+        "x\" , \"alg\" : \"none",
+    ] {
+        let header = json!({"alg": "RS256", "kid": injected}).to_string();
+        cases.push((
+            format!("kid injection {injected}"),
+            attacker.sign(&header, &valid),
+        ));
+    }
+    cases.push((
+        "expired".into(),
+        stack.forge(&with(&|c| {
+            c["exp"] = json!(now() - 3600);
+            c["iat"] = json!(now() - 3900);
+        })),
+    ));
+    cases.push((
+        "expired beyond leeway".into(),
+        stack.forge(&with(&|c| c["exp"] = json!(now() - 45))),
+    ));
+    cases.push((
+        "nbf in the future".into(),
+        stack.forge(&with(&|c| c["nbf"] = json!(now() + 3600))),
+    ));
+    cases.push((
+        "iat in the future".into(),
+        stack.forge(&with(&|c| c["iat"] = json!(now() + 3600))),
+    ));
+    cases.push((
+        "string exp".into(),
+        stack.forge(&with(&|c| c["exp"] = json!((now() + 300).to_string()))),
+    ));
+    cases.push((
+        "string nbf".into(),
+        stack.forge(&with(&|c| c["nbf"] = json!((now() + 3600).to_string()))),
+    ));
+    cases.push((
+        "string iat".into(),
+        stack.forge(&with(&|c| c["iat"] = json!(now().to_string()))),
+    ));
+    for claim in ["exp", "iat", "iss", "aud", "sub"] {
+        cases.push((
+            format!("missing {claim}"),
+            stack.forge(&with(&|c| {
+                c.as_object_mut().unwrap().remove(claim);
+            })),
+        ));
+    }
+    cases.push((
+        "empty sub".into(),
+        stack.forge(&with(&|c| c["sub"] = json!(""))),
+    ));
+    cases.push((
+        "wrong issuer".into(),
+        stack.forge(&with(&|c| {
+            c["iss"] = json!("http://evil.example/realms/voxgate")
+        })),
+    ));
+    cases.push((
+        "issuer with a suffix".into(),
+        stack.forge(&with(&|c| c["iss"] = json!(format!("{issuer}x")))),
+    ));
+    cases.push((
+        "issuer with a trailing slash".into(),
+        stack.forge(&with(&|c| c["iss"] = json!(format!("{issuer}/")))),
+    ));
+    cases.push((
+        "issuer prefix only".into(),
+        stack.forge(&with(&|c| {
+            c["iss"] = json!(issuer.trim_end_matches("/voxgate"))
+        })),
+    ));
+    cases.push((
+        "another realm".into(),
+        stack.forge(&with(&|c| c["iss"] = json!(format!("{issuer}-other")))),
+    ));
+    cases.push((
+        "aud only account".into(),
+        stack.forge(&with(&|c| c["aud"] = json!("account"))),
+    ));
+    cases.push((
+        "aud array without us".into(),
+        stack.forge(&with(&|c| c["aud"] = json!(["account", "voxgate-evil"]))),
+    ));
+    cases.push((
+        "ID token as bearer".into(),
+        stack.forge(&with(&|c| c["typ"] = json!("ID"))),
+    ));
+    cases.push((
+        "refresh typ as bearer".into(),
+        stack.forge(&with(&|c| c["typ"] = json!("Refresh"))),
+    ));
+    cases.push((
+        "missing typ".into(),
+        stack.forge(&with(&|c| {
+            c.as_object_mut().unwrap().remove("typ");
+        })),
+    ));
+    for alg in ["RS384", "RS512", "PS256", "ES256", "EdDSA"] {
+        cases.push((
+            format!("alg {alg} not allowed"),
+            stack.kc.sign_jws(REALM, &kc_header(alg), &valid),
+        ));
+    }
+    let crit = json!({"alg": "RS256", "kid": kid, "crit": ["exp"], "exp": 1}).to_string();
+    cases.push((
+        "unknown crit".into(),
+        stack.kc.sign_jws(REALM, &crit, &valid),
+    ));
+    cases.push(("JWE-shaped".into(), format!("{h}.{p}.{s}.x.y")));
+    for garbage in ["abc", "a.b.c", "..", "eyJ.eyJ.eyJ", "Bearer", "%00"] {
+        cases.push((format!("garbage {garbage}"), garbage.to_string()));
+    }
+    let grant = stack.password_grant("bob", "bob").await;
+    cases.push((
+        "real refresh token".into(),
+        grant["refresh_token"].as_str().unwrap().to_string(),
+    ));
+    cases.push((
+        "real ID token".into(),
+        grant["id_token"].as_str().unwrap().to_string(),
+    ));
+
+    for (name, token) in &cases {
+        assert_invalid_token(&stack, name, token).await;
+    }
+}
+
+#[tokio::test]
+async fn an_oversize_token_is_refused_before_parsing() {
+    let stack = spawn_stack().await;
+    let token = format!("eyJ{}", "A".repeat(9 * 1024));
+    let response = stack.get_with_token("/api/me", &token).await;
+    let body = problem(response, 431).await;
+    assert!(body["detail"].as_str().unwrap().contains("8192"));
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_is_picked_up_without_a_401() {
+    let stack = spawn_stack().await;
+    let before = stack.password_token("bob", "bob").await;
+    assert_eq!(stack.get_with_token("/api/me", &before).await.status(), 200);
+    let old_kid = stack.kc.current_kid(REALM);
+    stack.kc.rotate_signing_key(REALM);
+    assert_ne!(stack.kc.current_kid(REALM), old_kid);
+    let after = stack.password_token("bob", "bob").await;
+    assert_eq!(
+        stack.get_with_token("/api/me", &after).await.status(),
+        200,
+        "new kid fetched on demand"
+    );
+    assert_eq!(
+        stack.get_with_token("/api/me", &before).await.status(),
+        200,
+        "old key still published"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_kids_causes_at_most_one_key_fetch() {
+    let stack = spawn_stack().await;
+    let valid = stack.valid_claims().await;
+    let before = stack.kc.jwks_fetches(REALM);
+    let attacker = Attacker::new();
+    let requests = (0..60).map(|i| {
+        let header =
+            json!({"alg": "RS256", "typ": "JWT", "kid": format!("random-kid-{i}")}).to_string();
+        let token = attacker.sign(&header, &valid);
+        let url = stack.app.url("/api/me");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 401));
+    let fetched = stack.kc.jwks_fetches(REALM) - before;
+    assert!(fetched <= 1, "{fetched} key fetches for one flood");
+}
+
+#[tokio::test]
+async fn keycloak_outage_keeps_bearer_tokens_working_and_makes_login_503() {
+    let stack =
+        spawn_stack_with(TestSettings::default().set("VOXGATE_JWKS_REFRESH_SECONDS", "1")).await;
+    let token = stack.password_token("bob", "bob").await;
+    stack.kc.go_down().await;
+    // Several background refreshes fail while it is down.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let fresh_copy = stack.forge(&stack.valid_claims_offline(&token));
+    assert_eq!(
+        stack.get_with_token("/api/me", &token).await.status(),
+        200,
+        "cached token"
+    );
+    assert_eq!(
+        stack.get_with_token("/api/me", &fresh_copy).await.status(),
+        200,
+        "new token, last good keys"
+    );
+    let login = stack.app.get("/auth/login").await;
+    assert_eq!(login.status(), 503);
+    assert!(
+        login
+            .text()
+            .await
+            .unwrap()
+            .contains("Sign-in is unavailable")
+    );
+    let ready: Value = stack.app.get("/readyz").await.json().await.unwrap();
+    let idp = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "identity_provider")
+        .unwrap()
+        .clone();
+    assert_eq!(idp["ok"], true, "keys are still usable: {idp}");
+    assert!(
+        idp["detail"].as_str().unwrap().contains("failed fetch"),
+        "{idp}"
+    );
+
+    stack.kc.come_back().await.unwrap();
+    let (client, landing) = stack.browser_login("bob", "bob", "/").await;
+    assert_eq!(landing, stack.app.url("/"));
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn concurrent_first_requests_create_exactly_one_user_row() {
+    let stack = spawn_stack().await;
+    let token = stack.password_token("bob", "bob").await;
+    let sub = Stack::claims(&token)["sub"].as_str().unwrap().to_string();
+    let calls = (0..20).map(|_| stack.get_with_token("/api/me", &token));
+    let statuses = futures::future::join_all(calls).await;
+    assert!(statuses.iter().all(|r| r.status() == 200));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE keycloak_id = $1")
+        .bind(&sub)
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
+#[tokio::test]
+async fn a_locally_disabled_user_gets_403_even_with_a_valid_token() {
+    let stack = spawn_stack().await;
+    let token = stack.password_token("bob", "bob").await;
+    let sub = Stack::claims(&token)["sub"].as_str().unwrap().to_string();
+    sqlx::query("INSERT INTO users (keycloak_id, username, enabled) VALUES ($1, 'bob', false)")
+        .bind(&sub)
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+    let body = problem(stack.get_with_token("/api/me", &token).await, 403).await;
+    assert!(body["detail"].as_str().unwrap().contains("disabled"));
+}
+
+#[tokio::test]
+async fn roles_granted_in_voxgate_and_mapped_from_keycloak_add_up() {
+    let stack = spawn_stack().await;
+    let token = stack.password_token("bob", "bob").await;
+    let me: Value = stack
+        .get_with_token("/api/me", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id: uuid::Uuid = me["id"].as_str().unwrap().parse().unwrap();
+    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'agent')")
+        .bind(id)
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+    // A fresh token: the principal cache is keyed by token roles and is
+    // short-lived, so wait it out rather than reach into the app.
+    tokio::time::sleep(voxgate::auth::users::PrincipalCache::TTL).await;
+    let me: Value = stack
+        .get_with_token("/api/me", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], json!(["agent", "user"]));
+}
+
+#[tokio::test]
+async fn browser_login_creates_a_session_and_logout_ends_it() {
+    let stack = spawn_stack().await;
+    let (client, landing) = stack
+        .browser_login("alice", "alice", "/settings?tab=voice")
+        .await;
+    assert_eq!(landing, stack.app.url("/settings?tab=voice"));
+    let me: Value = client
+        .get(stack.app.url("/api/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["authenticatedBy"], "session");
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 1);
+    let user_id = stack.kc.user_by_username(REALM, "alice").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(stack.kc.active_sessions(REALM, &user_id), 1);
+
+    let csrf: String = sqlx::query_scalar("SELECT csrf_token FROM sessions")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    let logout = client
+        .post(stack.app.url("/auth/logout"))
+        .header("origin", stack.app.url(""))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 303);
+    let end_session = location(&logout);
+    assert!(end_session.starts_with(&format!(
+        "{}/protocol/openid-connect/logout?",
+        stack.kc.issuer(REALM)
+    )));
+    assert!(end_session.contains("id_token_hint="));
+    assert!(end_session.contains("post_logout_redirect_uri="));
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let back = client.get(&end_session).send().await.unwrap();
+    assert_eq!(back.status(), 302);
+    assert_eq!(location(&back), stack.app.url("/auth/signed-out"));
+    assert_eq!(
+        stack.kc.active_sessions(REALM, &user_id),
+        0,
+        "Keycloak session ended too"
+    );
+    let page = client
+        .get(stack.app.url("/auth/signed-out"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("You are signed out"));
+}
+
+#[tokio::test]
+async fn session_cookie_is_http_only_and_tokens_never_reach_the_browser() {
+    let stack = spawn_stack().await;
+    let client = browser();
+    let callback = stack.login_until_callback(&client, "bob", "bob", "/").await;
+    let done = client.get(&callback).send().await.unwrap();
+    let cookies: Vec<String> = done
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("voxgate_session="))
+        .expect("session cookie");
+    assert!(session.contains("HttpOnly"));
+    assert!(session.contains("SameSite=Lax"));
+    assert!(session.contains("Path=/"));
+    for c in &cookies {
+        assert!(!c.contains("eyJ"), "no JWT in cookies: {c}");
+    }
+}
+
+#[tokio::test]
+async fn callback_with_a_wrong_state_is_refused() {
+    let stack = spawn_stack().await;
+    let client = browser();
+    let callback = stack.login_until_callback(&client, "bob", "bob", "/").await;
+    let mut url = url::Url::parse(&callback).unwrap();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let forged = k == "state";
+            (
+                k.into_owned(),
+                if forged {
+                    "forged".into()
+                } else {
+                    v.into_owned()
+                },
+            )
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    let response = client.get(url.as_str()).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("expired or was already used")
+    );
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_callback_url_works_once_only() {
+    let stack = spawn_stack().await;
+    let client = browser();
+    let callback = stack.login_until_callback(&client, "bob", "bob", "/").await;
+    assert_eq!(client.get(&callback).send().await.unwrap().status(), 303);
+    let again = browser().get(&callback).send().await.unwrap();
+    assert_eq!(again.status(), 400);
+    let replay_same_browser = client.get(&callback).send().await.unwrap();
+    assert_eq!(replay_same_browser.status(), 400);
+}
+
+#[tokio::test]
+async fn a_callback_from_another_browser_is_refused() {
+    let stack = spawn_stack().await;
+    let victim = browser();
+    let callback = stack.login_until_callback(&victim, "bob", "bob", "/").await;
+    let attacker = browser();
+    let response = attacker.get(&callback).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("another browser"));
+}
+
+#[tokio::test]
+async fn a_wrong_pkce_verifier_fails_the_code_exchange() {
+    let stack = spawn_stack().await;
+    let client = browser();
+    let callback = stack.login_until_callback(&client, "bob", "bob", "/").await;
+    sqlx::query("UPDATE login_flows SET pkce_verifier = 'x' || pkce_verifier")
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+    let response = client.get(&callback).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("did not accept"));
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn open_redirect_attempts_land_on_the_home_page() {
+    let stack = spawn_stack().await;
+    for evil in [
+        "//evil.example/",
+        "/\\evil.example",
+        "https://evil.example/",
+        "%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "javascript:alert(1)",
+        "\\\\evil.example",
+        "/\t/evil.example",
+    ] {
+        let (_, landing) = stack.browser_login("bob", "bob", evil).await;
+        assert_eq!(landing, stack.app.url("/"), "return_to={evil}");
+    }
+}
+
+#[tokio::test]
+async fn signing_in_rotates_the_session_id_and_kills_the_old_one() {
+    let stack = spawn_stack().await;
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let first: Vec<u8> = sqlx::query_scalar("SELECT id_hash FROM sessions")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    stack.browser_login_with(&client, "bob", "bob", "/").await;
+    let remaining: Vec<Vec<u8>> = sqlx::query_scalar("SELECT id_hash FROM sessions")
+        .fetch_all(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(remaining.len(), 1);
+    assert_ne!(remaining[0], first, "new id after sign-in");
+
+    // A session id planted before sign-in (fixation) never becomes valid.
+    let planted = browser();
+    let cookie_url = url::Url::parse(&stack.app.url("/")).unwrap();
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    jar.add_cookie_str("voxgate_session=attacker-chosen-value; Path=/", &cookie_url);
+    let victim = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_provider(jar.clone())
+        .build()
+        .unwrap();
+    let _ = planted;
+    stack.browser_login_with(&victim, "bob", "bob", "/").await;
+    let attacker = reqwest::Client::new();
+    let response = attacker
+        .get(stack.app.url("/api/me"))
+        .header("cookie", "voxgate_session=attacker-chosen-value")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        victim
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn cookie_authenticated_state_changes_need_same_origin_and_csrf_token() {
+    let stack = spawn_stack().await;
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let csrf: String = sqlx::query_scalar("SELECT csrf_token FROM sessions")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    let origin = stack.app.url("");
+
+    let no_origin = client
+        .post(stack.app.url("/auth/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_origin.status(), 403);
+    let cross = client
+        .post(stack.app.url("/auth/logout"))
+        .header("origin", "http://evil.example")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    let no_token = client
+        .post(stack.app.url("/auth/logout"))
+        .header("origin", &origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 403);
+    let wrong_token = client
+        .post(stack.app.url("/auth/logout"))
+        .header("origin", &origin)
+        .form(&[("csrf", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_token.status(), 403);
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "still signed in"
+    );
+    let ok = client
+        .post(stack.app.url("/auth/logout"))
+        .header("sec-fetch-site", "same-origin")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 303);
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn keycloak_back_channel_logout_ends_the_local_session() {
+    let stack = spawn_stack().await;
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // An admin ends bob's sessions in Keycloak; Keycloak calls us back.
+    let admin_token = stack.password_token_master().await;
+    let bob_id = stack.kc.user_by_username(REALM, "bob").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/admin/realms/{REALM}/users/{bob_id}/logout",
+            stack.kc.base_url()
+        ))
+        .bearer_auth(admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let mut ended = false;
+    for _ in 0..50 {
+        if client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 401
+        {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ended,
+        "the local session ends after Keycloak's back-channel call"
+    );
+}
+
+#[tokio::test]
+async fn back_channel_logout_rejects_unverified_tokens() {
+    let stack = spawn_stack().await;
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let sid: String = sqlx::query_scalar("SELECT keycloak_sid FROM sessions")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    let attacker = Attacker::new();
+    let claims = json!({
+        "iat": now(), "exp": now() + 120, "jti": "x", "iss": stack.kc.issuer(REALM), "aud": "voxgate-web",
+        "sub": "whoever", "typ": "Logout", "sid": sid,
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}}
+    });
+    let header = format!(
+        r#"{{"alg":"RS256","typ" : "logout+jwt","kid" : "{}"}}"#,
+        stack.kc.current_kid(REALM)
+    );
+    for token in [
+        attacker.sign(&header, &claims),
+        stack
+            .kc
+            .sign_jws(REALM, &header, &json!({"typ": "Logout", "sid": sid})),
+    ] {
+        let response = reqwest::Client::new()
+            .post(stack.app.url("/auth/backchannel-logout"))
+            .form(&[("logout_token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+    }
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "session survives forged logouts"
+    );
+    // The real thing, signed by the realm, ends it.
+    let response = reqwest::Client::new()
+        .post(stack.app.url("/auth/backchannel-logout"))
+        .form(&[(
+            "logout_token",
+            stack.kc.sign_jws(REALM, &header, &claims).as_str(),
+        )])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_session_refreshes_its_access_token_and_ends_when_refresh_is_refused() {
+    let stack = spawn_stack().await;
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let before: String = sqlx::query_scalar("SELECT access_token FROM sessions")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sessions SET access_expires_at = now() + interval '10 seconds'")
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let after: String = sqlx::query_scalar("SELECT access_token FROM sessions")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    assert_ne!(before, after, "access token was refreshed");
+
+    // Keycloak unreachable during refresh: the session lives on while its
+    // access token is valid.
+    sqlx::query("UPDATE sessions SET access_expires_at = now() + interval '10 seconds'")
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+    stack.kc.go_down().await;
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    stack.kc.come_back().await.unwrap();
+
+    // Refresh refused (Keycloak session gone): the local session ends.
+    stack.kc.expire_all_tokens(REALM);
+    sqlx::query("UPDATE sessions SET access_expires_at = now() + interval '10 seconds'")
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn idle_sessions_expire() {
+    let stack = spawn_stack().await;
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    sqlx::query("UPDATE sessions SET last_seen_at = now() - interval '31 minutes'")
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn absolute_session_lifetime_is_enforced() {
+    let stack = spawn_stack().await;
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second'")
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn readiness_fails_when_discovery_reports_another_issuer() {
+    // A provider whose discovery document names a different issuer than
+    // the one configured (a typical proxy/hostname mistake).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let doc = json!({
+        "issuer": "http://keycloak.internal:8080/realms/voxgate",
+        "authorization_endpoint": format!("{base}/auth"),
+        "token_endpoint": format!("{base}/token"),
+        "jwks_uri": format!("{base}/certs"),
+    });
+    let router = axum::Router::new().route(
+        "/realms/voxgate/.well-known/openid-configuration",
+        axum::routing::get(move || async move { axum::Json(doc) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let app = crate::helpers::spawn_app_with(
+        TestSettings::default().set("VOXGATE_OIDC_ISSUER", format!("{base}/realms/voxgate")),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    let idp = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "identity_provider")
+        .unwrap()
+        .clone();
+    assert_eq!(idp["ok"], false);
+    assert!(
+        idp["detail"]
+            .as_str()
+            .unwrap()
+            .contains("keycloak.internal"),
+        "{idp}"
+    );
+}
+
+#[tokio::test]
+async fn the_login_form_is_keycloaks_and_bad_credentials_are_shown_there() {
+    let stack = spawn_stack().await;
+    let client = browser();
+    let start = client
+        .get(stack.app.url("/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    let auth_url = url::Url::parse(&location(&start)).unwrap();
+    let params: std::collections::HashMap<_, _> = auth_url.query_pairs().into_owned().collect();
+    assert_eq!(params["response_type"], "code");
+    assert_eq!(params["client_id"], "voxgate-web");
+    assert_eq!(params["code_challenge_method"], "S256");
+    assert!(params["scope"].split(' ').any(|s| s == "openid"));
+    assert!(params.contains_key("nonce") && params.contains_key("state"));
+    let html = client
+        .get(auth_url.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failed = client
+        .post(form_action(&html))
+        .form(&[("username", "bob"), ("password", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 200);
+    assert!(
+        failed
+            .text()
+            .await
+            .unwrap()
+            .contains("Invalid username or password.")
+    );
+}

@@ -1,0 +1,291 @@
+//! The app wired to a Keycloak stand-in serving the project's realm file,
+//! with the realm's redirect and back-channel URLs pointed at the test app.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keycloak_standin::{Standin, StandinConfig};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestSettings, spawn_app_on};
+
+pub const REALM: &str = "voxgate";
+pub const WEB_SECRET: &str = "dev-only-voxgate-web-secret";
+pub const ADMIN_SECRET: &str = "dev-only-voxgate-admin-secret";
+
+pub struct Stack {
+    pub app: TestApp,
+    pub kc: Standin,
+}
+
+fn realm_file() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../keycloak-realm/realm.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("realm file")).expect("realm JSON")
+}
+
+/// The project's realm, with every local URL moved to the test app's port.
+fn realm_for(app_base: &str) -> Value {
+    let text = realm_file()
+        .to_string()
+        .replace("http://127.0.0.1:8080", app_base)
+        .replace("http://localhost:8080", app_base);
+    serde_json::from_str(&text).expect("patched realm")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub async fn spawn_stack() -> Stack {
+    spawn_stack_with(TestSettings::default()).await
+}
+
+pub async fn spawn_stack_with(settings: TestSettings) -> Stack {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let kc = Standin::start(StandinConfig {
+        realm_jsons: vec![realm_for(&base)],
+        ..StandinConfig::default()
+    })
+    .await
+    .expect("keycloak stand-in starts");
+    let settings = settings
+        .set("VOXGATE_BIND", format!("127.0.0.1:{port}"))
+        .set("VOXGATE_PUBLIC_URL", base.clone())
+        .set("VOXGATE_OIDC_ISSUER", kc.issuer(REALM))
+        .set("VOXGATE_OIDC_CLIENT_SECRET", WEB_SECRET)
+        .set("VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", ADMIN_SECRET);
+    let app = spawn_app_on(settings).await;
+    let stack = Stack { app, kc };
+    stack.wait_ready().await;
+    stack
+}
+
+impl Stack {
+    /// Waits until the app has fetched the realm's keys.
+    pub async fn wait_ready(&self) {
+        for _ in 0..100 {
+            if self.app.get("/readyz").await.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("app never became ready");
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/protocol/openid-connect/token", self.kc.issuer(REALM))
+    }
+
+    /// A real access token for a seeded or created user (password grant on
+    /// the dev-only `voxgate-cli` client).
+    pub async fn password_token(&self, username: &str, password: &str) -> String {
+        self.password_grant(username, password).await["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_string()
+    }
+
+    pub async fn password_grant(&self, username: &str, password: &str) -> Value {
+        let response = reqwest::Client::new()
+            .post(self.token_url())
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", "voxgate-cli"),
+                ("username", username),
+                ("password", password),
+                ("scope", "openid"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "password grant for {username}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(self.app.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Signs in through the real HTML login form like a browser would and
+    /// returns the client holding the session cookie, plus where the app
+    /// finally sent it.
+    pub async fn browser_login(
+        &self,
+        username: &str,
+        password: &str,
+        return_to: &str,
+    ) -> (reqwest::Client, String) {
+        let client = browser();
+        let landing = self
+            .browser_login_with(&client, username, password, return_to)
+            .await;
+        (client, landing)
+    }
+
+    pub async fn browser_login_with(
+        &self,
+        client: &reqwest::Client,
+        username: &str,
+        password: &str,
+        return_to: &str,
+    ) -> String {
+        let callback = self
+            .login_until_callback(client, username, password, return_to)
+            .await;
+        let done = client.get(&callback).send().await.unwrap();
+        assert_eq!(
+            done.status(),
+            303,
+            "callback redirects: {}",
+            done.text().await.unwrap_or_default()
+        );
+        location(&done)
+    }
+
+    /// Runs the flow up to (not including) the app's callback and returns
+    /// the callback URL Keycloak sent the browser to.
+    pub async fn login_until_callback(
+        &self,
+        client: &reqwest::Client,
+        username: &str,
+        password: &str,
+        return_to: &str,
+    ) -> String {
+        let start = client
+            .get(
+                self.app
+                    .url(&format!("/auth/login?return_to={}", urlencoding(return_to))),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(start.status(), 303, "login redirects to Keycloak");
+        let auth_url = location(&start);
+        assert!(auth_url.starts_with(&self.kc.issuer(REALM)), "{auth_url}");
+        let page = client.get(&auth_url).send().await.unwrap();
+        if page.status() == 302 {
+            // Keycloak already has an SSO session for this browser.
+            let callback = location(&page);
+            assert!(
+                callback.starts_with(&self.app.url("/auth/callback")),
+                "{callback}"
+            );
+            return callback;
+        }
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        let action = form_action(&html);
+        let submitted = client
+            .post(&action)
+            .form(&[("username", username), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(submitted.status(), 302, "login form accepted");
+        let callback = location(&submitted);
+        assert!(
+            callback.starts_with(&self.app.url("/auth/callback")),
+            "{callback}"
+        );
+        callback
+    }
+
+    /// The claims of a JWT, decoded without verification.
+    pub fn claims(token: &str) -> Value {
+        let payload = token.split('.').nth(1).expect("payload");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json")
+    }
+
+    /// A token with Keycloak's exact header, signed by the realm's key.
+    pub fn forge(&self, payload: &Value) -> String {
+        let header = format!(
+            r#"{{"alg":"RS256","typ" : "JWT","kid" : "{}"}}"#,
+            self.kc.current_kid(REALM)
+        );
+        self.kc.sign_jws(REALM, &header, payload)
+    }
+
+    /// Fresh, valid access-token claims modelled on a real token of `bob`.
+    pub async fn valid_claims(&self) -> Value {
+        let token = self.password_token("bob", "bob").await;
+        let mut claims = Self::claims(&token);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        claims["iat"] = json!(now);
+        claims["exp"] = json!(now + 300);
+        claims
+    }
+}
+
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    let raw = response.headers()["location"].to_str().unwrap().to_string();
+    match url::Url::parse(&raw) {
+        Ok(u) => u.to_string(),
+        Err(_) => response.url().join(&raw).unwrap().to_string(),
+    }
+}
+
+pub fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The `action` of the first form on a page, HTML entities decoded.
+pub fn form_action(html: &str) -> String {
+    let start = html.find("<form").expect("a form");
+    let rest = &html[start..];
+    let a = rest.find("action=\"").expect("form action") + 8;
+    let end = rest[a..].find('"').unwrap();
+    rest[a..a + end].replace("&amp;", "&")
+}
+
+impl Stack {
+    /// A master-realm admin token (Keycloak's bootstrap admin).
+    pub async fn password_token_master(&self) -> String {
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}/realms/master/protocol/openid-connect/token",
+                self.kc.base_url()
+            ))
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", "admin-cli"),
+                ("username", "admin"),
+                ("password", "admin"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Valid claims derived from an existing token, with fresh times, when
+    /// Keycloak itself cannot be asked.
+    pub fn valid_claims_offline(&self, token: &str) -> Value {
+        let mut claims = Self::claims(token);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        claims["iat"] = json!(now);
+        claims["exp"] = json!(now + 300);
+        claims["jti"] = json!(format!("onrtro:{}", uuid::Uuid::new_v4()));
+        claims
+    }
+}
