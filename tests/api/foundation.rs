@@ -90,17 +90,44 @@ async fn healthz_answers_and_readyz_reports_the_database() {
     let app = spawn_app().await;
     let health = app.get("/healthz").await;
     assert_eq!(health.status(), 200);
+    // No identity provider runs for this app: the database is fine, the
+    // provider is not, and a required check failing makes it not ready.
     let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], false);
+    let check = |name: &str| {
+        body["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(check("database")["ok"], true);
+    assert_eq!(check("identity_provider")["ok"], false);
+    assert!(
+        check("identity_provider")["detail"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_200_when_every_dependency_is_up() {
+    let stack = crate::stack::spawn_stack().await;
+    let ready = stack.app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(body["ready"], true);
-    let db = body["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "database")
-        .unwrap();
-    assert_eq!(db["ok"], true);
+    assert!(
+        body["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -294,4 +321,14 @@ fn configuration_docs_list_every_setting() {
         doc.contains(&voxgate::config::markdown_table()),
         "docs/configuration.md is out of date: regenerate its table with `voxgate config-docs`"
     );
+}
+
+#[tokio::test]
+async fn stopping_closes_the_listener_after_shutdown() {
+    let mut app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
+    assert!(app.server.is_none());
+    let refused = reqwest::Client::new().get(app.url("/healthz")).send().await;
+    assert!(refused.is_err(), "no longer listening");
 }

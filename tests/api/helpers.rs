@@ -177,6 +177,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: PgPool,
     pub database: TestDatabase,
+    pub state: voxgate::state::AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -206,6 +207,7 @@ pub async fn spawn_app_with(settings: TestSettings) -> TestApp {
     let config = config_for(&database, &settings);
     let app = App::build(config).await.expect("app builds");
     let address = app.address();
+    let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_with_shutdown(async move {
         let _ = rx.await;
@@ -220,6 +222,7 @@ pub async fn spawn_app_with(settings: TestSettings) -> TestApp {
         client,
         db: database.pool().await,
         database,
+        state,
         shutdown: Some(tx),
         server: Some(server),
     }

@@ -8,6 +8,17 @@ mod stack;
 
 mod auth;
 mod foundation;
+mod provisioning;
 
 /// Every operation the API must document in `/api/openapi.json`.
-pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[("get", "/api/version"), ("get", "/api/me")];
+pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[
+    ("get", "/api/version"),
+    ("get", "/api/me"),
+    ("get", "/api/admin/users"),
+    ("post", "/api/admin/users"),
+    ("get", "/api/admin/users/{id}"),
+    ("patch", "/api/admin/users/{id}"),
+    ("delete", "/api/admin/users/{id}"),
+    ("get", "/api/admin/roles"),
+    ("get", "/api/admin/audit"),
+];

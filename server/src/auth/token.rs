@@ -144,12 +144,10 @@ impl TokenValidator {
         let now = now();
         if let Ok(cache) = self.cache.read()
             && let Some(claims) = cache.get(&hash)
+            && claims.exp + self.leeway as i64 > now
         {
-            if claims.exp + self.leeway as i64 > now {
-                metrics::counter!("voxgate_token_validations_total", "result" => "cached")
-                    .increment(1);
-                return Ok(claims.clone());
-            }
+            metrics::counter!("voxgate_token_validations_total", "result" => "cached").increment(1);
+            return Ok(claims.clone());
         }
         let result = self.validate(token, Expect::Access).await;
         let outcome = if result.is_ok() { "valid" } else { "invalid" };

@@ -26,7 +26,7 @@ use super::model::{
 use super::repo::{self, Audit};
 use crate::auth::users::PrincipalCache;
 use crate::config::Config;
-use crate::error::{ApiError, FieldError, ResultExt};
+use crate::error::{ApiError, FieldError};
 
 /// Who is acting, for permission checks and the audit trail.
 #[derive(Debug, Clone)]
@@ -222,33 +222,33 @@ impl Users {
             other => other,
         };
         let hash = Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()).to_vec();
-        if let Some(key) = key {
-            if !repo::claim_idempotency_key(&self.db, &actor.key(), key, &hash).await? {
-                let Some((seen_hash, status, response)) =
-                    repo::find_idempotency_key(&self.db, &actor.key(), key).await?
-                else {
-                    return Err(ApiError::Conflict {
-                        detail: "A request with this Idempotency-Key is still being processed; retry shortly.".into(),
-                        field: None,
-                    });
-                };
-                if seen_hash != hash {
-                    return Err(ApiError::validation(
-                        "Idempotency-Key",
-                        "this key was already used with a different request body",
-                    ));
-                }
-                return match (status, response) {
-                    (Some(_), Some(body)) => {
-                        let user: UserView = serde_json::from_value(body).map_err(|e| ApiError::Internal(e.into()))?;
-                        Ok(Created { user, replayed: true })
-                    }
-                    _ => Err(ApiError::Conflict {
-                        detail: "A request with this Idempotency-Key is still being processed; retry shortly.".into(),
-                        field: None,
-                    }),
-                };
+        if let Some(key) = key
+            && !repo::claim_idempotency_key(&self.db, &actor.key(), key, &hash).await?
+        {
+            let Some((seen_hash, status, response)) =
+                repo::find_idempotency_key(&self.db, &actor.key(), key).await?
+            else {
+                return Err(ApiError::Conflict {
+                    detail: "A request with this Idempotency-Key is still being processed; retry shortly.".into(),
+                    field: None,
+                });
+            };
+            if seen_hash != hash {
+                return Err(ApiError::validation(
+                    "Idempotency-Key",
+                    "this key was already used with a different request body",
+                ));
             }
+            return match (status, response) {
+                (Some(_), Some(body)) => {
+                    let user: UserView = serde_json::from_value(body).map_err(|e| ApiError::Internal(e.into()))?;
+                    Ok(Created { user, replayed: true })
+                }
+                _ => Err(ApiError::Conflict {
+                    detail: "A request with this Idempotency-Key is still being processed; retry shortly.".into(),
+                    field: None,
+                }),
+            };
         }
         let result = self.create_inner(actor, request).await;
         if let Some(key) = key {
@@ -345,15 +345,7 @@ impl Users {
                 &new.last_name,
             )
             .await
-            .on_constraint("users_username_key", "username", CONFLICT_USERNAME)
-            .and_then(|v| Ok::<_, ApiError>(v))
-            .map_err(|e| match e {
-                ApiError::Internal(inner) => match inner.downcast::<sqlx::Error>() {
-                    Ok(sql) => sql_conflict(sql),
-                    Err(other) => ApiError::Internal(other),
-                },
-                other => other,
-            })?;
+            .map_err(sql_conflict)?;
             let job_id = repo::insert_job(
                 &mut *tx,
                 user_id,
@@ -373,7 +365,11 @@ impl Users {
             (user_id, job_id)
         };
 
-        match self.run_saga(&new, user_id, job_id, actor).await {
+        let mut created_id = None;
+        match self
+            .run_saga(&new, user_id, job_id, actor, &mut created_id)
+            .await
+        {
             Ok(()) => {
                 self.audit(
                     actor,
@@ -390,15 +386,8 @@ impl Users {
                 Ok(user.into())
             }
             Err((step, failure)) => {
-                let keycloak_id: Option<String> =
-                    sqlx::query_scalar("SELECT keycloak_id FROM provisioning_jobs WHERE id = $1")
-                        .bind(job_id)
-                        .fetch_optional(&self.db)
-                        .await
-                        .ok()
-                        .flatten();
                 let compensated = self
-                    .compensate(user_id, job_id, keycloak_id.as_deref())
+                    .compensate(user_id, job_id, created_id.as_deref())
                     .await;
                 let cleanup_pending = !compensated;
                 let error = match &failure {
@@ -433,12 +422,16 @@ impl Users {
         }
     }
 
+    /// Runs the steps after the pending row exists. `created_id` holds the
+    /// Keycloak id as soon as it is known, even if recording it fails, so
+    /// compensation can always find the account.
     async fn run_saga(
         &self,
         new: &NewUser,
         user_id: Uuid,
         job_id: i64,
         actor: &Actor,
+        created_id: &mut Option<String>,
     ) -> Result<(), (Step, SagaFailure)> {
         let kc_fail = |step: Step| move |e: KcError| (step, SagaFailure::Keycloak(e));
         let db_fail = |step: Step| move |e: sqlx::Error| (step, SagaFailure::Database(e));
@@ -455,6 +448,7 @@ impl Users {
             )
             .await
             .map_err(kc_fail(Step::CreateInKeycloak))?;
+        *created_id = Some(keycloak_id.clone());
         {
             let mut tx = self
                 .db

@@ -1,0 +1,680 @@
+//! Admin REST API for realms (create, read, delete, partial import), realm roles and clients.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::admin::{authenticate, forbidden, json_body};
+use crate::http::{admin_error, error_message, form_get, json_response, parse_form};
+use crate::model::{Client, Realm, Role, new_id};
+use crate::state::Shared;
+
+fn created(location: &str) -> Response {
+    let mut resp = StatusCode::CREATED.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn realm_rep(r: &Realm, brief: bool) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(r.id));
+    m.insert("realm".into(), json!(r.name));
+    if let Some(d) = &r.display_name {
+        m.insert("displayName".into(), json!(d));
+    }
+    if brief {
+        m.insert("enabled".into(), json!(r.enabled));
+        return Value::Object(m);
+    }
+    m.insert("notBefore".into(), json!(r.not_before));
+    m.insert("accessTokenLifespan".into(), json!(r.access_token_lifespan));
+    m.insert(
+        "ssoSessionIdleTimeout".into(),
+        json!(r.sso_session_idle_timeout),
+    );
+    m.insert(
+        "ssoSessionMaxLifespan".into(),
+        json!(r.sso_session_max_lifespan),
+    );
+    m.insert("accessCodeLifespan".into(), json!(r.access_code_lifespan));
+    m.insert(
+        "accessCodeLifespanLogin".into(),
+        json!(r.access_code_lifespan_login),
+    );
+    m.insert(
+        "actionTokenGeneratedByAdminLifespan".into(),
+        json!(r.action_token_admin_lifespan),
+    );
+    m.insert("enabled".into(), json!(r.enabled));
+    m.insert("sslRequired".into(), json!(r.ssl_required));
+    m.insert("registrationAllowed".into(), json!(r.registration_allowed));
+    m.insert(
+        "loginWithEmailAllowed".into(),
+        json!(r.login_with_email_allowed),
+    );
+    m.insert(
+        "duplicateEmailsAllowed".into(),
+        json!(r.duplicate_emails_allowed),
+    );
+    m.insert("editUsernameAllowed".into(), json!(r.edit_username_allowed));
+    if let Some(role) = r.realm_role(&r.default_role) {
+        m.insert("defaultRole".into(), r.role_brief(role));
+    }
+    if let Some(smtp) = &r.smtp_server {
+        let mut s = smtp.clone();
+        s.remove("password");
+        m.insert("smtpServer".into(), Value::Object(s));
+    }
+    Value::Object(m)
+}
+
+pub async fn list_realms(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let (caller, world) = match authenticate(&shared, &headers, None) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.superuser {
+        return json_response(StatusCode::OK, json!([]));
+    }
+    json_response(
+        StatusCode::OK,
+        Value::Array(world.realms.iter().map(|r| realm_rep(r, true)).collect()),
+    )
+}
+
+pub async fn create_realm(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (caller, mut world) = match authenticate(&shared, &headers, None) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.superuser && !caller.roles.contains("create-realm") {
+        return forbidden();
+    }
+    let name = body
+        .get("realm")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if world.realm(&name).is_some() {
+        return error_message(
+            StatusCode::CONFLICT,
+            "Conflict detected. See logs for details",
+        );
+    }
+    let realm = match crate::realm_import::import(&body) {
+        Ok(r) => r,
+        Err(e) => return error_message(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    world.realms.push(realm);
+    created(&format!("{}/admin/realms/{name}", shared.base_url))
+}
+
+pub async fn get_realm(
+    State(shared): State<Arc<Shared>>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(r) = world.realm(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    if !caller.can_view_realm() {
+        // Keycloak returns a reduced representation to callers without view-realm.
+        return json_response(StatusCode::OK, realm_rep(r, true));
+    }
+    json_response(StatusCode::OK, realm_rep(r, false))
+}
+
+pub async fn delete_realm(
+    State(shared): State<Arc<Shared>>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.can_manage_realm() {
+        return forbidden();
+    }
+    if realm == "master" {
+        return error_message(StatusCode::BAD_REQUEST, "master realm can't be deleted");
+    }
+    world.realms.retain(|r| r.name != realm);
+    world.sessions.retain(|_, s| s.realm != realm);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+// ---- roles ----
+
+pub async fn list_roles(
+    State(shared): State<Arc<Shared>>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.can_list_roles() {
+        return forbidden();
+    }
+    let Some(r) = world.realm(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    role_list(
+        r,
+        r.roles.iter().filter(|role| role.client.is_none()),
+        &parse_form(q.unwrap_or_default().as_bytes()),
+    )
+}
+
+fn role_list<'a>(
+    r: &Realm,
+    roles: impl Iterator<Item = &'a Role>,
+    params: &[(String, String)],
+) -> Response {
+    let brief = form_get(params, "briefRepresentation").is_none_or(|v| v != "false");
+    let search = form_get(params, "search").map(|s| s.to_lowercase());
+    let first = form_get(params, "first")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let max = form_get(params, "max")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    let reps: Vec<Value> = roles
+        .filter(|role| {
+            search
+                .as_ref()
+                .is_none_or(|s| role.name.to_lowercase().contains(s))
+        })
+        .skip(first)
+        .take(max)
+        .map(|role| {
+            if brief {
+                r.role_brief(role)
+            } else {
+                r.role_full(role)
+            }
+        })
+        .collect();
+    json_response(StatusCode::OK, Value::Array(reps))
+}
+
+pub async fn get_role(
+    State(shared): State<Arc<Shared>>,
+    Path((realm, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.can_list_roles() {
+        return forbidden();
+    }
+    let Some(r) = world.realm(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    match r.realm_role(&name) {
+        Some(role) => json_response(StatusCode::OK, r.role_full(role)),
+        None => admin_error(StatusCode::NOT_FOUND, "Could not find role"),
+    }
+}
+
+fn new_role(body: &Value, client: Option<String>) -> Result<Role, Response> {
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
+    let Some(name) = name else {
+        return Err(admin_error(StatusCode::BAD_REQUEST, "unknown_error"));
+    };
+    Ok(Role {
+        id: new_id(),
+        name: name.to_string(),
+        description: body
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        client,
+        composites: Vec::new(),
+        attributes: body
+            .get("attributes")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+    })
+}
+
+pub async fn create_role(
+    State(shared): State<Arc<Shared>>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.can_manage_realm() {
+        return forbidden();
+    }
+    let body = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let role = match new_role(&body, None) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let Some(r) = world.realm_mut(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    if r.realm_role(&role.name).is_some() {
+        return error_message(
+            StatusCode::CONFLICT,
+            &format!("Role with name {} already exists", role.name),
+        );
+    }
+    let location = format!(
+        "{}/admin/realms/{realm}/roles/{}",
+        shared.base_url,
+        crate::urls::encode(&role.name)
+    );
+    r.roles.push(role);
+    created(&location)
+}
+
+// ---- clients ----
+
+fn client_rep(c: &Client, with_secret: bool) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(c.id));
+    m.insert("clientId".into(), json!(c.client_id));
+    if let Some(v) = &c.name {
+        m.insert("name".into(), json!(v));
+    }
+    if let Some(v) = &c.description {
+        m.insert("description".into(), json!(v));
+    }
+    if let Some(v) = &c.root_url {
+        m.insert("rootUrl".into(), json!(v));
+    }
+    if let Some(v) = &c.base_url {
+        m.insert("baseUrl".into(), json!(v));
+    }
+    m.insert("surrogateAuthRequired".into(), json!(false));
+    m.insert("enabled".into(), json!(c.enabled));
+    m.insert("alwaysDisplayInConsole".into(), json!(false));
+    m.insert("clientAuthenticatorType".into(), json!("client-secret"));
+    if with_secret {
+        if let Some(s) = &c.secret {
+            m.insert("secret".into(), json!(s));
+        }
+    }
+    m.insert("redirectUris".into(), json!(c.redirect_uris));
+    m.insert("webOrigins".into(), json!(c.web_origins));
+    m.insert("notBefore".into(), json!(0));
+    m.insert("bearerOnly".into(), json!(c.bearer_only));
+    m.insert("consentRequired".into(), json!(c.consent_required));
+    m.insert("standardFlowEnabled".into(), json!(c.standard_flow));
+    m.insert("implicitFlowEnabled".into(), json!(c.implicit_flow));
+    m.insert(
+        "directAccessGrantsEnabled".into(),
+        json!(c.direct_access_grants),
+    );
+    m.insert("serviceAccountsEnabled".into(), json!(c.service_accounts));
+    m.insert("publicClient".into(), json!(c.public_client));
+    m.insert("frontchannelLogout".into(), json!(true));
+    m.insert("protocol".into(), json!("openid-connect"));
+    m.insert("attributes".into(), json!(c.attributes));
+    m.insert("fullScopeAllowed".into(), json!(c.full_scope_allowed));
+    if !c.protocol_mappers.is_empty() {
+        m.insert("protocolMappers".into(), json!(c.protocol_mappers));
+    }
+    Value::Object(m)
+}
+
+pub async fn list_clients(
+    State(shared): State<Arc<Shared>>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.can_list_clients() {
+        return forbidden();
+    }
+    let Some(r) = world.realm(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    let params = parse_form(q.unwrap_or_default().as_bytes());
+    let wanted = form_get(&params, "clientId");
+    let search = form_get(&params, "search").is_some_and(|v| v == "true");
+    let first = form_get(&params, "first")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let max = form_get(&params, "max")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(100);
+    let reps: Vec<Value> = r
+        .clients
+        .iter()
+        .filter(|c| match &wanted {
+            None => true,
+            Some(w) if search => c.client_id.to_lowercase().contains(&w.to_lowercase()),
+            Some(w) => &c.client_id == w,
+        })
+        .skip(first)
+        .take(max)
+        .map(|c| client_rep(c, caller.can_manage_clients()))
+        .collect();
+    json_response(StatusCode::OK, Value::Array(reps))
+}
+
+fn client_not_found() -> Response {
+    admin_error(StatusCode::NOT_FOUND, "Could not find client")
+}
+
+pub async fn get_client(
+    State(shared): State<Arc<Shared>>,
+    Path((realm, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.can_list_clients() {
+        return forbidden();
+    }
+    let Some(r) = world.realm(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    match r.client_by_uuid(&id) {
+        Some(c) => json_response(StatusCode::OK, client_rep(c, caller.can_manage_clients())),
+        None => client_not_found(),
+    }
+}
+
+pub async fn list_client_roles(
+    State(shared): State<Arc<Shared>>,
+    Path((realm, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.can_list_clients() && !caller.can_list_roles() && !caller.can_view_users() {
+        return forbidden();
+    }
+    let Some(r) = world.realm(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    if r.client_by_uuid(&id).is_none() {
+        return client_not_found();
+    }
+    role_list(
+        r,
+        r.roles
+            .iter()
+            .filter(|role| role.client.as_deref() == Some(id.as_str())),
+        &parse_form(q.unwrap_or_default().as_bytes()),
+    )
+}
+
+pub async fn get_client_role(
+    State(shared): State<Arc<Shared>>,
+    Path((realm, id, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.can_list_clients() && !caller.can_list_roles() && !caller.can_view_users() {
+        return forbidden();
+    }
+    let Some(r) = world.realm(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    if r.client_by_uuid(&id).is_none() {
+        return client_not_found();
+    }
+    match r.client_role(&id, &name) {
+        Some(role) => json_response(StatusCode::OK, r.role_full(role)),
+        None => admin_error(StatusCode::NOT_FOUND, "Could not find role"),
+    }
+}
+
+// ---- partial import ----
+
+#[derive(PartialEq, Clone, Copy)]
+enum Policy {
+    Fail,
+    Skip,
+    Overwrite,
+}
+
+pub async fn partial_import(
+    State(shared): State<Arc<Shared>>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !caller.can_manage_realm() || !caller.can_manage_users() {
+        return forbidden();
+    }
+    let body = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let policy = match body
+        .get("ifResourceExists")
+        .and_then(Value::as_str)
+        .unwrap_or("FAIL")
+    {
+        "SKIP" => Policy::Skip,
+        "OVERWRITE" => Policy::Overwrite,
+        "FAIL" => Policy::Fail,
+        _ => {
+            return error_message(
+                StatusCode::BAD_REQUEST,
+                "Invalid value for ifResourceExists",
+            );
+        }
+    };
+    let Some(original) = world.realm(&realm).cloned() else {
+        return crate::admin::realm_not_found();
+    };
+    match apply_partial_import(original, &body, policy) {
+        Ok((updated, summary)) => {
+            if let Some(slot) = world.realm_mut(&realm) {
+                *slot = updated;
+            }
+            json_response(StatusCode::OK, summary)
+        }
+        Err(resp) => resp,
+    }
+}
+
+struct Tally {
+    added: usize,
+    skipped: usize,
+    overwritten: usize,
+    results: Vec<Value>,
+}
+
+impl Tally {
+    fn record(&mut self, action: &str, kind: &str, name: &str, id: &str) {
+        match action {
+            "ADDED" => self.added += 1,
+            "SKIPPED" => self.skipped += 1,
+            _ => self.overwritten += 1,
+        }
+        self.results
+            .push(json!({"action": action, "resourceType": kind, "resourceName": name, "id": id}));
+    }
+}
+
+/// Works on a copy of the realm so a FAIL conflict leaves nothing half-imported.
+fn apply_partial_import(
+    mut r: Realm,
+    body: &Value,
+    policy: Policy,
+) -> Result<(Realm, Value), Response> {
+    let mut tally = Tally {
+        added: 0,
+        skipped: 0,
+        overwritten: 0,
+        results: Vec::new(),
+    };
+    let conflict = |kind: &str, name: &str| {
+        error_message(
+            StatusCode::CONFLICT,
+            &format!("{kind} '{name}' already exists"),
+        )
+    };
+    let bad = |e: anyhow::Error| error_message(StatusCode::BAD_REQUEST, &e.to_string());
+
+    if let Some(clients) = body.get("clients").and_then(Value::as_array) {
+        for (i, c) in clients.iter().enumerate() {
+            let client = crate::realm_import::parse_client_value(c, &format!("clients[{i}]"))
+                .map_err(bad)?;
+            let existing = r
+                .clients
+                .iter()
+                .position(|x| x.client_id == client.client_id);
+            match (existing, policy) {
+                (Some(_), Policy::Fail) => return Err(conflict("Client", &client.client_id)),
+                (Some(pos), Policy::Skip) => {
+                    let id = r.clients[pos].id.clone();
+                    tally.record("SKIPPED", "CLIENT", &client.client_id, &id);
+                }
+                (Some(pos), Policy::Overwrite) => {
+                    let mut client = client;
+                    client.id = r.clients[pos].id.clone();
+                    tally.record("OVERWRITTEN", "CLIENT", &client.client_id, &client.id);
+                    r.clients[pos] = client;
+                }
+                (None, _) => {
+                    tally.record("ADDED", "CLIENT", &client.client_id, &client.id);
+                    r.clients.push(client);
+                }
+            }
+        }
+    }
+    if let Some(roles) = body.get("roles") {
+        let mut groups: Vec<(Option<String>, String, &Vec<Value>)> = Vec::new();
+        if let Some(list) = roles.get("realm").and_then(Value::as_array) {
+            groups.push((None, "REALM_ROLE".into(), list));
+        }
+        if let Some(map) = roles.get("client").and_then(Value::as_object) {
+            for (cid, list) in map {
+                let Some(client) = r.client(cid) else {
+                    return Err(error_message(
+                        StatusCode::BAD_REQUEST,
+                        &format!("roles.client.{cid}: client not found"),
+                    ));
+                };
+                if let Some(list) = list.as_array() {
+                    groups.push((Some(client.id.clone()), "CLIENT_ROLE".into(), list));
+                }
+            }
+        }
+        for (container, kind, list) in groups {
+            for rep in list {
+                let role = new_role(rep, container.clone())?;
+                let existing = r
+                    .roles
+                    .iter()
+                    .position(|x| x.client == container && x.name == role.name);
+                match (existing, policy) {
+                    (Some(_), Policy::Fail) => return Err(conflict("Role", &role.name)),
+                    (Some(pos), Policy::Skip) => {
+                        let id = r.roles[pos].id.clone();
+                        tally.record("SKIPPED", &kind, &role.name, &id);
+                    }
+                    (Some(pos), Policy::Overwrite) => {
+                        r.roles[pos].description = role.description.clone();
+                        r.roles[pos].attributes = role.attributes.clone();
+                        let id = r.roles[pos].id.clone();
+                        tally.record("OVERWRITTEN", &kind, &role.name, &id);
+                    }
+                    (None, _) => {
+                        tally.record("ADDED", &kind, &role.name, &role.id);
+                        r.roles.push(role);
+                    }
+                }
+            }
+        }
+    }
+    crate::realm_import::ensure_service_account_users(&mut r);
+    if let Some(users) = body.get("users").and_then(Value::as_array) {
+        for (i, u) in users.iter().enumerate() {
+            let mut user =
+                crate::realm_import::parse_user_value(&r, u, &format!("users[{i}]"), true)
+                    .map_err(bad)?;
+            let existing = r.users.iter().position(|x| x.username == user.username);
+            match (existing, policy) {
+                (Some(_), Policy::Fail) => return Err(conflict("User", &user.username)),
+                (Some(pos), Policy::Skip) => {
+                    let id = r.users[pos].id.clone();
+                    tally.record("SKIPPED", "USER", &user.username, &id);
+                }
+                (Some(pos), Policy::Overwrite) => {
+                    user.id = r.users[pos].id.clone();
+                    tally.record("OVERWRITTEN", "USER", &user.username, &user.id);
+                    r.users[pos] = user;
+                }
+                (None, _) => {
+                    if user.email.as_deref().is_some_and(|e| {
+                        !r.duplicate_emails_allowed && r.user_by_email(e).is_some()
+                    }) {
+                        return Err(error_message(
+                            StatusCode::CONFLICT,
+                            "User exists with same email",
+                        ));
+                    }
+                    tally.record("ADDED", "USER", &user.username, &user.id);
+                    r.users.push(user);
+                }
+            }
+        }
+    }
+    let summary = json!({
+        "overwritten": tally.overwritten,
+        "added": tally.added,
+        "skipped": tally.skipped,
+        "results": tally.results,
+    });
+    Ok((r, summary))
+}
