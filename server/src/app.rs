@@ -43,11 +43,13 @@ impl App {
             spawn_sweeper(db.clone()),
             crate::users::spawn_recovery(users.clone()),
         ];
+        let tts = crate::tts::Tts::new(db.clone(), &config);
         let state = AppState {
             config,
             db,
             auth,
             users,
+            tts,
         };
         Ok(App {
             listener,

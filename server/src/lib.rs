@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -15,6 +16,7 @@ pub mod pages;
 pub mod router;
 pub mod state;
 pub mod telemetry;
+pub mod tts;
 pub mod users;
 
 pub use app::App;

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, PageError};
 use crate::state::AppState;
-use crate::{auth, health, pages, telemetry, users};
+use crate::{auth, chat, health, pages, telemetry, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(version))
         .merge(auth::me_routes())
         .merge(users::routes())
+        .merge(chat::routes())
 }
 
 pub fn router(state: AppState) -> Router {

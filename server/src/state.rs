@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::tts::Tts;
 use crate::users::Users;
 
 #[derive(Clone)]
@@ -16,6 +17,7 @@ pub struct AppState {
     pub db: PgPool,
     pub auth: Auth,
     pub users: Users,
+    pub tts: Tts,
 }
 
 impl FromRef<AppState> for PgPool {
