@@ -254,6 +254,46 @@ pub const SETTINGS: &[Setting] = &[
         "Path of the espeak-ng program used by the local voice.",
     ),
     s(
+        "aws.region",
+        "AWS_REGION",
+        None,
+        "AWS region of the Polly engine (standard AWS variable).",
+    ),
+    s(
+        "aws.profile",
+        "AWS_PROFILE",
+        None,
+        "AWS shared-config profile for Polly credentials (standard AWS variable).",
+    ),
+    s(
+        "aws.access_key_id",
+        "AWS_ACCESS_KEY_ID",
+        None,
+        "AWS access key id for Polly (standard AWS variable; the credential chain is used when unset).",
+    ),
+    secret(
+        "aws.secret_access_key",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS secret access key for Polly (standard AWS variable).",
+    ),
+    secret(
+        "aws.session_token",
+        "AWS_SESSION_TOKEN",
+        "AWS session token for temporary Polly credentials (standard AWS variable).",
+    ),
+    s(
+        "aws.endpoint_url_polly",
+        "AWS_ENDPOINT_URL_POLLY",
+        None,
+        "Polly endpoint override, e.g. a local Polly-compatible server (standard AWS variable).",
+    ),
+    s(
+        "aws.endpoint_url",
+        "AWS_ENDPOINT_URL",
+        None,
+        "Endpoint override for every AWS service; AWS_ENDPOINT_URL_POLLY wins (standard AWS variable).",
+    ),
+    s(
         "chat.knowledge_base",
         "VOXGATE_KB_FILE",
         None,
@@ -415,9 +455,29 @@ pub struct UsersConfig {
     pub password_min_length: usize,
 }
 
+/// AWS settings read for the Polly engine. The SDK's credential chain
+/// (profiles, instance roles…) still applies when no key is given.
+#[derive(Clone, Debug, Default)]
+pub struct AwsConfig {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsConfig {
+    /// Whether the environment points at an AWS account at all.
+    pub fn configured(&self) -> bool {
+        self.region.is_some() && (self.access_key_id.is_some() || self.profile.is_some())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TtsConfig {
     pub engine: TtsEngineChoice,
+    pub aws: AwsConfig,
     pub default_voice: Option<String>,
     pub max_chars: usize,
     pub cache_max_bytes: i64,
@@ -705,6 +765,14 @@ impl Config {
             },
             tts: TtsConfig {
                 engine,
+                aws: AwsConfig {
+                    region: opt("aws.region"),
+                    profile: opt("aws.profile"),
+                    access_key_id: opt("aws.access_key_id"),
+                    secret_access_key: secret_opt("aws.secret_access_key"),
+                    session_token: secret_opt("aws.session_token"),
+                    endpoint_url: opt("aws.endpoint_url_polly").or_else(|| opt("aws.endpoint_url")),
+                },
                 default_voice: opt("tts.default_voice"),
                 max_chars: positive("tts.max_chars", "a whole number")? as usize,
                 cache_max_bytes: positive("tts.cache_max_bytes", "a size in bytes")? as i64,
@@ -807,8 +875,8 @@ pub fn help_text() -> String {
         ));
     }
     out.push_str(
-        "\nAWS settings for the Polly engine come from the standard AWS variables \
-         (AWS_REGION, AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_ENDPOINT_URL_POLLY, …).\n",
+        "\nThe AWS_* settings are the standard AWS variables; the SDK's credential chain \
+         (profiles, container and instance roles) applies too.\n",
     );
     out
 }

@@ -58,6 +58,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             (None, None) => "signing keys not fetched yet".into(),
         }),
     });
+    let speech = state.tts.status().await;
+    checks.push(Check {
+        name: "speech_engine",
+        ok: speech.is_ok(),
+        required: true,
+        detail: Some(match speech {
+            Ok(()) => format!("{} engine ready", state.tts.engine_name()),
+            Err(e) => format!("{} engine: {e}", state.tts.engine_name()),
+        }),
+    });
     let ready = checks.iter().all(|c| c.ok || !c.required);
     let status = if ready {
         StatusCode::OK

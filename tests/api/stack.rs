@@ -17,6 +17,24 @@ pub const ADMIN_SECRET: &str = "dev-only-voxgate-admin-secret";
 pub struct Stack {
     pub app: TestApp,
     pub kc: Standin,
+    pub polly: Option<polly_standin::PollyStandin>,
+}
+
+/// The app with the Keycloak stand-in and a Polly stand-in as its speech
+/// engine, reached through the real AWS SDK.
+pub async fn spawn_polly_stack(settings: TestSettings) -> Stack {
+    let polly = polly_standin::PollyStandin::start(polly_standin::PollyConfig::default())
+        .await
+        .expect("polly stand-in starts");
+    let settings = settings
+        .set("VOXGATE_TTS_ENGINE", "polly")
+        .set("AWS_ENDPOINT_URL_POLLY", polly.endpoint_url())
+        .set("AWS_REGION", "us-east-1")
+        .set("AWS_ACCESS_KEY_ID", "AKIDVOXGATETEST")
+        .set("AWS_SECRET_ACCESS_KEY", "voxgate-test-secret");
+    let mut stack = spawn_stack_with(settings).await;
+    stack.polly = Some(polly);
+    stack
 }
 
 fn realm_file() -> Value {
@@ -61,7 +79,11 @@ pub async fn spawn_stack_with(settings: TestSettings) -> Stack {
         .set("VOXGATE_OIDC_CLIENT_SECRET", WEB_SECRET)
         .set("VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", ADMIN_SECRET);
     let app = spawn_app_on(settings).await;
-    let stack = Stack { app, kc };
+    let stack = Stack {
+        app,
+        kc,
+        polly: None,
+    };
     stack.wait_ready().await;
     stack
 }

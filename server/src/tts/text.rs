@@ -9,7 +9,10 @@ pub fn normalise(text: &str) -> String {
     for c in text.chars() {
         if c.is_whitespace() || c == '\u{200b}' {
             space = !out.is_empty();
-        } else if c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c) {
+        } else if c.is_control()
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+        {
             continue;
         } else {
             if space {
@@ -48,7 +51,9 @@ fn best_cut(window: &str) -> Option<usize> {
     let after = |pred: &dyn Fn(char) -> bool| {
         window
             .char_indices()
-            .filter(|(i, c)| pred(*c) && window[i + c.len_utf8()..].starts_with(char::is_whitespace))
+            .filter(|(i, c)| {
+                pred(*c) && window[i + c.len_utf8()..].starts_with(char::is_whitespace)
+            })
             .map(|(i, c)| i + c.len_utf8())
             .last()
     };
@@ -84,7 +89,10 @@ mod tests {
     fn splitting_prefers_sentence_ends_and_respects_the_limit() {
         let text = "One two three. Four five six. Seven eight nine.";
         let parts = split(text, 20);
-        assert_eq!(parts, ["One two three.", "Four five six.", "Seven eight nine."]);
+        assert_eq!(
+            parts,
+            ["One two three.", "Four five six.", "Seven eight nine."]
+        );
         let long = "word ".repeat(1000);
         for p in split(&long, 300) {
             assert!(p.chars().count() <= 300);
@@ -95,13 +103,19 @@ mod tests {
     #[test]
     fn splitting_an_unbreakable_run_cuts_it() {
         let parts = split(&"x".repeat(25), 10);
-        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [10, 10, 5]);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [10, 10, 5]
+        );
     }
 
     #[test]
     fn first_sentence_stops_at_the_first_end() {
         assert_eq!(first_sentence("Hi there! How are you?"), "Hi there!");
         assert_eq!(first_sentence("No end"), "No end");
-        assert_eq!(first_sentence("Version 1.2 is out. Yes."), "Version 1.2 is out.");
+        assert_eq!(
+            first_sentence("Version 1.2 is out. Yes."),
+            "Version 1.2 is out."
+        );
     }
 }

@@ -1,0 +1,248 @@
+//! The shared audio cache: content-addressed, in Postgres (so every
+//! instance shares it), stored in chunks as audio streams in, bounded in
+//! size with least-recently-used eviction. Small hot entries are also kept
+//! in a bounded in-process map so a cache hit rarely needs the database.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use sqlx::PgPool;
+
+/// A complete cached audio file.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub content_type: String,
+    pub data: Bytes,
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Meta {
+    content_type: String,
+    size: i64,
+    duration_ms: Option<i64>,
+}
+
+/// Entries larger than this are served from Postgres only.
+const MEMORY_ENTRY_MAX: usize = 1024 * 1024;
+const MEMORY_BUDGET: usize = 32 * 1024 * 1024;
+
+#[derive(Default)]
+pub struct Memory {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    entries: HashMap<String, (std::sync::Arc<Entry>, u64)>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl Memory {
+    pub fn get(&self, key: &str) -> Option<std::sync::Arc<Entry>> {
+        let mut m = self.inner.lock().ok()?;
+        m.tick += 1;
+        let tick = m.tick;
+        let (entry, used) = m.entries.get_mut(key)?;
+        *used = tick;
+        Some(entry.clone())
+    }
+
+    pub fn put(&self, key: &str, entry: Entry) -> std::sync::Arc<Entry> {
+        let entry = std::sync::Arc::new(entry);
+        if entry.data.len() > MEMORY_ENTRY_MAX {
+            return entry;
+        }
+        if let Ok(mut m) = self.inner.lock() {
+            m.tick += 1;
+            let tick = m.tick;
+            m.bytes += entry.data.len();
+            if let Some((old, _)) = m.entries.insert(key.to_string(), (entry.clone(), tick)) {
+                m.bytes -= old.data.len();
+            }
+            while m.bytes > MEMORY_BUDGET {
+                let Some(oldest) = m
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (_, t))| *t)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                if let Some((gone, _)) = m.entries.remove(&oldest) {
+                    m.bytes -= gone.data.len();
+                }
+            }
+        }
+        entry
+    }
+
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut m) = self.inner.lock()
+            && let Some((gone, _)) = m.entries.remove(key)
+        {
+            m.bytes -= gone.data.len();
+        }
+    }
+}
+
+/// The complete entry for `key`, if cached.
+pub async fn load(db: &PgPool, key: &str) -> sqlx::Result<Option<Entry>> {
+    let meta: Option<Meta> = sqlx::query_as(
+        "UPDATE tts_cache SET last_access_at = now()
+          WHERE key = $1 AND complete AND last_access_at < now() - interval '1 minute'
+          RETURNING content_type, size, duration_ms",
+    )
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    let meta = match meta {
+        Some(m) => m,
+        None => {
+            match sqlx::query_as::<_, Meta>(
+                "SELECT content_type, size, duration_ms FROM tts_cache WHERE key = $1 AND complete",
+            )
+            .bind(key)
+            .fetch_optional(db)
+            .await?
+            {
+                Some(m) => m,
+                None => return Ok(None),
+            }
+        }
+    };
+    let chunks: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT data FROM tts_chunks WHERE key = $1 ORDER BY seq")
+            .bind(key)
+            .fetch_all(db)
+            .await?;
+    let mut data = BytesMut::with_capacity(meta.size.max(0) as usize);
+    for c in chunks {
+        data.extend_from_slice(&c);
+    }
+    Ok(Some(Entry {
+        content_type: meta.content_type,
+        data: data.freeze(),
+        duration_ms: meta.duration_ms,
+    }))
+}
+
+pub async fn is_complete(db: &PgPool, key: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND complete)")
+        .bind(key)
+        .fetch_one(db)
+        .await
+}
+
+pub async fn duration_ms(db: &PgPool, key: &str) -> sqlx::Result<Option<i64>> {
+    Ok(sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT duration_ms FROM tts_cache WHERE key = $1 AND complete",
+    )
+    .bind(key)
+    .fetch_optional(db)
+    .await?
+    .flatten())
+}
+
+/// Starts writing an entry; a stale unfinished one (crashed writer) is
+/// replaced.
+pub async fn begin(db: &PgPool, key: &str, content_type: &str) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM tts_cache WHERE key = $1 AND NOT complete")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO tts_cache (key, content_type) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(content_type)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+pub async fn append(
+    db: &PgPool,
+    key: &str,
+    seq: i32,
+    offset: i64,
+    data: &[u8],
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO tts_chunks (key, seq, offset_bytes, data) VALUES ($1, $2, $3, $4)")
+        .bind(key)
+        .bind(seq)
+        .bind(offset)
+        .bind(data)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn chunks_between(
+    db: &PgPool,
+    key: &str,
+    from: i32,
+    to: i32,
+) -> sqlx::Result<Vec<(i32, Vec<u8>)>> {
+    sqlx::query_as(
+        "SELECT seq, data FROM tts_chunks WHERE key = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+    )
+    .bind(key)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await
+}
+
+/// Marks an entry complete, then evicts least recently used entries until
+/// the cache fits its bound.
+pub async fn finish(
+    db: &PgPool,
+    key: &str,
+    size: i64,
+    duration_ms: Option<i64>,
+    max_bytes: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE tts_cache SET complete = true, size = $2, duration_ms = $3, last_access_at = now() WHERE key = $1")
+        .bind(key)
+        .bind(size)
+        .bind(duration_ms)
+        .execute(db)
+        .await?;
+    sqlx::query(
+        "DELETE FROM tts_cache WHERE key IN (
+           SELECT key FROM (
+             SELECT key, sum(size) OVER (ORDER BY last_access_at DESC, key) AS running
+               FROM tts_cache WHERE complete
+           ) ranked WHERE running > $1)",
+    )
+    .bind(max_bytes)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Drops an unfinished entry (failed or cut stream): never cached.
+pub async fn abandon(db: &PgPool, key: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM tts_cache WHERE key = $1 AND NOT complete")
+        .bind(key)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Stores a small finished entry in one go (speech marks).
+pub async fn store_whole(
+    db: &PgPool,
+    key: &str,
+    content_type: &str,
+    data: &[u8],
+    max_bytes: i64,
+) -> sqlx::Result<()> {
+    begin(db, key, content_type).await?;
+    append(db, key, 0, 0, data).await?;
+    finish(db, key, data.len() as i64, None, max_bytes).await
+}

@@ -1,0 +1,310 @@
+//! Single-flight synthesis: concurrent requests for the same key share one
+//! upstream synthesis.
+//!
+//! A leader task (independent of any client connection, so one client
+//! leaving does not cut the others) pulls audio from the engine, appends
+//! every chunk to the cache table, and publishes it. Each client stream
+//! follows the leader: fresh chunks come from a small in-memory window,
+//! anything older from the cache table. Memory per synthesis stays at a few
+//! chunks however long the audio, and a client that joins late still gets
+//! every byte. A failed or cut stream aborts every follower and is removed
+//! from the cache.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::{Notify, watch};
+
+use super::cache;
+use super::engine::{AudioStream, TtsError};
+
+/// Chunks kept in memory for followers that are keeping up.
+const WINDOW: usize = 4;
+
+#[derive(Default)]
+struct Progress {
+    /// Chunks published so far (all persisted unless `persist_failed`).
+    published: i32,
+    window: VecDeque<(i32, Bytes)>,
+    done: bool,
+    failed: Option<TtsError>,
+    /// If the cache cannot be written, keep everything in memory instead
+    /// so followers still get every byte.
+    persist_failed: bool,
+}
+
+pub struct Flight {
+    key: String,
+    progress: Mutex<Progress>,
+    notify: Notify,
+    /// `None` until the engine answered: `Ok` once audio flows, or the
+    /// error that happened before the first byte.
+    started: watch::Sender<Option<Result<(), TtsError>>>,
+}
+
+#[derive(Default)]
+pub struct Flights {
+    active: Mutex<HashMap<String, Arc<Flight>>>,
+}
+
+/// What to do when a flight ends.
+pub struct Finish {
+    pub max_cache_bytes: i64,
+    /// Whether audio chunks are MP3 frames whose duration can be summed.
+    pub mp3_frames: bool,
+}
+
+impl Flights {
+    /// Joins the flight for `key`, or starts one with `start` (called only
+    /// by the leader). Returns the flight and whether this call leads it.
+    pub fn join_or_start<F, Fut>(
+        self: &Arc<Self>,
+        db: &PgPool,
+        key: &str,
+        content_type: &str,
+        finish: Finish,
+        start: F,
+    ) -> (Arc<Flight>, bool)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<AudioStream, TtsError>> + Send + 'static,
+    {
+        let mut active = match self.active.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(flight) = active.get(key) {
+            return (flight.clone(), false);
+        }
+        let (started, _) = watch::channel(None);
+        let flight = Arc::new(Flight {
+            key: key.to_string(),
+            progress: Mutex::new(Progress::default()),
+            notify: Notify::new(),
+            started,
+        });
+        active.insert(key.to_string(), flight.clone());
+        drop(active);
+        let flights = self.clone();
+        let leader = flight.clone();
+        let db = db.clone();
+        let content_type = content_type.to_string();
+        tokio::spawn(async move {
+            leader.lead(&db, &content_type, finish, start).await;
+            if let Ok(mut active) = flights.active.lock() {
+                active.remove(&leader.key);
+            }
+        });
+        (flight, true)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.active.lock().map(|a| a.len()).unwrap_or(0)
+    }
+}
+
+impl Flight {
+    async fn lead<F, Fut>(&self, db: &PgPool, content_type: &str, finish: Finish, start: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<AudioStream, TtsError>>,
+    {
+        let began = Instant::now();
+        let mut persist = cache::begin(db, &self.key, content_type).await.is_ok();
+        let mut audio = match start().await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = cache::abandon(db, &self.key).await;
+                self.fail(e.clone());
+                let _ = self.started.send(Some(Err(e)));
+                return;
+            }
+        };
+        let mut seq: i32 = 0;
+        let mut offset: i64 = 0;
+        let mut duration_ms: i64 = 0;
+        let mut first = true;
+        while let Some(item) = audio.next().await {
+            match item {
+                Ok(bytes) if bytes.is_empty() => continue,
+                Ok(bytes) => {
+                    if first {
+                        metrics::histogram!("voxgate_tts_first_byte_seconds")
+                            .record(began.elapsed().as_secs_f64());
+                        first = false;
+                    }
+                    if persist
+                        && cache::append(db, &self.key, seq, offset, &bytes)
+                            .await
+                            .is_err()
+                    {
+                        tracing::warn!(
+                            "audio cache write failed; this synthesis will not be cached"
+                        );
+                        persist = false;
+                    }
+                    if finish.mp3_frames {
+                        duration_ms += voxgate_audio::mp3_duration_estimate(&bytes)
+                            .map(|d| d.as_millis() as i64)
+                            .unwrap_or(0);
+                    }
+                    offset += bytes.len() as i64;
+                    self.publish(seq, bytes, !persist);
+                    if seq == 0 {
+                        let _ = self.started.send(Some(Ok(())));
+                    }
+                    seq += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "audio stream failed mid-way; aborting it");
+                    let _ = cache::abandon(db, &self.key).await;
+                    self.fail(e.clone());
+                    let _ = self.started.send(Some(Err(e)));
+                    return;
+                }
+            }
+        }
+        if seq == 0 {
+            let _ = self.started.send(Some(Ok(())));
+        }
+        if persist {
+            let duration = finish.mp3_frames.then_some(duration_ms);
+            if let Err(e) =
+                cache::finish(db, &self.key, offset, duration, finish.max_cache_bytes).await
+            {
+                tracing::warn!(error = %e, "finishing the audio cache entry failed");
+                let _ = cache::abandon(db, &self.key).await;
+            }
+        } else {
+            let _ = cache::abandon(db, &self.key).await;
+        }
+        if let Ok(mut p) = self.progress.lock() {
+            p.done = true;
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn publish(&self, seq: i32, bytes: Bytes, keep_all: bool) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.window.push_back((seq, bytes));
+            p.persist_failed |= keep_all;
+            if !p.persist_failed {
+                while p.window.len() > WINDOW {
+                    p.window.pop_front();
+                }
+            }
+            p.published = seq + 1;
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn fail(&self, e: TtsError) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.failed = Some(e);
+            p.window.clear();
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until the engine answered: `Err` is a failure before the first
+    /// byte, which the caller can still turn into a proper error response.
+    pub async fn wait_started(&self) -> Result<(), TtsError> {
+        let mut rx = self.started.subscribe();
+        loop {
+            if let Some(result) = rx.borrow_and_update().clone() {
+                return result;
+            }
+            if rx.changed().await.is_err() {
+                return Err(TtsError::Upstream("synthesis ended unexpectedly".into()));
+            }
+        }
+    }
+
+    /// Every byte of the synthesis, from the start, as it becomes available.
+    pub fn follow(self: Arc<Self>, db: PgPool) -> AudioStream {
+        futures::stream::unfold(
+            (self, db, 0i32, VecDeque::<Bytes>::new()),
+            |(flight, db, mut next, mut pending)| async move {
+                loop {
+                    if let Some(b) = pending.pop_front() {
+                        return Some((Ok(b), (flight, db, next, pending)));
+                    }
+                    // A second handle lets the wait borrow it while `flight`
+                    // itself can still be moved into the returned state.
+                    let waiter = flight.clone();
+                    let notified = waiter.notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    let (published, from_window, failed, done) = {
+                        let p = match flight.progress.lock() {
+                            Ok(p) => p,
+                            Err(poisoned) => poisoned.into_inner(),
+                        };
+                        let from_window: Vec<Bytes> = p
+                            .window
+                            .iter()
+                            .filter(|(s, _)| *s >= next)
+                            .map(|(_, b)| b.clone())
+                            .collect();
+                        let window_start = p.window.front().map(|(s, _)| *s).unwrap_or(p.published);
+                        let usable = if window_start <= next {
+                            Some(from_window)
+                        } else {
+                            None
+                        };
+                        (p.published, usable, p.failed.clone(), p.done)
+                    };
+                    if let Some(e) = failed {
+                        return Some((Err(e), (flight, db, i32::MAX, pending)));
+                    }
+                    if next == i32::MAX {
+                        return None;
+                    }
+                    if next < published {
+                        match from_window {
+                            Some(chunks) => {
+                                next += chunks.len() as i32;
+                                pending.extend(chunks);
+                            }
+                            None => match cache::chunks_between(&db, &flight.key, next, published)
+                                .await
+                            {
+                                Ok(rows) if !rows.is_empty() => {
+                                    next = rows.last().map(|(s, _)| s + 1).unwrap_or(published);
+                                    pending.extend(rows.into_iter().map(|(_, d)| Bytes::from(d)));
+                                }
+                                Ok(_) => {
+                                    // The entry vanished (evicted or abandoned).
+                                    return Some((
+                                        Err(TtsError::Upstream(
+                                            "audio is no longer available".into(),
+                                        )),
+                                        (flight, db, i32::MAX, pending),
+                                    ));
+                                }
+                                Err(e) => {
+                                    return Some((
+                                        Err(TtsError::Upstream(format!(
+                                            "audio cache read failed: {e}"
+                                        ))),
+                                        (flight, db, i32::MAX, pending),
+                                    ));
+                                }
+                            },
+                        }
+                        continue;
+                    }
+                    if done {
+                        return None;
+                    }
+                    notified.await;
+                }
+            },
+        )
+        .boxed()
+    }
+}

@@ -1,0 +1,170 @@
+//! Speech endpoints: the original `GET /textToSpeech` (same query names as
+//! the Flask endpoint it replaces), `POST /api/tts`, `GET /api/tts/{key}`,
+//! its speech marks, and `GET /api/voices`. All need a signed-in user.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::engine::{Mark, Voice};
+use super::{SpeechParams, SpeechRef};
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, Problem};
+use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(text_to_speech))
+        .routes(routes!(create_speech))
+        .routes(routes!(speech_audio))
+        .routes(routes!(speech_marks))
+        .routes(routes!(voices))
+}
+
+const KEYED_CACHE: &str = "private, max-age=31536000, immutable";
+const LEGACY_CACHE: &str = "private, max-age=86400";
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct LegacyQuery {
+    #[serde(rename = "Text")]
+    text: Option<String>,
+    #[serde(rename = "VoiceId")]
+    voice_id: Option<String>,
+    #[serde(rename = "LanguageCode")]
+    language_code: Option<String>,
+    /// mp3 (default), ogg_vorbis or pcm.
+    #[serde(rename = "OutputFormat")]
+    output_format: Option<String>,
+    /// Polly engine: standard, neural, long-form or generative.
+    #[serde(rename = "Engine")]
+    engine: Option<String>,
+}
+
+/// Speaks `Text` and streams the audio (compatible with the original
+/// Flask endpoint's query parameters).
+#[utoipa::path(get, path = "/textToSpeech", tag = "speech", params(LegacyQuery),
+    responses((status = 200, description = "Audio stream", content_type = "audio/mpeg"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
+        (status = 429, body = Problem), (status = 503, body = Problem)))]
+async fn text_to_speech(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppQuery(q): AppQuery<LegacyQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(text) = q.text else {
+        return Err(ApiError::bad_request(
+            "The Text query parameter is required.",
+        ));
+    };
+    let speech = state
+        .tts
+        .speak(
+            SpeechParams {
+                text,
+                voice: q.voice_id,
+                language: q.language_code,
+                format: q.output_format,
+                engine_kind: q.engine,
+            },
+            false,
+        )
+        .await?;
+    state.tts.check_rate(&user).await?;
+    state
+        .tts
+        .audio(&user, &speech.key, &headers, LEGACY_CACHE, true)
+        .await
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateSpeech {
+    text: String,
+    voice: Option<String>,
+    language: Option<String>,
+    /// mp3 (default), ogg_vorbis or pcm.
+    format: Option<String>,
+    /// Polly engine: standard, neural, long-form or generative.
+    engine: Option<String>,
+}
+
+/// Registers a synthesis; fetch the audio from the returned `url`.
+#[utoipa::path(post, path = "/api/tts", tag = "speech", request_body = CreateSpeech,
+    responses((status = 201, body = SpeechRef), (status = 400, body = Problem), (status = 413, body = Problem), (status = 429, body = Problem)))]
+async fn create_speech(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppJson(body): AppJson<CreateSpeech>,
+) -> Result<Response, ApiError> {
+    state.tts.check_rate(&user).await?;
+    let speech = state
+        .tts
+        .speak(
+            SpeechParams {
+                text: body.text,
+                voice: body.voice,
+                language: body.language,
+                format: body.format,
+                engine_kind: body.engine,
+            },
+            false,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        [("location", speech.url.clone())],
+        AppJson(speech),
+    )
+        .into_response())
+}
+
+/// The audio of a registered synthesis: cached (with `Range`, `ETag`) or
+/// streamed while it is synthesized.
+#[utoipa::path(get, path = "/api/tts/{key}", tag = "speech",
+    responses((status = 200, description = "Audio", content_type = "audio/mpeg"), (status = 206, description = "Part of the audio"),
+        (status = 304, description = "Not modified"), (status = 404, body = Problem)))]
+async fn speech_audio(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(key): AppPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state
+        .tts
+        .audio(&user, &key, &headers, KEYED_CACHE, false)
+        .await
+}
+
+/// Word and sentence timings of a registered synthesis (Polly speech-mark
+/// shape; estimated for the local voice).
+#[utoipa::path(get, path = "/api/tts/{key}/marks", tag = "speech",
+    responses((status = 200, body = Vec<Mark>), (status = 404, body = Problem)))]
+async fn speech_marks(
+    State(state): State<AppState>,
+    _: CurrentUser,
+    AppPath(key): AppPath<String>,
+) -> Result<AppJson<Vec<Mark>>, ApiError> {
+    Ok(AppJson(state.tts.marks(&key).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct VoicesQuery {
+    /// Only voices for this language, e.g. `en-US` or `en`.
+    language: Option<String>,
+}
+
+/// The voices of the active speech engine.
+#[utoipa::path(get, path = "/api/voices", tag = "speech", params(VoicesQuery), responses((status = 200, body = Vec<Voice>)))]
+async fn voices(
+    State(state): State<AppState>,
+    _: CurrentUser,
+    AppQuery(q): AppQuery<VoicesQuery>,
+) -> Result<AppJson<Vec<Voice>>, ApiError> {
+    Ok(AppJson(state.tts.voices(q.language.as_deref()).await?))
+}

@@ -1,0 +1,622 @@
+//! Speech: the real AWS SDK against the Polly stand-in, the local voice,
+//! the cache, single-flight and the cost bounds.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestSettings, problem};
+use crate::stack::{Stack, spawn_polly_stack, spawn_stack};
+
+fn polly(stack: &Stack) -> &polly_standin::PollyStandin {
+    stack.polly.as_ref().expect("polly stand-in")
+}
+
+impl Stack {
+    pub async fn tts_get(&self, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(self.app.url("/textToSpeech"))
+            .query(query)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers a synthesis through `POST /api/tts`.
+    pub async fn register_speech(&self, token: &str, body: &Value) -> Value {
+        let r = reqwest::Client::new()
+            .post(self.app.url("/api/tts"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+        r.json().await.unwrap()
+    }
+
+    pub async fn fetch(
+        &self,
+        token: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = reqwest::Client::new()
+            .get(self.app.url(path))
+            .bearer_auth(token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
+    }
+}
+
+/// Decodes MP3 with sox and returns its length in seconds.
+fn decoded_seconds(mp3: &[u8]) -> f64 {
+    let dir = std::env::temp_dir().join(format!("voxgate-tts-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("speech.mp3");
+    std::fs::write(&path, mp3).unwrap();
+    let out = std::process::Command::new("sox")
+        .args(["--info", "-D"])
+        .arg(&path)
+        .output()
+        .expect("sox is installed (scripts/test installs sox and libsox-fmt-mp3)");
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        out.status.success(),
+        "sox cannot decode the audio: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a duration")
+}
+
+#[tokio::test]
+async fn speech_needs_a_signed_in_user() {
+    let stack = spawn_stack().await;
+    let anonymous = reqwest::Client::new()
+        .get(stack.app.url("/textToSpeech?Text=hi"))
+        .send()
+        .await
+        .unwrap();
+    problem(anonymous, 401).await;
+    let post = reqwest::Client::new()
+        .post(stack.app.url("/api/tts"))
+        .json(&json!({"text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    problem(post, 401).await;
+    let voices = reqwest::Client::new()
+        .get(stack.app.url("/api/voices"))
+        .send()
+        .await
+        .unwrap();
+    problem(voices, 401).await;
+}
+
+#[tokio::test]
+async fn polly_speech_streams_real_mp3_through_the_legacy_endpoint() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let token = stack.password_token("bob", "bob").await;
+    let response = stack
+        .tts_get(
+            &token,
+            &[
+                ("Text", "Hello from voxgate. This is a test."),
+                ("VoiceId", "Joanna"),
+                ("LanguageCode", "en-US"),
+                ("OutputFormat", "mp3"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "audio/mpeg");
+    assert_eq!(response.headers()["x-voxgate-cache"], "miss");
+    let audio = response.bytes().await.unwrap();
+    let seconds = decoded_seconds(&audio);
+    assert!(
+        (1.0..10.0).contains(&seconds),
+        "plausible duration: {seconds}"
+    );
+    assert_eq!(polly(&stack).synth_calls(), 1);
+    assert_eq!(
+        polly(&stack).billed_characters(),
+        "Hello from voxgate. This is a test.".len() as u64
+    );
+}
+
+#[tokio::test]
+async fn speech_errors_map_to_specific_problems() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let token = stack.password_token("bob", "bob").await;
+    let bad_voice = stack
+        .tts_get(
+            &token,
+            &[
+                ("Text", "Hi"),
+                ("VoiceId", "Nobody"),
+                ("LanguageCode", "en-US"),
+            ],
+        )
+        .await;
+    let p = problem(bad_voice, 400).await;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Nobody") && detail.contains("Joanna") && !detail.contains("Hans"),
+        "{detail}"
+    );
+    let too_long = stack
+        .tts_get(
+            &token,
+            &[("Text", &"a".repeat(3001)), ("VoiceId", "Joanna")],
+        )
+        .await;
+    problem(too_long, 413).await;
+    let empty = stack
+        .tts_get(&token, &[("Text", "  \u{7} "), ("VoiceId", "Joanna")])
+        .await;
+    problem(empty, 400).await;
+    let missing = stack.tts_get(&token, &[("VoiceId", "Joanna")]).await;
+    problem(missing, 400).await;
+    let format = stack
+        .tts_get(&token, &[("Text", "Hi"), ("OutputFormat", "wav")])
+        .await;
+    assert!(
+        problem(format, 400).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("mp3")
+    );
+    let engine = stack
+        .tts_get(
+            &token,
+            &[("Text", "Hi"), ("VoiceId", "Joanna"), ("Engine", "quantum")],
+        )
+        .await;
+    problem(engine, 400).await;
+    let unsupported = stack
+        .tts_get(
+            &token,
+            &[("Text", "Hi"), ("VoiceId", "Kevin"), ("Engine", "standard")],
+        )
+        .await;
+    assert!(
+        problem(unsupported, 400).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("neural")
+    );
+    assert_eq!(
+        polly(&stack).synth_calls(),
+        0,
+        "nothing invalid reached Polly"
+    );
+}
+
+#[tokio::test]
+async fn ssml_looking_text_is_spoken_literally_never_a_500() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let token = stack.password_token("bob", "bob").await;
+    for text in [
+        r#"</speak><speak><break time="10s"/>"#,
+        "Fish & chips < 5 pounds",
+        "<speak>hi</speak>",
+    ] {
+        let response = stack
+            .tts_get(&token, &[("Text", text), ("VoiceId", "Joanna")])
+            .await;
+        assert_eq!(response.status(), 200, "{text}");
+        let seconds = decoded_seconds(&response.bytes().await.unwrap());
+        assert!(
+            seconds < 8.0,
+            "{text}: no 10 s break was injected ({seconds} s)"
+        );
+    }
+    let local = spawn_stack().await;
+    let token = local.password_token("bob", "bob").await;
+    let response = local
+        .tts_get(&token, &[("Text", r#"</speak><speak><break time="10s"/>"#)])
+        .await;
+    assert_eq!(response.status(), 200);
+    let seconds = decoded_seconds(&response.bytes().await.unwrap());
+    assert!(
+        seconds < 8.0,
+        "local voice speaks it literally ({seconds} s)"
+    );
+}
+
+#[tokio::test]
+async fn throttling_is_retried_and_then_becomes_503_with_retry_after() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let token = stack.password_token("bob", "bob").await;
+    polly(&stack).throttle_next(1);
+    let recovered = stack
+        .tts_get(&token, &[("Text", "Retry me"), ("VoiceId", "Joanna")])
+        .await;
+    assert_eq!(recovered.status(), 200);
+    assert_eq!(
+        polly(&stack).synth_calls(),
+        2,
+        "one throttled attempt, one retry"
+    );
+    polly(&stack).throttle_next(10);
+    let throttled = stack
+        .tts_get(&token, &[("Text", "Throttle me"), ("VoiceId", "Joanna")])
+        .await;
+    assert_eq!(throttled.headers()["retry-after"], "2");
+    problem(throttled, 503).await;
+    polly(&stack).reset_faults();
+    polly(&stack).fail_next(1, 500);
+    let after_500 = stack
+        .tts_get(
+            &token,
+            &[("Text", "Server error once"), ("VoiceId", "Joanna")],
+        )
+        .await;
+    assert_eq!(
+        after_500.status(),
+        200,
+        "a 5xx before the first byte is retried"
+    );
+}
+
+#[tokio::test]
+async fn audio_really_streams_before_the_upstream_finishes() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let token = stack.password_token("bob", "bob").await;
+    polly(&stack).set_chunk_delay(Duration::from_millis(150));
+    let text = "This sentence is long enough to make several chunks of audio. ".repeat(4);
+    let started = Instant::now();
+    let response = stack
+        .tts_get(&token, &[("Text", &text), ("VoiceId", "Joanna")])
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    let first_at = started.elapsed();
+    assert!(!first.is_empty());
+    let mut chunks = 1;
+    while let Some(chunk) = body.next().await {
+        chunk.unwrap();
+        chunks += 1;
+    }
+    let done_at = started.elapsed();
+    assert!(chunks > 3, "several chunks ({chunks})");
+    // With 150 ms between upstream chunks the whole body takes seconds;
+    // the first bytes must not wait for it.
+    assert!(
+        done_at > first_at + Duration::from_millis(450),
+        "first {first_at:?}, done {done_at:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cut_stream_aborts_the_response_and_is_not_cached() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let token = stack.password_token("bob", "bob").await;
+    polly(&stack).cut_stream_after(Some(6000));
+    let text = "A long answer that will be cut off in the middle of its audio stream. ".repeat(3);
+    let response = stack
+        .tts_get(&token, &[("Text", &text), ("VoiceId", "Joanna")])
+        .await;
+    assert_eq!(response.status(), 200, "headers were sent before the cut");
+    assert!(
+        response.bytes().await.is_err(),
+        "the client sees the stream break"
+    );
+    let cached: i64 = sqlx::query_scalar("SELECT count(*) FROM tts_cache")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(cached, 0, "nothing of a cut stream is cached");
+    polly(&stack).cut_stream_after(None);
+    let again = stack
+        .tts_get(&token, &[("Text", &text), ("VoiceId", "Joanna")])
+        .await;
+    assert_eq!(again.headers()["x-voxgate-cache"], "miss");
+    again.bytes().await.unwrap();
+    assert_eq!(polly(&stack).synth_calls(), 2);
+}
+
+#[tokio::test]
+async fn cached_audio_is_identical_and_honours_etag_and_range() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let token = stack.password_token("bob", "bob").await;
+    let speech = stack
+        .register_speech(
+            &token,
+            &json!({"text": "Cache me if you can.", "voice": "Joanna"}),
+        )
+        .await;
+    let url = speech["url"].as_str().unwrap();
+    assert_eq!(speech["marksUrl"], format!("{url}/marks"));
+    let first = stack.fetch(&token, url, &[]).await;
+    assert_eq!(first.headers()["x-voxgate-cache"], "miss");
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    assert!(
+        first.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let first = first.bytes().await.unwrap();
+    let second = stack.fetch(&token, url, &[]).await;
+    assert_eq!(second.headers()["x-voxgate-cache"], "hit");
+    assert_eq!(second.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(second.bytes().await.unwrap(), first, "identical bytes");
+    assert_eq!(polly(&stack).synth_calls(), 1);
+
+    let not_modified = stack.fetch(&token, url, &[("if-none-match", &etag)]).await;
+    assert_eq!(not_modified.status(), 304);
+    let partial = stack
+        .fetch(&token, url, &[("range", "bytes=100-199")])
+        .await;
+    assert_eq!(partial.status(), 206);
+    assert_eq!(
+        partial.headers()["content-range"],
+        format!("bytes 100-199/{}", first.len())
+    );
+    assert_eq!(partial.bytes().await.unwrap(), first.slice(100..200));
+    let suffix = stack.fetch(&token, url, &[("range", "bytes=-10")]).await;
+    assert_eq!(
+        suffix.bytes().await.unwrap(),
+        first.slice(first.len() - 10..)
+    );
+    let unsatisfiable = stack
+        .fetch(
+            &token,
+            url,
+            &[("range", &format!("bytes={}-", first.len() + 5))],
+        )
+        .await;
+    assert_eq!(unsatisfiable.status(), 416);
+
+    // Another instance sharing the database serves the same cached bytes.
+    let unknown = stack
+        .fetch(&token, "/api/tts/AAAAAAAAAAAAAAAAAAAAAAAAAAA", &[])
+        .await;
+    problem(unknown, 404).await;
+    let garbage = stack.fetch(&token, "/api/tts/..%2F..%2Fetc", &[]).await;
+    assert_eq!(garbage.status(), 404);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_identical_requests_cost_one_upstream_call() {
+    let stack =
+        spawn_polly_stack(TestSettings::default().set("VOXGATE_TTS_RATE_PER_MINUTE", "1000")).await;
+    let token = stack.password_token("alice", "alice").await;
+    polly(&stack).set_chunk_delay(Duration::from_millis(20));
+    let text = "Everybody asks for the same sentence at once. ".repeat(3);
+    let requests = (0..50).map(|_| {
+        let url = stack.app.url("/textToSpeech");
+        let token = token.clone();
+        let text = text.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .query(&[("Text", text.as_str()), ("VoiceId", "Joanna")])
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        }
+    });
+    let bodies = futures::future::join_all(requests).await;
+    assert_eq!(polly(&stack).synth_calls(), 1);
+    assert!(
+        bodies.iter().all(|b| *b == bodies[0] && !b.is_empty()),
+        "everyone got the same audio"
+    );
+}
+
+#[tokio::test]
+async fn the_daily_character_quota_returns_429_and_resets() {
+    let stack =
+        spawn_polly_stack(TestSettings::default().set("VOXGATE_TTS_DAILY_CHARS", "50")).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let ok = stack
+        .tts_get(&bob, &[("Text", "Thirty characters of speech...")])
+        .await;
+    assert_eq!(ok.status(), 200);
+    ok.bytes().await.unwrap();
+    let cached = stack
+        .tts_get(&bob, &[("Text", "Thirty characters of speech...")])
+        .await;
+    assert_eq!(cached.status(), 200, "cache hits are free");
+    let over = stack
+        .tts_get(&bob, &[("Text", "Another thirty characters here")])
+        .await;
+    assert!(
+        over.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    let p = problem(over, 429).await;
+    assert!(p["detail"].as_str().unwrap().contains("quota"));
+    let alice = stack.password_token("alice", "alice").await;
+    assert_eq!(
+        stack
+            .tts_get(&alice, &[("Text", "Another thirty characters here")])
+            .await
+            .status(),
+        200,
+        "admins are exempt"
+    );
+    // A new day.
+    sqlx::query("UPDATE tts_usage SET day = day - 1")
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        stack
+            .tts_get(&bob, &[("Text", "Yet another thirty characters.")])
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_per_minute_rate_limit_returns_429_and_resets() {
+    let stack =
+        spawn_polly_stack(TestSettings::default().set("VOXGATE_TTS_RATE_PER_MINUTE", "3")).await;
+    let bob = stack.password_token("bob", "bob").await;
+    for i in 0..3 {
+        let r = stack
+            .tts_get(&bob, &[("Text", &format!("Request number {i}"))])
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let limited = stack.tts_get(&bob, &[("Text", "One too many")]).await;
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    problem(limited, 429).await;
+    sqlx::query("UPDATE tts_rate SET window_start = window_start - interval '61 seconds'")
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        stack
+            .tts_get(&bob, &[("Text", "One too many")])
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn polly_speech_marks_and_voices_are_served() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let token = stack.password_token("bob", "bob").await;
+    let voices: Value = stack
+        .fetch(&token, "/api/voices?language=en-US", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = voices
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"Joanna") && !ids.contains(&"Hans"), "{ids:?}");
+    let speech = stack
+        .register_speech(
+            &token,
+            &json!({"text": "Hello there. How are you today?", "voice": "Joanna"}),
+        )
+        .await;
+    let marks: Value = stack
+        .fetch(&token, speech["marksUrl"].as_str().unwrap(), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let marks = marks.as_array().unwrap();
+    let words: Vec<&str> = marks
+        .iter()
+        .filter(|m| m["type"] == "word")
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(words, ["Hello", "there", "How", "are", "you", "today"]);
+    assert!(marks.iter().any(|m| m["type"] == "sentence"));
+    let times: Vec<u64> = marks
+        .iter()
+        .filter(|m| m["type"] == "word")
+        .map(|m| m["time"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[tokio::test]
+async fn the_local_voice_speaks_mp3_and_accepts_polly_voice_names() {
+    let stack = spawn_stack().await;
+    let token = stack.password_token("bob", "bob").await;
+    let response = stack
+        .tts_get(
+            &token,
+            &[
+                ("Text", "The local voice works offline."),
+                ("VoiceId", "Joanna"),
+                ("LanguageCode", "en-US"),
+                ("OutputFormat", "mp3"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let seconds = decoded_seconds(&response.bytes().await.unwrap());
+    assert!((0.8..8.0).contains(&seconds), "{seconds}");
+    let ogg = stack
+        .tts_get(&token, &[("Text", "Hi"), ("OutputFormat", "ogg_vorbis")])
+        .await;
+    problem(ogg, 400).await;
+    let voices: Value = stack
+        .fetch(&token, "/api/voices?language=en", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        voices
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["id"] == "en-us"),
+        "{voices}"
+    );
+    let speech = stack
+        .register_speech(&token, &json!({"text": "One two three. Four five."}))
+        .await;
+    let audio = stack
+        .fetch(&token, speech["url"].as_str().unwrap(), &[])
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(decoded_seconds(&audio) > 0.5);
+    let marks: Value = stack
+        .fetch(&token, speech["marksUrl"].as_str().unwrap(), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let words: Vec<&str> = marks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "word")
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(words, ["One", "two", "three", "Four", "five"]);
+}
+
+#[tokio::test]
+async fn the_readiness_check_reports_the_speech_engine() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let body: Value = stack.app.get("/readyz").await.json().await.unwrap();
+    let speech = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "speech_engine")
+        .unwrap()
+        .clone();
+    assert_eq!(speech["ok"], true);
+    assert!(speech["detail"].as_str().unwrap().contains("polly"));
+}
