@@ -620,3 +620,27 @@ async fn the_readiness_check_reports_the_speech_engine() {
     assert_eq!(speech["ok"], true);
     assert!(speech["detail"].as_str().unwrap().contains("polly"));
 }
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_stream_finish() {
+    let mut stack = spawn_polly_stack(TestSettings::default()).await;
+    let token = stack.password_token("bob", "bob").await;
+    polly(&stack).set_chunk_delay(Duration::from_millis(100));
+    let text = "A reply that is still being spoken while the server is asked to stop. ".repeat(2);
+    let response = stack.tts_get(&token, &[("Text", &text), ("VoiceId", "Joanna")]).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    let reader = tokio::spawn(async move {
+        let mut all = first.to_vec();
+        while let Some(chunk) = body.next().await {
+            all.extend_from_slice(&chunk?);
+        }
+        Ok::<_, reqwest::Error>(all)
+    });
+    stack.app.stop().await;
+    let audio = reader.await.unwrap().expect("the stream completes during graceful shutdown");
+    assert!(decoded_seconds(&audio) > 1.0);
+    let refused = reqwest::Client::new().get(stack.app.url("/healthz")).send().await;
+    assert!(refused.is_err(), "no new connections after shutdown");
+}
