@@ -644,3 +644,24 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
     let refused = reqwest::Client::new().get(stack.app.url("/healthz")).send().await;
     assert!(refused.is_err(), "no new connections after shutdown");
 }
+
+#[tokio::test]
+async fn speech_metrics_count_hits_misses_and_billed_characters() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let token = stack.password_token("bob", "bob").await;
+    for _ in 0..2 {
+        let r = stack.tts_get(&token, &[("Text", "Count me twice."), ("VoiceId", "Joanna")]).await;
+        r.bytes().await.unwrap();
+    }
+    let text = stack.app.get("/metrics").await.text().await.unwrap();
+    for needle in [
+        "voxgate_tts_cache_total{result=\"hit\"}",
+        "voxgate_tts_cache_total{result=\"miss\"}",
+        "voxgate_tts_billed_characters_total{engine=\"polly\"}",
+        "voxgate_tts_first_byte_seconds",
+        "voxgate_tts_upstream_seconds",
+        "voxgate_oidc_keys_fetched_timestamp_seconds",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle}");
+    }
+}

@@ -169,6 +169,9 @@ impl Provider {
         match result {
             Ok((endpoints, keys)) => {
                 metrics::gauge!("voxgate_oidc_signing_keys").set(keys.len() as f64);
+                // Key age is "now - this" in PromQL.
+                metrics::gauge!("voxgate_oidc_keys_fetched_timestamp_seconds")
+                    .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
                 s.endpoints = Some(endpoints);
                 s.keys = keys;
                 s.fetched_at = Some(Instant::now());
