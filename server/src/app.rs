@@ -43,13 +43,15 @@ impl App {
             spawn_sweeper(db.clone()),
             crate::users::spawn_recovery(users.clone()),
         ];
-        let tts = crate::tts::Tts::new(db.clone(), &config);
+        let tts = crate::tts::Tts::new(db.clone(), &config).await;
+        let chat = crate::chat::Chat::from_config(&config)?;
         let state = AppState {
             config,
             db,
             auth,
             users,
             tts,
+            chat,
         };
         Ok(App {
             listener,

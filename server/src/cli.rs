@@ -34,6 +34,9 @@ enum Command {
     /// Manage users in Keycloak and voxgate together.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Import a Keycloak realm file into a running Keycloak.
+    #[command(subcommand)]
+    Realm(crate::realm::RealmCommand),
 }
 
 #[derive(Subcommand)]
@@ -89,6 +92,10 @@ pub async fn run() -> ExitCode {
         println!("{}", crate::config::markdown_table());
         return ExitCode::SUCCESS;
     }
+    // Talks to Keycloak only; voxgate's own settings are not needed.
+    if let Command::Realm(cmd) = cli.command {
+        return crate::realm::run(cmd).await;
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -100,7 +107,7 @@ pub async fn run() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
-        Command::ConfigDocs => Ok(()),
+        Command::ConfigDocs | Command::Realm(_) => Ok(()),
         Command::Users(cmd) => users(config, cmd).await,
     };
     match result {

@@ -1042,10 +1042,12 @@ mod tests {
         envs.sort();
         envs.dedup();
         assert_eq!(envs.len(), SETTINGS.len());
-        assert!(
-            SETTINGS
-                .iter()
-                .all(|s| s.env == "DATABASE_URL" || s.env.starts_with("VOXGATE_"))
-        );
+        let mut keys: Vec<_> = SETTINGS.iter().map(|s| s.key).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), SETTINGS.len());
+        assert!(SETTINGS.iter().all(|s| s.env == "DATABASE_URL"
+            || s.env.starts_with("VOXGATE_")
+            || s.env.starts_with("AWS_")));
     }
 }

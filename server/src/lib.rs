@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod pages;
+pub mod realm;
 pub mod router;
 pub mod state;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, PageError};
 use crate::state::AppState;
-use crate::{auth, chat, health, pages, telemetry, users};
+use crate::{auth, chat, health, pages, telemetry, tts, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +33,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(auth::me_routes())
         .merge(users::routes())
         .merge(chat::routes())
+        .merge(tts::routes())
 }
 
 pub fn router(state: AppState) -> Router {

@@ -18,6 +18,7 @@ pub struct AppState {
     pub auth: Auth,
     pub users: Users,
     pub tts: Tts,
+    pub chat: crate::chat::Chat,
 }
 
 impl FromRef<AppState> for PgPool {

@@ -827,8 +827,18 @@ async fn cookie_authenticated_state_changes_need_same_origin_and_csrf_token() {
         200,
         "still signed in"
     );
+    let null_origin_cross_site = client
+        .post(stack.app.url("/auth/logout"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(null_origin_cross_site.status(), 403);
     let ok = client
         .post(stack.app.url("/auth/logout"))
+        .header("origin", "null")
         .header("sec-fetch-site", "same-origin")
         .header("x-csrf-token", &csrf)
         .send()

@@ -7,8 +7,13 @@ mod helpers;
 mod stack;
 
 mod auth;
+mod chat;
+mod deploy;
 mod foundation;
+mod pages;
 mod provisioning;
+mod realm_import;
+mod tts;
 
 /// Every operation the API must document in `/api/openapi.json`.
 pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[
@@ -21,4 +26,13 @@ pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[
     ("delete", "/api/admin/users/{id}"),
     ("get", "/api/admin/roles"),
     ("get", "/api/admin/audit"),
+    ("post", "/api/chat"),
+    ("get", "/api/chat/history"),
+    ("delete", "/api/chat/history"),
+    ("get", "/api/me/settings"),
+    ("put", "/api/me/settings"),
+    ("post", "/api/tts"),
+    ("get", "/api/tts/{key}"),
+    ("get", "/api/tts/{key}/marks"),
+    ("get", "/api/voices"),
 ];

@@ -847,6 +847,19 @@ async fn listing_searches_pages_and_keeps_a_stable_order() {
         .await
         .unwrap();
     assert_eq!(roles.as_array().unwrap().len(), 3);
+    // Roles granted in Keycloak (alice's admin) show up once she signed in.
+    let alice: Value = stack
+        .admin_call(
+            reqwest::Method::GET,
+            "/api/admin/users?search=alice",
+            &token,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(alice["items"][0]["roles"], json!(["admin", "user"]));
 }
 
 #[tokio::test]

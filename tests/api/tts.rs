@@ -627,7 +627,9 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
     let token = stack.password_token("bob", "bob").await;
     polly(&stack).set_chunk_delay(Duration::from_millis(100));
     let text = "A reply that is still being spoken while the server is asked to stop. ".repeat(2);
-    let response = stack.tts_get(&token, &[("Text", &text), ("VoiceId", "Joanna")]).await;
+    let response = stack
+        .tts_get(&token, &[("Text", &text), ("VoiceId", "Joanna")])
+        .await;
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
@@ -639,9 +641,15 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
         Ok::<_, reqwest::Error>(all)
     });
     stack.app.stop().await;
-    let audio = reader.await.unwrap().expect("the stream completes during graceful shutdown");
+    let audio = reader
+        .await
+        .unwrap()
+        .expect("the stream completes during graceful shutdown");
     assert!(decoded_seconds(&audio) > 1.0);
-    let refused = reqwest::Client::new().get(stack.app.url("/healthz")).send().await;
+    let refused = reqwest::Client::new()
+        .get(stack.app.url("/healthz"))
+        .send()
+        .await;
     assert!(refused.is_err(), "no new connections after shutdown");
 }
 
@@ -650,7 +658,12 @@ async fn speech_metrics_count_hits_misses_and_billed_characters() {
     let stack = spawn_polly_stack(TestSettings::default()).await;
     let token = stack.password_token("bob", "bob").await;
     for _ in 0..2 {
-        let r = stack.tts_get(&token, &[("Text", "Count me twice."), ("VoiceId", "Joanna")]).await;
+        let r = stack
+            .tts_get(
+                &token,
+                &[("Text", "Count me twice."), ("VoiceId", "Joanna")],
+            )
+            .await;
         r.bytes().await.unwrap();
     }
     let text = stack.app.get("/metrics").await.text().await.unwrap();

@@ -233,21 +233,16 @@ fn is_unsafe(method: &Method) -> bool {
 /// Same-origin proof for cookie-authenticated state changes.
 pub(super) fn check_same_origin(parts: &Parts, state: &AppState) -> Result<(), &'static str> {
     let base = external_base(parts, state);
-    match parts
-        .headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let fetch_site_same = header("sec-fetch-site") == Some("same-origin");
+    match header(header::ORIGIN.as_str()) {
         Some(origin) if origin == base => Ok(()),
+        // Browsers send `Origin: null` for forms under a no-referrer
+        // policy; then only the fetch metadata can vouch for the request.
+        Some("null") if fetch_site_same => Ok(()),
         Some(_) => Err("Cross-origin request refused."),
-        None => match parts
-            .headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some("same-origin") => Ok(()),
-            _ => Err("Cross-origin request refused: send an Origin header from this site."),
-        },
+        None if fetch_site_same => Ok(()),
+        None => Err("Cross-origin request refused: send an Origin header from this site."),
     }
 }
 

@@ -63,6 +63,12 @@ fn cookie(name: String, value: String, secure: bool, max_age: time::Duration) ->
         .build()
 }
 
+/// Cookies are `Secure` when the public URL is https, and also when a
+/// trusted proxy says the browser reached us over https.
+fn cookies_secure(parts: &Parts, state: &AppState) -> bool {
+    state.config.session.secure || external_base(parts, state).starts_with("https://")
+}
+
 fn removal(name: String, secure: bool) -> Cookie<'static> {
     cookie(name, String::new(), secure, time::Duration::ZERO)
 }
@@ -134,7 +140,7 @@ async fn login(
     let jar = jar.add(cookie(
         name.to_string(),
         binding,
-        state.config.session.secure,
+        cookies_secure(&parts, &state),
         time::Duration::minutes(LOGIN_FLOW_LIFETIME_MINUTES),
     ));
     Ok((jar, Redirect::to(authz.url.as_str())).into_response())
@@ -297,7 +303,7 @@ async fn callback(
     )
     .await?;
     tracing::info!(user = %user.username, "signed in");
-    let secure = state.config.session.secure;
+    let secure = cookies_secure(&parts, &state);
     let jar = jar
         .add(cookie(
             session_name,
@@ -435,7 +441,7 @@ async fn logout(
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
     let form: LogoutForm = serde_urlencoded::from_bytes(&body).unwrap_or(LogoutForm { csrf: None });
-    let secure = state.config.session.secure;
+    let secure = cookies_secure(&parts, &state);
     let base = external_base(&parts, &state);
     let signed_out = format!("{base}/auth/signed-out");
     let row = session_for(&parts, &state)

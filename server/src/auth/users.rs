@@ -35,14 +35,15 @@ pub async fn upsert_from_claims(db: impl PgExecutor<'_>, claims: &Claims) -> sql
         .unwrap_or_else(|| claims.sub.clone());
     sqlx::query_as::<_, UserRow>(
         r#"
-        INSERT INTO users (keycloak_id, username, email, first_name, last_name, status, last_login_at)
-        VALUES ($1, $2, $3, $4, $5, 'active', now())
+        INSERT INTO users (keycloak_id, username, email, first_name, last_name, status, last_login_at, keycloak_roles)
+        VALUES ($1, $2, $3, $4, $5, 'active', now(), $6)
         ON CONFLICT (keycloak_id) DO UPDATE SET
             username = EXCLUDED.username,
             email = EXCLUDED.email,
             first_name = EXCLUDED.first_name,
             last_name = EXCLUDED.last_name,
-            last_login_at = now()
+            last_login_at = now(),
+            keycloak_roles = EXCLUDED.keycloak_roles
         RETURNING id, keycloak_id, username::text, email::text, first_name, last_name, enabled, status
         "#,
     )
@@ -51,6 +52,7 @@ pub async fn upsert_from_claims(db: impl PgExecutor<'_>, claims: &Claims) -> sql
     .bind(claims.email.as_deref())
     .bind(claims.given_name.clone().unwrap_or_default())
     .bind(claims.family_name.clone().unwrap_or_default())
+    .bind(claims.realm_access.clone().unwrap_or_default().roles)
     .fetch_one(db)
     .await
 }

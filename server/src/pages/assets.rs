@@ -50,3 +50,9 @@ pub async fn serve(Path(path): Path<String>, headers: HeaderMap) -> Response {
     );
     response
 }
+
+/// Browsers ask for `/favicon.ico` on every page; answer with the icon
+/// instead of a logged 404.
+pub async fn favicon(headers: HeaderMap) -> Response {
+    serve(Path("favicon.svg".to_string()), headers).await
+}

@@ -1,9 +1,11 @@
 //! HTML pages and static assets. Pages render with askama (auto-escaped:
 //! user text is never inserted as markup) and use only files from
 //! `web/static/`, so the strict Content-Security-Policy holds: no inline
-//! script or style anywhere.
+//! script or style anywhere. The pages are shells: their scripts fetch the
+//! data from `/api`, sending the CSRF token rendered into the page.
 
 mod assets;
+mod views;
 
 use axum::Router;
 use axum::extract::Request;
@@ -17,7 +19,11 @@ use crate::state::AppState;
 pub use assets::asset_url;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/static/{*path}", get(assets::serve))
+    Router::new()
+        .route("/", get(views::chat))
+        .route("/admin", get(views::admin))
+        .route("/static/{*path}", get(assets::serve))
+        .route("/favicon.ico", get(assets::favicon))
 }
 
 #[derive(askama::Template)]

@@ -477,7 +477,8 @@ impl Tts {
         if self.inner.engine.name() == "local" {
             // Polly's billed count comes from its response; the local voice
             // "bills" what it speaks.
-            metrics::counter!("voxgate_tts_billed_characters_total", "engine" => "local").increment(chars as u64);
+            metrics::counter!("voxgate_tts_billed_characters_total", "engine" => "local")
+                .increment(chars as u64);
         }
         let engine = self.inner.engine.clone();
         let permits = self.inner.permits.clone();

@@ -42,7 +42,11 @@ impl From<UserRecord> for UserView {
 
 const USER_COLUMNS: &str = r#"u.id, u.keycloak_id, u.username::text AS username, u.email::text AS email, u.first_name,
     u.last_name, u.enabled, u.status, u.created_at, u.last_login_at,
-    COALESCE((SELECT array_agg(r.role ORDER BY r.role) FROM user_roles r WHERE r.user_id = u.id), '{}') AS roles"#;
+    COALESCE((SELECT array_agg(g.role ORDER BY g.role) FROM (
+        SELECT r.role FROM user_roles r WHERE r.user_id = u.id
+        UNION
+        SELECT m.app_role FROM role_mappings m WHERE m.source = 'realm' AND m.keycloak_role = ANY(u.keycloak_roles)
+    ) g), '{}') AS roles"#;
 
 pub async fn find_user(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRecord>> {
     sqlx::query_as(&format!(
@@ -436,5 +440,19 @@ pub async fn release_idempotency_key(
     .bind(key)
     .execute(db)
     .await?;
+    Ok(())
+}
+
+/// Records the user's Keycloak realm roles as last set through voxgate.
+pub async fn set_keycloak_roles(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    roles: &[String],
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET keycloak_roles = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(roles)
+        .execute(db)
+        .await?;
     Ok(())
 }

@@ -780,12 +780,20 @@ impl Users {
             tracing::warn!(error = %e, "ending the disabled user's Keycloak sessions failed");
         }
 
+        // What Keycloak now holds, so listings show the roles it grants.
+        let kc_roles = match &roles {
+            Some(_) => self.kc.user_realm_roles(&keycloak_id).await.ok(),
+            None => None,
+        };
         let local = async {
             let mut tx = self.db.begin().await?;
             repo::update_profile(&mut *tx, id, req.enabled, first.as_deref(), last.as_deref())
                 .await?;
             if let Some(roles) = &roles {
                 repo::replace_roles(&mut tx, id, roles, actor.id).await?;
+            }
+            if let Some(kc_roles) = &kc_roles {
+                repo::set_keycloak_roles(&mut *tx, id, kc_roles).await?;
             }
             if req.enabled == Some(false) {
                 crate::auth::session::delete_for_user(&mut *tx, id).await?;

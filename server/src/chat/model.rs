@@ -1,0 +1,260 @@
+//! The chat API's JSON shapes and the checks on what users send.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::{ApiError, FieldError};
+use crate::tts::SpeechRef;
+
+/// Longest message a user may send, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+/// Longest reply kept from a bot, in characters.
+pub const MAX_REPLY_CHARS: usize = 8000;
+
+/// Where a reply's audio is: the same shape as the speech service's
+/// `SpeechRef`, storable with the message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Speech {
+    pub key: String,
+    /// `GET` streams the audio (MP3).
+    pub url: String,
+    /// `GET` returns the word and sentence timings (speech marks).
+    pub marks_url: String,
+    pub voice: String,
+    pub language: String,
+    pub format: String,
+}
+
+impl From<SpeechRef> for Speech {
+    fn from(s: SpeechRef) -> Self {
+        Speech {
+            key: s.key,
+            url: s.url,
+            marks_url: s.marks_url,
+            voice: s.voice,
+            language: s.language,
+            format: s.format,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// 1–2000 characters.
+    pub message: String,
+}
+
+impl SendMessage {
+    /// The message, trimmed; empty or too long is a 422 naming `message`.
+    pub fn checked(&self) -> Result<String, ApiError> {
+        let text = self.message.trim();
+        if text.is_empty() {
+            return Err(ApiError::validation("message", "must not be empty"));
+        }
+        let chars = text.chars().count();
+        if chars > MAX_MESSAGE_CHARS {
+            return Err(ApiError::validation(
+                "message",
+                format!("must be at most {MAX_MESSAGE_CHARS} characters (this one has {chars})"),
+            ));
+        }
+        Ok(text.to_string())
+    }
+}
+
+/// The bot's answer to a message.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatReply {
+    /// Id of the bot's message.
+    pub id: i64,
+    /// Id of the user's message it answers.
+    pub user_message_id: i64,
+    pub reply: String,
+    /// The reply's audio; `null` only if speech could not be prepared.
+    pub speech: Option<Speech>,
+    pub follow_ups: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The last event of a streamed reply.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamDone {
+    #[serde(flatten)]
+    pub reply: ChatReply,
+    /// When a `speech` event already carried the first sentence: the audio
+    /// of the rest of the reply, to play after it.
+    pub rest_speech: Option<Speech>,
+    /// Byte offset of the rest within the normalised reply text (add it to
+    /// the rest's speech-mark offsets).
+    pub rest_offset: Option<usize>,
+}
+
+/// One message of the conversation.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage {
+    pub id: i64,
+    /// `user` or `bot`.
+    pub author: String,
+    pub text: String,
+    pub speech: Option<Speech>,
+    pub follow_ups: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub items: Vec<ChatMessage>,
+    /// Pass as `before` to get the previous page; `null` at the beginning.
+    pub next_before: Option<i64>,
+}
+
+/// A user's speech preferences.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Settings {
+    /// A voice id from `/api/voices`; `null` = the server's default.
+    #[serde(default)]
+    pub voice: Option<String>,
+    /// BCP-47 language such as `en-US`; `null` = the voice's language.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Play new replies without pressing Play.
+    #[serde(default = "yes")]
+    pub autoplay: bool,
+    /// Playback speed, 0.5–2.0.
+    #[serde(default = "normal_rate")]
+    pub speech_rate: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn normal_rate() -> f64 {
+    1.0
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            voice: None,
+            language: None,
+            autoplay: true,
+            speech_rate: 1.0,
+        }
+    }
+}
+
+/// A voice id as engines spell them (`Joanna`, `en-us`, `en-gb-x-rp`).
+pub fn valid_voice_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c))
+}
+
+/// A BCP-47-shaped tag: a 2–3 letter language, then 1–8 character subtags.
+pub fn valid_language(l: &str) -> bool {
+    let mut parts = l.split('-');
+    let first_ok = parts
+        .next()
+        .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
+    first_ok
+        && l.len() <= 35
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+impl Settings {
+    /// Trims and checks every field, reporting all problems at once.
+    pub fn checked(mut self) -> Result<Settings, ApiError> {
+        let mut errors = Vec::new();
+        let blank_to_none =
+            |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        self.voice = blank_to_none(self.voice);
+        self.language = blank_to_none(self.language);
+        if let Some(v) = &self.voice
+            && !valid_voice_id(v)
+        {
+            errors.push(FieldError {
+                field: "voice".into(),
+                message: "must be a voice id from /api/voices".into(),
+            });
+        }
+        if let Some(l) = &self.language
+            && !valid_language(l)
+        {
+            errors.push(FieldError {
+                field: "language".into(),
+                message: "must be a language tag such as en-US".into(),
+            });
+        }
+        if !self.speech_rate.is_finite() || !(0.5..=2.0).contains(&self.speech_rate) {
+            errors.push(FieldError {
+                field: "speechRate".into(),
+                message: "must be between 0.5 and 2.0".into(),
+            });
+        }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(ApiError::Validation {
+                detail: format!(
+                    "Invalid settings: {}.",
+                    errors
+                        .iter()
+                        .map(|e| format!("{} {}", e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                errors,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voice_ids_and_languages_are_shape_checked() {
+        for ok in ["Joanna", "en-us", "en-gb-x-rp", "Matthew"] {
+            assert!(valid_voice_id(ok), "{ok}");
+        }
+        for bad in ["", "-x", "a b", "<script>", &"a".repeat(65)] {
+            assert!(!valid_voice_id(bad), "{bad}");
+        }
+        for ok in ["en", "en-US", "cmn-CN", "de-DE-1996"] {
+            assert!(valid_language(ok), "{ok}");
+        }
+        for bad in ["", "e", "english!", "en_US", "en--US"] {
+            assert!(!valid_language(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn messages_are_trimmed_and_bounded() {
+        let ok = SendMessage {
+            message: "  hi \n".into(),
+        };
+        assert_eq!(ok.checked().unwrap(), "hi");
+        let long = SendMessage {
+            message: "é".repeat(MAX_MESSAGE_CHARS + 1),
+        };
+        assert_eq!(long.checked().unwrap_err().status(), 422);
+        let exactly = SendMessage {
+            message: "é".repeat(MAX_MESSAGE_CHARS),
+        };
+        assert!(exactly.checked().is_ok());
+    }
+}

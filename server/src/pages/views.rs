@@ -1,0 +1,97 @@
+//! The chat page (`/`) and the admin page (`/admin`).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::asset_url;
+use crate::auth::{AuthMethod, CurrentUser, PageUser};
+use crate::error::PageError;
+
+/// What the page header shows about the signed-in user.
+struct Header {
+    username: String,
+    display_name: String,
+    is_admin: bool,
+    csrf: String,
+}
+
+impl Header {
+    fn of(user: &CurrentUser) -> Header {
+        let full = format!("{} {}", user.first_name.trim(), user.last_name.trim());
+        let full = full.trim();
+        Header {
+            username: user.username.clone(),
+            display_name: if full.is_empty() {
+                user.username.clone()
+            } else {
+                full.to_string()
+            },
+            is_admin: user.has_role("admin"),
+            csrf: match &user.method {
+                AuthMethod::Session { csrf_token, .. } => csrf_token.clone(),
+                // Pages are only served to browser sessions.
+                AuthMethod::Bearer => String::new(),
+            },
+        }
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "chat.html")]
+struct ChatPage {
+    header: Header,
+    script: String,
+}
+
+#[derive(askama::Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    header: Header,
+    script: String,
+}
+
+impl ChatPage {
+    fn css(&self) -> String {
+        asset_url("app.css")
+    }
+}
+
+impl AdminPage {
+    fn css(&self) -> String {
+        asset_url("app.css")
+    }
+}
+
+/// Pages carry the session's CSRF token: never cache them.
+fn render(page: &impl askama::Template) -> Result<Response, PageError> {
+    let html = page.render().map_err(PageError::internal)?;
+    let mut response = Html(html).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+pub async fn chat(PageUser(user): PageUser) -> Result<Response, PageError> {
+    render(&ChatPage {
+        header: Header::of(&user),
+        script: asset_url("chat.js"),
+    })
+}
+
+pub async fn admin(PageUser(user): PageUser) -> Result<Response, PageError> {
+    if !user.has_role("admin") {
+        return Err(PageError::page(
+            StatusCode::FORBIDDEN,
+            "Administrators only",
+            format!(
+                "The admin page needs the admin role, and the account “{}” does not have it. Ask an administrator if you need access.",
+                user.username
+            ),
+        ));
+    }
+    render(&AdminPage {
+        header: Header::of(&user),
+        script: asset_url("admin.js"),
+    })
+}

@@ -1,0 +1,793 @@
+//! `voxgate realm import`: applies a Keycloak realm file (the
+//! RealmRepresentation JSON that `kc.sh import` reads) to a running Keycloak
+//! through its admin REST API.
+//!
+//! A missing realm is created from the file as it is (`POST /admin/realms`);
+//! an existing one gets the file's users, clients and roles through
+//! `POST /admin/realms/{realm}/partialImport` with the chosen
+//! `ifResourceExists` policy. The file is sent as raw JSON, never through
+//! typed structs, so fields this program does not know still reach Keycloak.
+//!
+//! Exit codes (scripts rely on them, see docs/deployment.md):
+//! 0 done or nothing to do, 1 error (Keycloak unreachable, sign-in refused,
+//! import rejected), 2 usage (bad arguments, unreadable or invalid file),
+//! 3 conflict (a resource exists and the policy is `fail`).
+//!
+//! Secrets and tokens are never printed: messages carry Keycloak's error
+//! text, never request headers or bodies.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Map, Value, json};
+use url::Url;
+
+#[derive(Subcommand)]
+pub enum RealmCommand {
+    /// Create or update a realm in Keycloak from a realm JSON file.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("credentials").required(true).args(["client_id", "admin_user"])))]
+pub struct ImportArgs {
+    /// Realm file (Keycloak RealmRepresentation JSON).
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Keycloak base URL, e.g. http://127.0.0.1:8180 (without /realms/…).
+    #[arg(long)]
+    pub url: String,
+    /// Realm to sign in at: `master` (default) or the target realm itself.
+    #[arg(long, default_value = "master")]
+    pub auth_realm: String,
+    /// Client id for the client-credentials grant (a service account with
+    /// realm-admin rights).
+    #[arg(long, requires = "client_secret", conflicts_with = "admin_user")]
+    pub client_id: Option<String>,
+    /// Secret of --client-id. Prefer the environment variable: arguments
+    /// are visible to other users of the machine.
+    #[arg(
+        long,
+        env = "VOXGATE_REALM_CLIENT_SECRET",
+        hide_env_values = true,
+        requires = "client_id"
+    )]
+    pub client_secret: Option<String>,
+    /// Keycloak administrator, signed in through `admin-cli`.
+    #[arg(long, requires = "admin_password")]
+    pub admin_user: Option<String>,
+    /// Password of --admin-user. Prefer the environment variable.
+    #[arg(
+        long,
+        env = "VOXGATE_REALM_ADMIN_PASSWORD",
+        hide_env_values = true,
+        requires = "admin_user"
+    )]
+    pub admin_password: Option<String>,
+    /// Print what would change and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// What to do with users, clients and roles that already exist.
+    #[arg(long, value_enum, default_value_t = IfExists::Skip)]
+    pub if_exists: IfExists,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IfExists {
+    /// Keep what Keycloak has; only add what is missing.
+    Skip,
+    /// Replace existing resources with the file's version.
+    Overwrite,
+    /// Stop (exit 3) if any resource already exists; nothing is imported.
+    Fail,
+}
+
+impl IfExists {
+    fn keycloak_name(self) -> &'static str {
+        match self {
+            IfExists::Skip => "SKIP",
+            IfExists::Overwrite => "OVERWRITE",
+            IfExists::Fail => "FAIL",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            IfExists::Skip => "skip",
+            IfExists::Overwrite => "overwrite",
+            IfExists::Fail => "fail",
+        }
+    }
+}
+
+/// Why the import stopped; each kind has its own exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Exit 2: the arguments or the file are wrong.
+    Usage(String),
+    /// Exit 1: Keycloak could not be reached or refused the request.
+    Error(String),
+    /// Exit 3: a resource exists and the policy is `fail`.
+    Conflict(String),
+}
+
+impl Failure {
+    fn code(&self) -> u8 {
+        match self {
+            Failure::Error(_) => 1,
+            Failure::Usage(_) => 2,
+            Failure::Conflict(_) => 3,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Failure::Usage(m) | Failure::Error(m) | Failure::Conflict(m) => m,
+        }
+    }
+}
+
+pub async fn run(command: RealmCommand) -> ExitCode {
+    let RealmCommand::Import(args) = command;
+    let mut report = Vec::new();
+    let result = import(&args, &mut report).await;
+    for line in report {
+        println!("{line}");
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("voxgate: {}", f.message());
+            ExitCode::from(f.code())
+        }
+    }
+}
+
+/// Runs the import; the report lines (standard output) go to `report`,
+/// also when it fails (a dry run under `fail` lists the conflicts).
+pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), Failure> {
+    let realm_file = RealmFile::read(&args.file)?;
+    let base = keycloak_base(&args.url)?;
+    let http = reqwest::Client::builder()
+        .user_agent(concat!(
+            "voxgate/",
+            env!("CARGO_PKG_VERSION"),
+            " realm-import"
+        ))
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| Failure::Error(format!("cannot build the HTTP client: {e}")))?;
+    let admin = Admin {
+        token: sign_in(&http, &base, args).await?,
+        http,
+        base,
+        realm: realm_file.name.clone(),
+    };
+    let shown = admin.shown_base();
+    if !admin.realm_exists().await? {
+        let summary = realm_file.summary();
+        if args.dry_run {
+            report.push(format!(
+                "dry run: realm {} does not exist at {shown}; would create it with {summary}; nothing was changed",
+                realm_file.name
+            ));
+            return Ok(());
+        }
+        admin.create_realm(&realm_file.json).await?;
+        report.push(format!(
+            "created realm {} at {shown} ({summary})",
+            realm_file.name
+        ));
+        return Ok(());
+    }
+    if args.dry_run {
+        return dry_run(&admin, &realm_file, args.if_exists, report).await;
+    }
+    let response = admin
+        .partial_import(&realm_file.partial_import_body(args.if_exists))
+        .await?;
+    report.extend(summarise(&realm_file, &shown, &response));
+    Ok(())
+}
+
+/// The parsed realm file.
+struct RealmFile {
+    name: String,
+    json: Value,
+}
+
+impl RealmFile {
+    fn read(path: &Path) -> Result<RealmFile, Failure> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::Usage(format!("--file {shown}: cannot read it: {e}")))?;
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| Failure::Usage(format!("--file {shown}: not valid JSON: {e}")))?;
+        let name = json
+            .get("realm")
+            .and_then(Value::as_str)
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "--file {shown}: not a realm file (no \"realm\" name at the top level)"
+                ))
+            })?
+            .to_string();
+        if name.contains('/') || name.chars().any(char::is_control) {
+            return Err(Failure::Usage(format!(
+                "--file {shown}: the realm name `{name}` is not usable in a URL path"
+            )));
+        }
+        Ok(RealmFile { name, json })
+    }
+
+    fn list(&self, key: &str) -> &[Value] {
+        self.json
+            .get(key)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    fn clients(&self) -> impl Iterator<Item = &str> {
+        self.list("clients")
+            .iter()
+            .filter_map(|c| c.get("clientId").and_then(Value::as_str))
+    }
+
+    fn realm_roles(&self) -> impl Iterator<Item = &str> {
+        self.json
+            .pointer("/roles/realm")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r.get("name").and_then(Value::as_str))
+    }
+
+    /// `(client id, role name)` for every client role in the file.
+    fn client_roles(&self) -> Vec<(&str, &str)> {
+        let Some(map) = self
+            .json
+            .pointer("/roles/client")
+            .and_then(Value::as_object)
+        else {
+            return Vec::new();
+        };
+        map.iter()
+            .flat_map(|(client, roles)| {
+                roles
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(move |r| {
+                        r.get("name")
+                            .and_then(Value::as_str)
+                            .map(|n| (client.as_str(), n))
+                    })
+            })
+            .collect()
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} clients, {} users, {} realm roles",
+            self.clients().count(),
+            self.list("users").len(),
+            self.realm_roles().count()
+        )
+    }
+
+    /// Keycloak's PartialImportRepresentation: the resource lists of the
+    /// file, untouched, plus the policy.
+    fn partial_import_body(&self, policy: IfExists) -> Value {
+        let mut body = Map::new();
+        body.insert("ifResourceExists".into(), json!(policy.keycloak_name()));
+        for key in ["users", "clients", "groups", "identityProviders", "roles"] {
+            if let Some(v) = self.json.get(key) {
+                body.insert(key.into(), v.clone());
+            }
+        }
+        Value::Object(body)
+    }
+}
+
+fn keycloak_base(raw: &str) -> Result<Url, Failure> {
+    let mut url = Url::parse(raw.trim())
+        .map_err(|e| Failure::Usage(format!("--url `{raw}` is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Failure::Usage(format!(
+            "--url `{raw}` must be an http or https URL"
+        )));
+    }
+    if url.path().contains("/realms/") {
+        return Err(Failure::Usage(format!(
+            "--url `{raw}` must be Keycloak's base URL, without /realms/…"
+        )));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok(url)
+}
+
+/// Gets an admin access token: client credentials, or the admin's password
+/// through `admin-cli`, at `--auth-realm`.
+async fn sign_in(http: &reqwest::Client, base: &Url, args: &ImportArgs) -> Result<String, Failure> {
+    let token_url = join(
+        base,
+        &format!("realms/{}/protocol/openid-connect/token", args.auth_realm),
+    )?;
+    let (who, form): (String, Vec<(&str, &str)>) = match (
+        &args.client_id,
+        &args.client_secret,
+        &args.admin_user,
+        &args.admin_password,
+    ) {
+        (Some(id), Some(secret), None, _) => (
+            format!("client {id}"),
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", id),
+                ("client_secret", secret),
+            ],
+        ),
+        (None, _, Some(user), Some(password)) => (
+            format!("user {user}"),
+            vec![
+                ("grant_type", "password"),
+                ("client_id", "admin-cli"),
+                ("username", user),
+                ("password", password),
+            ],
+        ),
+        _ => {
+            return Err(Failure::Usage(
+                "give either --client-id and --client-secret, or --admin-user and --admin-password"
+                    .into(),
+            ));
+        }
+    };
+    let response = http
+        .post(token_url)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| cannot_reach(base, e))?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(Failure::Error(format!(
+            "Keycloak at {} refused the sign-in of {who} at realm {} (HTTP {}: {})",
+            shown(base),
+            args.auth_realm,
+            status.as_u16(),
+            keycloak_error(&body)
+        )));
+    }
+    body.get("access_token")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| Failure::Error("Keycloak's token response has no access_token".into()))
+}
+
+/// An authenticated admin API client for one realm.
+struct Admin {
+    http: reqwest::Client,
+    base: Url,
+    token: String,
+    realm: String,
+}
+
+impl Admin {
+    fn shown_base(&self) -> String {
+        shown(&self.base)
+    }
+
+    fn url(&self, path: &str) -> Result<Url, Failure> {
+        join(&self.base, path)
+    }
+
+    fn realm_url(&self, rest: &str) -> Result<Url, Failure> {
+        let realm =
+            percent_encoding::utf8_percent_encode(&self.realm, percent_encoding::NON_ALPHANUMERIC);
+        self.url(&format!("admin/realms/{realm}{rest}"))
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value), Failure> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| cannot_reach(&self.base, e))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    async fn get(&self, url: Url) -> Result<Value, Failure> {
+        let shown = url.path().to_string();
+        let (status, body) = self.send(self.http.get(url)).await?;
+        match status {
+            200 => Ok(body),
+            401 | 403 => Err(self.not_allowed(status, &format!("read {shown}"))),
+            _ => Err(Failure::Error(format!(
+                "GET {shown} failed (HTTP {status}: {})",
+                keycloak_error(&body)
+            ))),
+        }
+    }
+
+    fn not_allowed(&self, status: u16, what: &str) -> Failure {
+        Failure::Error(format!(
+            "Keycloak did not allow this account to {what} (HTTP {status}); it needs realm-admin rights on realm {} or the master realm's admin role",
+            self.realm
+        ))
+    }
+
+    async fn realm_exists(&self) -> Result<bool, Failure> {
+        let (status, body) = self.send(self.http.get(self.realm_url("")?)).await?;
+        match status {
+            200 => Ok(true),
+            404 => Ok(false),
+            401 | 403 => Err(self.not_allowed(status, &format!("read realm {}", self.realm))),
+            _ => Err(Failure::Error(format!(
+                "cannot tell whether realm {} exists (HTTP {status}: {})",
+                self.realm,
+                keycloak_error(&body)
+            ))),
+        }
+    }
+
+    async fn create_realm(&self, realm: &Value) -> Result<(), Failure> {
+        let (status, body) = self
+            .send(self.http.post(self.url("admin/realms")?).json(realm))
+            .await?;
+        match status {
+            200 | 201 | 204 => Ok(()),
+            401 | 403 => Err(self.not_allowed(status, "create realms")),
+            409 => Err(Failure::Error(format!(
+                "realm {} was created by someone else meanwhile; run the import again",
+                self.realm
+            ))),
+            _ => Err(Failure::Error(format!(
+                "Keycloak refused to create realm {} (HTTP {status}: {})",
+                self.realm,
+                keycloak_error(&body)
+            ))),
+        }
+    }
+
+    async fn partial_import(&self, body: &Value) -> Result<Value, Failure> {
+        let (status, response) = self
+            .send(self.http.post(self.realm_url("/partialImport")?).json(body))
+            .await?;
+        match status {
+            200 => Ok(response),
+            401 | 403 => Err(self.not_allowed(status, "import into the realm")),
+            409 => Err(Failure::Conflict(format!(
+                "nothing was imported into realm {}: {} (policy fail; use --if-exists skip or overwrite)",
+                self.realm,
+                keycloak_error(&response)
+            ))),
+            _ => Err(Failure::Error(format!(
+                "Keycloak refused the import into realm {} (HTTP {status}: {})",
+                self.realm,
+                keycloak_error(&response)
+            ))),
+        }
+    }
+
+    /// Client ids present in the realm, mapped to their internal ids.
+    async fn client_ids(&self) -> Result<Vec<(String, String)>, Failure> {
+        let mut url = self.realm_url("/clients")?;
+        url.query_pairs_mut().append_pair("max", "10000");
+        let list = self.get(url).await?;
+        Ok(list
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.get("clientId")?.as_str()?.to_string(),
+                    c.get("id")?.as_str()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    async fn role_names(&self, path: &str) -> Result<Vec<String>, Failure> {
+        let mut url = self.realm_url(path)?;
+        url.query_pairs_mut()
+            .append_pair("briefRepresentation", "true")
+            .append_pair("max", "10000");
+        let list = self.get(url).await?;
+        Ok(names(&list, "name"))
+    }
+
+    async fn user_exists(&self, username: &str) -> Result<bool, Failure> {
+        let mut url = self.realm_url("/users")?;
+        url.query_pairs_mut()
+            .append_pair("username", username)
+            .append_pair("exact", "true")
+            .append_pair("briefRepresentation", "true");
+        let list = self.get(url).await?;
+        Ok(names(&list, "username")
+            .iter()
+            .any(|u| u.eq_ignore_ascii_case(username)))
+    }
+}
+
+fn names(list: &Value, field: &str) -> Vec<String> {
+    list.as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.get(field).and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// Compares the file with the realm and says what an import would do.
+async fn dry_run(
+    admin: &Admin,
+    file: &RealmFile,
+    policy: IfExists,
+    lines: &mut Vec<String>,
+) -> Result<(), Failure> {
+    let clients = admin.client_ids().await?;
+    let realm_roles = admin.role_names("/roles").await?;
+    let mut plan: Vec<(&'static str, String, bool)> = Vec::new();
+    for id in file.clients() {
+        plan.push((
+            "client",
+            id.to_string(),
+            clients.iter().any(|(c, _)| c == id),
+        ));
+    }
+    for name in file.realm_roles() {
+        plan.push((
+            "realm role",
+            name.to_string(),
+            realm_roles.iter().any(|r| r == name),
+        ));
+    }
+    let mut client_roles: Vec<(String, Vec<String>)> = Vec::new();
+    for (client, role) in file.client_roles() {
+        let present = match clients.iter().find(|(c, _)| c == client) {
+            None => false,
+            Some((_, internal)) => {
+                if !client_roles.iter().any(|(c, _)| c == client) {
+                    let names = admin
+                        .role_names(&format!("/clients/{internal}/roles"))
+                        .await?;
+                    client_roles.push((client.to_string(), names));
+                }
+                client_roles
+                    .iter()
+                    .any(|(c, names)| c == client && names.iter().any(|n| n == role))
+            }
+        };
+        plan.push(("client role", format!("{client}/{role}"), present));
+    }
+    for user in file.list("users") {
+        let Some(username) = user.get("username").and_then(Value::as_str) else {
+            continue;
+        };
+        // Keycloak's user search never returns service-account users; one
+        // exists exactly when its client does.
+        let present = match user.get("serviceAccountClientId").and_then(Value::as_str) {
+            Some(client) => clients.iter().any(|(c, _)| c == client),
+            None => admin.user_exists(username).await?,
+        };
+        plan.push(("user", username.to_string(), present));
+    }
+
+    lines.push(format!(
+        "dry run: realm {} exists at {}; comparing its users, clients and roles with {} (policy {})",
+        file.name,
+        admin.shown_base(),
+        file.summary(),
+        policy.name()
+    ));
+    let (mut add, mut overwrite, mut skip) = (0, 0, 0);
+    for (kind, name, present) in &plan {
+        let action = match (present, policy) {
+            (false, _) => {
+                add += 1;
+                "would add"
+            }
+            (true, IfExists::Skip) => {
+                skip += 1;
+                "would skip (exists)"
+            }
+            (true, IfExists::Overwrite) => {
+                overwrite += 1;
+                "would overwrite"
+            }
+            (true, IfExists::Fail) => {
+                skip += 1;
+                "conflict (exists)"
+            }
+        };
+        lines.push(format!("  {action:<20} {kind} {name}"));
+    }
+    if policy == IfExists::Fail && skip > 0 {
+        return Err(Failure::Conflict(format!(
+            "dry run: an import would fail: {skip} resource(s) already exist (policy fail); nothing was changed"
+        )));
+    }
+    lines.push(format!(
+        "dry run: {add} to add, {overwrite} to overwrite, {skip} to skip; realm settings of an existing realm are not changed; nothing was changed"
+    ));
+    Ok(())
+}
+
+/// Turns Keycloak's partial-import summary into report lines.
+fn summarise(file: &RealmFile, base: &str, response: &Value) -> Vec<String> {
+    let count = |k: &str| response.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let (added, overwritten, skipped) = (count("added"), count("overwritten"), count("skipped"));
+    if added == 0 && overwritten == 0 {
+        return vec![format!(
+            "no change: realm {} at {base} already has every user, client and role in the file ({skipped} skipped)",
+            file.name
+        )];
+    }
+    let mut lines = vec![format!(
+        "updated realm {} at {base}: {added} added, {overwritten} overwritten, {skipped} skipped",
+        file.name
+    )];
+    for result in response
+        .get("results")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let field = |k: &str| result.get(k).and_then(Value::as_str).unwrap_or("?");
+        if field("action") != "SKIPPED" {
+            lines.push(format!(
+                "  {:<12} {} {}",
+                field("action").to_lowercase(),
+                field("resourceType").to_lowercase().replace('_', " "),
+                field("resourceName")
+            ));
+        }
+    }
+    lines
+}
+
+fn join(base: &Url, path: &str) -> Result<Url, Failure> {
+    base.join(path)
+        .map_err(|e| Failure::Usage(format!("cannot build a Keycloak URL from --url: {e}")))
+}
+
+/// The base URL without any user:password part.
+fn shown(base: &Url) -> String {
+    let mut u = base.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+fn cannot_reach(base: &Url, e: reqwest::Error) -> Failure {
+    let why = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else {
+        e.without_url().to_string()
+    };
+    Failure::Error(format!("cannot reach Keycloak at {}: {why}", shown(base)))
+}
+
+/// Keycloak's own error text from an error body, shortened.
+fn keycloak_error(body: &Value) -> String {
+    let text = ["errorMessage", "error_description", "error"]
+        .iter()
+        .filter_map(|k| body.get(*k).and_then(Value::as_str))
+        .collect::<Vec<_>>();
+    let text = match text.as_slice() {
+        [] => "no details".to_string(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{}: {first}", rest.join(", ")),
+    };
+    text.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(json: Value) -> RealmFile {
+        RealmFile {
+            name: json["realm"].as_str().unwrap_or_default().to_string(),
+            json,
+        }
+    }
+
+    #[test]
+    fn the_partial_import_body_carries_the_files_resources_untouched() {
+        let f = file(json!({
+            "realm": "r",
+            "accessTokenLifespan": 300,
+            "users": [{"username": "u", "someFutureField": {"kept": true}}],
+            "clients": [{"clientId": "c"}],
+            "roles": {"realm": [{"name": "x"}]}
+        }));
+        let body = f.partial_import_body(IfExists::Overwrite);
+        assert_eq!(body["ifResourceExists"], "OVERWRITE");
+        assert_eq!(body["users"][0]["someFutureField"]["kept"], true);
+        assert_eq!(body["roles"]["realm"][0]["name"], "x");
+        // Realm settings are not part of a partial import.
+        assert!(body.get("accessTokenLifespan").is_none());
+        assert!(body.get("realm").is_none());
+    }
+
+    #[test]
+    fn keycloak_base_refuses_realm_urls_and_other_schemes() {
+        assert_eq!(
+            keycloak_base("http://kc:8080").unwrap().as_str(),
+            "http://kc:8080/"
+        );
+        assert_eq!(
+            keycloak_base("https://kc.example/auth").unwrap().as_str(),
+            "https://kc.example/auth/"
+        );
+        assert!(matches!(
+            keycloak_base("http://kc:8080/realms/voxgate"),
+            Err(Failure::Usage(_))
+        ));
+        assert!(matches!(keycloak_base("ftp://kc"), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn the_shown_url_never_contains_credentials() {
+        let u = Url::parse("https://admin:hunter2@kc.example/").unwrap();
+        assert_eq!(shown(&u), "https://kc.example/");
+    }
+
+    #[test]
+    fn keycloak_errors_are_summarised_from_the_known_fields() {
+        assert_eq!(
+            keycloak_error(
+                &json!({"error": "invalid_client", "error_description": "Invalid client credentials"})
+            ),
+            "invalid_client: Invalid client credentials"
+        );
+        assert_eq!(
+            keycloak_error(&json!({"errorMessage": "User exists with same username"})),
+            "User exists with same username"
+        );
+        assert_eq!(keycloak_error(&Value::Null), "no details");
+    }
+
+    #[test]
+    fn a_report_with_nothing_added_or_overwritten_says_no_change() {
+        let f = file(json!({"realm": "r"}));
+        let lines = summarise(
+            &f,
+            "http://kc/",
+            &json!({"added": 0, "overwritten": 0, "skipped": 4, "results": []}),
+        );
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("no change: realm r"), "{lines:?}");
+        let lines = summarise(
+            &f,
+            "http://kc/",
+            &json!({"added": 1, "overwritten": 0, "skipped": 1, "results": [
+                {"action": "ADDED", "resourceType": "USER", "resourceName": "carol"},
+                {"action": "SKIPPED", "resourceType": "CLIENT", "resourceName": "web"}
+            ]}),
+        );
+        assert!(lines[0].starts_with("updated realm r"), "{lines:?}");
+        assert_eq!(lines.len(), 2, "skipped resources are only counted");
+        assert!(lines[1].contains("added") && lines[1].contains("user carol"));
+    }
+}

@@ -1,0 +1,754 @@
+//! The chat API: the knowledge-base bot through HTTP, conversations,
+//! settings, streaming, and the LLM bot against an OpenAI-compatible
+//! stand-in served from inside the test.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestSettings, problem};
+use crate::stack::{Stack, spawn_stack, spawn_stack_with};
+
+impl Stack {
+    async fn chat(&self, token: &str, message: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.app.url("/api/chat"))
+            .bearer_auth(token)
+            .json(&json!({ "message": message }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn chat_ok(&self, token: &str, message: &str) -> Value {
+        let r = self.chat(token, message).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        r.json().await.unwrap()
+    }
+
+    async fn chat_stream(&self, token: &str, message: &str) -> (HeaderMap, Vec<(String, Value)>) {
+        let r = reqwest::Client::new()
+            .post(self.app.url("/api/chat"))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .json(&json!({ "message": message }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        (headers, parse_events(&text))
+    }
+
+    async fn history(&self, token: &str, query: &str) -> Value {
+        let r = self
+            .get_with_token(&format!("/api/chat/history{query}"), token)
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    async fn put_settings(&self, token: &str, body: &Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .put(self.app.url("/api/me/settings"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// `(event, data)` pairs of a server-sent-events body.
+fn parse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut name = "message".to_string();
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event:") {
+                    name = n.trim().to_string();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push(d.trim_start().to_string());
+                }
+            }
+            if data.is_empty() {
+                None
+            } else {
+                Some((name, serde_json::from_str(&data.join("\n")).unwrap()))
+            }
+        })
+        .collect()
+}
+
+fn assert_speech(speech: &Value) {
+    let key = speech["key"].as_str().expect("speech key");
+    assert_eq!(speech["url"], format!("/api/tts/{key}"));
+    assert_eq!(speech["marksUrl"], format!("/api/tts/{key}/marks"));
+    assert_eq!(speech["format"], "mp3");
+}
+
+#[tokio::test]
+async fn a_message_gets_a_reply_with_speech_and_both_are_kept_in_history() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let reply = stack.chat_ok(&bob, "helo").await;
+    assert!(reply["reply"].as_str().unwrap().contains("Bob"), "{reply}");
+    assert!(reply["id"].as_i64().unwrap() > reply["userMessageId"].as_i64().unwrap());
+    assert!(reply["createdAt"].as_str().unwrap().contains('T'));
+    assert_speech(&reply["speech"]);
+    assert!(!reply["followUps"].as_array().unwrap().is_empty());
+
+    let history = stack.history(&bob, "").await;
+    let items = history["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["author"], "user");
+    assert_eq!(items[0]["text"], "helo");
+    assert_eq!(items[0]["speech"], Value::Null);
+    assert_eq!(items[1]["author"], "bot");
+    assert_eq!(items[1]["text"], reply["reply"]);
+    assert_eq!(items[1]["speech"], reply["speech"]);
+    assert_eq!(history["nextBefore"], Value::Null);
+}
+
+#[tokio::test]
+async fn who_am_i_answers_with_the_callers_identity_and_roles() {
+    let stack = spawn_stack().await;
+    let alice = stack.password_token("alice", "alice").await;
+    let reply = stack.chat_ok(&alice, "who am i?").await;
+    let text = reply["reply"].as_str().unwrap();
+    assert!(text.contains("alice"), "{text}");
+    assert!(text.contains("Alice Admin"), "{text}");
+    assert!(text.contains("admin and user"), "{text}");
+    assert!(text.contains("alice@example.com"), "{text}");
+
+    let bob = stack.password_token("bob", "bob").await;
+    let text = stack.chat_ok(&bob, "WHO am I").await["reply"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.contains("bob") && !text.contains("admin"), "{text}");
+}
+
+#[tokio::test]
+async fn typos_and_word_order_still_find_the_answer() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let about = stack.chat_ok(&bob, "voxgte is waht").await;
+    assert!(
+        about["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("voxgate is a chat"),
+        "{about}"
+    );
+    let voice = stack.chat_ok(&bob, "the voice, how can I chnage it").await;
+    assert!(
+        voice["reply"].as_str().unwrap().contains("Voice menu"),
+        "{voice}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_questions_get_a_helpful_fallback() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let reply = stack.chat_ok(&bob, "purple elephants juggle quietly").await;
+    assert!(
+        reply["reply"].as_str().unwrap().contains("what can you do"),
+        "{reply}"
+    );
+    assert_eq!(reply["followUps"][0], "What can you do?");
+}
+
+#[tokio::test]
+async fn empty_and_too_long_messages_are_refused() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let body = problem(stack.chat(&bob, "   \n ").await, 422).await;
+    assert_eq!(body["errors"][0]["field"], "message");
+    let body = problem(stack.chat(&bob, &"x".repeat(2001)).await, 422).await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2000"),
+        "{body}"
+    );
+    assert_eq!(stack.chat(&bob, &"x".repeat(2000)).await.status(), 200);
+    problem(stack.chat(&bob, &"x".repeat(70_000)).await, 413).await;
+    let missing = reqwest::Client::new()
+        .post(stack.app.url("/api/chat"))
+        .bearer_auth(&bob)
+        .json(&json!({ "text": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    problem(missing, 422).await;
+    let history = stack.history(&bob, "").await;
+    assert_eq!(
+        history["items"].as_array().unwrap().len(),
+        2,
+        "refused messages are not stored"
+    );
+}
+
+#[tokio::test]
+async fn the_chat_needs_a_signed_in_user() {
+    let stack = spawn_stack().await;
+    let r = reqwest::Client::new()
+        .post(stack.app.url("/api/chat"))
+        .json(&json!({ "message": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 401).await;
+    problem(stack.app.get("/api/chat/history").await, 401).await;
+    problem(stack.app.get("/api/me/settings").await, 401).await;
+}
+
+#[tokio::test]
+async fn history_pages_backwards_and_shows_only_the_callers_messages() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let alice = stack.password_token("alice", "alice").await;
+    for m in ["hello", "what is voxgate", "thanks"] {
+        stack.chat_ok(&bob, m).await;
+    }
+    stack.chat_ok(&alice, "who am i").await;
+
+    let first = stack.history(&bob, "?limit=4").await;
+    let items = first["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    assert_eq!(items[0]["text"], "what is voxgate", "oldest first");
+    assert_eq!(items[3]["author"], "bot");
+    let ids: Vec<i64> = items.iter().map(|m| m["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let before = first["nextBefore"].as_i64().expect("an older page exists");
+    assert_eq!(before, ids[0]);
+
+    let older = stack
+        .history(&bob, &format!("?limit=4&before={before}"))
+        .await;
+    let items = older["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["text"], "hello");
+    assert_eq!(older["nextBefore"], Value::Null);
+
+    let all = stack.history(&bob, "?limit=100").await;
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["text"] != "who am i"),
+        "alice's messages are not in bob's history"
+    );
+    problem(
+        stack
+            .get_with_token("/api/chat/history?limit=0", &bob)
+            .await,
+        422,
+    )
+    .await;
+    problem(
+        stack
+            .get_with_token("/api/chat/history?limit=101", &bob)
+            .await,
+        422,
+    )
+    .await;
+    problem(
+        stack
+            .get_with_token("/api/chat/history?before=abc", &bob)
+            .await,
+        400,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn clearing_history_removes_only_the_callers_messages() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let alice = stack.password_token("alice", "alice").await;
+    stack.chat_ok(&bob, "hello").await;
+    stack.chat_ok(&alice, "hello").await;
+    let r = reqwest::Client::new()
+        .delete(stack.app.url("/api/chat/history"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(stack.history(&bob, "").await["items"], json!([]));
+    assert_eq!(
+        stack.history(&alice, "").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn cookie_sessions_must_send_the_csrf_token_to_chat() {
+    let stack = spawn_stack().await;
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let csrf: String = sqlx::query_scalar("SELECT csrf_token FROM sessions")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    let origin = stack.app.url("");
+    let without = client
+        .post(stack.app.url("/api/chat"))
+        .header("origin", &origin)
+        .json(&json!({ "message": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    problem(without, 403).await;
+    let with = client
+        .post(stack.app.url("/api/chat"))
+        .header("origin", &origin)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({ "message": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status(), 200);
+    let cleared = client
+        .delete(stack.app.url("/api/chat/history"))
+        .header("origin", "http://evil.example")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    problem(cleared, 403).await;
+}
+
+#[tokio::test]
+async fn settings_start_with_defaults_and_are_validated_when_saved() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let defaults: Value = stack
+        .get_with_token("/api/me/settings", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        defaults,
+        json!({"voice": null, "language": null, "autoplay": true, "speechRate": 1.0})
+    );
+
+    let saved = stack
+        .put_settings(
+            &bob,
+            &json!({"voice": "en-gb", "language": "en-GB", "autoplay": false, "speechRate": 1.25}),
+        )
+        .await;
+    assert_eq!(saved.status(), 200);
+    let now: Value = stack
+        .get_with_token("/api/me/settings", &bob)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        now,
+        json!({"voice": "en-gb", "language": "en-GB", "autoplay": false, "speechRate": 1.25})
+    );
+
+    let bad = stack
+        .put_settings(
+            &bob,
+            &json!({"voice": "<script>", "language": "english!", "speechRate": 3}),
+        )
+        .await;
+    let body = problem(bad, 422).await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["voice", "language", "speechRate"]);
+    problem(stack.put_settings(&bob, &json!({"volume": 11})).await, 422).await;
+    let unknown = problem(
+        stack
+            .put_settings(&bob, &json!({"voice": "no-such-voice"}))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(unknown["errors"][0]["field"], "voice");
+    assert!(
+        unknown["detail"].as_str().unwrap().contains("/api/voices"),
+        "{unknown}"
+    );
+    let alice = stack.password_token("alice", "alice").await;
+    let theirs: Value = stack
+        .get_with_token("/api/me/settings", &alice)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["voice"], Value::Null, "settings are per user");
+}
+
+#[tokio::test]
+async fn replies_are_spoken_with_the_users_voice() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let default = stack.chat_ok(&bob, "hello").await;
+    assert_speech(&default["speech"]);
+    let r = stack
+        .put_settings(&bob, &json!({"voice": "en-gb", "speechRate": 1.0}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let reply = stack.chat_ok(&bob, "hello").await;
+    assert_eq!(reply["speech"]["voice"], "en-gb");
+    assert_ne!(reply["speech"]["key"], default["speech"]["key"]);
+}
+
+#[tokio::test]
+async fn a_streamed_reply_sends_deltas_then_done_with_the_stored_ids() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let (headers, events) = stack.chat_stream(&bob, "what can you do").await;
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.last(), Some(&"done"), "{names:?}");
+    assert!(names[..names.len() - 1].iter().all(|n| *n == "delta"));
+    let text: String = events
+        .iter()
+        .filter(|(n, _)| n == "delta")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    let done = &events.last().unwrap().1;
+    assert_eq!(done["reply"].as_str().unwrap(), text.trim());
+    assert_speech(&done["speech"]);
+    assert_eq!(done["restSpeech"], Value::Null);
+    let history = stack.history(&bob, "").await;
+    assert_eq!(history["items"][1]["id"], done["id"]);
+    assert_eq!(history["items"][0]["id"], done["userMessageId"]);
+}
+
+#[tokio::test]
+async fn the_chat_operations_are_documented() {
+    let stack = spawn_stack().await;
+    let doc: Value = stack
+        .app
+        .get("/api/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let send = &doc["paths"]["/api/chat"]["post"];
+    assert!(send["responses"]["200"]["content"]["text/event-stream"].is_object());
+    assert!(send["responses"]["200"]["content"]["application/json"].is_object());
+}
+
+#[tokio::test]
+async fn a_custom_knowledge_base_file_replaces_the_default() {
+    let dir = std::env::temp_dir().join(format!("voxgate-kb-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kb.toml");
+    std::fs::write(
+        &path,
+        "[[intent]]\nid = \"opening-hours\"\nexamples = [\"When are you open?\"]\nanswers = [\"We are open nine to five, {name}.\"]\n",
+    )
+    .unwrap();
+    let stack = spawn_stack_with(
+        TestSettings::default().set("VOXGATE_KB_FILE", path.display().to_string()),
+    )
+    .await;
+    let bob = stack.password_token("bob", "bob").await;
+    assert_eq!(
+        stack.chat_ok(&bob, "open when are you").await["reply"],
+        "We are open nine to five, Bob."
+    );
+    let builtin = stack.chat_ok(&bob, "who am i").await;
+    assert!(
+        builtin["reply"].as_str().unwrap().contains("bob"),
+        "built-in intents stay: {builtin}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_broken_knowledge_base_file_stops_start_up_naming_the_lines() {
+    let dir = std::env::temp_dir().join(format!("voxgate-kb-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kb.toml");
+    std::fs::write(
+        &path,
+        "[[intent]]\nid = \"a\"\nexamples = [\"x y\"]\nanswers = [\"Hi {who}\"]\n\n[[intent]]\nid = \"a\"\nexamples = []\nanswers = [\"ok\"]\n",
+    )
+    .unwrap();
+    let database = crate::helpers::TestDatabase::new().await;
+    let config = crate::helpers::config_for(
+        &database,
+        &TestSettings::default().set("VOXGATE_KB_FILE", path.display().to_string()),
+    );
+    let error = match voxgate::App::build(config).await {
+        Ok(_) => panic!("start-up must fail"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("VOXGATE_KB_FILE"), "{error}");
+    assert!(error.contains("line 4: "), "{error}");
+    assert!(error.contains("{who}"), "{error}");
+    assert!(
+        error.contains("line 7: intent `a` is defined twice"),
+        "{error}"
+    );
+    assert!(error.contains("line 8: "), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- The LLM bot --------------------------------------------------------
+
+#[derive(Clone)]
+enum Behaviour {
+    /// Streams these pieces, then `[DONE]`.
+    Stream(Vec<&'static str>),
+    /// Answers this status with an error body.
+    Fail(u16),
+    /// Never answers.
+    Hang,
+    /// Streams these pieces, then stalls without ending.
+    Stall(Vec<&'static str>),
+}
+
+#[derive(Clone)]
+struct Upstream {
+    behaviour: Behaviour,
+    requests: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
+}
+
+fn chunk(text: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]})
+    )
+}
+
+async fn completions(
+    State(up): State<Upstream>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    up.requests.lock().unwrap().push((headers, body));
+    let (pieces, end) = match up.behaviour {
+        Behaviour::Fail(status) => {
+            return (
+                StatusCode::from_u16(status).unwrap(),
+                axum::Json(json!({"error": {"message": "overloaded"}})),
+            )
+                .into_response();
+        }
+        Behaviour::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return StatusCode::OK.into_response();
+        }
+        Behaviour::Stream(p) => (p, true),
+        Behaviour::Stall(p) => (p, false),
+    };
+    let role = format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+    );
+    let mut frames = vec![role, ": keep-alive\n\n".to_string()];
+    frames.extend(pieces.iter().map(|p| chunk(p)));
+    let body = futures::stream::iter(frames)
+        .then(|f| async move {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            Ok::<_, std::io::Error>(f)
+        })
+        .chain(futures::stream::once(async move {
+            if end {
+                Ok("data: [DONE]\n\n".to_string())
+            } else {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(String::new())
+            }
+        }));
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(body))
+        .unwrap()
+}
+
+/// An OpenAI-compatible endpoint on loopback; returns its `/v1` base URL
+/// and the requests it received.
+async fn spawn_upstream(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<(HeaderMap, Value)>>>) {
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(completions))
+        .with_state(Upstream {
+            behaviour,
+            requests: requests.clone(),
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}/v1"), requests)
+}
+
+async fn llm_stack(url: &str) -> Stack {
+    spawn_stack_with(
+        TestSettings::default()
+            .set("VOXGATE_LLM_URL", url)
+            .set("VOXGATE_LLM_MODEL", "tiny-test-model")
+            .set("VOXGATE_LLM_API_KEY", "sk-test-key"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_llm_bot_streams_tokens_and_speaks_the_first_sentence_early() {
+    let pieces = vec!["Hello", " Bob", ".", " voxgate", " speaks", " replies", "."];
+    let (url, requests) = spawn_upstream(Behaviour::Stream(pieces)).await;
+    let stack = llm_stack(&url).await;
+    let bob = stack.password_token("bob", "bob").await;
+    stack.chat_ok(&bob, "first question").await;
+
+    let (_, events) = stack.chat_stream(&bob, "tell me more").await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == "delta").count(),
+        7,
+        "{names:?}"
+    );
+    let speech_at = names
+        .iter()
+        .position(|n| *n == "speech")
+        .expect("a speech event");
+    assert!(
+        speech_at < names.len() - 2,
+        "the first sentence is spoken before the reply ends: {names:?}"
+    );
+    let early = &events[speech_at].1;
+    assert_eq!(early["text"], "Hello Bob.");
+    assert_speech(&early["speech"]);
+    let done = &events.last().unwrap().1;
+    assert_eq!(names.last(), Some(&"done"));
+    assert_eq!(done["reply"], "Hello Bob. voxgate speaks replies.");
+    assert_speech(&done["restSpeech"]);
+    assert_eq!(done["restOffset"], "Hello Bob. ".len());
+    assert_ne!(done["restSpeech"]["key"], done["speech"]["key"]);
+
+    let requests = requests.lock().unwrap();
+    let (headers, body) = requests.last().unwrap();
+    assert_eq!(headers["authorization"], "Bearer sk-test-key");
+    assert_eq!(body["model"], "tiny-test-model");
+    assert_eq!(body["stream"], true);
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert!(
+        messages[0]["content"].as_str().unwrap().contains("bob"),
+        "the model knows who asks"
+    );
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(messages[1]["content"], "first question");
+    assert_eq!(messages[3]["content"], "tell me more");
+}
+
+#[tokio::test]
+async fn an_llm_failure_becomes_a_polite_reply_not_an_error() {
+    let (url, _) = spawn_upstream(Behaviour::Fail(503)).await;
+    let stack = llm_stack(&url).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let reply = stack.chat_ok(&bob, "hello?").await;
+    assert_eq!(reply["reply"], voxgate::chat::llm::UNAVAILABLE);
+    assert_speech(&reply["speech"]);
+    let (_, events) = stack.chat_stream(&bob, "hello again?").await;
+    assert_eq!(
+        events.last().unwrap().1["reply"],
+        voxgate::chat::llm::UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_llm_becomes_a_polite_reply() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let stack = llm_stack(&url).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let reply = stack.chat_ok(&bob, "anyone there?").await;
+    assert_eq!(reply["reply"], voxgate::chat::llm::UNAVAILABLE);
+}
+
+fn quick_bot(url: &str) -> voxgate::chat::llm::LlmBot {
+    let config = voxgate::config::LlmConfig {
+        url: url::Url::parse(url).unwrap(),
+        model: "m".into(),
+        api_key: None,
+    };
+    voxgate::chat::llm::LlmBot::new(
+        &config,
+        voxgate::chat::llm::LlmTimeouts {
+            connect: Duration::from_secs(1),
+            first_byte: Duration::from_millis(400),
+            idle: Duration::from_millis(400),
+            total: Duration::from_secs(5),
+        },
+    )
+    .unwrap()
+}
+
+async fn ask(bot: &voxgate::chat::llm::LlmBot) -> String {
+    use voxgate::chat::bot::{Ask, Bot, Identity};
+    let reply = bot
+        .reply(Ask {
+            message: "hi".into(),
+            identity: Identity {
+                username: "bob".into(),
+                first_name: "Bob".into(),
+                last_name: String::new(),
+                email: None,
+                roles: Default::default(),
+            },
+            history: Vec::new(),
+        })
+        .await;
+    reply.deltas.collect::<Vec<_>>().await.concat()
+}
+
+#[tokio::test]
+async fn an_llm_that_never_answers_times_out_politely() {
+    let (url, _) = spawn_upstream(Behaviour::Hang).await;
+    let started = std::time::Instant::now();
+    assert_eq!(ask(&quick_bot(&url)).await, voxgate::chat::llm::UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn an_llm_stream_that_stalls_keeps_what_came_and_apologises() {
+    let (url, _) = spawn_upstream(Behaviour::Stall(vec!["Half", " an", " answer"])).await;
+    let started = std::time::Instant::now();
+    let text = ask(&quick_bot(&url)).await;
+    assert_eq!(
+        text,
+        format!("Half an answer{}", voxgate::chat::llm::CUT_OFF)
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

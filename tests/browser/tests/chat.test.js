@@ -1,0 +1,203 @@
+// The chat page in real Chromium: sign-in, sending, streaming replies,
+// speech playback with word highlighting, history, XSS safety, keyboard
+// use, small screens and sign-out.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { BASE, launch, newPage, signIn, screenshot, unexpectedProblems } from './support.js';
+
+let browser;
+before(async () => { browser = await launch(); });
+after(async () => { await browser?.close(); });
+
+const lastBot = '.message.bot:last-child';
+
+async function send(page, text) {
+  const count = await page.locator('.message.bot').count();
+  await page.fill('#message-input', text);
+  await page.press('#message-input', 'Enter');
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('.message.bot[data-id]').length > n, count);
+  return page.locator('.message.bot[data-id]').last();
+}
+
+async function clearHistory(page) {
+  await page.click('#clear-history');
+  await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/api/chat/history') && r.request().method() === 'DELETE'),
+    page.click('#confirm-clear-yes'),
+  ]);
+  await page.waitForSelector('#empty:not([hidden])');
+  assert.equal(await page.locator('.message').count(), 0);
+}
+
+test('a user signs in through the Keycloak form, chats, and hears the reply with words highlighted', async () => {
+  const page = await newPage(browser);
+  await page.goto(`${BASE}/`);
+  assert.match(page.url(), /\/realms\/voxgate\/protocol\/openid-connect\/auth/, 'anonymous visitors are sent to sign in');
+  await signIn(page, 'bob', 'bob');
+  assert.equal(await page.textContent('#who'), 'Bob User');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'message-input', 'the message box has focus');
+  await clearHistory(page);
+
+  const reply = await send(page, 'what can you do');
+  const user = page.locator('.message.user').last();
+  assert.equal(await user.locator('.text').textContent(), 'what can you do');
+  assert.match(await reply.locator('.text').textContent(), /I can explain what voxgate is/);
+  assert.match(await reply.locator('time').textContent(), /\d{1,2}:\d{2}/);
+  assert.match(await page.textContent('#announcer'), /voxgate says: I can explain/, 'the reply is announced');
+
+  // Autoplay is on by default: the reply starts speaking by itself.
+  await page.waitForFunction(() => {
+    const audio = document.getElementById('player');
+    return audio.currentTime > 0.5 && !audio.paused;
+  }, null, { timeout: 20000 });
+  const audio = await page.evaluate(() => {
+    const a = document.getElementById('player');
+    return { duration: a.duration, src: a.currentSrc, rate: a.playbackRate };
+  });
+  assert.ok(audio.duration > 1, `decoded duration ${audio.duration}`);
+  assert.match(audio.src, /\/api\/tts\//);
+  assert.equal(await reply.getAttribute('data-audio'), 'playing');
+
+  // The highlighted word moves forward while it speaks.
+  const seen = [];
+  for (let i = 0; i < 20; i += 1) {
+    const index = await reply.evaluate((el) => {
+      const words = [...el.querySelectorAll('.word')];
+      return words.findIndex((w) => w.classList.contains('speaking'));
+    });
+    if (index >= 0 && seen[seen.length - 1] !== index) seen.push(index);
+    await page.waitForTimeout(150);
+  }
+  assert.ok(seen.length >= 3, `highlight moved through ${JSON.stringify(seen)}`);
+  assert.ok(seen.every((v, i) => i === 0 || v > seen[i - 1]), `highlight only advances: ${JSON.stringify(seen)}`);
+  assert.equal(await reply.getAttribute('data-timing'), 'marks', 'timed by the speech marks, not the estimate');
+  await screenshot(page, 'chat-speaking');
+
+  await reply.locator('button.stop').click();
+  const stopped = await page.evaluate(() => ({
+    paused: document.getElementById('player').paused,
+    highlighted: document.querySelectorAll('.word.speaking').length,
+  }));
+  assert.deepEqual(stopped, { paused: true, highlighted: 0 });
+  assert.equal(await reply.getAttribute('data-audio'), 'stopped');
+
+  // Replay starts again from the beginning.
+  await reply.locator('button.replay').click();
+  await page.waitForFunction(() => document.getElementById('player').currentTime > 0.2);
+  await reply.locator('button.stop').click();
+
+  // History survives a reload.
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  const texts = await page.locator('.message .text').allTextContents();
+  assert.equal(texts.length, 2);
+  assert.equal(texts[0], 'what can you do');
+  assert.match(texts[1], /I can explain what voxgate is/);
+  await screenshot(page, 'chat');
+  assert.deepEqual(unexpectedProblems(page), []);
+  await page.context().close();
+});
+
+test('markup in a message is shown as text and never runs', async () => {
+  const page = await newPage(browser);
+  await signIn(page, 'bob', 'bob');
+  const payload = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script><b>bold</b>';
+  await send(page, payload);
+  assert.equal(await page.locator('.message.user').last().locator('.text').textContent(), payload);
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
+  assert.equal(await page.locator('.messages img, .messages script, .messages b').count(), 0);
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
+  assert.equal(await page.locator('.messages img, .messages script, .messages b').count(), 0);
+  assert.ok((await page.locator('.message.user .text').allTextContents()).includes(payload));
+  await page.context().close();
+});
+
+test('the chat works with the keyboard alone', async () => {
+  const page = await newPage(browser);
+  await signIn(page, 'bob', 'bob');
+  await clearHistory(page);
+  // Shift+Enter adds a line; Enter sends.
+  await page.focus('#message-input');
+  await page.keyboard.type('hello');
+  await page.keyboard.press('Shift+Enter');
+  await page.keyboard.type('there');
+  assert.equal(await page.inputValue('#message-input'), 'hello\nthere');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.message.bot[data-id]');
+  assert.equal(await page.locator('.message.user .text').first().textContent(), 'hello\nthere');
+  assert.equal(await page.inputValue('#message-input'), '');
+
+  // Tab reaches the reply's Play button; a follow-up chip sends a question.
+  const reached = [];
+  for (let i = 0; i < 40; i += 1) {
+    await page.keyboard.press('Tab');
+    const focused = await page.evaluate(() => document.activeElement.className + '|' + document.activeElement.textContent);
+    reached.push(focused);
+    if (focused.startsWith('chip')) break;
+  }
+  assert.ok(reached.some((f) => f.includes('play')), `Play is reachable: ${reached.join(', ')}`);
+  assert.ok(reached[reached.length - 1].startsWith('chip'), 'a follow-up is reachable');
+  const bots = await page.locator('.message.bot[data-id]').count();
+  await page.keyboard.press('Enter');
+  await page.waitForFunction((n) => document.querySelectorAll('.message.bot[data-id]').length > n, bots);
+
+  // An empty message is refused without a request.
+  await page.focus('#message-input');
+  await page.keyboard.press('Enter');
+  assert.equal(await page.textContent('#composer-error'), 'Type a message first.');
+  await page.context().close();
+});
+
+test('settings are saved and the chat fits a phone screen', async () => {
+  const page = await newPage(browser, { width: 375, height: 740 });
+  await signIn(page, 'bob', 'bob');
+  const voices = await page.locator('#voice-select option').count();
+  assert.ok(voices > 1, 'voices are offered');
+  const second = await page.locator('#voice-select option').nth(1).getAttribute('value');
+  await page.selectOption('#voice-select', second);
+  await page.selectOption('#rate-select', '1.5');
+  await page.uncheck('#autoplay');
+  await page.waitForSelector('body[data-settings-saved="3"]');
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.inputValue('#voice-select'), second);
+  assert.equal(await page.inputValue('#rate-select'), '1.5');
+  assert.equal(await page.isChecked('#autoplay'), false);
+
+  // With autoplay off a new reply stays silent until Play is pressed.
+  const reply = await send(page, 'how do I change the voice');
+  await page.waitForTimeout(500);
+  assert.equal(await page.evaluate(() => document.getElementById('player').paused), true);
+  await reply.locator('button.play').click();
+  await page.waitForFunction(() => document.getElementById('player').currentTime > 0.2, null, { timeout: 20000 });
+  assert.equal(await page.evaluate(() => document.getElementById('player').playbackRate), 1.5);
+  assert.ok((await reply.locator('.text').textContent()).length > 0);
+  await reply.locator('button.stop').click();
+
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `no horizontal scrolling (${overflow}px too wide)`);
+  await screenshot(page, 'chat-phone');
+
+  // Put the defaults back for the other tests.
+  await page.selectOption('#voice-select', '');
+  await page.selectOption('#rate-select', '1');
+  await page.check('#autoplay');
+  await page.waitForSelector('body[data-settings-saved="3"]');
+  await page.context().close();
+});
+
+test('signing out ends the session', async () => {
+  const page = await newPage(browser);
+  await signIn(page, 'bob', 'bob');
+  await Promise.all([page.waitForURL(/signed-out/), page.click('#sign-out')]);
+  assert.match(await page.textContent('h1'), /signed out/i);
+  const me = await page.evaluate(async (base) => (await fetch(`${base}/api/me`)).status, BASE);
+  assert.equal(me, 401);
+  await page.goto(`${BASE}/`);
+  assert.match(page.url(), /openid-connect\/auth/, 'the chat asks to sign in again');
+  await page.waitForSelector('#kc-form-login');
+  await page.context().close();
+});

@@ -1,0 +1,72 @@
+// Shared set-up for the browser tests: one Chromium per test file, a
+// fresh browser context (cookie jar) per user, and sign-in through the
+// Keycloak stand-in's real login form.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const BASE = process.env.VOXGATE_URL;
+export const ARTIFACTS = process.env.ARTIFACTS || 'artifacts';
+if (!BASE) throw new Error('VOXGATE_URL is not set: run scripts/browser-test');
+mkdirSync(ARTIFACTS, { recursive: true });
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+}
+
+// A new context with its own cookies; console errors and CSP violations
+// are collected so tests can assert there were none.
+export async function newPage(browser, viewport = { width: 1280, height: 860 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('console', (message) => {
+    // Failed loads are recorded with their URL below instead.
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
+      page.problems.push(message.text());
+    }
+  });
+  page.on('response', (response) => {
+    // Only voxgate's own responses: the Keycloak stand-in has no favicon.
+    if (response.status() >= 400 && response.url().startsWith(BASE)) {
+      page.problems.push(`status of ${response.status()}: ${response.request().method()} ${response.url()}`);
+    }
+  });
+  page.on('pageerror', (error) => page.problems.push(String(error)));
+  return page;
+}
+
+// Fills the Keycloak login form the app redirected to.
+export async function submitLogin(page, username, password) {
+  await page.waitForSelector('#kc-form-login');
+  await page.fill('#username', username);
+  await page.fill('#password', password);
+  await Promise.all([page.waitForLoadState('load'), page.click('#kc-login')]);
+}
+
+export async function signIn(page, username, password, path = '/') {
+  await page.goto(`${BASE}${path}`);
+  await submitLogin(page, username, password);
+  await page.waitForURL(`${BASE}${path}`);
+  await page.waitForSelector('body[data-ready="true"]');
+}
+
+export async function screenshot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: false });
+}
+
+// Problems other than the responses a test provoked on purpose (e.g. 422
+// for invalid input); Chromium logs every failed fetch as an error.
+export function unexpectedProblems(page, expectedStatuses = []) {
+  return page.problems.filter((p) => !expectedStatuses.some((s) => p.includes(`status of ${s}`)));
+}

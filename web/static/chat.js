@@ -1,0 +1,700 @@
+// The chat page: conversation, composer, speech playback with word
+// highlighting, and the speech settings. All user-visible text is set
+// with textContent (never parsed as markup), and every state-changing request
+// carries the session's CSRF token.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const list = $('messages');
+  const chat = $('chat');
+  const input = $('message-input');
+  const composer = $('composer');
+  const sendButton = $('send');
+  const typing = $('typing');
+  const announcer = $('announcer');
+  const composerError = $('composer-error');
+  const charCount = $('char-count');
+  const audio = $('player');
+  const voiceSelect = $('voice-select');
+  const rateSelect = $('rate-select');
+  const autoplayBox = $('autoplay');
+  const loadEarlier = $('load-earlier');
+  const empty = $('empty');
+  const MAX_CHARS = 2000;
+
+  let settings = { voice: null, language: null, autoplay: true, speechRate: 1 };
+  let voices = [];
+  let sending = false;
+  let oldestCursor = null;
+
+  // ---- HTTP -------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, problem) {
+      super((problem && problem.detail) || `Request failed (${status})`);
+      this.status = status;
+      this.problem = problem || {};
+    }
+  }
+
+  async function api(method, path, body, accept) {
+    const headers = { Accept: accept || 'application/json' };
+    if (method !== 'GET') headers['X-CSRF-Token'] = csrf;
+    const options = { method, headers, credentials: 'same-origin' };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, options);
+    if (response.status === 401) {
+      // The session ended: sign in again and come back here.
+      window.location.assign('/auth/login?return_to=%2F');
+      throw new ApiError(401, { detail: 'Your session has ended.' });
+    }
+    if (!response.ok) {
+      let problem = null;
+      try { problem = await response.json(); } catch (_) { /* not JSON */ }
+      throw new ApiError(response.status, problem);
+    }
+    return response;
+  }
+
+  async function apiJson(method, path, body) {
+    const response = await api(method, path, body);
+    return response.status === 204 ? null : response.json();
+  }
+
+  // ---- Text and words ----------------------------------------------------
+
+  const encoder = new TextEncoder();
+  const isDropped = (c) => {
+    const code = c.codePointAt(0);
+    return (code < 0x20 || (code >= 0x7f && code < 0xa0) ||
+      (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069));
+  };
+
+  // Renders `text` into `container` as word spans and returns the words
+  // with their byte ranges in the server's normalised text (whitespace
+  // runs collapsed to one space, control characters dropped, trimmed),
+  // which is what speech-mark offsets refer to.
+  function renderWords(container, text) {
+    container.textContent = '';
+    const words = [];
+    let offset = 0;
+    const parts = text.split(/(\s+|\u200b+)/);
+    for (const part of parts) {
+      if (part === '') continue;
+      if (/^(\s|\u200b)+$/.test(part)) {
+        container.appendChild(document.createTextNode(part));
+        continue;
+      }
+      const kept = Array.from(part).filter((c) => !isDropped(c)).join('');
+      if (kept === '') continue;
+      if (words.length > 0) offset += 1;
+      const span = document.createElement('span');
+      span.className = 'word';
+      span.textContent = kept;
+      container.appendChild(span);
+      const length = encoder.encode(kept).length;
+      words.push({ span, text: kept, start: offset, end: offset + length });
+      offset += length;
+    }
+    return words;
+  }
+
+  function wordAt(words, position) {
+    let found = null;
+    for (const w of words) {
+      if (w.start <= position) found = w; else break;
+    }
+    return found;
+  }
+
+  // ---- Speech playback -----------------------------------------------------
+
+  // One reply being spoken, possibly in segments (the first sentence of a
+  // streamed reply, then the rest). Each segment has its own audio and
+  // marks; `offset` moves its mark offsets into the whole reply's text.
+  const player = {
+    record: null,
+    segments: [],
+    index: 0,
+    frame: 0,
+    current: null,
+  };
+
+  function setState(record, state) {
+    if (!record) return;
+    record.el.dataset.audio = state;
+    record.playButton.textContent = state === 'playing' ? 'Pause' : 'Play';
+    record.playButton.setAttribute('aria-label',
+      state === 'playing' ? 'Pause this reply' : 'Play this reply');
+  }
+
+  function clearHighlight(record) {
+    if (!record) return;
+    for (const w of record.words) w.span.classList.remove('speaking');
+    record.spoken = null;
+  }
+
+  function highlight(record, word) {
+    if (record.spoken === word) return;
+    if (record.spoken) record.spoken.span.classList.remove('speaking');
+    record.spoken = word;
+    if (word) {
+      word.span.classList.add('speaking');
+      record.el.dataset.spokenWord = String(record.words.indexOf(word));
+    }
+  }
+
+  async function loadMarks(segment) {
+    segment.marks = null;
+    try {
+      const response = await api('GET', segment.marksUrl);
+      const marks = await response.json();
+      segment.marks = Array.isArray(marks)
+        ? marks.filter((m) => m.type === 'word' && Number.isFinite(m.time))
+        : [];
+    } catch (_) {
+      segment.marks = [];
+    }
+  }
+
+  // Timing estimate, used when the engine gave no word marks: each word
+  // takes time in proportion to its length plus a pause after
+  // punctuation, spread over the audio's real duration.
+  function estimatedWord(record, segment, ms) {
+    const duration = audio.duration;
+    if (!Number.isFinite(duration) || duration <= 0) return null;
+    const words = record.words.filter((w) => w.start >= segment.offset && w.start < segment.end);
+    if (words.length === 0) return null;
+    const weight = (w) => w.text.length + 2 + (/[.!?]$/.test(w.text) ? 6 : /[,;:]$/.test(w.text) ? 3 : 0);
+    const total = words.reduce((sum, w) => sum + weight(w), 0);
+    const target = (ms / 1000 / duration) * total;
+    let seen = 0;
+    for (const w of words) {
+      seen += weight(w);
+      if (seen > target) return w;
+    }
+    return words[words.length - 1];
+  }
+
+  function tick() {
+    const record = player.record;
+    const segment = player.current;
+    if (!record || !segment || audio.paused) return;
+    const ms = audio.currentTime * 1000;
+    let word = null;
+    if (segment.marks && segment.marks.length > 0) {
+      let mark = null;
+      for (const m of segment.marks) {
+        if (m.time <= ms) mark = m; else break;
+      }
+      if (mark) word = wordAt(record.words, mark.start + segment.offset);
+      record.el.dataset.timing = 'marks';
+    } else if (segment.marks) {
+      word = estimatedWord(record, segment, ms);
+      record.el.dataset.timing = 'estimate';
+    }
+    if (word) highlight(record, word);
+    player.frame = requestAnimationFrame(tick);
+  }
+
+  function stop() {
+    cancelAnimationFrame(player.frame);
+    audio.pause();
+    audio.removeAttribute('src');
+    audio.load();
+    const record = player.record;
+    clearHighlight(record);
+    setState(record, 'stopped');
+    player.record = null;
+    player.segments = [];
+    player.current = null;
+    player.pending = false;
+    player.waiting = false;
+  }
+
+  async function playSegment(index) {
+    const segment = player.segments[index];
+    player.index = index;
+    player.current = segment;
+    if (segment.marks === undefined) loadMarks(segment);
+    audio.src = segment.url;
+    audio.playbackRate = settings.speechRate;
+    await audio.play();
+  }
+
+  // Starts `record`'s speech from the beginning. Resolves false when the
+  // browser blocked playback (autoplay policy).
+  async function play(record, segments) {
+    if (player.record && player.record !== record) stop();
+    clearHighlight(record);
+    player.record = record;
+    player.segments = segments;
+    setState(record, 'loading');
+    try {
+      await playSegment(0);
+      return true;
+    } catch (error) {
+      setState(record, 'stopped');
+      player.record = null;
+      if (error && error.name === 'NotAllowedError') {
+        showNote(record, 'Your browser blocked automatic playback. Press Play to listen.');
+      } else if (error && error.name !== 'AbortError') {
+        showNote(record, 'This reply could not be played.');
+      }
+      return false;
+    }
+  }
+
+  function fullSegments(record) {
+    return [{ url: record.speech.url, marksUrl: record.speech.marksUrl, offset: 0, end: Infinity }];
+  }
+
+  function showNote(record, text) {
+    record.note.textContent = text;
+    record.note.hidden = false;
+  }
+
+  audio.addEventListener('playing', () => {
+    setState(player.record, 'playing');
+    cancelAnimationFrame(player.frame);
+    player.frame = requestAnimationFrame(tick);
+  });
+  audio.addEventListener('pause', () => {
+    if (player.record && !audio.ended) setState(player.record, 'paused');
+  });
+  audio.addEventListener('ended', () => {
+    const next = player.index + 1;
+    if (player.record && next < player.segments.length) {
+      playSegment(next).catch(() => stop());
+    } else if (player.record && player.pending) {
+      // The rest of a streamed reply is not known yet: wait for it.
+      player.waiting = true;
+    } else {
+      stop();
+    }
+  });
+  audio.addEventListener('error', () => {
+    if (player.record && audio.getAttribute('src')) {
+      showNote(player.record, 'The audio for this reply could not be loaded.');
+      stop();
+    }
+  });
+
+  // A queued segment (the rest of a streamed reply) became known.
+  function appendSegment(record, segment) {
+    if (player.record !== record) return;
+    player.segments.push(segment);
+    player.pending = false;
+    if (player.waiting) {
+      player.waiting = false;
+      playSegment(player.segments.length - 1).catch(() => stop());
+    }
+  }
+
+  // Browsers allow sound after the user interacted with the page. Playing
+  // a silent clip on the first gesture also unlocks the audio element in
+  // browsers that require a gesture per element.
+  function unlockAudio() {
+    window.removeEventListener('pointerdown', unlockAudio, true);
+    window.removeEventListener('keydown', unlockAudio, true);
+    if (player.record || audio.getAttribute('src')) return;
+    const url = URL.createObjectURL(silentWav());
+    audio.src = url;
+    audio.play().then(() => {
+      if (audio.src === url) { audio.pause(); audio.removeAttribute('src'); audio.load(); }
+    }).catch(() => {}).finally(() => URL.revokeObjectURL(url));
+  }
+  window.addEventListener('pointerdown', unlockAudio, true);
+  window.addEventListener('keydown', unlockAudio, true);
+
+  function silentWav() {
+    const samples = 800; // 0.1 s at 8 kHz, 8-bit mono
+    const buffer = new ArrayBuffer(44 + samples);
+    const v = new DataView(buffer);
+    const ascii = (at, s) => { for (let i = 0; i < s.length; i += 1) v.setUint8(at + i, s.charCodeAt(i)); };
+    ascii(0, 'RIFF'); v.setUint32(4, 36 + samples, true); ascii(8, 'WAVE');
+    ascii(12, 'fmt '); v.setUint32(16, 16, true); v.setUint16(20, 1, true); v.setUint16(22, 1, true);
+    v.setUint32(24, 8000, true); v.setUint32(28, 8000, true); v.setUint16(32, 1, true); v.setUint16(34, 8, true);
+    ascii(36, 'data'); v.setUint32(40, samples, true);
+    for (let i = 0; i < samples; i += 1) v.setUint8(44 + i, 128);
+    return new Blob([buffer], { type: 'audio/wav' });
+  }
+
+  // ---- Messages ------------------------------------------------------------
+
+  function formatTime(iso) {
+    const date = iso ? new Date(iso) : new Date();
+    return date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
+
+  function button(label, className, onClick, ariaLabel) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = className;
+    b.textContent = label;
+    if (ariaLabel) b.setAttribute('aria-label', ariaLabel);
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  function createMessage(author, text, createdAt) {
+    const el = document.createElement('li');
+    el.className = `message ${author}`;
+    const bubble = document.createElement('div');
+    bubble.className = 'bubble';
+    const body = document.createElement('p');
+    body.className = 'text';
+    bubble.appendChild(body);
+    const meta = document.createElement('p');
+    meta.className = 'meta';
+    const who = document.createElement('span');
+    who.className = 'author';
+    who.textContent = author === 'user' ? 'You' : 'voxgate';
+    const time = document.createElement('time');
+    time.dateTime = createdAt || new Date().toISOString();
+    time.textContent = formatTime(createdAt);
+    meta.append(who, ' · ', time);
+    el.append(bubble, meta);
+    const record = { el, body, bubble, meta, time, author, words: [], speech: null };
+    record.words = renderWords(body, text);
+    list.appendChild(el);
+    empty.hidden = true;
+    return record;
+  }
+
+  function setTime(record, createdAt) {
+    record.time.dateTime = createdAt;
+    record.time.textContent = formatTime(createdAt);
+  }
+
+  function addControls(record) {
+    const controls = document.createElement('div');
+    controls.className = 'controls';
+    controls.setAttribute('role', 'group');
+    controls.setAttribute('aria-label', 'Reply audio');
+    record.playButton = button('Play', 'button small play', () => {
+      if (!record.speech) return;
+      if (player.record === record) {
+        if (audio.paused) audio.play().catch(() => {}); else audio.pause();
+      } else {
+        play(record, fullSegments(record));
+      }
+    }, 'Play this reply');
+    record.stopButton = button('Stop', 'button small secondary stop', () => {
+      if (player.record === record) stop();
+    }, 'Stop this reply');
+    record.replayButton = button('Replay', 'button small secondary replay', () => {
+      if (record.speech) play(record, fullSegments(record));
+    }, 'Replay this reply from the start');
+    controls.append(record.playButton, record.stopButton, record.replayButton);
+    record.note = document.createElement('p');
+    record.note.className = 'note';
+    record.note.hidden = true;
+    record.el.append(controls, record.note);
+    record.controls = controls;
+    setSpeech(record, record.speech);
+  }
+
+  function setSpeech(record, speech) {
+    record.speech = speech || null;
+    for (const b of [record.playButton, record.stopButton, record.replayButton]) {
+      b.disabled = !record.speech;
+    }
+    if (!record.speech) record.el.dataset.audio = 'none';
+    else if (!record.el.dataset.audio || record.el.dataset.audio === 'none') record.el.dataset.audio = 'stopped';
+  }
+
+  function addFollowUps(record, followUps) {
+    if (!followUps || followUps.length === 0) return;
+    const box = document.createElement('div');
+    box.className = 'follow-ups';
+    box.setAttribute('role', 'group');
+    box.setAttribute('aria-label', 'Suggested questions');
+    for (const question of followUps) {
+      box.appendChild(button(question, 'chip', () => {
+        if (!sending) send(question);
+      }));
+    }
+    record.el.appendChild(box);
+  }
+
+  function renderStored(m) {
+    const record = createMessage(m.author, m.text, m.createdAt);
+    record.el.dataset.id = String(m.id);
+    if (m.author === 'bot') {
+      record.speech = m.speech;
+      addControls(record);
+      addFollowUps(record, m.followUps);
+    }
+    return record;
+  }
+
+  function scrollToEnd() {
+    chat.scrollTop = chat.scrollHeight;
+    list.lastElementChild?.scrollIntoView({ block: 'end' });
+  }
+
+  async function loadHistory(before) {
+    const query = before ? `?limit=50&before=${encodeURIComponent(before)}` : '?limit=50';
+    const page = await apiJson('GET', `/api/chat/history${query}`);
+    if (before) {
+      const first = list.firstElementChild;
+      const fragment = [];
+      for (const m of page.items) fragment.push(renderStored(m).el);
+      for (const el of fragment) list.insertBefore(el, first);
+    } else {
+      list.textContent = '';
+      for (const m of page.items) renderStored(m);
+      scrollToEnd();
+    }
+    oldestCursor = page.nextBefore;
+    loadEarlier.hidden = !oldestCursor;
+    empty.hidden = list.children.length > 0;
+  }
+
+  // ---- Sending ----------------------------------------------------------------
+
+  function parseEvents(buffer, onEvent) {
+    let index;
+    while ((index = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, index);
+      buffer = buffer.slice(index + 2);
+      let name = 'message';
+      const data = [];
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) name = line.slice(6).trim();
+        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+      }
+      if (data.length > 0) onEvent(name, JSON.parse(data.join('\n')));
+    }
+    return buffer;
+  }
+
+  function setSending(on) {
+    sending = on;
+    typing.hidden = !on;
+    sendButton.disabled = on;
+    chat.setAttribute('aria-busy', on ? 'true' : 'false');
+  }
+
+  async function send(text) {
+    composerError.textContent = '';
+    const mine = createMessage('user', text);
+    scrollToEnd();
+    setSending(true);
+    let bot = null;
+    let streamed = '';
+    let earlySpeech = null;
+    try {
+      const response = await api('POST', '/api/chat', { message: text }, 'text/event-stream');
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = '';
+      let finished = false;
+      const onEvent = (name, data) => {
+        if (name === 'delta') {
+          if (!bot) {
+            bot = createMessage('bot', '');
+            bot.el.classList.add('streaming');
+          }
+          streamed += data.text;
+          bot.body.textContent = streamed;
+          scrollToEnd();
+        } else if (name === 'speech' && bot) {
+          addControls(bot);
+          earlySpeech = data.speech;
+          if (settings.autoplay) {
+            player.pending = true;
+            play(bot, [{ url: data.speech.url, marksUrl: data.speech.marksUrl, offset: 0, end: Infinity }]);
+          }
+        } else if (name === 'done') {
+          finished = true;
+          finish(mine, bot || createMessage('bot', ''), data, earlySpeech);
+        } else if (name === 'error') {
+          throw new ApiError(data.status || 500, data);
+        }
+      };
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer = parseEvents(buffer + decoder.decode(value, { stream: true }), onEvent);
+      }
+      if (!finished) throw new ApiError(502, { detail: 'The reply was interrupted. Please try again.' });
+    } catch (error) {
+      if (!bot) mine.el.remove();
+      if (input.value.trim() === '') input.value = text;
+      updateCount();
+      composerError.textContent = error instanceof ApiError ? error.message : 'The message could not be sent. Check your connection and try again.';
+      if (list.children.length === 0) empty.hidden = false;
+    } finally {
+      setSending(false);
+    }
+  }
+
+  function finish(mine, bot, done, earlySpeech) {
+    mine.el.dataset.id = String(done.userMessageId);
+    bot.el.dataset.id = String(done.id);
+    bot.el.classList.remove('streaming');
+    bot.words = renderWords(bot.body, done.reply);
+    setTime(bot, done.createdAt);
+    if (!bot.controls) addControls(bot);
+    setSpeech(bot, done.speech);
+    addFollowUps(bot, done.followUps);
+    announcer.textContent = `voxgate says: ${done.reply}`;
+    scrollToEnd();
+    if (earlySpeech && player.record === bot) {
+      // The first sentence is already playing: continue with the rest.
+      if (done.restSpeech) {
+        const offset = done.restOffset || 0;
+        if (player.segments[0]) player.segments[0].end = offset;
+        appendSegment(bot, { url: done.restSpeech.url, marksUrl: done.restSpeech.marksUrl, offset, end: Infinity });
+      } else {
+        player.pending = false;
+        if (player.waiting) stop();
+      }
+    } else if (settings.autoplay && done.speech) {
+      play(bot, fullSegments(bot));
+    }
+  }
+
+  function updateCount() {
+    charCount.textContent = String(input.value.length);
+  }
+
+  composer.addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (sending) return;
+    const text = input.value.trim();
+    if (text === '') {
+      composerError.textContent = 'Type a message first.';
+      input.focus();
+      return;
+    }
+    if (text.length > MAX_CHARS) {
+      composerError.textContent = `Messages can be at most ${MAX_CHARS} characters.`;
+      return;
+    }
+    input.value = '';
+    updateCount();
+    send(text);
+  });
+
+  input.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      composer.requestSubmit();
+    }
+  });
+  input.addEventListener('input', updateCount);
+
+  loadEarlier.addEventListener('click', () => {
+    if (oldestCursor) loadHistory(oldestCursor).catch(showLoadError);
+  });
+
+  const dialog = $('confirm-clear');
+  $('clear-history').addEventListener('click', () => dialog.showModal());
+  dialog.addEventListener('close', async () => {
+    if (dialog.returnValue !== 'confirm') return;
+    // Only what was on screen when clearing started goes: a message sent
+    // meanwhile stays.
+    const cleared = [...list.children];
+    try {
+      stop();
+      await apiJson('DELETE', '/api/chat/history');
+      for (const el of cleared) el.remove();
+      oldestCursor = null;
+      loadEarlier.hidden = true;
+      empty.hidden = list.children.length > 0;
+      announcer.textContent = 'Your history was cleared.';
+    } catch (error) {
+      composerError.textContent = error.message;
+    }
+    input.focus();
+  });
+
+  // ---- Settings -----------------------------------------------------------------
+
+  // Saves run one after another, each sending the settings as they are
+  // when it starts, so quick changes cannot overtake each other.
+  let saving = Promise.resolve();
+  function saveSettings() {
+    saving = saving.then(async () => {
+      try {
+        await apiJson('PUT', '/api/me/settings', settings);
+        document.body.dataset.settingsSaved = String(Number(document.body.dataset.settingsSaved || 0) + 1);
+      } catch (error) {
+        composerError.textContent = `Settings were not saved: ${error.message}`;
+      }
+    });
+    return saving;
+  }
+
+  function showSettings() {
+    autoplayBox.checked = settings.autoplay;
+    const rate = String(settings.speechRate);
+    if (![...rateSelect.options].some((o) => o.value === rate)) {
+      const option = document.createElement('option');
+      option.value = rate;
+      option.textContent = `${rate}×`;
+      rateSelect.appendChild(option);
+    }
+    rateSelect.value = rate;
+    voiceSelect.value = settings.voice || '';
+  }
+
+  function showVoices() {
+    voiceSelect.length = 1;
+    for (const v of voices) {
+      const option = document.createElement('option');
+      option.value = v.id;
+      option.textContent = v.language ? `${v.name} (${v.language})` : v.name;
+      voiceSelect.appendChild(option);
+    }
+    if (settings.voice && !voices.some((v) => v.id === settings.voice)) {
+      const option = document.createElement('option');
+      option.value = settings.voice;
+      option.textContent = settings.voice;
+      voiceSelect.appendChild(option);
+    }
+  }
+
+  voiceSelect.addEventListener('change', () => {
+    settings.voice = voiceSelect.value || null;
+    settings.language = null;
+    saveSettings();
+  });
+  rateSelect.addEventListener('change', () => {
+    settings.speechRate = Number(rateSelect.value);
+    audio.playbackRate = settings.speechRate;
+    saveSettings();
+  });
+  autoplayBox.addEventListener('change', () => {
+    settings.autoplay = autoplayBox.checked;
+    saveSettings();
+  });
+
+  function showLoadError(error) {
+    composerError.textContent = `Could not load your conversation: ${error.message}`;
+  }
+
+  async function start() {
+    const [loadedSettings, loadedVoices] = await Promise.allSettled([
+      apiJson('GET', '/api/me/settings'),
+      apiJson('GET', '/api/voices'),
+    ]);
+    if (loadedSettings.status === 'fulfilled') settings = loadedSettings.value;
+    if (loadedVoices.status === 'fulfilled' && Array.isArray(loadedVoices.value)) voices = loadedVoices.value;
+    showVoices();
+    showSettings();
+    await loadHistory().catch(showLoadError);
+    document.body.dataset.ready = 'true';
+    input.focus();
+  }
+
+  start();
+})();
