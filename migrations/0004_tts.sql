@@ -19,6 +19,11 @@ CREATE TABLE tts_cache (
     size           bigint NOT NULL DEFAULT 0,
     duration_ms    bigint,
     complete       boolean NOT NULL DEFAULT false,
+    -- Only the instance that started an entry may write it; another
+    -- instance missing the cache at the same time streams without caching.
+    writer         uuid NOT NULL,
+    -- Hash of the stored bytes: the ETag of a cached entry.
+    etag           text,
     created_at     timestamptz NOT NULL DEFAULT now(),
     last_access_at timestamptz NOT NULL DEFAULT now()
 );

@@ -738,7 +738,7 @@ async fn an_llm_that_never_answers_times_out_politely() {
     let (url, _) = spawn_upstream(Behaviour::Hang).await;
     let started = std::time::Instant::now();
     assert_eq!(ask(&quick_bot(&url)).await, voxgate::chat::llm::UNAVAILABLE);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(15));
 }
 
 #[tokio::test]
@@ -750,5 +750,5 @@ async fn an_llm_stream_that_stalls_keeps_what_came_and_apologises() {
         text,
         format!("Half an answer{}", voxgate::chat::llm::CUT_OFF)
     );
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(15));
 }

@@ -1336,3 +1336,58 @@ async fn reconcile_finds_and_fixes_planted_drift() {
             .unwrap();
     assert!(!jane_enabled);
 }
+
+#[tokio::test]
+async fn removing_a_role_ends_the_users_sessions() {
+    let stack = spawn_stack().await;
+    let token = stack.admin_token().await;
+    let user: Value = stack
+        .create_user(&token, &carol("gail"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = user["id"].as_str().unwrap();
+    let (gail, _) = stack
+        .browser_login("gail", "a long enough password", "/")
+        .await;
+    let me: Value = gail
+        .get(stack.app.url("/api/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(me["roles"].as_array().unwrap().iter().any(|r| r == "agent"));
+    let r = stack
+        .admin_call(
+            reqwest::Method::PATCH,
+            &format!("/api/admin/users/{id}"),
+            &token,
+            Some(&json!({"roles": ["user"]})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        gail.get(stack.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "the session with the old role ended"
+    );
+    let (gail, _) = stack
+        .browser_login("gail", "a long enough password", "/")
+        .await;
+    let me: Value = gail
+        .get(stack.app.url("/api/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], json!(["user"]));
+}

@@ -66,6 +66,7 @@ struct Inner {
     http: reqwest::Client,
     snapshot: RwLock<Snapshot>,
     fetch_lock: Mutex<Option<Instant>>,
+    reachable: std::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +93,7 @@ impl Provider {
                 http,
                 snapshot: RwLock::new(Snapshot::default()),
                 fetch_lock: Mutex::new(None),
+                reachable: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -232,12 +234,29 @@ impl Provider {
     /// Whether the provider answers right now (used before sending a
     /// browser there).
     pub async fn reachable(&self) -> bool {
+        // Cached briefly: anonymous /auth/login requests must not each
+        // cost an outbound call.
+        if let Ok(r) = self.inner.reachable.lock()
+            && let Some((at, ok)) = *r
+            && at.elapsed()
+                < if ok {
+                    Duration::from_secs(3)
+                } else {
+                    Duration::from_secs(1)
+                }
+        {
+            return ok;
+        }
         let issuer = self.inner.config.issuer.as_str().trim_end_matches('/');
         let url = format!("{issuer}/.well-known/openid-configuration");
-        matches!(
+        let ok = matches!(
             self.inner.http.get(url).timeout(Duration::from_secs(2)).send().await,
             Ok(r) if r.status().is_success()
-        )
+        );
+        if let Ok(mut r) = self.inner.reachable.lock() {
+            *r = Some((Instant::now(), ok));
+        }
+        ok
     }
 }
 

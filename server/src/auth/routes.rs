@@ -270,7 +270,10 @@ async fn callback(
     if access_claims.sub != id_claims.sub {
         return Err(failed("The tokens describe different users."));
     }
-    let user = users::upsert_from_claims(&state.db, &id_claims).await?;
+    // ID tokens carry no realm roles; the access token does.
+    let mut profile = id_claims.clone();
+    profile.realm_access = access_claims.realm_access.clone();
+    let user = users::upsert_from_claims(&state.db, &profile).await?;
     if !user.enabled || user.status != "active" {
         return Err(PageError::page(
             StatusCode::FORBIDDEN,
@@ -326,13 +329,15 @@ pub(super) async fn refresh_session(
     let locked: Option<SessionRow> = sqlx::query_as(
         r#"SELECT id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token, refresh_token,
                   access_expires_at, keycloak_roles, last_seen_at, expires_at
-             FROM sessions WHERE id_hash = $1 FOR UPDATE"#,
+             FROM sessions WHERE id_hash = $1 FOR UPDATE SKIP LOCKED"#,
     )
     .bind(&row.id_hash)
     .fetch_optional(&mut *tx)
     .await?;
+    // Locked: another request of this session is refreshing right now.
+    // Carry on with what we have rather than queue behind a network call.
     let Some(current) = locked else {
-        return Ok(None);
+        return Ok(Some(row));
     };
     let now = OffsetDateTime::now_utc();
     if current.access_expires_at - now >= time::Duration::seconds(60) {

@@ -35,7 +35,13 @@ pub struct RoleSet {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
     pub iss: String,
+    /// Required for access and ID tokens (checked); a logout token may
+    /// name only the session.
+    #[serde(default)]
     pub sub: String,
+    /// Required for access and ID tokens (checked); optional in logout
+    /// tokens.
+    #[serde(default)]
     pub exp: i64,
     pub iat: i64,
     #[serde(default)]
@@ -202,15 +208,21 @@ impl TokenValidator {
         // Time claims must be JSON numbers: a string `exp` must never be read
         // as "no expiry".
         let raw: serde_json::Map<String, serde_json::Value> = decode_json(payload)?;
-        for claim in ["exp", "iat"] {
+        let time_claims: &[&'static str] = match expect {
+            Expect::Logout => &["iat"],
+            _ => &["exp", "iat"],
+        };
+        for &claim in time_claims {
             match raw.get(claim) {
                 None => return Err(TokenError::MissingClaim(claim.to_string())),
                 Some(v) if !v.is_number() => return Err(TokenError::NonNumericClaim(claim)),
                 _ => {}
             }
         }
-        if raw.get("nbf").is_some_and(|v| !v.is_number()) {
-            return Err(TokenError::NonNumericClaim("nbf"));
+        for claim in ["exp", "nbf"] {
+            if raw.get(claim).is_some_and(|v| !v.is_number()) {
+                return Err(TokenError::NonNumericClaim(claim));
+            }
         }
         if !self.provider.status().await.ready {
             return Err(TokenError::NoKeys);

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// A complete cached audio file.
 #[derive(Debug, Clone)]
@@ -15,6 +16,8 @@ pub struct Entry {
     pub content_type: String,
     pub data: Bytes,
     pub duration_ms: Option<i64>,
+    /// Hash of `data`; `None` for entries stored before hashing.
+    pub etag: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -22,6 +25,7 @@ struct Meta {
     content_type: String,
     size: i64,
     duration_ms: Option<i64>,
+    etag: Option<String>,
 }
 
 /// Entries larger than this are served from Postgres only.
@@ -88,44 +92,59 @@ impl Memory {
     }
 }
 
-/// The complete entry for `key`, if cached.
+/// The complete entry for `key`, if cached and intact.
 pub async fn load(db: &PgPool, key: &str) -> sqlx::Result<Option<Entry>> {
     let meta: Option<Meta> = sqlx::query_as(
         "UPDATE tts_cache SET last_access_at = now()
           WHERE key = $1 AND complete AND last_access_at < now() - interval '1 minute'
-          RETURNING content_type, size, duration_ms",
+          RETURNING content_type, size, duration_ms, etag",
     )
     .bind(key)
     .fetch_optional(db)
     .await?;
     let meta = match meta {
         Some(m) => m,
-        None => {
-            match sqlx::query_as::<_, Meta>(
-                "SELECT content_type, size, duration_ms FROM tts_cache WHERE key = $1 AND complete",
-            )
-            .bind(key)
-            .fetch_optional(db)
-            .await?
-            {
-                Some(m) => m,
-                None => return Ok(None),
-            }
-        }
+        None => match sqlx::query_as::<_, Meta>(
+            "SELECT content_type, size, duration_ms, etag FROM tts_cache WHERE key = $1 AND complete",
+        )
+        .bind(key)
+        .fetch_optional(db)
+        .await?
+        {
+            Some(m) => m,
+            None => return Ok(None),
+        },
     };
-    let chunks: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT data FROM tts_chunks WHERE key = $1 ORDER BY seq")
+    let chunks: Vec<(i32, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, data FROM tts_chunks WHERE key = $1 ORDER BY seq")
             .bind(key)
             .fetch_all(db)
             .await?;
     let mut data = BytesMut::with_capacity(meta.size.max(0) as usize);
-    for c in chunks {
-        data.extend_from_slice(&c);
+    for (expected, (seq, c)) in chunks.iter().enumerate() {
+        if *seq != expected as i32 {
+            tracing::warn!(key, "cached audio has a gap; discarding it");
+            let _ = sqlx::query("DELETE FROM tts_cache WHERE key = $1")
+                .bind(key)
+                .execute(db)
+                .await;
+            return Ok(None);
+        }
+        data.extend_from_slice(c);
+    }
+    if data.len() as i64 != meta.size {
+        tracing::warn!(key, "cached audio has the wrong size; discarding it");
+        let _ = sqlx::query("DELETE FROM tts_cache WHERE key = $1")
+            .bind(key)
+            .execute(db)
+            .await;
+        return Ok(None);
     }
     Ok(Some(Entry {
         content_type: meta.content_type,
         data: data.freeze(),
         duration_ms: meta.duration_ms,
+        etag: meta.etag,
     }))
 }
 
@@ -146,41 +165,60 @@ pub async fn duration_ms(db: &PgPool, key: &str) -> sqlx::Result<Option<i64>> {
     .flatten())
 }
 
-/// Starts writing an entry; a stale unfinished one (crashed writer) is
-/// replaced.
-pub async fn begin(db: &PgPool, key: &str, content_type: &str) -> sqlx::Result<()> {
+/// Claims the right to write `key`. `false`: another writer is at it (on
+/// this or another instance) or it is already complete — stream without
+/// caching. An unfinished entry abandoned by a crashed writer is taken
+/// over after five minutes.
+pub async fn begin(db: &PgPool, key: &str, content_type: &str, writer: Uuid) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
-    sqlx::query("DELETE FROM tts_cache WHERE key = $1 AND NOT complete")
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
     sqlx::query(
-        "INSERT INTO tts_cache (key, content_type) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        "DELETE FROM tts_cache WHERE key = $1 AND NOT complete AND created_at < now() - interval '5 minutes'",
+    )
+    .bind(key)
+    .execute(&mut *tx)
+    .await?;
+    let claimed = sqlx::query(
+        "INSERT INTO tts_cache (key, content_type, writer) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
     )
     .bind(key)
     .bind(content_type)
+    .bind(writer)
     .execute(&mut *tx)
-    .await?;
-    tx.commit().await
+    .await?
+    .rows_affected()
+        == 1;
+    tx.commit().await?;
+    Ok(claimed)
 }
 
+/// Appends a chunk; fails unless `writer` owns the unfinished entry.
 pub async fn append(
     db: &PgPool,
     key: &str,
+    writer: Uuid,
     seq: i32,
     offset: i64,
     data: &[u8],
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO tts_chunks (key, seq, offset_bytes, data) VALUES ($1, $2, $3, $4)")
-        .bind(key)
-        .bind(seq)
-        .bind(offset)
-        .bind(data)
-        .execute(db)
-        .await?;
-    Ok(())
+    let done = sqlx::query(
+        "INSERT INTO tts_chunks (key, seq, offset_bytes, data)
+         SELECT $1, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete)",
+    )
+    .bind(key)
+    .bind(writer)
+    .bind(seq)
+    .bind(offset)
+    .bind(data)
+    .execute(db)
+    .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(sqlx::Error::RowNotFound)
+    }
 }
 
+/// Up to a small batch of chunks `from..to`, in order.
 pub async fn chunks_between(
     db: &PgPool,
     key: &str,
@@ -188,7 +226,7 @@ pub async fn chunks_between(
     to: i32,
 ) -> sqlx::Result<Vec<(i32, Vec<u8>)>> {
     sqlx::query_as(
-        "SELECT seq, data FROM tts_chunks WHERE key = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+        "SELECT seq, data FROM tts_chunks WHERE key = $1 AND seq >= $2 AND seq < $3 ORDER BY seq LIMIT 16",
     )
     .bind(key)
     .bind(from)
@@ -202,16 +240,26 @@ pub async fn chunks_between(
 pub async fn finish(
     db: &PgPool,
     key: &str,
+    writer: Uuid,
     size: i64,
     duration_ms: Option<i64>,
+    etag: &str,
     max_bytes: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE tts_cache SET complete = true, size = $2, duration_ms = $3, last_access_at = now() WHERE key = $1")
-        .bind(key)
-        .bind(size)
-        .bind(duration_ms)
-        .execute(db)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE tts_cache SET complete = true, size = $3, duration_ms = $4, etag = $5, last_access_at = now()
+          WHERE key = $1 AND writer = $2 AND NOT complete",
+    )
+    .bind(key)
+    .bind(writer)
+    .bind(size)
+    .bind(duration_ms)
+    .bind(etag)
+    .execute(db)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(sqlx::Error::RowNotFound);
+    }
     sqlx::query(
         "DELETE FROM tts_cache WHERE key IN (
            SELECT key FROM (
@@ -225,13 +273,19 @@ pub async fn finish(
     Ok(())
 }
 
-/// Drops an unfinished entry (failed or cut stream): never cached.
-pub async fn abandon(db: &PgPool, key: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM tts_cache WHERE key = $1 AND NOT complete")
+/// Drops this writer's unfinished entry (failed or cut stream): never cached.
+pub async fn abandon(db: &PgPool, key: &str, writer: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete")
         .bind(key)
+        .bind(writer)
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// A short content hash for ETags.
+pub fn etag_of(hash: &[u8]) -> String {
+    hex::encode(&hash[..16])
 }
 
 /// Stores a small finished entry in one go (speech marks).
@@ -242,7 +296,12 @@ pub async fn store_whole(
     data: &[u8],
     max_bytes: i64,
 ) -> sqlx::Result<()> {
-    begin(db, key, content_type).await?;
-    append(db, key, 0, 0, data).await?;
-    finish(db, key, data.len() as i64, None, max_bytes).await
+    use sha2::Digest;
+    let writer = Uuid::new_v4();
+    if !begin(db, key, content_type, writer).await? {
+        return Ok(());
+    }
+    append(db, key, writer, 0, 0, data).await?;
+    let etag = etag_of(&sha2::Sha256::digest(data));
+    finish(db, key, writer, data.len() as i64, None, &etag, max_bytes).await
 }

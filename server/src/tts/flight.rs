@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
@@ -89,17 +90,24 @@ impl Flights {
         });
         active.insert(key.to_string(), flight.clone());
         drop(active);
-        let flights = self.clone();
         let leader = flight.clone();
         let db = db.clone();
         let content_type = content_type.to_string();
+        let guard = FlightGuard {
+            flights: self.clone(),
+            flight: flight.clone(),
+        };
         tokio::spawn(async move {
-            leader.lead(&db, &content_type, finish, start).await;
-            if let Ok(mut active) = flights.active.lock() {
-                active.remove(&leader.key);
-            }
+            leader.lead(&db, &content_type, finish, start, &guard).await;
+            drop(guard);
         });
         (flight, true)
+    }
+
+    fn remove(&self, key: &str) {
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(key);
+        }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -107,18 +115,71 @@ impl Flights {
     }
 }
 
+/// Takes a finished (or panicked, or cancelled) flight out of the map, so
+/// nobody joins a flight that will never publish again, and fails any
+/// follower still waiting.
+struct FlightGuard {
+    flights: Arc<Flights>,
+    flight: Arc<Flight>,
+}
+
+impl FlightGuard {
+    fn retire(&self) {
+        self.flights.remove(&self.flight.key);
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.retire();
+        let unfinished = self
+            .flight
+            .progress
+            .lock()
+            .map(|p| !p.done && p.failed.is_none())
+            .unwrap_or(true);
+        if unfinished {
+            self.flight
+                .fail(TtsError::Upstream("synthesis stopped unexpectedly".into()));
+            let _ = self.flight.started.send(Some(Err(TtsError::Upstream(
+                "synthesis stopped unexpectedly".into(),
+            ))));
+        }
+    }
+}
+
+/// An upstream that sends nothing for this long is treated as cut.
+const IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Flight {
-    async fn lead<F, Fut>(&self, db: &PgPool, content_type: &str, finish: Finish, start: F)
-    where
+    async fn lead<F, Fut>(
+        &self,
+        db: &PgPool,
+        content_type: &str,
+        finish: Finish,
+        start: F,
+        guard: &FlightGuard,
+    ) where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<AudioStream, TtsError>>,
     {
         let began = Instant::now();
-        let mut persist = cache::begin(db, &self.key, content_type).await.is_ok();
+        // Another request may have completed this entry between its cache
+        // check and now: replay it rather than synthesize again.
+        if cache::is_complete(db, &self.key).await.unwrap_or(false) && self.replay(db).await {
+            guard.retire();
+            self.finish_ok();
+            return;
+        }
+        let writer = uuid::Uuid::new_v4();
+        let mut persist = cache::begin(db, &self.key, content_type, writer)
+            .await
+            .unwrap_or(false);
         let mut audio = match start().await {
             Ok(a) => a,
             Err(e) => {
-                let _ = cache::abandon(db, &self.key).await;
+                let _ = cache::abandon(db, &self.key, writer).await;
+                guard.retire();
                 self.fail(e.clone());
                 let _ = self.started.send(Some(Err(e)));
                 return;
@@ -127,24 +188,29 @@ impl Flight {
         let mut seq: i32 = 0;
         let mut offset: i64 = 0;
         let mut duration_ms: i64 = 0;
-        let mut first = true;
-        while let Some(item) = audio.next().await {
+        let mut hash = Sha256::new();
+        loop {
+            let item = match tokio::time::timeout(IDLE_LIMIT, audio.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => Err(TtsError::Upstream("the speech stream stalled".into())),
+            };
             match item {
                 Ok(bytes) if bytes.is_empty() => continue,
                 Ok(bytes) => {
-                    if first {
+                    if seq == 0 {
                         metrics::histogram!("voxgate_tts_first_byte_seconds")
                             .record(began.elapsed().as_secs_f64());
-                        first = false;
                     }
                     if persist
-                        && cache::append(db, &self.key, seq, offset, &bytes)
+                        && cache::append(db, &self.key, writer, seq, offset, &bytes)
                             .await
                             .is_err()
                     {
                         tracing::warn!(
                             "audio cache write failed; this synthesis will not be cached"
                         );
+                        let _ = cache::abandon(db, &self.key, writer).await;
                         persist = false;
                     }
                     if finish.mp3_frames {
@@ -152,6 +218,7 @@ impl Flight {
                             .map(|d| d.as_millis() as i64)
                             .unwrap_or(0);
                     }
+                    hash.update(&bytes);
                     offset += bytes.len() as i64;
                     self.publish(seq, bytes, !persist);
                     if seq == 0 {
@@ -161,7 +228,8 @@ impl Flight {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "audio stream failed mid-way; aborting it");
-                    let _ = cache::abandon(db, &self.key).await;
+                    let _ = cache::abandon(db, &self.key, writer).await;
+                    guard.retire();
                     self.fail(e.clone());
                     let _ = self.started.send(Some(Err(e)));
                     return;
@@ -173,15 +241,56 @@ impl Flight {
         }
         if persist {
             let duration = finish.mp3_frames.then_some(duration_ms);
-            if let Err(e) =
-                cache::finish(db, &self.key, offset, duration, finish.max_cache_bytes).await
+            let etag = cache::etag_of(&hash.finalize());
+            if let Err(e) = cache::finish(
+                db,
+                &self.key,
+                writer,
+                offset,
+                duration,
+                &etag,
+                finish.max_cache_bytes,
+            )
+            .await
             {
                 tracing::warn!(error = %e, "finishing the audio cache entry failed");
-                let _ = cache::abandon(db, &self.key).await;
+                let _ = cache::abandon(db, &self.key, writer).await;
             }
-        } else {
-            let _ = cache::abandon(db, &self.key).await;
         }
+        guard.retire();
+        self.finish_ok();
+    }
+
+    /// Publishes a complete cached entry chunk by chunk.
+    async fn replay(&self, db: &PgPool) -> bool {
+        let mut next = 0;
+        loop {
+            let rows = match cache::chunks_between(db, &self.key, next, i32::MAX).await {
+                Ok(rows) => rows,
+                Err(_) if next == 0 => return false,
+                Err(e) => {
+                    self.fail(TtsError::Upstream(format!("audio cache read failed: {e}")));
+                    return true;
+                }
+            };
+            if rows.is_empty() {
+                break;
+            }
+            for (seq, data) in rows {
+                self.publish(seq, Bytes::from(data), true);
+                if seq == 0 {
+                    let _ = self.started.send(Some(Ok(())));
+                }
+                next = seq + 1;
+            }
+        }
+        if next == 0 {
+            let _ = self.started.send(Some(Ok(())));
+        }
+        true
+    }
+
+    fn finish_ok(&self) {
         if let Ok(mut p) = self.progress.lock() {
             p.done = true;
         }

@@ -25,6 +25,20 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(voices))
 }
 
+/// A cookie-authenticated speech request from another site (a link or an
+/// embedded `<audio>` elsewhere) would spend the user's quota: refuse it.
+/// Fetch metadata tells; requests without it (non-browsers) pass.
+fn refuse_cross_site(user: &CurrentUser, headers: &HeaderMap) -> Result<(), ApiError> {
+    let session = matches!(user.method, crate::auth::AuthMethod::Session { .. });
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if session && matches!(site, Some("cross-site") | Some("same-site")) {
+        return Err(ApiError::Forbidden(
+            "Speech cannot be requested from another site.".into(),
+        ));
+    }
+    Ok(())
+}
+
 const KEYED_CACHE: &str = "private, max-age=31536000, immutable";
 const LEGACY_CACHE: &str = "private, max-age=86400";
 
@@ -56,6 +70,7 @@ async fn text_to_speech(
     AppQuery(q): AppQuery<LegacyQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    refuse_cross_site(&user, &headers)?;
     let Some(text) = q.text else {
         return Err(ApiError::bad_request(
             "The Text query parameter is required.",
@@ -134,6 +149,7 @@ async fn speech_audio(
     AppPath(key): AppPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    refuse_cross_site(&user, &headers)?;
     state
         .tts
         .audio(&user, &key, &headers, KEYED_CACHE, false)
@@ -146,10 +162,12 @@ async fn speech_audio(
     responses((status = 200, body = Vec<Mark>), (status = 404, body = Problem)))]
 async fn speech_marks(
     State(state): State<AppState>,
-    _: CurrentUser,
+    user: CurrentUser,
     AppPath(key): AppPath<String>,
+    headers: HeaderMap,
 ) -> Result<AppJson<Vec<Mark>>, ApiError> {
-    Ok(AppJson(state.tts.marks(&key).await?))
+    refuse_cross_site(&user, &headers)?;
+    Ok(AppJson(state.tts.marks(&user, &key).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -356,7 +356,11 @@ impl Tts {
         Ok(Keyed {
             engine: engine.name().to_string(),
             voice: voice.id.clone(),
-            language: language.unwrap_or_else(|| voice.language.clone()),
+            // One spelling per language, so `en_us` and `en-US` share a cache entry.
+            language: match language {
+                Some(l) if !language_matches(&voice.language, &l) => l,
+                _ => voice.language.clone(),
+            },
             format: format.name().to_string(),
             engine_kind: kind,
             text,
@@ -455,6 +459,13 @@ impl Tts {
         };
         if let Some(entry) = cached {
             metrics::counter!("voxgate_tts_cache_total", "result" => "hit").increment(1);
+            // The ETag names the stored bytes: a later re-synthesis of the
+            // same key may encode differently.
+            let etag = entry
+                .etag
+                .as_deref()
+                .map(|e| format!("\"{e}\""))
+                .unwrap_or(etag);
             return Ok(serve_cached(&entry, &etag, headers, cache_control));
         }
         let keyed = self.keyed(key).await?;
@@ -529,12 +540,11 @@ impl Tts {
             header::CONTENT_TYPE,
             HeaderValue::from_static(format.content_type()),
         );
-        if let Ok(v) = HeaderValue::from_str(&etag) {
-            h.insert(header::ETAG, v);
-        }
+        // No validator while streaming: the final bytes are not known yet,
+        // and a later synthesis of the same key may encode differently.
         h.insert(
             header::CACHE_CONTROL,
-            HeaderValue::from_static(cache_control),
+            HeaderValue::from_static("private, no-cache"),
         );
         h.insert(
             "x-voxgate-cache",
@@ -544,7 +554,9 @@ impl Tts {
     }
 
     /// Word and sentence timings for `key` (cached once known exactly).
-    pub async fn marks(&self, key: &str) -> Result<Vec<Mark>, ApiError> {
+    /// Computing Polly marks is a billed synthesis, so it counts against
+    /// the user's rate limit and quota and takes a concurrency permit.
+    pub async fn marks(&self, user: &CurrentUser, key: &str) -> Result<Vec<Mark>, ApiError> {
         let marks_key = format!("{key}.marks");
         if let Some(entry) = self.inner.memory.get(&marks_key) {
             return serde_json::from_slice(&entry.data).map_err(|e| ApiError::Internal(e.into()));
@@ -560,7 +572,47 @@ impl Tts {
         let duration = cache::duration_ms(&self.inner.db, key)
             .await?
             .map(|ms| Duration::from_millis(ms.max(0) as u64));
-        let marks = self.inner.engine.speech_marks(&synthesis, duration).await?;
+        let billed = self.inner.engine.name() == "polly";
+        let chars = keyed.text.chars().count() as i64;
+        let exempt = user.has_role("agent") || user.has_role("admin");
+        if billed {
+            self.check_rate(user).await?;
+            if !exempt {
+                limits::charge(
+                    &self.inner.db,
+                    user.id,
+                    chars,
+                    self.inner.config.daily_chars,
+                )
+                .await?;
+            }
+        }
+        let computed = async {
+            let _permit = if billed {
+                Some(
+                    tokio::time::timeout(
+                        Duration::from_secs(10),
+                        self.inner.permits.clone().acquire_owned(),
+                    )
+                    .await
+                    .map_err(|_| TtsError::Unavailable("too many syntheses in progress".into()))?
+                    .map_err(|_| TtsError::Unavailable("shutting down".into()))?,
+                )
+            } else {
+                None
+            };
+            self.inner.engine.speech_marks(&synthesis, duration).await
+        }
+        .await;
+        let marks = match computed {
+            Ok(m) => m,
+            Err(e) => {
+                if billed && !exempt {
+                    limits::refund(&self.inner.db, user.id, chars).await;
+                }
+                return Err(e.into());
+            }
+        };
         // Local marks are estimates; keep them only once the real
         // duration is known.
         if self.inner.engine.name() == "polly" || duration.is_some() {
@@ -581,6 +633,7 @@ impl Tts {
                         content_type: "application/json".into(),
                         data: data.into(),
                         duration_ms: None,
+                        etag: None,
                     },
                 );
             }

@@ -98,6 +98,47 @@ impl PollyEngine {
             .increment(billed);
         Ok(output)
     }
+    /// Every voice Polly offers (DescribeVoices, all pages).
+    async fn describe_voices(&self) -> Result<Vec<Voice>, TtsError> {
+        let mut voices = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .describe_voices()
+                .include_additional_language_codes(true)
+                .set_next_token(next.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    TtsError::Unavailable(format!(
+                        "DescribeVoices failed: {}",
+                        e.code().unwrap_or("network error")
+                    ))
+                })?;
+            for v in page.voices() {
+                voices.push(Voice {
+                    id: v.id().map(|i| i.as_str().to_string()).unwrap_or_default(),
+                    name: v.name().unwrap_or_default().to_string(),
+                    language: v
+                        .language_code()
+                        .map(|l| l.as_str().to_string())
+                        .unwrap_or_default(),
+                    gender: v.gender().map(|g| g.as_str().to_string()),
+                    engines: v
+                        .supported_engines()
+                        .iter()
+                        .map(|e| e.as_str().to_string())
+                        .collect(),
+                });
+            }
+            next = page.next_token().map(str::to_string);
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok(voices)
+    }
 }
 
 fn map_error(
@@ -180,45 +221,22 @@ impl SpeechEngine for PollyEngine {
         {
             return Ok(voices.clone());
         }
-        let mut voices = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .describe_voices()
-                .include_additional_language_codes(true)
-                .set_next_token(next.clone())
-                .send()
-                .await
-                .map_err(|e| {
-                    TtsError::Unavailable(format!(
-                        "DescribeVoices failed: {}",
-                        e.code().unwrap_or("network error")
-                    ))
-                })?;
-            for v in page.voices() {
-                voices.push(Voice {
-                    id: v.id().map(|i| i.as_str().to_string()).unwrap_or_default(),
-                    name: v.name().unwrap_or_default().to_string(),
-                    language: v
-                        .language_code()
-                        .map(|l| l.as_str().to_string())
-                        .unwrap_or_default(),
-                    gender: v.gender().map(|g| g.as_str().to_string()),
-                    engines: v
-                        .supported_engines()
-                        .iter()
-                        .map(|e| e.as_str().to_string())
-                        .collect(),
-                });
+        let fresh = self.describe_voices().await;
+        match fresh {
+            Ok(voices) => {
+                *cached = Some((Instant::now(), voices.clone()));
+                Ok(voices)
             }
-            next = page.next_token().map(str::to_string);
-            if next.is_none() {
-                break;
-            }
+            // A failed refresh keeps serving the last list: voices rarely
+            // change, and speech must not stop for a DescribeVoices blip.
+            Err(e) => match cached.as_ref() {
+                Some((_, stale)) => {
+                    tracing::warn!(error = %e, "refreshing Polly voices failed; using the last list");
+                    Ok(stale.clone())
+                }
+                None => Err(e),
+            },
         }
-        *cached = Some((Instant::now(), voices.clone()));
-        Ok(voices)
     }
 
     async fn synthesize(&self, s: &Synthesis) -> Result<AudioStream, TtsError> {

@@ -37,12 +37,21 @@ pub enum KcError {
     #[error("voxgate's Keycloak service account lacks permission for this call (HTTP {0})")]
     Permission(u16),
     /// Network trouble, timeouts or 5xx.
-    #[error("Keycloak is unavailable: {0}")]
+    /// The inner text (URLs, upstream bodies) is for logs only.
+    #[error("Keycloak is unavailable or failed")]
     Unavailable(String),
 }
 
 impl KcError {
     fn from_keycloak(e: KeycloakError) -> KcError {
+        let mapped = Self::map(e);
+        if let KcError::Unavailable(detail) = &mapped {
+            tracing::warn!(%detail, "Keycloak admin call failed");
+        }
+        mapped
+    }
+
+    fn map(e: KeycloakError) -> KcError {
         match e {
             KeycloakError::ReqwestFailure(e) => KcError::Unavailable(crate::error::chain(&e)),
             KeycloakError::HttpFailure { status, body, text } => {

@@ -14,14 +14,16 @@ pub use service::{Actor, Drift, Users};
 use std::time::Duration;
 
 /// Finishes or compensates interrupted sagas at start and then every
-/// minute. Only jobs idle for a minute are touched, so a saga in flight on
-/// another instance is left alone.
+/// minute. Only jobs idle for ten minutes are touched — far longer than a
+/// live saga's slowest step with its retries — so a saga in flight on
+/// another instance is left alone (and a saga that outlives that anyway
+/// stops when it finds its job gone).
 pub fn spawn_recovery(users: Users) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(60));
         loop {
             interval.tick().await;
-            match users.recover(Duration::from_secs(60)).await {
+            match users.recover(Duration::from_secs(600)).await {
                 Ok((0, 0, _)) => {}
                 Ok((finished, compensated, pending)) => {
                     tracing::info!(finished, compensated, pending, "provisioning recovery ran");

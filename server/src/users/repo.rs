@@ -271,19 +271,28 @@ pub async fn insert_job(
     .await
 }
 
+/// Records a saga step. Fails if the job is gone (the recovery worker took
+/// over a saga it believed dead), so the saga stops instead of racing it.
 pub async fn advance_job(
     db: impl PgExecutor<'_>,
     job_id: i64,
     step: &str,
     keycloak_id: Option<&str>,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE provisioning_jobs SET step = $2, keycloak_id = COALESCE($3, keycloak_id) WHERE id = $1")
-        .bind(job_id)
-        .bind(step)
-        .bind(keycloak_id)
-        .execute(db)
-        .await?;
-    Ok(())
+    let updated = sqlx::query(
+        "UPDATE provisioning_jobs SET step = $2, keycloak_id = COALESCE($3, keycloak_id) WHERE id = $1",
+    )
+    .bind(job_id)
+    .bind(step)
+    .bind(keycloak_id)
+    .execute(db)
+    .await?
+    .rows_affected();
+    if updated == 1 {
+        Ok(())
+    } else {
+        Err(sqlx::Error::RowNotFound)
+    }
 }
 
 pub async fn job_failed_attempt(
@@ -301,12 +310,18 @@ pub async fn job_failed_attempt(
     Ok(())
 }
 
+/// Removes a finished job; fails if it was already removed by someone else.
 pub async fn delete_job(db: impl PgExecutor<'_>, job_id: i64) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM provisioning_jobs WHERE id = $1")
+    let deleted = sqlx::query("DELETE FROM provisioning_jobs WHERE id = $1")
         .bind(job_id)
         .execute(db)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected();
+    if deleted == 1 {
+        Ok(())
+    } else {
+        Err(sqlx::Error::RowNotFound)
+    }
 }
 
 pub async fn stale_jobs(
@@ -381,18 +396,28 @@ pub async fn list_audit(
 
 /// Claims an idempotency key; `false` if it was already there.
 pub async fn claim_idempotency_key(
-    db: impl PgExecutor<'_>,
+    db: &sqlx::PgPool,
     actor_key: &str,
     key: &str,
     request_hash: &[u8],
 ) -> sqlx::Result<bool> {
+    let mut conn = db.acquire().await?;
+    // A claim that never completed (crash) expires after five minutes.
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE actor_key = $1 AND key = $2 AND status IS NULL
+           AND created_at < now() - interval '5 minutes'",
+    )
+    .bind(actor_key)
+    .bind(key)
+    .execute(&mut *conn)
+    .await?;
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (actor_key, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )
     .bind(actor_key)
     .bind(key)
     .bind(request_hash)
-    .execute(db)
+    .execute(&mut *conn)
     .await?;
     Ok(inserted.rows_affected() == 1)
 }

@@ -221,7 +221,13 @@ impl Users {
             }
             other => other,
         };
-        let hash = Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()).to_vec();
+        // The password is left out of the fingerprint: a stored hash of it
+        // could be brute-forced from a database dump.
+        let mut fingerprint = request.clone();
+        if let Some(p) = fingerprint.password.as_mut() {
+            p.value.clear();
+        }
+        let hash = Sha256::digest(serde_json::to_vec(&fingerprint).unwrap_or_default()).to_vec();
         if let Some(key) = key
             && !repo::claim_idempotency_key(&self.db, &actor.key(), key, &hash).await?
         {
@@ -255,7 +261,14 @@ impl Users {
             match &result {
                 Ok(user) => {
                     let body = serde_json::to_value(user).unwrap_or_default();
-                    repo::complete_idempotency_key(&self.db, &actor.key(), key, 201, &body).await?;
+                    if let Err(e) =
+                        repo::complete_idempotency_key(&self.db, &actor.key(), key, 201, &body)
+                            .await
+                    {
+                        // The user exists; a retry will see "in progress"
+                        // until the claim expires, not a second user.
+                        tracing::error!(error = %e, "recording the idempotency result failed");
+                    }
                 }
                 // A failed attempt may be retried with the same key.
                 Err(_) => repo::release_idempotency_key(&self.db, &actor.key(), key).await?,
@@ -366,6 +379,8 @@ impl Users {
         };
 
         let mut created_id = None;
+        let saga_started_ms =
+            (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
         match self
             .run_saga(&new, user_id, job_id, actor, &mut created_id)
             .await
@@ -386,9 +401,30 @@ impl Users {
                 Ok(user.into())
             }
             Err((step, failure)) => {
-                let compensated = self
-                    .compensate(user_id, job_id, created_id.as_deref())
-                    .await;
+                // A create call that failed in transit may still have
+                // created the account: look for one made since we started.
+                let mut in_doubt = false;
+                if created_id.is_none()
+                    && matches!(failure, SagaFailure::Keycloak(KcError::Unavailable(_)))
+                {
+                    match self.kc.find_exact(Some(&username), None).await {
+                        Ok(found) => {
+                            created_id = found
+                                .into_iter()
+                                .find(|u| {
+                                    u.created_ms.is_some_and(|c| c >= saga_started_ms - 5_000)
+                                })
+                                .map(|u| u.id);
+                        }
+                        Err(_) => in_doubt = true,
+                    }
+                }
+                // Unsure whether Keycloak holds the account: leave the job
+                // for the recovery worker instead of reporting "nothing kept".
+                let compensated = !in_doubt
+                    && self
+                        .compensate(user_id, job_id, created_id.as_deref())
+                        .await;
                 let cleanup_pending = !compensated;
                 let error = match &failure {
                     SagaFailure::Keycloak(e) => step_error(step, e, cleanup_pending),
@@ -510,9 +546,10 @@ impl Users {
         granted_by: Option<Uuid>,
     ) -> sqlx::Result<()> {
         let mut tx = self.db.begin().await?;
+        // Claiming the job first: if recovery already took it, stop here.
+        repo::delete_job(&mut *tx, job_id).await?;
         repo::set_status(&mut *tx, user_id, "active").await?;
         repo::replace_roles(&mut tx, user_id, roles, granted_by).await?;
-        repo::delete_job(&mut *tx, job_id).await?;
         tx.commit().await
     }
 
@@ -530,7 +567,11 @@ impl Users {
         let done = async {
             let mut tx = self.db.begin().await?;
             repo::mark_failed(&mut *tx, user_id).await?;
-            repo::delete_job(&mut *tx, job_id).await?;
+            // The job may already be gone (recovery raced us); that is fine.
+            sqlx::query("DELETE FROM provisioning_jobs WHERE id = $1")
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await
         }
         .await;
@@ -757,11 +798,23 @@ impl Users {
 
         // Keycloak side, remembering how to undo it.
         let profile_change = req.enabled.is_some() || first.is_some() || last.is_some();
-        if profile_change {
-            self.kc
+        if profile_change
+            && let Err(e) = self
+                .kc
                 .update(&keycloak_id, req.enabled, first.as_deref(), last.as_deref())
                 .await
-                .map_err(|e| kc_error("Updating the user in Keycloak failed", e))?;
+        {
+            let error = kc_error("Updating the user in Keycloak failed", e);
+            self.audit(
+                actor,
+                "user.update",
+                Some(id),
+                Some(&user.username),
+                "failure",
+                json!({"step": "keycloak", "error": error.to_string()}),
+            )
+            .await;
+            return Err(error);
         }
         let mut role_diff = (Vec::new(), Vec::new());
         if let Some(roles) = &roles {
@@ -770,7 +823,17 @@ impl Users {
                 Err(e) => {
                     self.revert_profile(&keycloak_id, &user, profile_change)
                         .await;
-                    return Err(kc_error("Updating the user's roles in Keycloak failed", e));
+                    let error = kc_error("Updating the user's roles in Keycloak failed", e);
+                    self.audit(
+                        actor,
+                        "user.update",
+                        Some(id),
+                        Some(&user.username),
+                        "failure",
+                        json!({"step": "keycloak roles", "error": error.to_string()}),
+                    )
+                    .await;
+                    return Err(error);
                 }
             }
         }
@@ -780,6 +843,9 @@ impl Users {
             tracing::warn!(error = %e, "ending the disabled user's Keycloak sessions failed");
         }
 
+        let roles_removed = roles
+            .as_ref()
+            .is_some_and(|new| user.roles.iter().any(|r| !new.contains(r)));
         // What Keycloak now holds, so listings show the roles it grants.
         let kc_roles = match &roles {
             Some(_) => self.kc.user_realm_roles(&keycloak_id).await.ok(),
@@ -794,6 +860,12 @@ impl Users {
             }
             if let Some(kc_roles) = &kc_roles {
                 repo::set_keycloak_roles(&mut *tx, id, kc_roles).await?;
+            }
+            // Sessions hold the roles of their sign-in; a removed role must
+            // not outlive the change, so those sessions end. (Bearer tokens
+            // keep their claims until they expire — minutes, by default.)
+            if roles_removed {
+                crate::auth::session::delete_for_user(&mut *tx, id).await?;
             }
             if req.enabled == Some(false) {
                 crate::auth::session::delete_for_user(&mut *tx, id).await?;
@@ -912,10 +984,19 @@ impl Users {
                 "you cannot delete your own account",
             ));
         }
-        self.kc
-            .delete(&keycloak_id)
-            .await
-            .map_err(|e| kc_error("Deleting the user in Keycloak failed", e))?;
+        if let Err(e) = self.kc.delete(&keycloak_id).await {
+            let error = kc_error("Deleting the user in Keycloak failed", e);
+            self.audit(
+                actor,
+                "user.delete",
+                Some(id),
+                Some(&user.username),
+                "failure",
+                json!({"step": "keycloak", "error": error.to_string()}),
+            )
+            .await;
+            return Err(error);
+        }
         let local = async {
             let mut tx = self.db.begin().await?;
             repo::set_status(&mut *tx, id, "deleted").await?;
