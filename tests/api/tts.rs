@@ -707,9 +707,13 @@ async fn only_the_instance_that_started_a_cache_entry_may_write_it() {
     let stack = spawn_stack().await;
     let db = &stack.app.db;
     let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    assert!(cache::begin(db, "k", "audio/mpeg", a).await.unwrap());
-    assert!(
-        !cache::begin(db, "k", "audio/mpeg", b).await.unwrap(),
+    assert_eq!(
+        cache::begin(db, "k", "audio/mpeg", a).await.unwrap(),
+        cache::Claim::Claimed
+    );
+    assert_eq!(
+        cache::begin(db, "k", "audio/mpeg", b).await.unwrap(),
+        cache::Claim::Busy,
         "a second writer does not take over"
     );
     cache::append(db, "k", a, 0, 0, b"abc").await.unwrap();
@@ -727,7 +731,10 @@ async fn only_the_instance_that_started_a_cache_entry_may_write_it() {
         b"abc"
     );
     // A gap or a wrong size is never served.
-    assert!(cache::begin(db, "g", "audio/mpeg", a).await.unwrap());
+    assert_eq!(
+        cache::begin(db, "g", "audio/mpeg", a).await.unwrap(),
+        cache::Claim::Claimed
+    );
     cache::append(db, "g", a, 0, 0, b"abc").await.unwrap();
     cache::append(db, "g", a, 2, 6, b"xyz").await.unwrap();
     cache::finish(db, "g", a, 6, None, "e", 1 << 30)

@@ -26,6 +26,7 @@ struct Meta {
     size: i64,
     duration_ms: Option<i64>,
     etag: Option<String>,
+    stale_access: bool,
 }
 
 /// Entries larger than this are served from Postgres only.
@@ -95,26 +96,24 @@ impl Memory {
 /// The complete entry for `key`, if cached and intact.
 pub async fn load(db: &PgPool, key: &str) -> sqlx::Result<Option<Entry>> {
     let meta: Option<Meta> = sqlx::query_as(
-        "UPDATE tts_cache SET last_access_at = now()
-          WHERE key = $1 AND complete AND last_access_at < now() - interval '1 minute'
-          RETURNING content_type, size, duration_ms, etag",
+        "SELECT content_type, size, duration_ms, etag, last_access_at < now() - interval '1 minute' AS stale_access
+           FROM tts_cache WHERE key = $1 AND complete",
     )
     .bind(key)
     .fetch_optional(db)
     .await?;
-    let meta = match meta {
-        Some(m) => m,
-        None => match sqlx::query_as::<_, Meta>(
-            "SELECT content_type, size, duration_ms, etag FROM tts_cache WHERE key = $1 AND complete",
-        )
-        .bind(key)
-        .fetch_optional(db)
-        .await?
-        {
-            Some(m) => m,
-            None => return Ok(None),
-        },
-    };
+    let Some(meta) = meta else { return Ok(None) };
+    if meta.stale_access {
+        // LRU bookkeeping at most once a minute, off the request path.
+        let db = db.clone();
+        let key = key.to_string();
+        tokio::spawn(async move {
+            let _ = sqlx::query("UPDATE tts_cache SET last_access_at = now() WHERE key = $1")
+                .bind(key)
+                .execute(&db)
+                .await;
+        });
+    }
     let chunks: Vec<(i32, Vec<u8>)> =
         sqlx::query_as("SELECT seq, data FROM tts_chunks WHERE key = $1 ORDER BY seq")
             .bind(key)
@@ -165,30 +164,69 @@ pub async fn duration_ms(db: &PgPool, key: &str) -> sqlx::Result<Option<i64>> {
     .flatten())
 }
 
-/// Claims the right to write `key`. `false`: another writer is at it (on
-/// this or another instance) or it is already complete — stream without
-/// caching. An unfinished entry abandoned by a crashed writer is taken
-/// over after five minutes.
-pub async fn begin(db: &PgPool, key: &str, content_type: &str, writer: Uuid) -> sqlx::Result<bool> {
-    let mut tx = db.begin().await?;
-    sqlx::query(
+/// What `begin` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This writer owns the new entry.
+    Claimed,
+    /// The entry is already complete: serve it instead of synthesizing.
+    Complete,
+    /// Another writer is at it (here or on another instance): stream
+    /// without caching.
+    Busy,
+}
+
+/// Claims the right to write `key`, in one round trip in the common case.
+/// An unfinished entry abandoned by a crashed writer is taken over after
+/// five minutes.
+pub async fn begin(
+    db: &PgPool,
+    key: &str,
+    content_type: &str,
+    writer: Uuid,
+) -> sqlx::Result<Claim> {
+    let (claimed, complete): (bool, bool) = sqlx::query_as(
+        "WITH ins AS (
+           INSERT INTO tts_cache (key, content_type, writer) VALUES ($1, $2, $3)
+           ON CONFLICT (key) DO NOTHING RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM ins),
+                EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND complete)",
+    )
+    .bind(key)
+    .bind(content_type)
+    .bind(writer)
+    .fetch_one(db)
+    .await?;
+    if claimed {
+        return Ok(Claim::Claimed);
+    }
+    if complete {
+        return Ok(Claim::Complete);
+    }
+    let stale = sqlx::query(
         "DELETE FROM tts_cache WHERE key = $1 AND NOT complete AND created_at < now() - interval '5 minutes'",
     )
     .bind(key)
-    .execute(&mut *tx)
-    .await?;
-    let claimed = sqlx::query(
+    .execute(db)
+    .await?
+    .rows_affected();
+    if stale == 0 {
+        return Ok(Claim::Busy);
+    }
+    let retaken = sqlx::query(
         "INSERT INTO tts_cache (key, content_type, writer) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
     )
     .bind(key)
     .bind(content_type)
     .bind(writer)
-    .execute(&mut *tx)
+    .execute(db)
     .await?
-    .rows_affected()
-        == 1;
-    tx.commit().await?;
-    Ok(claimed)
+    .rows_affected();
+    Ok(if retaken == 1 {
+        Claim::Claimed
+    } else {
+        Claim::Busy
+    })
 }
 
 /// Appends a chunk; fails unless `writer` owns the unfinished entry.
@@ -298,7 +336,7 @@ pub async fn store_whole(
 ) -> sqlx::Result<()> {
     use sha2::Digest;
     let writer = Uuid::new_v4();
-    if !begin(db, key, content_type, writer).await? {
+    if begin(db, key, content_type, writer).await? != Claim::Claimed {
         return Ok(());
     }
     append(db, key, writer, 0, 0, data).await?;

@@ -24,7 +24,7 @@ use super::cache;
 use super::engine::{AudioStream, TtsError};
 
 /// Chunks kept in memory for followers that are keeping up.
-const WINDOW: usize = 4;
+const WINDOW: usize = 2;
 
 #[derive(Default)]
 struct Progress {
@@ -164,17 +164,18 @@ impl Flight {
         Fut: std::future::Future<Output = Result<AudioStream, TtsError>>,
     {
         let began = Instant::now();
+        let writer = uuid::Uuid::new_v4();
+        let claim = cache::begin(db, &self.key, content_type, writer)
+            .await
+            .unwrap_or(cache::Claim::Busy);
         // Another request may have completed this entry between its cache
         // check and now: replay it rather than synthesize again.
-        if cache::is_complete(db, &self.key).await.unwrap_or(false) && self.replay(db).await {
+        if claim == cache::Claim::Complete && self.replay(db).await {
             guard.retire();
             self.finish_ok();
             return;
         }
-        let writer = uuid::Uuid::new_v4();
-        let mut persist = cache::begin(db, &self.key, content_type, writer)
-            .await
-            .unwrap_or(false);
+        let mut persist = claim == cache::Claim::Claimed;
         let mut audio = match start().await {
             Ok(a) => a,
             Err(e) => {

@@ -76,23 +76,16 @@ async fn text_to_speech(
             "The Text query parameter is required.",
         ));
     };
-    let speech = state
-        .tts
-        .speak(
-            SpeechParams {
-                text,
-                voice: q.voice_id,
-                language: q.language_code,
-                format: q.output_format,
-                engine_kind: q.engine,
-            },
-            false,
-        )
-        .await?;
-    state.tts.check_rate(&user).await?;
+    let params = SpeechParams {
+        text,
+        voice: q.voice_id,
+        language: q.language_code,
+        format: q.output_format,
+        engine_kind: q.engine,
+    };
     state
         .tts
-        .audio(&user, &speech.key, &headers, LEGACY_CACHE, true)
+        .speak_and_serve(&user, params, &headers, LEGACY_CACHE)
         .await
 }
 
@@ -150,10 +143,7 @@ async fn speech_audio(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     refuse_cross_site(&user, &headers)?;
-    state
-        .tts
-        .audio(&user, &key, &headers, KEYED_CACHE, false)
-        .await
+    state.tts.audio(&user, &key, &headers, KEYED_CACHE).await
 }
 
 /// Word and sentence timings of a registered synthesis (Polly speech-mark

@@ -440,15 +440,42 @@ impl Tts {
 
     /// The audio for `key`: from the cache (with `Range` and
     /// `If-None-Match`), or synthesized and streamed while it is cached.
-    /// `rate_counted`: the caller already counted this request against the
-    /// user's rate limit.
+    /// The audio of a registered key (`GET /api/tts/{key}`).
     pub async fn audio(
         &self,
         user: &CurrentUser,
         key: &str,
         headers: &HeaderMap,
         cache_control: &'static str,
-        rate_counted: bool,
+    ) -> Result<Response, ApiError> {
+        self.serve(user, key, None, headers, cache_control).await
+    }
+
+    /// Speaks `params` and serves the audio in one go (`/textToSpeech`):
+    /// a cache hit costs no database write and no rate-limit count.
+    pub async fn speak_and_serve(
+        &self,
+        user: &CurrentUser,
+        params: SpeechParams,
+        headers: &HeaderMap,
+        cache_control: &'static str,
+    ) -> Result<Response, ApiError> {
+        let keyed = self.resolve(params, false).await?;
+        let key = keyed.key();
+        self.serve(user, &key, Some(keyed), headers, cache_control)
+            .await
+    }
+
+    /// From the cache (with `Range` and `If-None-Match`), or synthesized and
+    /// streamed while it is cached. Misses count against the rate limit and
+    /// the daily quota.
+    async fn serve(
+        &self,
+        user: &CurrentUser,
+        key: &str,
+        known: Option<Keyed>,
+        headers: &HeaderMap,
+        cache_control: &'static str,
     ) -> Result<Response, ApiError> {
         let etag = format!("\"{key}\"");
         let cached = match self.inner.memory.get(key) {
@@ -468,12 +495,23 @@ impl Tts {
                 .unwrap_or(etag);
             return Ok(serve_cached(&entry, &etag, headers, cache_control));
         }
-        let keyed = self.keyed(key).await?;
+        let keyed = match known {
+            Some(k) => {
+                // Recorded for /api/tts/{key}/marks; off the critical path.
+                let db = self.inner.db.clone();
+                let record = k.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = remember(&db, &record).await {
+                        tracing::warn!(error = %e, "recording a speech request failed");
+                    }
+                });
+                k
+            }
+            None => self.keyed(key).await?,
+        };
         let synthesis = self.synthesis(&keyed)?;
         metrics::counter!("voxgate_tts_cache_total", "result" => "miss").increment(1);
-        if !rate_counted {
-            self.check_rate(user).await?;
-        }
+        self.check_rate(user).await?;
         let chars = keyed.text.chars().count() as i64;
         let exempt = user.has_role("agent") || user.has_role("admin");
         if !exempt {
