@@ -83,7 +83,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         .unwrap_or_else(|| {
             // A v4 UUID from the thread-local generator: uuid's own v4 asks
             // the OS for randomness on every call.
-            uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+            uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string()
         });
     if let Ok(v) = HeaderValue::from_str(&id) {
         req.headers_mut().insert(REQUEST_ID, v);

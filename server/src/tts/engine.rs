@@ -104,7 +104,8 @@ pub trait SpeechEngine: Send + Sync {
     fn default_voice(&self) -> &str;
     /// Most characters one upstream request may carry.
     fn request_limit(&self) -> usize;
-    async fn voices(&self) -> Result<Vec<Voice>, TtsError>;
+    /// Shared, so the per-request voice check does not copy the list.
+    async fn voices(&self) -> Result<std::sync::Arc<Vec<Voice>>, TtsError>;
     /// Starts a synthesis. Errors before the first byte are returned here;
     /// later ones arrive in the stream.
     async fn synthesize(&self, s: &Synthesis) -> Result<AudioStream, TtsError>;

@@ -18,7 +18,7 @@ const MP3_KBPS: u32 = 48;
 
 pub struct LocalEngine {
     espeak: Espeak,
-    voices: OnceCell<Vec<Voice>>,
+    voices: OnceCell<std::sync::Arc<Vec<Voice>>>,
     default_voice: String,
 }
 
@@ -89,11 +89,11 @@ impl SpeechEngine for LocalEngine {
         PIECE_CHARS
     }
 
-    async fn voices(&self) -> Result<Vec<Voice>, TtsError> {
+    async fn voices(&self) -> Result<std::sync::Arc<Vec<Voice>>, TtsError> {
         self.voices
             .get_or_try_init(|| async {
                 let voices = self.espeak.voices().await.map_err(audio_error)?;
-                Ok::<_, TtsError>(
+                Ok::<_, TtsError>(std::sync::Arc::new(
                     voices
                         .into_iter()
                         .map(|v| Voice {
@@ -104,7 +104,7 @@ impl SpeechEngine for LocalEngine {
                             engines: vec!["standard".into()],
                         })
                         .collect(),
-                )
+                ))
             })
             .await
             .cloned()

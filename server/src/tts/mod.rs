@@ -223,10 +223,11 @@ impl Tts {
         let voices = self.inner.engine.voices().await?;
         Ok(match language.filter(|l| !l.is_empty()) {
             Some(l) => voices
-                .into_iter()
+                .iter()
                 .filter(|v| language_matches(&v.language, l))
+                .cloned()
                 .collect(),
-            None => voices,
+            None => voices.as_ref().clone(),
         })
     }
 

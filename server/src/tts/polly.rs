@@ -3,6 +3,7 @@
 //! 5xx before the response starts; once audio flows, a failure aborts the
 //! stream (it is never retried mid-way, and never cached).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
@@ -26,7 +27,10 @@ const VOICES_TTL: Duration = Duration::from_secs(3600);
 
 pub struct PollyEngine {
     client: aws_sdk_polly::Client,
-    voices: Mutex<Option<(Instant, Vec<Voice>)>>,
+    /// The voice list, read on every request without waiting…
+    voices: std::sync::RwLock<Option<(Instant, Arc<Vec<Voice>>)>>,
+    /// …and refreshed by one caller at a time.
+    refreshing: Mutex<()>,
     default_voice: String,
 }
 
@@ -63,7 +67,8 @@ impl PollyEngine {
         let config = loader.load().await;
         PollyEngine {
             client: aws_sdk_polly::Client::new(&config),
-            voices: Mutex::new(None),
+            voices: std::sync::RwLock::new(None),
+            refreshing: Mutex::new(()),
             default_voice: default_voice.unwrap_or_else(|| "Joanna".into()),
         }
     }
@@ -214,25 +219,38 @@ impl SpeechEngine for PollyEngine {
         POLLY_LIMIT
     }
 
-    async fn voices(&self) -> Result<Vec<Voice>, TtsError> {
-        let mut cached = self.voices.lock().await;
-        if let Some((at, voices)) = cached.as_ref()
-            && at.elapsed() < VOICES_TTL
-        {
-            return Ok(voices.clone());
+    async fn voices(&self) -> Result<Arc<Vec<Voice>>, TtsError> {
+        let fresh = |v: &Option<(Instant, Arc<Vec<Voice>>)>| {
+            v.as_ref()
+                .filter(|(at, _)| at.elapsed() < VOICES_TTL)
+                .map(|(_, l)| l.clone())
+        };
+        if let Some(list) = self.voices.read().ok().and_then(|v| fresh(&v)) {
+            return Ok(list);
         }
-        let fresh = self.describe_voices().await;
-        match fresh {
+        let _refresh = self.refreshing.lock().await;
+        if let Some(list) = self.voices.read().ok().and_then(|v| fresh(&v)) {
+            return Ok(list);
+        }
+        match self.describe_voices().await {
             Ok(voices) => {
-                *cached = Some((Instant::now(), voices.clone()));
-                Ok(voices)
+                let list = Arc::new(voices);
+                if let Ok(mut v) = self.voices.write() {
+                    *v = Some((Instant::now(), list.clone()));
+                }
+                Ok(list)
             }
             // A failed refresh keeps serving the last list: voices rarely
             // change, and speech must not stop for a DescribeVoices blip.
-            Err(e) => match cached.as_ref() {
-                Some((_, stale)) => {
+            Err(e) => match self
+                .voices
+                .read()
+                .ok()
+                .and_then(|v| v.as_ref().map(|(_, l)| l.clone()))
+            {
+                Some(stale) => {
                     tracing::warn!(error = %e, "refreshing Polly voices failed; using the last list");
-                    Ok(stale.clone())
+                    Ok(stale)
                 }
                 None => Err(e),
             },
