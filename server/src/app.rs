@@ -45,14 +45,14 @@ impl App {
         ];
         let tts = crate::tts::Tts::new(db.clone(), &config).await;
         let chat = crate::chat::Chat::from_config(&config)?;
-        let state = AppState {
+        let state = AppState::new(crate::state::Parts {
             config,
             db,
             auth,
             users,
             tts,
             chat,
-        };
+        });
         Ok(App {
             listener,
             address,

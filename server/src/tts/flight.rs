@@ -165,18 +165,20 @@ impl Flight {
     {
         let began = Instant::now();
         let writer = uuid::Uuid::new_v4();
-        let claim = cache::begin(db, &self.key, content_type, writer)
-            .await
-            .unwrap_or(cache::Claim::Busy);
+        // Claiming the cache row runs alongside the upstream call, so the
+        // first byte does not wait for the database.
+        let (claim, started) =
+            tokio::join!(cache::begin(db, &self.key, content_type, writer), start());
+        let claim = claim.unwrap_or(cache::Claim::Busy);
         // Another request may have completed this entry between its cache
-        // check and now: replay it rather than synthesize again.
+        // check and now: replay it rather than use a second synthesis.
         if claim == cache::Claim::Complete && self.replay(db).await {
             guard.retire();
             self.finish_ok();
             return;
         }
         let mut persist = claim == cache::Claim::Claimed;
-        let mut audio = match start().await {
+        let mut audio = match started {
             Ok(a) => a,
             Err(e) => {
                 let _ = cache::abandon(db, &self.key, writer).await;
@@ -203,27 +205,31 @@ impl Flight {
                         metrics::histogram!("voxgate_tts_first_byte_seconds")
                             .record(began.elapsed().as_secs_f64());
                     }
-                    if persist
-                        && cache::append(db, &self.key, writer, seq, offset, &bytes)
-                            .await
-                            .is_err()
-                    {
-                        tracing::warn!(
-                            "audio cache write failed; this synthesis will not be cached"
-                        );
-                        let _ = cache::abandon(db, &self.key, writer).await;
-                        persist = false;
-                    }
                     if finish.mp3_frames {
                         duration_ms += voxgate_audio::mp3_duration_estimate(&bytes)
                             .map(|d| d.as_millis() as i64)
                             .unwrap_or(0);
                     }
                     hash.update(&bytes);
+                    let chunk_offset = offset;
                     offset += bytes.len() as i64;
-                    self.publish(seq, bytes, !persist);
+                    // Publish first, store second: the newest chunk always
+                    // stays in the window until the next one is published,
+                    // and by then it is stored.
+                    self.publish(seq, bytes.clone(), !persist);
                     if seq == 0 {
                         let _ = self.started.send(Some(Ok(())));
+                    }
+                    if persist
+                        && cache::append(db, &self.key, writer, seq, chunk_offset, &bytes)
+                            .await
+                            .is_err()
+                    {
+                        tracing::warn!(
+                            "audio cache write failed; this synthesis will not be cached"
+                        );
+                        persist = false;
+                        self.keep_everything();
                     }
                     seq += 1;
                 }
@@ -258,6 +264,9 @@ impl Flight {
                 let _ = cache::abandon(db, &self.key, writer).await;
             }
         }
+        if !persist {
+            let _ = cache::abandon(db, &self.key, writer).await;
+        }
         guard.retire();
         self.finish_ok();
     }
@@ -289,6 +298,14 @@ impl Flight {
             let _ = self.started.send(Some(Ok(())));
         }
         true
+    }
+
+    /// The cache can no longer be relied on: keep every chunk in memory so
+    /// followers still get all of them.
+    fn keep_everything(&self) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.persist_failed = true;
+        }
     }
 
     fn finish_ok(&self) {
