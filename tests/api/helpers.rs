@@ -197,15 +197,17 @@ pub fn config_for(database: &TestDatabase, settings: &TestSettings) -> Config {
     Config::load_from(None, |k| env.get(k).cloned()).expect("test configuration is valid")
 }
 
-pub async fn spawn_app_on(settings: TestSettings) -> TestApp {
-    spawn_app_with(settings).await
+pub async fn spawn_app_with(settings: TestSettings) -> TestApp {
+    try_spawn_app_with(settings).await.expect("app builds")
 }
 
-pub async fn spawn_app_with(settings: TestSettings) -> TestApp {
+/// Like [`spawn_app_with`], but a failure to start (e.g. a chosen port
+/// taken meanwhile) is returned for the caller to retry.
+pub async fn try_spawn_app_with(settings: TestSettings) -> anyhow::Result<TestApp> {
     init_test_logging();
     let database = TestDatabase::new().await;
     let config = config_for(&database, &settings);
-    let app = App::build(config).await.expect("app builds");
+    let app = App::build(config).await?;
     let address = app.address();
     let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -217,7 +219,7 @@ pub async fn spawn_app_with(settings: TestSettings) -> TestApp {
         .cookie_store(true)
         .build()
         .expect("client");
-    TestApp {
+    Ok(TestApp {
         address,
         client,
         db: database.pool().await,
@@ -225,7 +227,7 @@ pub async fn spawn_app_with(settings: TestSettings) -> TestApp {
         state,
         shutdown: Some(tx),
         server: Some(server),
-    }
+    })
 }
 
 impl TestApp {

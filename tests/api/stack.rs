@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keycloak_standin::{Standin, StandinConfig};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestSettings, spawn_app_on};
+use crate::helpers::{TestApp, TestSettings};
 
 pub const REALM: &str = "voxgate";
 pub const WEB_SECRET: &str = "dev-only-voxgate-web-secret";
@@ -64,28 +64,42 @@ pub async fn spawn_stack() -> Stack {
 }
 
 pub async fn spawn_stack_with(settings: TestSettings) -> Stack {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let kc = Standin::start(StandinConfig {
-        realm_jsons: vec![realm_for(&base)],
-        ..StandinConfig::default()
-    })
-    .await
-    .expect("keycloak stand-in starts");
-    let settings = settings
-        .set("VOXGATE_BIND", format!("127.0.0.1:{port}"))
-        .set("VOXGATE_PUBLIC_URL", base.clone())
-        .set("VOXGATE_OIDC_ISSUER", kc.issuer(REALM))
-        .set("VOXGATE_OIDC_CLIENT_SECRET", WEB_SECRET)
-        .set("VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", ADMIN_SECRET);
-    let app = spawn_app_on(settings).await;
-    let stack = Stack {
-        app,
-        kc,
-        polly: None,
-    };
-    stack.wait_ready().await;
-    stack
+    // The app's port must be known before the realm (its redirect and
+    // back-channel URLs) is loaded, so it is picked first; if another test
+    // takes it in between, start over with a new one.
+    for attempt in 1..=5 {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let kc = Standin::start(StandinConfig {
+            realm_jsons: vec![realm_for(&base)],
+            ..StandinConfig::default()
+        })
+        .await
+        .expect("keycloak stand-in starts");
+        let app_settings = settings
+            .clone()
+            .set("VOXGATE_BIND", format!("127.0.0.1:{port}"))
+            .set("VOXGATE_PUBLIC_URL", base.clone())
+            .set("VOXGATE_OIDC_ISSUER", kc.issuer(REALM))
+            .set("VOXGATE_OIDC_CLIENT_SECRET", WEB_SECRET)
+            .set("VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", ADMIN_SECRET);
+        match crate::helpers::try_spawn_app_with(app_settings).await {
+            Ok(app) => {
+                let stack = Stack {
+                    app,
+                    kc,
+                    polly: None,
+                };
+                stack.wait_ready().await;
+                return stack;
+            }
+            Err(e) if attempt < 5 => {
+                eprintln!("starting the app on port {port} failed ({e}); retrying");
+            }
+            Err(e) => panic!("the app does not start: {e}"),
+        }
+    }
+    unreachable!()
 }
 
 impl Stack {
