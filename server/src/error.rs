@@ -251,6 +251,9 @@ pub trait ResultExt<T> {
     /// If the error is a unique violation of `constraint`, answer 409 with
     /// `field` and `detail`; anything else passes through.
     fn on_constraint(self, constraint: &str, field: &str, detail: &str) -> Result<T, ApiError>;
+
+    /// The same for several constraints: `(constraint, field, detail)`.
+    fn on_constraints(self, map: &[(&str, &str, &str)]) -> Result<T, ApiError>;
 }
 
 impl<T, E: Into<ApiError>> ResultExt<T> for Result<T, E>
@@ -258,11 +261,17 @@ where
     E: AsConstraint,
 {
     fn on_constraint(self, constraint: &str, field: &str, detail: &str) -> Result<T, ApiError> {
+        self.on_constraints(&[(constraint, field, detail)])
+    }
+
+    fn on_constraints(self, map: &[(&str, &str, &str)]) -> Result<T, ApiError> {
         self.map_err(|e| {
-            if e.constraint() == Some(constraint) {
-                ApiError::conflict(field, detail)
-            } else {
-                e.into()
+            let hit = e
+                .constraint()
+                .and_then(|c| map.iter().find(|(name, _, _)| *name == c));
+            match hit {
+                Some((_, field, detail)) => ApiError::conflict(*field, *detail),
+                None => e.into(),
             }
         })
     }

@@ -124,7 +124,9 @@ impl From<Failure> for ApiError {
             Failure::Token(e) => {
                 let description = e.to_string().replace('"', "'");
                 ApiError::Unauthorized {
-                    detail: format!("Invalid bearer token: {description}."),
+                    detail: format!(
+                        "Invalid bearer token: {description}. Get a new access token from Keycloak and retry."
+                    ),
                     challenge: Some(format!(
                         r#"Bearer error="invalid_token", error_description="{description}""#
                     )),

@@ -449,9 +449,7 @@ async fn logout(
     let secure = cookies_secure(&parts, &state);
     let base = external_base(&parts, &state);
     let signed_out = format!("{base}/auth/signed-out");
-    let row = session_for(&parts, &state)
-        .await
-        .map_err(|_| PageError::internal(anyhow::anyhow!("session lookup failed")))?;
+    let row = session_for(&parts, &state).await.map_err(PageError::from)?;
     let Some(row) = row else {
         let jar = jar.add(removal(state.config.session.cookie_name.clone(), secure));
         return Ok((jar, Redirect::to("/auth/signed-out")).into_response());

@@ -147,13 +147,6 @@ pub async fn load(db: &PgPool, key: &str) -> sqlx::Result<Option<Entry>> {
     }))
 }
 
-pub async fn is_complete(db: &PgPool, key: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND complete)")
-        .bind(key)
-        .fetch_one(db)
-        .await
-}
-
 pub async fn duration_ms(db: &PgPool, key: &str) -> sqlx::Result<Option<i64>> {
     Ok(sqlx::query_scalar::<_, Option<i64>>(
         "SELECT duration_ms FROM tts_cache WHERE key = $1 AND complete",

@@ -109,10 +109,6 @@ impl Flights {
             active.remove(key);
         }
     }
-
-    pub fn in_flight(&self) -> usize {
-        self.active.lock().map(|a| a.len()).unwrap_or(0)
-    }
 }
 
 /// Takes a finished (or panicked, or cancelled) flight out of the map, so

@@ -679,11 +679,6 @@ impl Tts {
         }
         Ok(marks)
     }
-
-    /// Syntheses running right now on this instance.
-    pub fn in_flight(&self) -> usize {
-        self.inner.flights.in_flight()
-    }
 }
 
 /// `en-US` matches `en-us`, and a bare `en` matches any English.

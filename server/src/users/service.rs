@@ -26,7 +26,7 @@ use super::model::{
 use super::repo::{self, Audit};
 use crate::auth::users::PrincipalCache;
 use crate::config::Config;
-use crate::error::{ApiError, FieldError};
+use crate::error::{ApiError, FieldError, ResultExt};
 
 /// Who is acting, for permission checks and the audit trail.
 #[derive(Debug, Clone)]
@@ -358,7 +358,10 @@ impl Users {
                 &new.last_name,
             )
             .await
-            .map_err(sql_conflict)?;
+            .on_constraints(&[
+                ("users_username_key", "username", CONFLICT_USERNAME),
+                ("users_email_key", "email", CONFLICT_EMAIL),
+            ])?;
             let job_id = repo::insert_job(
                 &mut *tx,
                 user_id,
@@ -704,7 +707,7 @@ impl Users {
             search,
             status,
             limit: per_page,
-            offset: (page - 1) * per_page,
+            offset: page_offset(page, per_page)?,
         };
         let (rows, total) = repo::list_users(&self.db, &filter).await?;
         Ok(UserPage {
@@ -731,8 +734,14 @@ impl Users {
                 "page starts at 1 and per_page must be between 1 and 200.",
             ));
         }
-        let (items, total) =
-            repo::list_audit(&self.db, target, action, per_page, (page - 1) * per_page).await?;
+        let (items, total) = repo::list_audit(
+            &self.db,
+            target,
+            action,
+            per_page,
+            page_offset(page, per_page)?,
+        )
+        .await?;
         Ok(AuditPage {
             items,
             total,
@@ -1235,15 +1244,6 @@ enum SagaFailure {
     Database(sqlx::Error),
 }
 
-fn sql_conflict(e: sqlx::Error) -> ApiError {
-    use crate::error::AsConstraint;
-    match e.constraint() {
-        Some("users_username_key") => ApiError::conflict("username", CONFLICT_USERNAME),
-        Some("users_email_key") => ApiError::conflict("email", CONFLICT_EMAIL),
-        _ => ApiError::from(e),
-    }
-}
-
 /// One difference between Keycloak and voxgate.
 #[derive(Debug, Serialize)]
 pub struct Drift {
@@ -1262,4 +1262,15 @@ impl Drift {
             fixed: None,
         }
     }
+}
+
+/// The row offset of a page, refusing pages past any sane list (a huge
+/// `page` would otherwise overflow into a database error).
+fn page_offset(page: i64, per_page: i64) -> Result<i64, ApiError> {
+    (page - 1)
+        .checked_mul(per_page)
+        .filter(|o| *o <= 10_000_000)
+        .ok_or_else(|| {
+            ApiError::bad_request("page is too large; use a page number within the listed total.")
+        })
 }
