@@ -467,15 +467,7 @@ async fn keycloak_outage_keeps_bearer_tokens_working_and_makes_login_503() {
     assert!(recovered, "sign-in recovers once Keycloak is back");
     let (client, landing) = stack.browser_login("bob", "bob", "/").await;
     assert_eq!(landing, stack.app.url("/"));
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(stack.me_status(&client).await, 200);
 }
 
 #[tokio::test]
@@ -583,15 +575,7 @@ async fn browser_login_creates_a_session_and_logout_ends_it() {
     )));
     assert!(end_session.contains("id_token_hint="));
     assert!(end_session.contains("post_logout_redirect_uri="));
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(stack.me_status(&client).await, 401);
     let back = client.get(&end_session).send().await.unwrap();
     assert_eq!(back.status(), 302);
     assert_eq!(location(&back), stack.app.url("/auth/signed-out"));
@@ -665,15 +649,7 @@ async fn callback_with_a_wrong_state_is_refused() {
             .unwrap()
             .contains("expired or was already used")
     );
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(stack.me_status(&client).await, 401);
 }
 
 #[tokio::test]
@@ -711,15 +687,7 @@ async fn a_wrong_pkce_verifier_fails_the_code_exchange() {
     let response = client.get(&callback).send().await.unwrap();
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("did not accept"));
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(stack.me_status(&client).await, 401);
 }
 
 #[tokio::test]
@@ -776,15 +744,7 @@ async fn signing_in_rotates_the_session_id_and_kills_the_old_one() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    assert_eq!(
-        victim
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(stack.me_status(&victim).await, 200);
 }
 
 #[tokio::test]
@@ -827,16 +787,7 @@ async fn cookie_authenticated_state_changes_need_same_origin_and_csrf_token() {
         .await
         .unwrap();
     assert_eq!(wrong_token.status(), 403);
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200,
-        "still signed in"
-    );
+    assert_eq!(stack.me_status(&client).await, 200, "still signed in");
     let null_origin_cross_site = client
         .post(stack.app.url("/auth/logout"))
         .header("origin", "null")
@@ -855,30 +806,14 @@ async fn cookie_authenticated_state_changes_need_same_origin_and_csrf_token() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 303);
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(stack.me_status(&client).await, 401);
 }
 
 #[tokio::test]
 async fn keycloak_back_channel_logout_ends_the_local_session() {
     let stack = spawn_stack().await;
     let (client, _) = stack.browser_login("bob", "bob", "/").await;
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(stack.me_status(&client).await, 200);
     // An admin ends bob's sessions in Keycloak; Keycloak calls us back.
     let admin_token = stack.password_token_master().await;
     let bob_id = stack.kc.user_by_username(REALM, "bob").unwrap()["id"]
@@ -897,14 +832,7 @@ async fn keycloak_back_channel_logout_ends_the_local_session() {
     assert_eq!(response.status(), 204);
     let mut ended = false;
     for _ in 0..200 {
-        if client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 401
-        {
+        if stack.me_status(&client).await == 401 {
             ended = true;
             break;
         }
@@ -949,12 +877,7 @@ async fn back_channel_logout_rejects_unverified_tokens() {
         assert_eq!(response.status(), 400);
     }
     assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        stack.me_status(&client).await,
         200,
         "session survives forged logouts"
     );
@@ -969,15 +892,7 @@ async fn back_channel_logout_rejects_unverified_tokens() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(stack.me_status(&client).await, 401);
 }
 
 #[tokio::test]
@@ -992,15 +907,7 @@ async fn a_session_refreshes_its_access_token_and_ends_when_refresh_is_refused()
         .execute(&stack.app.db)
         .await
         .unwrap();
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(stack.me_status(&client).await, 200);
     let after: String = sqlx::query_scalar("SELECT access_token FROM sessions")
         .fetch_one(&stack.app.db)
         .await
@@ -1014,15 +921,7 @@ async fn a_session_refreshes_its_access_token_and_ends_when_refresh_is_refused()
         .await
         .unwrap();
     stack.kc.go_down().await;
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(stack.me_status(&client).await, 200);
     stack.kc.come_back().await.unwrap();
 
     // Refresh refused (Keycloak session gone): the local session ends.
@@ -1031,15 +930,7 @@ async fn a_session_refreshes_its_access_token_and_ends_when_refresh_is_refused()
         .execute(&stack.app.db)
         .await
         .unwrap();
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(stack.me_status(&client).await, 401);
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
         .fetch_one(&stack.app.db)
         .await
@@ -1055,15 +946,7 @@ async fn idle_sessions_expire() {
         .execute(&stack.app.db)
         .await
         .unwrap();
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(stack.me_status(&client).await, 401);
 }
 
 #[tokio::test]
@@ -1074,15 +957,7 @@ async fn absolute_session_lifetime_is_enforced() {
         .execute(&stack.app.db)
         .await
         .unwrap();
-    assert_eq!(
-        client
-            .get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(stack.me_status(&client).await, 401);
 }
 
 #[tokio::test]

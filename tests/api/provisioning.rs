@@ -877,14 +877,7 @@ async fn disabling_applies_to_both_systems_and_ends_sessions() {
     let (dave, _) = stack
         .browser_login("dave", "a long enough password", "/")
         .await;
-    assert_eq!(
-        dave.get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(stack.me_status(&dave).await, 200);
     let dave_token = stack.password_token("dave", "a long enough password").await;
 
     let r = stack
@@ -907,15 +900,7 @@ async fn disabling_applies_to_both_systems_and_ends_sessions() {
         0,
         "Keycloak sessions ended"
     );
-    assert_eq!(
-        dave.get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401,
-        "local session ended"
-    );
+    assert_eq!(stack.me_status(&dave).await, 401, "local session ended");
     assert_eq!(
         stack.get_with_token("/api/me", &dave_token).await.status(),
         403,
@@ -1370,11 +1355,7 @@ async fn removing_a_role_ends_the_users_sessions() {
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
-        gail.get(stack.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        stack.me_status(&gail).await,
         401,
         "the session with the old role ended"
     );
@@ -1390,4 +1371,23 @@ async fn removing_a_role_ends_the_users_sessions() {
         .await
         .unwrap();
     assert_eq!(me["roles"], json!(["user"]));
+}
+
+#[tokio::test]
+async fn a_page_number_past_any_list_is_a_400_not_a_500() {
+    let stack = spawn_stack().await;
+    let token = stack.admin_token().await;
+    for path in [
+        "/api/admin/users?page=9223372036854775807&per_page=100",
+        "/api/admin/audit?page=9223372036854775807",
+    ] {
+        let response = stack
+            .admin_call(reqwest::Method::GET, path, &token, None)
+            .await;
+        let p = problem(response, 400).await;
+        assert!(
+            p["detail"].as_str().unwrap().contains("page"),
+            "{path}: {p}"
+        );
+    }
 }

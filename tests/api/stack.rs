@@ -103,6 +103,18 @@ pub async fn spawn_stack_with(settings: TestSettings) -> Stack {
 }
 
 impl Stack {
+    /// The status of `GET /api/me` for a browser-like client: 200 while its
+    /// session lives, 401 once it has ended.
+    pub async fn me_status(&self, client: &reqwest::Client) -> u16 {
+        client
+            .get(self.app.url("/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// Waits until the app has fetched the realm's keys.
     pub async fn wait_ready(&self) {
         for _ in 0..100 {
