@@ -6,6 +6,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# timed LABEL COMMAND... runs COMMAND and logs how long it took.
+timed() {
+    local label="$1" start=$SECONDS rc=0
+    shift
+    log "$label"
+    "$@" || rc=$?
+    log "$label: $((SECONDS - start)) s"
+    return "$rc"
+}
+
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
@@ -23,23 +33,87 @@ ensure_packages() {
     fi
 }
 
-# ensure_postgres starts the local cluster if it is installed but stopped.
+# The Postgres every script and test talks to unless VOXGATE_TEST_DATABASE_URL
+# names another one. No password in the URL: libpq and sqlx both read
+# ~/.pgpass, which ensure_postgres fills in for the cluster it sets up.
+PG_DEFAULT_URL="postgres://postgres@127.0.0.1:5432/postgres"
+
+pg_reachable() { psql "$1" -Atqc 'SELECT 1' >/dev/null 2>&1; }
+
+# ensure_postgres makes the local Postgres answer on 127.0.0.1:5432 with
+# password authentication, idempotently:
+# - a Postgres that already answers is left alone (whoever runs it);
+# - otherwise Debian's postgresql package is installed if missing, a cluster
+#   created if there is none, and the cluster started if it is down;
+# - if the postgres role cannot log in over TCP (Debian's pg_hba.conf asks
+#   for scram-sha-256 on 127.0.0.1 and the role has no password), it gets a
+#   generated password, recorded in ~/.pgpass (mode 0600), unless it has a
+#   password already. pg_hba.conf is not edited.
 ensure_postgres() {
-    local url="${VOXGATE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-    if psql "$url" -Atqc 'SELECT 1' >/dev/null 2>&1; then return 0; fi
-    if ! command -v pg_ctlcluster >/dev/null; then
-        ensure_packages postgresql
+    local url="${VOXGATE_TEST_DATABASE_URL:-$PG_DEFAULT_URL}"
+    if pg_reachable "$url"; then return 0; fi
+    if [ -n "${VOXGATE_TEST_DATABASE_URL:-}" ]; then
+        echo "Postgres is not reachable at VOXGATE_TEST_DATABASE_URL ($url)." >&2
+        echo "Start it, or unset the variable to use a local cluster these scripts set up." >&2
+        return 1
     fi
-    log "starting Postgres"
-    local version
-    version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)"
-    as_root pg_ctlcluster "${version:-15}" main start || true
+
+    ensure_packages postgresql postgresql-client
+    local version status
+    version="$(pg_lsclusters -h 2>/dev/null | awk '$2 == "main" && $3 == 5432 { print $1 }' | sort -V | tail -1)"
+    if [ -z "$version" ]; then
+        if pg_lsclusters -h 2>/dev/null | awk '$3 == 5432' | grep -q .; then
+            echo "A Postgres cluster other than 'main' uses port 5432; set VOXGATE_TEST_DATABASE_URL to reach it." >&2
+            return 1
+        fi
+        version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
+        log "creating Postgres cluster $version/main on port 5432"
+        as_root pg_createcluster "$version" main --port 5432 >/dev/null
+    fi
+    status="$(pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" { print $4 }')"
+    if [ "$status" != online ]; then
+        log "starting Postgres $version/main"
+        as_root pg_ctlcluster "$version" main start
+    fi
+    local ready=0
     for _ in $(seq 1 30); do
-        psql "$url" -Atqc 'SELECT 1' >/dev/null 2>&1 && return 0
+        if pg_isready -q -h 127.0.0.1 -p 5432; then ready=1; break; fi
         sleep 1
     done
-    echo "Postgres is not reachable at $url" >&2
-    return 1
+    if [ "$ready" != 1 ]; then
+        echo "Postgres $version/main did not come up; see /var/log/postgresql/postgresql-$version-main.log" >&2
+        return 1
+    fi
+    pg_reachable "$url" && return 0
+
+    # A password somebody else set is never replaced.
+    local has_password
+    has_password="$(as_root runuser -u postgres -- psql -X -Atq -d postgres \
+        -c "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'postgres'")"
+    if [ "$has_password" = t ]; then
+        echo "The postgres role has a password these scripts do not know: add it to ~/.pgpass" >&2
+        echo "(127.0.0.1:5432:*:postgres:PASSWORD) or set VOXGATE_TEST_DATABASE_URL." >&2
+        return 1
+    fi
+    log "setting up password login for the postgres role (recorded in ~/.pgpass)"
+    local password pgpass="$HOME/.pgpass"
+    password="$(tr -dc 'a-zA-Z0-9' </dev/urandom | head -c 32)"
+    # Through stdin, so the password never shows in a process list.
+    printf "ALTER ROLE postgres PASSWORD '%s';\n" "$password" \
+        | as_root runuser -u postgres -- psql -X -q -d postgres -f - >/dev/null
+    touch "$pgpass"
+    chmod 600 "$pgpass"
+    local kept
+    kept="$(grep -v -E '^(127\.0\.0\.1|localhost):5432:\*:postgres:' "$pgpass" || true)"
+    {
+        [ -n "$kept" ] && printf '%s\n' "$kept"
+        printf '127.0.0.1:5432:*:postgres:%s\n' "$password"
+        printf 'localhost:5432:*:postgres:%s\n' "$password"
+    } >"$pgpass"
+    if ! pg_reachable "$url"; then
+        echo "Postgres answers but the postgres role still cannot log in at $url." >&2
+        return 1
+    fi
 }
 
 ensure_rust() {

@@ -3,10 +3,16 @@
 //! through its admin REST API.
 //!
 //! A missing realm is created from the file as it is (`POST /admin/realms`);
-//! an existing one gets the file's users, clients and roles through
-//! `POST /admin/realms/{realm}/partialImport` with the chosen
-//! `ifResourceExists` policy. The file is sent as raw JSON, never through
-//! typed structs, so fields this program does not know still reach Keycloak.
+//! an existing one gets the file's missing users, clients and roles through
+//! `POST /admin/realms/{realm}/partialImport` (policy `SKIP`, or `FAIL`).
+//! Resources that exist are compared field by field with the file, so a
+//! changed redirect URI shows as a change, never as "exists". `overwrite`
+//! updates those in place (`PUT` on the user, client or role) instead of
+//! Keycloak's own `OVERWRITE`, which deletes and recreates them: that would
+//! give users new ids (voxgate maps users by id) and drop the role mappings
+//! of users who are not in the file and a client's service account.
+//! The file is sent as raw JSON, never through typed structs, so fields this
+//! program does not know still reach Keycloak.
 //!
 //! Exit codes (scripts rely on them, see docs/deployment.md):
 //! 0 done or nothing to do, 1 error (Keycloak unreachable, sign-in refused,
@@ -78,7 +84,8 @@ pub struct ImportArgs {
 pub enum IfExists {
     /// Keep what Keycloak has; only add what is missing.
     Skip,
-    /// Replace existing resources with the file's version.
+    /// Update existing users, clients and roles to the file's version, in
+    /// place (ids, role mappings, passwords and service accounts are kept).
     Overwrite,
     /// Stop (exit 3) if any resource already exists; nothing is imported.
     Fail,
@@ -183,13 +190,34 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
         ));
         return Ok(());
     }
+    let plan = plan(&admin, &realm_file).await?;
     if args.dry_run {
-        return dry_run(&admin, &realm_file, args.if_exists, report).await;
+        return dry_run(&admin, &realm_file, &plan, args.if_exists, report);
     }
+    // Additions (and the fail policy's all-or-nothing check) go through
+    // Keycloak's partial import; it never touches what exists under SKIP.
+    let policy = match args.if_exists {
+        IfExists::Fail => IfExists::Fail,
+        IfExists::Skip | IfExists::Overwrite => IfExists::Skip,
+    };
     let response = admin
-        .partial_import(&realm_file.partial_import_body(args.if_exists))
+        .partial_import(&realm_file.partial_import_body(policy))
         .await?;
-    report.extend(summarise(&realm_file, &shown, &response));
+    let mut overwritten = Vec::new();
+    if args.if_exists == IfExists::Overwrite {
+        for item in plan.iter().filter(|i| !i.differs.is_empty()) {
+            admin.update_in_place(item).await?;
+            overwritten.push(item);
+        }
+    }
+    report.extend(summarise(
+        &realm_file,
+        &shown,
+        &response,
+        &overwritten,
+        args.if_exists,
+        &plan,
+    ));
     Ok(())
 }
 
@@ -396,8 +424,7 @@ impl Admin {
     }
 
     fn realm_url(&self, rest: &str) -> Result<Url, Failure> {
-        let realm =
-            percent_encoding::utf8_percent_encode(&self.realm, percent_encoding::NON_ALPHANUMERIC);
+        let realm = segment(&self.realm);
         self.url(&format!("admin/realms/{realm}{rest}"))
     }
 
@@ -485,45 +512,118 @@ impl Admin {
         }
     }
 
-    /// Client ids present in the realm, mapped to their internal ids.
-    async fn client_ids(&self) -> Result<Vec<(String, String)>, Failure> {
-        let mut url = self.realm_url("/clients")?;
+    /// Every client of the realm, as Keycloak represents it.
+    async fn clients(&self) -> Result<Vec<Value>, Failure> {
+        self.list("/clients").await
+    }
+
+    /// A list resource under the realm (`/roles`, `/clients/{id}/roles`…).
+    async fn list(&self, path: &str) -> Result<Vec<Value>, Failure> {
+        let mut url = self.realm_url(path)?;
         url.query_pairs_mut().append_pair("max", "10000");
+        Ok(self.get(url).await?.as_array().cloned().unwrap_or_default())
+    }
+
+    /// The user with exactly this username (any letter case), if any.
+    async fn user(&self, username: &str) -> Result<Option<Value>, Failure> {
+        let mut url = self.realm_url("/users")?;
+        url.query_pairs_mut()
+            .append_pair("username", username)
+            .append_pair("exact", "true");
         let list = self.get(url).await?;
         Ok(list
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default()
             .iter()
-            .filter_map(|c| {
-                Some((
-                    c.get("clientId")?.as_str()?.to_string(),
-                    c.get("id")?.as_str()?.to_string(),
-                ))
+            .find(|u| {
+                u.get("username")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(username))
             })
-            .collect())
+            .cloned())
     }
 
-    async fn role_names(&self, path: &str) -> Result<Vec<String>, Failure> {
-        let mut url = self.realm_url(path)?;
-        url.query_pairs_mut()
-            .append_pair("briefRepresentation", "true")
-            .append_pair("max", "10000");
-        let list = self.get(url).await?;
-        Ok(names(&list, "name"))
+    /// Brings an existing resource to the file's version with a `PUT` on
+    /// the resource itself: Keycloak keeps its id, its role mappings, its
+    /// credentials and (for a client) its roles and service account.
+    async fn update_in_place(&self, item: &Item) -> Result<(), Failure> {
+        let Some(current) = &item.current else {
+            return Ok(());
+        };
+        let mut body = current.clone();
+        if let (Some(body), Some(file)) = (body.as_object_mut(), item.file.as_object()) {
+            for (key, value) in file {
+                if item.kind.ignored().contains(&key.as_str()) {
+                    continue;
+                }
+                if key == "attributes" {
+                    let attributes = body.entry("attributes").or_insert_with(|| json!({}));
+                    if let (Some(a), Some(v)) = (attributes.as_object_mut(), value.as_object()) {
+                        for (k, v) in v {
+                            a.insert(k.clone(), v.clone());
+                        }
+                    }
+                } else {
+                    body.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        let id = current
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let path = match item.kind {
+            Kind::Client => format!("/clients/{id}"),
+            Kind::User => format!("/users/{id}"),
+            Kind::RealmRole => format!(
+                "/roles/{}",
+                percent_encoding::utf8_percent_encode(
+                    &item.name,
+                    percent_encoding::NON_ALPHANUMERIC
+                )
+            ),
+            Kind::ClientRole => return Ok(()),
+        };
+        let (status, response) = self
+            .send(self.http.put(self.realm_url(&path)?).json(&body))
+            .await?;
+        match status {
+            200 | 204 => Ok(()),
+            401 | 403 => Err(self.not_allowed(
+                status,
+                &format!("update {} {}", item.kind.label(), item.name),
+            )),
+            _ => Err(Failure::Error(format!(
+                "Keycloak refused to update {} {} (HTTP {status}: {}); what was listed before this line was applied",
+                item.kind.label(),
+                item.name,
+                keycloak_error(&response)
+            ))),
+        }
     }
+}
 
-    async fn user_exists(&self, username: &str) -> Result<bool, Failure> {
-        let mut url = self.realm_url("/users")?;
-        url.query_pairs_mut()
-            .append_pair("username", username)
-            .append_pair("exact", "true")
-            .append_pair("briefRepresentation", "true");
-        let list = self.get(url).await?;
-        Ok(names(&list, "username")
-            .iter()
-            .any(|u| u.eq_ignore_ascii_case(username)))
-    }
+/// A name as one URL path segment. Only what would end or change the
+/// segment is escaped: Keycloak refuses paths that escape unreserved
+/// characters such as `-` ("Request path not normalized").
+fn segment(name: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'/')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'\\')
+        .add(b'^')
+        .add(b'`')
+        .add(b'{')
+        .add(b'|')
+        .add(b'}');
+    percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
 }
 
 fn names(list: &Value, field: &str) -> Vec<String> {
@@ -535,39 +635,189 @@ fn names(list: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
-/// Compares the file with the realm and says what an import would do.
-async fn dry_run(
-    admin: &Admin,
-    file: &RealmFile,
-    policy: IfExists,
-    lines: &mut Vec<String>,
-) -> Result<(), Failure> {
-    let clients = admin.client_ids().await?;
-    let realm_roles = admin.role_names("/roles").await?;
-    let mut plan: Vec<(&'static str, String, bool)> = Vec::new();
-    for id in file.clients() {
-        plan.push((
-            "client",
+/// What kind of resource a plan item is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Client,
+    RealmRole,
+    ClientRole,
+    User,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Client => "client",
+            Kind::RealmRole => "realm role",
+            Kind::ClientRole => "client role",
+            Kind::User => "user",
+        }
+    }
+
+    /// Fields that are not the resource's own settings, or that an update
+    /// in place must not send (ids, credentials, mappings, sub-resources).
+    fn ignored(self) -> &'static [&'static str] {
+        match self {
+            Kind::Client => &[
+                "id",
+                "protocolMappers",
+                "defaultClientScopes",
+                "optionalClientScopes",
+                "authorizationSettings",
+                "access",
+            ],
+            Kind::RealmRole | Kind::ClientRole => {
+                &["id", "composite", "composites", "containerId", "clientRole"]
+            }
+            Kind::User => &[
+                "id",
+                "credentials",
+                "realmRoles",
+                "clientRoles",
+                "groups",
+                "serviceAccountClientId",
+                "federatedIdentities",
+                "access",
+                "createdTimestamp",
+            ],
+        }
+    }
+}
+
+/// One resource of the file and what Keycloak has of it.
+struct Item {
+    kind: Kind,
+    name: String,
+    /// The file's version.
+    file: Value,
+    /// Keycloak's current version, when it exists.
+    current: Option<Value>,
+    /// Fields whose value in the file differs from Keycloak's.
+    differs: Vec<String>,
+}
+
+impl Item {
+    fn new(kind: Kind, name: String, file: Value, current: Option<Value>) -> Item {
+        let differs = current
+            .as_ref()
+            .map(|c| differing_fields(&file, c, kind.ignored()))
+            .unwrap_or_default();
+        Item {
+            kind,
+            name,
+            file,
+            current,
+            differs,
+        }
+    }
+
+    /// Service-account users are made by their client; they are never
+    /// compared or updated on their own.
+    fn exists(&self) -> bool {
+        self.current.is_some()
+    }
+}
+
+/// The fields of `file` whose values Keycloak holds differently. A field
+/// Keycloak does not report is not counted as a difference; `attributes`
+/// are compared key by key; lists are compared as sets.
+fn differing_fields(file: &Value, current: &Value, ignored: &[&str]) -> Vec<String> {
+    let Some(fields) = file.as_object() else {
+        return Vec::new();
+    };
+    let mut differs = Vec::new();
+    for (key, wanted) in fields {
+        if ignored.contains(&key.as_str()) {
+            continue;
+        }
+        let Some(have) = current.get(key) else {
+            continue;
+        };
+        if key == "attributes" {
+            for (name, value) in wanted.as_object().into_iter().flatten() {
+                if !same(value, have.get(name).unwrap_or(&Value::Null)) {
+                    differs.push(format!("attributes.{name}"));
+                }
+            }
+        } else if !same(wanted, have) {
+            differs.push(key.clone());
+        }
+    }
+    differs
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => {
+            let mut x: Vec<String> = x.iter().map(Value::to_string).collect();
+            let mut y: Vec<String> = y.iter().map(Value::to_string).collect();
+            x.sort();
+            y.sort();
+            x.dedup();
+            y.dedup();
+            x == y
+        }
+        // Keycloak stores attribute values as strings (or lists of them).
+        (Value::String(x), Value::Array(y)) | (Value::Array(y), Value::String(x)) => {
+            y.len() == 1 && y[0].as_str() == Some(x)
+        }
+        (Value::Bool(x), Value::String(y)) | (Value::String(y), Value::Bool(x)) => {
+            y == &x.to_string()
+        }
+        _ => a == b,
+    }
+}
+
+/// Reads what Keycloak has of every resource in the file.
+async fn plan(admin: &Admin, file: &RealmFile) -> Result<Vec<Item>, Failure> {
+    let clients = admin.clients().await?;
+    let realm_roles = admin.list("/roles").await?;
+    let find = |list: &[Value], field: &str, name: &str| {
+        list.iter()
+            .find(|v| v.get(field).and_then(Value::as_str) == Some(name))
+            .cloned()
+    };
+    let mut plan = Vec::new();
+    for client in file.list("clients") {
+        let Some(id) = client.get("clientId").and_then(Value::as_str) else {
+            continue;
+        };
+        let current = find(&clients, "clientId", id);
+        plan.push(Item::new(
+            Kind::Client,
             id.to_string(),
-            clients.iter().any(|(c, _)| c == id),
+            client.clone(),
+            current,
         ));
     }
-    for name in file.realm_roles() {
-        plan.push((
-            "realm role",
+    for role in file
+        .json
+        .pointer("/roles/realm")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let Some(name) = role.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let current = find(&realm_roles, "name", name);
+        plan.push(Item::new(
+            Kind::RealmRole,
             name.to_string(),
-            realm_roles.iter().any(|r| r == name),
+            role.clone(),
+            current,
         ));
     }
     let mut client_roles: Vec<(String, Vec<String>)> = Vec::new();
     for (client, role) in file.client_roles() {
-        let present = match clients.iter().find(|(c, _)| c == client) {
+        let internal = find(&clients, "clientId", client)
+            .and_then(|c| c.get("id").and_then(Value::as_str).map(str::to_string));
+        let present = match internal {
             None => false,
-            Some((_, internal)) => {
+            Some(internal) => {
                 if !client_roles.iter().any(|(c, _)| c == client) {
-                    let names = admin
-                        .role_names(&format!("/clients/{internal}/roles"))
-                        .await?;
+                    let roles = admin.list(&format!("/clients/{internal}/roles")).await?;
+                    let names = names(&Value::Array(roles), "name");
                     client_roles.push((client.to_string(), names));
                 }
                 client_roles
@@ -575,21 +825,48 @@ async fn dry_run(
                     .any(|(c, names)| c == client && names.iter().any(|n| n == role))
             }
         };
-        plan.push(("client role", format!("{client}/{role}"), present));
+        // Client roles are only added, never compared.
+        let current = present.then(|| json!({}));
+        plan.push(Item::new(
+            Kind::ClientRole,
+            format!("{client}/{role}"),
+            json!({}),
+            current,
+        ));
     }
     for user in file.list("users") {
         let Some(username) = user.get("username").and_then(Value::as_str) else {
             continue;
         };
         // Keycloak's user search never returns service-account users; one
-        // exists exactly when its client does.
-        let present = match user.get("serviceAccountClientId").and_then(Value::as_str) {
-            Some(client) => clients.iter().any(|(c, _)| c == client),
-            None => admin.user_exists(username).await?,
+        // exists exactly when its client does, and is left to its client.
+        let current = match user.get("serviceAccountClientId").and_then(Value::as_str) {
+            Some(client) => find(&clients, "clientId", client).map(|_| json!({})),
+            None => admin.user(username).await?,
         };
-        plan.push(("user", username.to_string(), present));
+        let file_version = if user.get("serviceAccountClientId").is_some() {
+            json!({})
+        } else {
+            user.clone()
+        };
+        plan.push(Item::new(
+            Kind::User,
+            username.to_string(),
+            file_version,
+            current,
+        ));
     }
+    Ok(plan)
+}
 
+/// Says what an import would do, from the plan.
+fn dry_run(
+    admin: &Admin,
+    file: &RealmFile,
+    plan: &[Item],
+    policy: IfExists,
+    lines: &mut Vec<String>,
+) -> Result<(), Failure> {
     lines.push(format!(
         "dry run: realm {} exists at {}; comparing its users, clients and roles with {} (policy {})",
         file.name,
@@ -597,32 +874,51 @@ async fn dry_run(
         file.summary(),
         policy.name()
     ));
-    let (mut add, mut overwrite, mut skip) = (0, 0, 0);
-    for (kind, name, present) in &plan {
-        let action = match (present, policy) {
-            (false, _) => {
+    let (mut add, mut overwrite, mut skip, mut differ) = (0, 0, 0, 0);
+    for item in plan {
+        let action = match (item.exists(), item.differs.is_empty(), policy) {
+            (false, _, _) => {
                 add += 1;
                 "would add"
             }
-            (true, IfExists::Skip) => {
+            (true, true, IfExists::Skip | IfExists::Overwrite) => {
                 skip += 1;
                 "would skip (exists)"
             }
-            (true, IfExists::Overwrite) => {
+            (true, false, IfExists::Skip) => {
+                skip += 1;
+                differ += 1;
+                "would skip (differs)"
+            }
+            (true, false, IfExists::Overwrite) => {
                 overwrite += 1;
                 "would overwrite"
             }
-            (true, IfExists::Fail) => {
+            (true, _, IfExists::Fail) => {
                 skip += 1;
                 "conflict (exists)"
             }
         };
-        lines.push(format!("  {action:<20} {kind} {name}"));
+        let fields = if item.differs.is_empty() || policy == IfExists::Fail {
+            String::new()
+        } else {
+            format!(": {}", item.differs.join(", "))
+        };
+        lines.push(format!(
+            "  {action:<20} {} {}{fields}",
+            item.kind.label(),
+            item.name
+        ));
     }
     if policy == IfExists::Fail && skip > 0 {
         return Err(Failure::Conflict(format!(
             "dry run: an import would fail: {skip} resource(s) already exist (policy fail); nothing was changed"
         )));
+    }
+    if differ > 0 {
+        lines.push(format!(
+            "dry run: {differ} existing resource(s) differ from the file; --if-exists overwrite would update them in place"
+        ));
     }
     lines.push(format!(
         "dry run: {add} to add, {overwrite} to overwrite, {skip} to skip; realm settings of an existing realm are not changed; nothing was changed"
@@ -630,20 +926,36 @@ async fn dry_run(
     Ok(())
 }
 
-/// Turns Keycloak's partial-import summary into report lines.
-fn summarise(file: &RealmFile, base: &str, response: &Value) -> Vec<String> {
+/// Turns Keycloak's partial-import summary and the updates made in place
+/// into report lines.
+fn summarise(
+    file: &RealmFile,
+    base: &str,
+    response: &Value,
+    overwritten: &[&Item],
+    policy: IfExists,
+    plan: &[Item],
+) -> Vec<String> {
     let count = |k: &str| response.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let (added, overwritten, skipped) = (count("added"), count("overwritten"), count("skipped"));
-    if added == 0 && overwritten == 0 {
-        return vec![format!(
+    let added = count("added");
+    let overwritten_count = overwritten.len() as u64;
+    let skipped = count("skipped").saturating_sub(overwritten_count);
+    let kept: Vec<&Item> = if policy == IfExists::Skip {
+        plan.iter().filter(|i| !i.differs.is_empty()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut lines = if added == 0 && overwritten_count == 0 {
+        vec![format!(
             "no change: realm {} at {base} already has every user, client and role in the file ({skipped} skipped)",
             file.name
-        )];
-    }
-    let mut lines = vec![format!(
-        "updated realm {} at {base}: {added} added, {overwritten} overwritten, {skipped} skipped",
-        file.name
-    )];
+        )]
+    } else {
+        vec![format!(
+            "updated realm {} at {base}: {added} added, {overwritten_count} overwritten, {skipped} skipped",
+            file.name
+        )]
+    };
     for result in response
         .get("results")
         .and_then(Value::as_array)
@@ -659,6 +971,30 @@ fn summarise(file: &RealmFile, base: &str, response: &Value) -> Vec<String> {
                 field("resourceName")
             ));
         }
+    }
+    for item in overwritten {
+        lines.push(format!(
+            "  {:<12} {} {} ({})",
+            "overwritten",
+            item.kind.label(),
+            item.name,
+            item.differs.join(", ")
+        ));
+    }
+    for item in &kept {
+        lines.push(format!(
+            "  {:<12} {} {} differs from the file ({}); kept Keycloak's version",
+            "skipped",
+            item.kind.label(),
+            item.name,
+            item.differs.join(", ")
+        ));
+    }
+    if !kept.is_empty() {
+        lines.push(format!(
+            "{} existing resource(s) differ from the file; run again with --if-exists overwrite to update them in place",
+            kept.len()
+        ));
     }
     lines
 }
@@ -731,6 +1067,50 @@ mod tests {
     }
 
     #[test]
+    fn differences_are_the_files_fields_keycloak_holds_otherwise() {
+        let file = json!({
+            "clientId": "web",
+            "redirectUris": ["https://a/*", "https://b/*"],
+            "publicClient": false,
+            "attributes": {"pkce.code.challenge.method": "S256", "post.logout.redirect.uris": "+"},
+            "protocolMappers": [{"name": "ignored"}],
+            "futureField": 1
+        });
+        let same = json!({
+            "id": "x",
+            "clientId": "web",
+            "redirectUris": ["https://b/*", "https://a/*"],
+            "publicClient": false,
+            "attributes": {"pkce.code.challenge.method": "S256", "post.logout.redirect.uris": "+", "other": "1"},
+            "protocolMappers": []
+        });
+        assert!(differing_fields(&file, &same, Kind::Client.ignored()).is_empty());
+        let mut changed = same.clone();
+        changed["redirectUris"] = json!(["https://a/*"]);
+        changed["attributes"]["pkce.code.challenge.method"] = json!("plain");
+        assert_eq!(
+            differing_fields(&file, &changed, Kind::Client.ignored()),
+            ["redirectUris", "attributes.pkce.code.challenge.method"]
+        );
+    }
+
+    #[test]
+    fn user_credentials_and_mappings_are_never_compared() {
+        let file = json!({"username": "bob", "firstName": "Robert", "credentials": [{"value": "x"}], "realmRoles": ["user"]});
+        let current = json!({"id": "1", "username": "bob", "firstName": "Bob", "credentials": [], "realmRoles": []});
+        assert_eq!(
+            differing_fields(&file, &current, Kind::User.ignored()),
+            ["firstName"]
+        );
+    }
+
+    #[test]
+    fn names_in_paths_keep_unreserved_characters_as_they_are() {
+        assert_eq!(segment("vg-imp_1.x~"), "vg-imp_1.x~");
+        assert_eq!(segment("a/b c%"), "a%2Fb%20c%25");
+    }
+
+    #[test]
     fn keycloak_base_refuses_realm_urls_and_other_schemes() {
         assert_eq!(
             keycloak_base("http://kc:8080").unwrap().as_str(),
@@ -775,6 +1155,9 @@ mod tests {
             &f,
             "http://kc/",
             &json!({"added": 0, "overwritten": 0, "skipped": 4, "results": []}),
+            &[],
+            IfExists::Skip,
+            &[],
         );
         assert_eq!(lines.len(), 1);
         assert!(lines[0].starts_with("no change: realm r"), "{lines:?}");
@@ -785,6 +1168,9 @@ mod tests {
                 {"action": "ADDED", "resourceType": "USER", "resourceName": "carol"},
                 {"action": "SKIPPED", "resourceType": "CLIENT", "resourceName": "web"}
             ]}),
+            &[],
+            IfExists::Skip,
+            &[],
         );
         assert!(lines[0].starts_with("updated realm r"), "{lines:?}");
         assert_eq!(lines.len(), 2, "skipped resources are only counted");

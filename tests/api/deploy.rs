@@ -19,7 +19,7 @@ use polly_standin::{PollyConfig, PollyStandin};
 use serde_json::Value;
 
 use crate::helpers::{TestDatabase, TestSettings};
-use crate::stack::{REALM, Stack, form_action, location, spawn_stack_with, urlencoding};
+use crate::stack::{REALM, Stack, form_action, free_port, location, spawn_stack_with, urlencoding};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const WEB_SECRET: &str = crate::stack::WEB_SECRET;
@@ -39,14 +39,6 @@ fn nginx_missing() -> bool {
     }
     eprintln!("skipping: {NGINX} is not installed (scripts/test installs Debian's nginx)");
     true
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A temporary directory, removed on drop.
@@ -279,7 +271,7 @@ impl Instance {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
             .arg("serve")
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(crate::helpers::base_env())
             .envs(env)
             .env("VOXGATE_BIND", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
@@ -930,12 +922,10 @@ fn compose_images_are_pinned_and_every_service_has_a_health_check() {
             "{name} has a health check"
         );
     }
-    assert!(
-        service(&compose, "keycloak")["image"]
-            .as_str()
-            .unwrap()
-            .starts_with("quay.io/keycloak/keycloak:26."),
-        "the official Keycloak 26 image"
+    assert_eq!(
+        service(&compose, "keycloak")["image"].as_str().unwrap(),
+        format!("quay.io/keycloak/keycloak:{}", pinned_keycloak_version()),
+        "the official Keycloak image, the same version as the tests run (scripts/keycloak)"
     );
     let keycloak_check = service(&compose, "keycloak")["healthcheck"]["test"].to_string();
     assert!(
@@ -1243,4 +1233,18 @@ fn the_dockerfile_builds_a_pinned_non_root_image_with_a_health_check() {
         stub < sources,
         "dependencies are built before the sources arrive"
     );
+}
+
+/// The Keycloak version `scripts/keycloak` fetches and the real-Keycloak
+/// lane runs.
+fn pinned_keycloak_version() -> String {
+    let script =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/keycloak"))
+            .unwrap();
+    let line = script
+        .lines()
+        .find_map(|l| l.strip_prefix("KEYCLOAK_VERSION="))
+        .expect("scripts/keycloak pins KEYCLOAK_VERSION");
+    assert!(line.starts_with("26."), "a Keycloak 26 release: {line}");
+    line.to_string()
 }

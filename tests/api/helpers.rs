@@ -296,3 +296,13 @@ pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Va
     );
     body
 }
+
+/// What a child process started with a cleared environment still needs:
+/// `PATH`, and what the Postgres client reads to log in (`~/.pgpass` by way
+/// of `HOME`, or `PGPASSFILE`/`PGPASSWORD`).
+pub fn base_env() -> Vec<(String, String)> {
+    ["PATH", "HOME", "PGPASSFILE", "PGPASSWORD"]
+        .into_iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}

@@ -12,6 +12,7 @@ mod deploy;
 mod foundation;
 mod pages;
 mod provisioning;
+mod real_keycloak;
 mod realm_import;
 mod tts;
 

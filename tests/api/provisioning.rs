@@ -1091,7 +1091,7 @@ fn cli(stack: &Stack) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate"));
     command
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(crate::helpers::base_env())
         .env("DATABASE_URL", &stack.app.database.url)
         .env("VOXGATE_OIDC_ISSUER", stack.kc.issuer(REALM))
         .env(

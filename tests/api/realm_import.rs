@@ -66,7 +66,7 @@ async fn import(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxgate"));
     command
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(crate::helpers::base_env())
         .args(["realm", "import"])
         .args(args)
         .envs(env.iter().copied());
@@ -520,7 +520,7 @@ async fn the_wrapper_script_imports_the_project_realm_and_passes_exit_codes_on()
         let mut command = tokio::process::Command::new(script);
         command
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(crate::helpers::base_env())
             .env("VOXGATE_BIN", env!("CARGO_BIN_EXE_voxgate"))
             .env("KEYCLOAK_URL", kc.base_url())
             .env("KEYCLOAK_ADMIN_USER", "admin")

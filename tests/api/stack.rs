@@ -43,7 +43,7 @@ fn realm_file() -> Value {
 }
 
 /// The project's realm, with every local URL moved to the test app's port.
-fn realm_for(app_base: &str) -> Value {
+pub fn realm_for(app_base: &str) -> Value {
     let text = realm_file()
         .to_string()
         .replace("http://127.0.0.1:8080", app_base)
@@ -51,7 +51,7 @@ fn realm_for(app_base: &str) -> Value {
     serde_json::from_str(&text).expect("patched realm")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -126,10 +126,6 @@ impl Stack {
         panic!("app never became ready");
     }
 
-    pub fn token_url(&self) -> String {
-        format!("{}/protocol/openid-connect/token", self.kc.issuer(REALM))
-    }
-
     /// A real access token for a seeded or created user (password grant on
     /// the dev-only `voxgate-cli` client).
     pub async fn password_token(&self, username: &str, password: &str) -> String {
@@ -140,20 +136,7 @@ impl Stack {
     }
 
     pub async fn password_grant(&self, username: &str, password: &str) -> Value {
-        let response = reqwest::Client::new()
-            .post(self.token_url())
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", "voxgate-cli"),
-                ("username", username),
-                ("password", password),
-                ("scope", "openid"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "password grant for {username}");
-        response.json().await.unwrap()
+        password_grant(&self.kc.issuer(REALM), username, password).await
     }
 
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
@@ -188,17 +171,15 @@ impl Stack {
         password: &str,
         return_to: &str,
     ) -> String {
-        let callback = self
-            .login_until_callback(client, username, password, return_to)
-            .await;
-        let done = client.get(&callback).send().await.unwrap();
-        assert_eq!(
-            done.status(),
-            303,
-            "callback redirects: {}",
-            done.text().await.unwrap_or_default()
-        );
-        location(&done)
+        browser_login_with(
+            &self.app,
+            &self.kc.issuer(REALM),
+            client,
+            username,
+            password,
+            return_to,
+        )
+        .await
     }
 
     /// Runs the flow up to (not including) the app's callback and returns
@@ -210,43 +191,15 @@ impl Stack {
         password: &str,
         return_to: &str,
     ) -> String {
-        let start = client
-            .get(
-                self.app
-                    .url(&format!("/auth/login?return_to={}", urlencoding(return_to))),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(start.status(), 303, "login redirects to Keycloak");
-        let auth_url = location(&start);
-        assert!(auth_url.starts_with(&self.kc.issuer(REALM)), "{auth_url}");
-        let page = client.get(&auth_url).send().await.unwrap();
-        if page.status() == 302 {
-            // Keycloak already has an SSO session for this browser.
-            let callback = location(&page);
-            assert!(
-                callback.starts_with(&self.app.url("/auth/callback")),
-                "{callback}"
-            );
-            return callback;
-        }
-        assert_eq!(page.status(), 200);
-        let html = page.text().await.unwrap();
-        let action = form_action(&html);
-        let submitted = client
-            .post(&action)
-            .form(&[("username", username), ("password", password)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(submitted.status(), 302, "login form accepted");
-        let callback = location(&submitted);
-        assert!(
-            callback.starts_with(&self.app.url("/auth/callback")),
-            "{callback}"
-        );
-        callback
+        login_until_callback(
+            &self.app,
+            &self.kc.issuer(REALM),
+            client,
+            username,
+            password,
+            return_to,
+        )
+        .await
     }
 
     /// The claims of a JWT, decoded without verification.
@@ -302,6 +255,91 @@ pub fn form_action(html: &str) -> String {
     let a = rest.find("action=\"").expect("form action") + 8;
     let end = rest[a..].find('"').unwrap();
     rest[a..a + end].replace("&amp;", "&")
+}
+
+/// A token from the dev-only `voxgate-cli` client's password grant.
+pub async fn password_grant(issuer: &str, username: &str, password: &str) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{issuer}/protocol/openid-connect/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "voxgate-cli"),
+            ("username", username),
+            ("password", password),
+            ("scope", "openid"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "password grant for {username}");
+    response.json().await.unwrap()
+}
+
+/// Signs in through the app and Keycloak's HTML login form like a browser
+/// would; returns where the app finally sent the browser.
+pub async fn browser_login_with(
+    app: &TestApp,
+    issuer: &str,
+    client: &reqwest::Client,
+    username: &str,
+    password: &str,
+    return_to: &str,
+) -> String {
+    let callback = login_until_callback(app, issuer, client, username, password, return_to).await;
+    let done = client.get(&callback).send().await.unwrap();
+    assert_eq!(
+        done.status(),
+        303,
+        "callback redirects: {}",
+        done.text().await.unwrap_or_default()
+    );
+    location(&done)
+}
+
+/// The browser flow up to (not including) the app's callback: returns the
+/// callback URL Keycloak sent the browser to.
+pub async fn login_until_callback(
+    app: &TestApp,
+    issuer: &str,
+    client: &reqwest::Client,
+    username: &str,
+    password: &str,
+    return_to: &str,
+) -> String {
+    let start = client
+        .get(app.url(&format!("/auth/login?return_to={}", urlencoding(return_to))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 303, "login redirects to Keycloak");
+    let auth_url = location(&start);
+    assert!(auth_url.starts_with(issuer), "{auth_url}");
+    let page = client.get(&auth_url).send().await.unwrap();
+    if page.status() == 302 {
+        // Keycloak already has an SSO session for this browser.
+        let callback = location(&page);
+        assert!(
+            callback.starts_with(&app.url("/auth/callback")),
+            "{callback}"
+        );
+        return callback;
+    }
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let action = form_action(&html);
+    let submitted = client
+        .post(&action)
+        .form(&[("username", username), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), 302, "login form accepted");
+    let callback = location(&submitted);
+    assert!(
+        callback.starts_with(&app.url("/auth/callback")),
+        "{callback}"
+    );
+    callback
 }
 
 impl Stack {

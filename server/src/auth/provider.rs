@@ -53,6 +53,8 @@ pub struct ProviderStatus {
     pub key_count: usize,
     pub key_age: Option<Duration>,
     pub failures: u64,
+    /// Key-set downloads tried since start, scheduled or on an unknown kid.
+    pub fetches: u64,
     pub last_error: Option<String>,
 }
 
@@ -130,6 +132,7 @@ impl Provider {
             key_count: s.keys.len(),
             key_age: s.fetched_at.map(|t| t.elapsed()),
             failures: s.failures,
+            fetches: s.generation,
             last_error: s.last_error.clone(),
         }
     }

@@ -240,6 +240,49 @@ pub async fn get_role(
     }
 }
 
+/// `PUT /roles/{name}`: Keycloak updates the role in place (its id, and so
+/// every mapping to it, stays); name, description and attributes come from
+/// the body.
+pub async fn update_role(
+    State(shared): State<Arc<Shared>>,
+    Path((realm, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let body = match json_body(&body) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return admin_error(StatusCode::BAD_REQUEST, "unknown_error"),
+        Err(r) => return r,
+    };
+    if !caller.can_manage_realm() {
+        return forbidden();
+    }
+    let Some(r) = world.realm_mut(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    let Some(role) = r
+        .roles
+        .iter_mut()
+        .find(|role| role.client.is_none() && role.name == name)
+    else {
+        return admin_error(StatusCode::NOT_FOUND, "Could not find role");
+    };
+    let updated = match new_role(&body, None) {
+        Ok(updated) => updated,
+        Err(resp) => return resp,
+    };
+    role.name = updated.name;
+    role.description = updated.description;
+    if body.get("attributes").is_some() {
+        role.attributes = updated.attributes;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 fn new_role(body: &Value, client: Option<String>) -> Result<Role, Response> {
     let name = body
         .get("name")
@@ -347,10 +390,32 @@ fn client_rep(c: &Client, with_secret: bool) -> Value {
     m.insert("frontchannelLogout".into(), json!(true));
     m.insert("protocol".into(), json!("openid-connect"));
     m.insert("attributes".into(), json!(c.attributes));
+    m.insert("authenticationFlowBindingOverrides".into(), json!({}));
     m.insert("fullScopeAllowed".into(), json!(c.full_scope_allowed));
+    m.insert("nodeReRegistrationTimeout".into(), json!(-1));
     if !c.protocol_mappers.is_empty() {
         m.insert("protocolMappers".into(), json!(c.protocol_mappers));
     }
+    let default_scopes = c.default_client_scopes.clone().unwrap_or_else(|| {
+        ["web-origins", "acr", "roles", "profile", "basic", "email"]
+            .map(String::from)
+            .to_vec()
+    });
+    m.insert("defaultClientScopes".into(), json!(default_scopes));
+    m.insert(
+        "optionalClientScopes".into(),
+        json!([
+            "address",
+            "phone",
+            "offline_access",
+            "organization",
+            "microprofile-jwt"
+        ]),
+    );
+    m.insert(
+        "access".into(),
+        json!({"view": true, "configure": true, "manage": true}),
+    );
     Value::Object(m)
 }
 
@@ -417,6 +482,60 @@ pub async fn get_client(
         Some(c) => json_response(StatusCode::OK, client_rep(c, caller.can_manage_clients())),
         None => client_not_found(),
     }
+}
+
+/// `PUT /clients/{id}`: the client is replaced by the body's version in
+/// place — same internal id, so its roles, their mappings and its
+/// service-account user stay. Like Keycloak, a body without a secret keeps
+/// the current one.
+pub async fn update_client(
+    State(shared): State<Arc<Shared>>,
+    Path((realm, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let body = match json_body(&body) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return admin_error(StatusCode::BAD_REQUEST, "unknown_error"),
+        Err(r) => return r,
+    };
+    if !caller.can_manage_clients() {
+        return forbidden();
+    }
+    let Some(r) = world.realm_mut(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    let Some(position) = r.clients.iter().position(|c| c.id == id) else {
+        return client_not_found();
+    };
+    let mut updated = match crate::realm_import::parse_client_value(&body, "client") {
+        Ok(c) => c,
+        Err(e) => return error_message(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let current = &r.clients[position];
+    if updated.client_id != current.client_id && r.client(&updated.client_id).is_some() {
+        return error_message(
+            StatusCode::CONFLICT,
+            &format!("Client {} already exists", updated.client_id),
+        );
+    }
+    updated.id = current.id.clone();
+    if updated.secret.is_none() {
+        updated.secret = current.secret.clone();
+    }
+    if body.get("protocolMappers").is_none() {
+        updated.protocol_mappers = current.protocol_mappers.clone();
+    }
+    if body.get("defaultClientScopes").is_none() {
+        updated.default_client_scopes = current.default_client_scopes.clone();
+    }
+    updated.authorization_services |= current.authorization_services;
+    r.clients[position] = updated;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 pub async fn list_client_roles(
@@ -505,10 +624,12 @@ pub async fn partial_import(
         "SKIP" => Policy::Skip,
         "OVERWRITE" => Policy::Overwrite,
         "FAIL" => Policy::Fail,
+        // Keycloak fails to read the body into its enum: a 500.
         _ => {
-            return error_message(
-                StatusCode::BAD_REQUEST,
-                "Invalid value for ifResourceExists",
+            return crate::http::oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unknown_error",
+                "Cannot parse the JSON",
             );
         }
     };
@@ -557,12 +678,8 @@ fn apply_partial_import(
         overwritten: 0,
         results: Vec::new(),
     };
-    let conflict = |kind: &str, name: &str| {
-        error_message(
-            StatusCode::CONFLICT,
-            &format!("{kind} '{name}' already exists"),
-        )
-    };
+    // Keycloak's own wording, which differs per resource type.
+    let conflict = |message: String| error_message(StatusCode::CONFLICT, &message);
     let bad = |e: anyhow::Error| error_message(StatusCode::BAD_REQUEST, &e.to_string());
 
     if let Some(clients) = body.get("clients").and_then(Value::as_array) {
@@ -574,7 +691,12 @@ fn apply_partial_import(
                 .iter()
                 .position(|x| x.client_id == client.client_id);
             match (existing, policy) {
-                (Some(_), Policy::Fail) => return Err(conflict("Client", &client.client_id)),
+                (Some(_), Policy::Fail) => {
+                    return Err(conflict(format!(
+                        "Client id '{}' already exists",
+                        client.client_id
+                    )));
+                }
                 (Some(pos), Policy::Skip) => {
                     let id = r.clients[pos].id.clone();
                     tally.record("SKIPPED", "CLIENT", &client.client_id, &id);
@@ -593,9 +715,11 @@ fn apply_partial_import(
         }
     }
     if let Some(roles) = body.get("roles") {
-        let mut groups: Vec<(Option<String>, String, &Vec<Value>)> = Vec::new();
+        // (container, resource type, client id for client roles, roles)
+        type RoleGroup<'a> = (Option<String>, String, Option<String>, &'a Vec<Value>);
+        let mut groups: Vec<RoleGroup> = Vec::new();
         if let Some(list) = roles.get("realm").and_then(Value::as_array) {
-            groups.push((None, "REALM_ROLE".into(), list));
+            groups.push((None, "REALM_ROLE".into(), None, list));
         }
         if let Some(map) = roles.get("client").and_then(Value::as_object) {
             for (cid, list) in map {
@@ -606,31 +730,49 @@ fn apply_partial_import(
                     ));
                 };
                 if let Some(list) = list.as_array() {
-                    groups.push((Some(client.id.clone()), "CLIENT_ROLE".into(), list));
+                    groups.push((
+                        Some(client.id.clone()),
+                        "CLIENT_ROLE".into(),
+                        Some(cid.clone()),
+                        list,
+                    ));
                 }
             }
         }
-        for (container, kind, list) in groups {
+        for (container, kind, client_id, list) in groups {
             for rep in list {
                 let role = new_role(rep, container.clone())?;
+                // Keycloak names client roles `client-->role` in its results.
+                let shown = match &client_id {
+                    Some(cid) => format!("{cid}-->{}", role.name),
+                    None => role.name.clone(),
+                };
                 let existing = r
                     .roles
                     .iter()
                     .position(|x| x.client == container && x.name == role.name);
                 match (existing, policy) {
-                    (Some(_), Policy::Fail) => return Err(conflict("Role", &role.name)),
+                    (Some(_), Policy::Fail) => {
+                        return Err(conflict(match &client_id {
+                            Some(cid) => format!(
+                                "Client role '{}' for client '{cid}' already exists.",
+                                role.name
+                            ),
+                            None => format!("Realm role '{}' already exists.", role.name),
+                        }));
+                    }
                     (Some(pos), Policy::Skip) => {
                         let id = r.roles[pos].id.clone();
-                        tally.record("SKIPPED", &kind, &role.name, &id);
+                        tally.record("SKIPPED", &kind, &shown, &id);
                     }
                     (Some(pos), Policy::Overwrite) => {
                         r.roles[pos].description = role.description.clone();
                         r.roles[pos].attributes = role.attributes.clone();
                         let id = r.roles[pos].id.clone();
-                        tally.record("OVERWRITTEN", &kind, &role.name, &id);
+                        tally.record("OVERWRITTEN", &kind, &shown, &id);
                     }
                     (None, _) => {
-                        tally.record("ADDED", &kind, &role.name, &role.id);
+                        tally.record("ADDED", &kind, &shown, &role.id);
                         r.roles.push(role);
                     }
                 }
@@ -645,7 +787,12 @@ fn apply_partial_import(
                     .map_err(bad)?;
             let existing = r.users.iter().position(|x| x.username == user.username);
             match (existing, policy) {
-                (Some(_), Policy::Fail) => return Err(conflict("User", &user.username)),
+                (Some(_), Policy::Fail) => {
+                    return Err(conflict(format!(
+                        "User with user name {} already exists.",
+                        user.username
+                    )));
+                }
                 (Some(pos), Policy::Skip) => {
                     let id = r.users[pos].id.clone();
                     tally.record("SKIPPED", "USER", &user.username, &id);

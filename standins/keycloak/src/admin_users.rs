@@ -60,17 +60,20 @@ pub fn user_rep(realm: &Realm, u: &User, brief: bool, access: bool) -> Value {
     }
     m.insert("createdTimestamp".into(), json!(u.created_timestamp));
     m.insert("enabled".into(), json!(u.enabled));
-    m.insert("totp".into(), json!(false));
     if let Some(c) = &u.service_account_client_id {
         m.insert("serviceAccountClientId".into(), json!(c));
     }
-    m.insert("disableableCredentialTypes".into(), json!([]));
-    m.insert("requiredActions".into(), json!(u.required_actions));
-    m.insert("notBefore".into(), json!(u.not_before));
+    // A brief representation stops here, as Keycloak's does.
+    if !brief {
+        m.insert("totp".into(), json!(false));
+        m.insert("disableableCredentialTypes".into(), json!([]));
+        m.insert("requiredActions".into(), json!(u.required_actions));
+        m.insert("notBefore".into(), json!(u.not_before));
+    }
     if access {
         m.insert(
             "access".into(),
-            json!({"manageGroupMembership": true, "view": true, "mapRoles": true, "impersonate": false, "manage": true}),
+            json!({"manageGroupMembership": true, "resetPassword": true, "view": true, "mapRoles": true, "impersonate": false, "manage": true}),
         );
     }
     Value::Object(m)
@@ -188,7 +191,12 @@ pub async fn list(
         .into_iter()
         .skip(first)
         .take(max)
-        .map(|u| user_rep(r, u, brief, false))
+        .map(|u| {
+            // Keycloak's search results carry only the `manage` access flag.
+            let mut rep = user_rep(r, u, brief, false);
+            rep["access"] = json!({"manage": true});
+            rep
+        })
         .collect();
     json_response(StatusCode::OK, Value::Array(users))
 }
@@ -240,6 +248,25 @@ fn apply_credentials(user: &mut User, creds: &Value) -> Result<(), Response> {
         }
     }
     Ok(())
+}
+
+/// Keycloak's user-profile check of an email address, roughly: one `@`
+/// with something on both sides and no spaces.
+fn email_invalid(email: &str) -> bool {
+    let mut parts = email.split('@');
+    let (local, domain) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    parts.next().is_some()
+        || local.is_empty()
+        || domain.is_empty()
+        || email.chars().any(char::is_whitespace)
+}
+
+/// The user-profile validation error Keycloak answers for a bad email.
+fn invalid_email(email: &str) -> Response {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        json!({"field": "email", "errorMessage": "error-invalid-email", "params": ["email", email]}),
+    )
 }
 
 fn email_taken(realm: &Realm, email: &str, except: Option<&str>) -> bool {
@@ -344,17 +371,22 @@ pub async fn create(
             return error_message(StatusCode::BAD_REQUEST, "Invalid user ID");
         }
     }
-    if r.user_by_username(&username).is_some() {
-        return error_message(StatusCode::CONFLICT, "User exists with same username");
-    }
+    // Keycloak 26 checks the email first: a full duplicate is reported as
+    // "same email".
     if let Some(email) = body
         .get("email")
         .and_then(Value::as_str)
         .filter(|e| !e.is_empty())
     {
+        if email_invalid(email) {
+            return invalid_email(email);
+        }
         if email_taken(r, email, None) {
             return error_message(StatusCode::CONFLICT, "User exists with same email");
         }
+    }
+    if r.user_by_username(&username).is_some() {
+        return error_message(StatusCode::CONFLICT, "User exists with same username");
     }
     let mut user = User::new(&username);
     user.enabled = false;
@@ -453,6 +485,9 @@ pub async fn update(
         .and_then(Value::as_str)
         .filter(|e| !e.is_empty())
     {
+        if email_invalid(email) {
+            return invalid_email(email);
+        }
         if email_taken(r, email, Some(&id)) {
             return error_message(StatusCode::CONFLICT, "User exists with same email");
         }
@@ -525,7 +560,7 @@ pub async fn reset_password(
     }
     let cred: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let Some(value) = cred.get("value").and_then(Value::as_str) else {
-        return error_message(StatusCode::BAD_REQUEST, "No password provided");
+        return admin_error(StatusCode::BAD_REQUEST, "No password provided");
     };
     if value.is_empty() {
         return error_message(StatusCode::BAD_REQUEST, "Empty password not allowed");
@@ -667,6 +702,53 @@ pub async fn logout(
     };
     crate::sessions::deliver(&shared.http, notes).await;
     no_content()
+}
+
+/// `GET /users/{id}/sessions`: the user's sessions as Keycloak's
+/// UserSessionRepresentation.
+pub async fn sessions(
+    State(shared): State<Arc<Shared>>,
+    Path((realm, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(r) = world.realm(&realm) else {
+        return crate::admin::realm_not_found();
+    };
+    if let Err(resp) = check_user(&caller, r, &id) {
+        return resp;
+    }
+    if !caller.can_view_users() {
+        return forbidden();
+    }
+    let username = r.user(&id).map(|u| u.username.clone()).unwrap_or_default();
+    let list: Vec<Value> = world
+        .sessions_of(&realm, &id)
+        .iter()
+        .filter_map(|sid| world.sessions.get(sid))
+        .map(|s| {
+            let clients: Map<String, Value> = s
+                .clients
+                .iter()
+                .filter_map(|cid| r.client(cid).map(|c| (c.id.clone(), json!(cid))))
+                .collect();
+            json!({
+                "id": s.id,
+                "username": username,
+                "userId": id,
+                "ipAddress": s.remote_addr,
+                "start": s.started * 1000,
+                "lastAccess": s.last_refresh * 1000,
+                "rememberMe": false,
+                "clients": clients,
+                "transientUser": false,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, json!(list))
 }
 
 // ---- role mappings ----

@@ -88,6 +88,7 @@ pub fn document(issuer: &str) -> Value {
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "revocation_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,
         "backchannel_logout_supported": true,
+        "dpop_signing_alg_values_supported": ["PS384", "RS384", "EdDSA", "ES384", "ES256", "RS256", "ES512", "PS256", "PS512", "RS512"],
         "backchannel_logout_session_supported": true,
         "device_authorization_endpoint": format!("{oidc}/auth/device"),
         "backchannel_token_delivery_modes_supported": ["poll", "ping"],

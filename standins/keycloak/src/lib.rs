@@ -32,6 +32,7 @@ mod token_endpoint;
 mod tokens;
 mod urls;
 mod userinfo;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -344,7 +344,7 @@ fn finish(
             .is_some_and(|s| s.user_id == user_id)
     }) {
         Some(sid) => sid,
-        None => sessions::create_session(world, realm_name, user_id, &addr.ip().to_string()),
+        None => sessions::create_session(world, realm_name, user_id, &addr.ip().to_string(), true),
     };
     sessions::attach_client(world, &sid, &req.client_id, req.nonce.clone());
     let lifespan = world

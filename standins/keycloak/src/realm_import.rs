@@ -300,7 +300,25 @@ fn parse_client(o: &Obj) -> anyhow::Result<Client> {
             mo.str("protocolMapper")?;
             mo.string_map("config")?;
         }
-        c.protocol_mappers = mappers.clone();
+        // Keycloak gives every mapper an id and fills the audience mapper's
+        // userinfo flag when the file leaves it out.
+        c.protocol_mappers = mappers
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                if m.get("id").is_none() {
+                    m["id"] = serde_json::json!(crate::model::new_id());
+                }
+                if m.get("protocolMapper").and_then(serde_json::Value::as_str)
+                    == Some("oidc-audience-mapper")
+                    && m["config"].get("userinfo.token.claim").is_none()
+                    && m["config"].is_object()
+                {
+                    m["config"]["userinfo.token.claim"] = serde_json::json!("false");
+                }
+                m
+            })
+            .collect();
     }
     c.default_client_scopes = o.strings("defaultClientScopes")?;
     Ok(c)

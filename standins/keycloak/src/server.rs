@@ -109,7 +109,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/admin/realms/{realm}/roles/{name}",
-            get(admin_realm::get_role),
+            get(admin_realm::get_role).put(admin_realm::update_role),
         )
         .route(
             "/admin/realms/{realm}/clients",
@@ -117,7 +117,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/admin/realms/{realm}/clients/{id}",
-            get(admin_realm::get_client),
+            get(admin_realm::get_client).put(admin_realm::update_client),
         )
         .route(
             "/admin/realms/{realm}/clients/{id}/roles",
@@ -147,6 +147,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             axum::routing::put(admin_users::execute_actions_email),
         )
         .route(&format!("{users}/logout"), post(admin_users::logout))
+        .route(&format!("{users}/sessions"), get(admin_users::sessions))
         .route(
             &format!("{users}/role-mappings"),
             get(admin_users::role_mappings),
@@ -196,10 +197,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
             .route("/_standin/counters", get(control_counters))
             .route("/_standin/outbox", get(control_outbox));
     }
-    app.fallback(not_found)
+    let routes = app
+        .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(from_fn_with_state(shared.clone(), faults::layer))
-        .with_state(shared)
+        .with_state(shared);
+    // The path is looked at before routing (an inner layer would run after
+    // the route was chosen).
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(crate::wire::layer))
 }
 
 async fn not_found() -> Response {

@@ -12,7 +12,13 @@ use crate::state::{UserSession, World, random_id};
 pub const IDENTITY_COOKIE: &str = "KEYCLOAK_IDENTITY";
 pub const SESSION_COOKIE: &str = "KEYCLOAK_SESSION";
 
-pub fn create_session(world: &mut World, realm: &str, user_id: &str, remote: &str) -> String {
+pub fn create_session(
+    world: &mut World,
+    realm: &str,
+    user_id: &str,
+    remote: &str,
+    interactive: bool,
+) -> String {
     let now = now_secs();
     let id = uuid::Uuid::new_v4().to_string();
     world.sessions.insert(
@@ -23,7 +29,7 @@ pub fn create_session(world: &mut World, realm: &str, user_id: &str, remote: &st
             user_id: user_id.to_string(),
             started: now,
             last_refresh: now,
-            auth_time: now,
+            auth_time: interactive.then_some(now),
             clients: Vec::new(),
             nonces: Default::default(),
             remote_addr: remote.to_string(),

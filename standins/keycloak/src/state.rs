@@ -27,7 +27,9 @@ pub struct UserSession {
     pub user_id: String,
     pub started: i64,
     pub last_refresh: i64,
-    pub auth_time: i64,
+    /// When the user authenticated at the login page; direct grants have
+    /// none, and Keycloak puts no `auth_time` in their tokens.
+    pub auth_time: Option<i64>,
     /// Client ids that obtained tokens in this session, in order.
     pub clients: Vec<String>,
     /// Nonce of the latest authorization request per client, echoed in refreshed ID tokens.

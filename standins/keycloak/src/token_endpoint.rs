@@ -417,29 +417,21 @@ fn password_grant(
         );
     };
     let Some(user) = realm.find_login_user(&username) else {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_grant",
-            "Invalid user credentials",
-        );
+        return bad_request("invalid_grant", "Invalid user credentials");
     };
     if !user.enabled {
         return bad_request("invalid_grant", "Account disabled");
     }
     let password = form_get(form, "password").unwrap_or_default();
     if !user.password.as_ref().is_some_and(|p| p.verify(&password)) {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_grant",
-            "Invalid user credentials",
-        );
+        return bad_request("invalid_grant", "Invalid user credentials");
     }
     if !user.required_actions.is_empty() {
         return bad_request("invalid_grant", "Account is not fully set up");
     }
     let user_id = user.id.clone();
     let remote = addr.ip().to_string();
-    let sid = sessions::create_session(world, realm_name, &user_id, &remote);
+    let sid = sessions::create_session(world, realm_name, &user_id, &remote, false);
     sessions::attach_client(world, &sid, client_id, None);
     issue(
         shared,

@@ -163,8 +163,8 @@ pub fn access_token_claims(g: &Grant, ledger: &mut Ledger) -> Value {
     let mut m = Map::new();
     m.insert("exp".into(), json!(exp));
     m.insert("iat".into(), json!(now));
-    if let Some(s) = g.session {
-        m.insert("auth_time".into(), json!(s.auth_time));
+    if let Some(auth_time) = g.session.and_then(|s| s.auth_time) {
+        m.insert("auth_time".into(), json!(auth_time));
     }
     m.insert("jti".into(), json!(ledger.new_jti(&g.jti_prefix)));
     m.insert("iss".into(), json!(g.issuer));
@@ -209,8 +209,8 @@ pub fn id_token_claims(g: &Grant, ledger: &mut Ledger, access_token: &str, exp: 
     let mut m = Map::new();
     m.insert("exp".into(), json!(exp));
     m.insert("iat".into(), json!(now));
-    if let Some(s) = g.session {
-        m.insert("auth_time".into(), json!(s.auth_time));
+    if let Some(auth_time) = g.session.and_then(|s| s.auth_time) {
+        m.insert("auth_time".into(), json!(auth_time));
     }
     m.insert("jti".into(), json!(ledger.new_jti(&g.jti_prefix)));
     m.insert("iss".into(), json!(g.issuer));

@@ -43,11 +43,17 @@ pub async fn userinfo(
         return crate::http::realm_not_found();
     };
     let Some(token) = token else {
-        return oauth_error(
+        // Keycloak answers an empty text/plain 401 with only the realm in
+        // the challenge.
+        let mut resp = (
             StatusCode::UNAUTHORIZED,
-            "invalid_request",
-            "Token not provided",
-        );
+            [(header::CONTENT_TYPE, "text/plain;charset=utf-8")],
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("Bearer realm=\"{realm_name}\"")) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        return resp;
     };
     let claims = match validate(
         &world,
@@ -141,6 +147,17 @@ pub async fn introspect(
     let Some(Value::Object(mut m)) = claims else {
         return json_response(StatusCode::OK, json!({"active": false}));
     };
+    // Keycloak 26 answers inactive unless the introspecting client is in
+    // the token's audience ("Client '…' is not in the token audience");
+    // being its azp is not enough.
+    let in_audience = match m.get("aud") {
+        Some(Value::String(a)) => a == &client_id,
+        Some(Value::Array(a)) => a.iter().any(|a| a.as_str() == Some(client_id.as_str())),
+        _ => false,
+    };
+    if !in_audience {
+        return json_response(StatusCode::OK, json!({"active": false}));
+    }
     let azp = m.get("azp").cloned().unwrap_or(Value::Null);
     let username = m
         .get("sub")

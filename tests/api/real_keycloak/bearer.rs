@@ -1,0 +1,137 @@
+//! Bearer tokens minted by the real token endpoint.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{spawn_real_stack, spawn_real_stack_with, test_realm};
+use crate::helpers::TestSettings;
+use crate::stack::{Stack, password_grant};
+
+#[tokio::test]
+async fn real_tokens_are_accepted_on_api_me_with_their_realm_roles() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    let token = stack.password_token("alice", "alice").await;
+    let response = stack
+        .api(reqwest::Method::GET, "/api/me", &token, None)
+        .await;
+    assert_eq!(response.status(), 200);
+    let me: Value = response.json().await.unwrap();
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["roles"], json!(["admin", "user"]));
+
+    let bob = stack.password_token("bob", "bob").await;
+    let me: Value = stack
+        .api(reqwest::Method::GET, "/api/me", &bob, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], json!(["user"]));
+}
+
+#[tokio::test]
+async fn a_token_of_another_realm_is_refused() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    // The same realm file under another name: same clients, same users,
+    // same audience — only the issuer and the keys differ.
+    let other = format!("{}-other", stack.realm);
+    let created = stack
+        .admin
+        .create_realm(&test_realm(&other, &stack.app.url(""), |_| {}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let foreign = password_grant(&stack.kc.issuer(&other), "alice", "alice").await;
+    let token = foreign["access_token"].as_str().unwrap();
+    let response = stack
+        .api(reqwest::Method::GET, "/api/me", token, None)
+        .await;
+    assert_eq!(response.status(), 401);
+    let _ = stack
+        .kc
+        .admin(&other)
+        .call(reqwest::Method::DELETE, "", None)
+        .await;
+}
+
+#[tokio::test]
+async fn a_token_without_our_audience_is_refused() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    // A public client of the same realm without voxgate's audience mapper.
+    let r = stack
+        .admin
+        .call(
+            reqwest::Method::POST,
+            "/clients",
+            Some(&json!({
+                "clientId": "someone-else",
+                "publicClient": true,
+                "directAccessGrantsEnabled": true,
+                "standardFlowEnabled": false,
+            })),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let response = reqwest::Client::new()
+        .post(format!("{}/protocol/openid-connect/token", stack.issuer()))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "someone-else"),
+            ("username", "alice"),
+            ("password", "alice"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let aud = &Stack::claims(token)["aud"];
+    assert!(
+        !aud.to_string().contains("\"voxgate\""),
+        "the token must lack our audience: {aud}"
+    );
+    let response = stack
+        .api(reqwest::Method::GET, "/api/me", token, None)
+        .await;
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn an_expired_real_token_is_refused() {
+    let settings = TestSettings::default().set("VOXGATE_OIDC_LEEWAY_SECONDS", "0");
+    let Some(stack) = spawn_real_stack_with(settings, |realm| {
+        realm["accessTokenLifespan"] = json!(2);
+    })
+    .await
+    else {
+        return;
+    };
+    let token = stack.password_token("bob", "bob").await;
+    let claims = Stack::claims(&token);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        2
+    );
+    assert_eq!(
+        stack
+            .api(reqwest::Method::GET, "/api/me", &token, None)
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        stack
+            .api(reqwest::Method::GET, "/api/me", &token, None)
+            .await
+            .status(),
+        401
+    );
+}

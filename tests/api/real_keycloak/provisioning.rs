@@ -1,0 +1,308 @@
+//! Provisioning through voxgate's admin API against the real admin REST
+//! API: both sides are checked after every call, Keycloak through its own
+//! admin API.
+
+use serde_json::{Value, json};
+
+use super::{RealStack, spawn_real_stack};
+use crate::helpers::problem;
+
+fn person(username: &str, roles: &[&str]) -> Value {
+    json!({
+        "username": username,
+        "email": format!("{username}@example.com"),
+        "firstName": "Real",
+        "lastName": "Person",
+        "roles": roles,
+        "password": {"value": "a long enough password", "temporary": false}
+    })
+}
+
+impl RealStack {
+    async fn create(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.api(reqwest::Method::POST, "/api/admin/users", token, Some(body))
+            .await
+    }
+
+    async fn local_status(&self, username: &str) -> Option<String> {
+        sqlx::query_scalar(
+            "SELECT status FROM users WHERE username = $1 AND status IN ('pending', 'active') ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(username)
+        .fetch_optional(&self.app.db)
+        .await
+        .unwrap()
+    }
+
+    async fn patch_user(&self, token: &str, id: &str, body: Value) -> reqwest::Response {
+        self.api(
+            reqwest::Method::PATCH,
+            &format!("/api/admin/users/{id}"),
+            token,
+            Some(&body),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn a_user_created_through_voxgate_exists_in_real_keycloak_and_postgres() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    let token = stack.password_token("alice", "alice").await;
+    let response = stack.create(&token, &person("Carol", &["agent"])).await;
+    assert_eq!(response.status(), 201);
+    let user: Value = response.json().await.unwrap();
+    assert_eq!(user["username"], "carol");
+
+    let kc = stack
+        .admin
+        .user_by_username("carol")
+        .await
+        .expect("in Keycloak");
+    assert_eq!(kc["id"], user["keycloakId"]);
+    assert_eq!(kc["email"], "carol@example.com");
+    assert_eq!(kc["enabled"], true);
+    let kc_id = kc["id"].as_str().unwrap();
+    assert!(
+        stack
+            .admin
+            .user_realm_roles(kc_id)
+            .await
+            .contains(&"agent".into())
+    );
+    assert_eq!(stack.local_status("carol").await.as_deref(), Some("active"));
+
+    // The real token endpoint accepts the password voxgate set, and the
+    // token carries the role voxgate mapped.
+    let theirs = stack
+        .password_token("carol", "a long enough password")
+        .await;
+    let me: Value = stack
+        .api(reqwest::Method::GET, "/api/me", &theirs, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["id"], user["id"]);
+    assert!(
+        me["roles"].as_array().unwrap().contains(&json!("agent")),
+        "{me}"
+    );
+}
+
+#[tokio::test]
+async fn a_temporary_password_sets_keycloaks_update_password_action() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    let token = stack.password_token("alice", "alice").await;
+    let mut body = person("tess", &["user"]);
+    body["password"]["temporary"] = json!(true);
+    assert_eq!(stack.create(&token, &body).await.status(), 201);
+    let kc = stack.admin.user_by_username("tess").await.unwrap();
+    assert_eq!(kc["requiredActions"], json!(["UPDATE_PASSWORD"]));
+    // The real server refuses a password grant until the password changes.
+    let response = reqwest::Client::new()
+        .post(format!("{}/protocol/openid-connect/token", stack.issuer()))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "voxgate-cli"),
+            ("username", "tess"),
+            ("password", "a long enough password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_duplicate_in_another_letter_case_is_409_and_changes_nothing() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    let token = stack.password_token("alice", "alice").await;
+    // bob is in the realm but has never used voxgate: the conflict is
+    // Keycloak's, reported by the real server.
+    let bob_before = stack.admin.user_by_username("bob").await.unwrap();
+    for (body, field) in [
+        (person("BOB", &["user"]), "username"),
+        (
+            json!({"username": "bobby", "email": "BOB@example.com", "password": {"value": "a long enough password"}}),
+            "email",
+        ),
+    ] {
+        let mut body = body;
+        if field == "email" {
+            // Make the clash on bob's real address.
+            body["email"] = json!(
+                bob_before["email"]
+                    .as_str()
+                    .unwrap_or("bob@example.com")
+                    .to_uppercase()
+            );
+        }
+        let p = problem(stack.create(&token, &body).await, 409).await;
+        assert_eq!(p["field"], field, "{body}");
+    }
+    assert!(stack.admin.user_by_username("bobby").await.is_none());
+    assert_eq!(
+        stack.admin.user_by_username("bob").await.unwrap()["id"],
+        bob_before["id"],
+        "bob untouched"
+    );
+    let local: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE username IN ('bob', 'bobby')")
+            .fetch_one(&stack.app.db)
+            .await
+            .unwrap();
+    assert_eq!(local, 0, "nothing written locally");
+}
+
+#[tokio::test]
+async fn roles_disable_enable_and_delete_apply_to_both_systems() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    let token = stack.password_token("alice", "alice").await;
+    let user: Value = stack
+        .create(&token, &person("dave", &["agent"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = user["id"].as_str().unwrap();
+    let kc_id = user["keycloakId"].as_str().unwrap().to_string();
+    let dave = stack.browser_login("dave", "a long enough password").await;
+    assert_eq!(stack.me_status(&dave).await, 200);
+
+    // Roles: agent replaced by user, in Keycloak too.
+    let r = stack
+        .patch_user(&token, id, json!({"roles": ["user"]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let direct = stack.admin.user_realm_roles(&kc_id).await;
+    assert!(
+        direct.contains(&"user".into()) && !direct.contains(&"agent".into()),
+        "{direct:?}"
+    );
+
+    // Disable: Keycloak refuses the user, and the sessions end.
+    let r = stack
+        .patch_user(&token, id, json!({"enabled": false}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let kc = stack.admin.user_by_username("dave").await.unwrap();
+    assert_eq!(kc["enabled"], false);
+    assert_eq!(
+        stack.admin.user_sessions(&kc_id).await,
+        0,
+        "Keycloak sessions ended"
+    );
+    assert_eq!(stack.me_status(&dave).await, 401, "voxgate session ended");
+    let refused = reqwest::Client::new()
+        .post(format!("{}/protocol/openid-connect/token", stack.issuer()))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "voxgate-cli"),
+            ("username", "dave"),
+            ("password", "a long enough password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        400,
+        "the real server refuses a disabled user"
+    );
+
+    // Enable again: the user can sign in.
+    let r = stack.patch_user(&token, id, json!({"enabled": true})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        stack.admin.user_by_username("dave").await.unwrap()["enabled"],
+        true
+    );
+    stack.password_token("dave", "a long enough password").await;
+
+    // Delete: gone from both.
+    let r = stack
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/admin/users/{id}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    assert!(stack.admin.user_by_username("dave").await.is_none());
+    assert_eq!(stack.local_status("dave").await, None);
+}
+
+#[tokio::test]
+async fn reconcile_reports_drift_made_directly_in_keycloak() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    let token = stack.password_token("alice", "alice").await;
+    let jane: Value = stack
+        .create(&token, &person("jane", &["agent"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let kc_id = jane["keycloakId"].as_str().unwrap();
+    // Drift made by someone in Keycloak's console: jane disabled there,
+    // and a user created there that voxgate has never seen.
+    let mut kc_jane = stack.admin.user_by_username("jane").await.unwrap();
+    kc_jane["enabled"] = json!(false);
+    let r = stack
+        .admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("/users/{kc_id}"),
+            Some(&kc_jane),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    stack
+        .admin
+        .create_user("console-made", "a long enough password")
+        .await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
+        .env_clear()
+        .envs(crate::helpers::base_env())
+        .env("DATABASE_URL", &stack.app.database.url)
+        .env("VOXGATE_OIDC_ISSUER", stack.issuer())
+        .env(
+            "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET",
+            crate::stack::ADMIN_SECRET,
+        )
+        .env("VOXGATE_LOG", "warn")
+        .args(["users", "reconcile"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "enabled_mismatch",
+        "jane",
+        "missing_in_voxgate",
+        "console-made",
+    ] {
+        assert!(
+            report.contains(expected),
+            "report lacks {expected}:\n{report}"
+        );
+    }
+}

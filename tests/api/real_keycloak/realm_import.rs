@@ -1,0 +1,293 @@
+//! `voxgate realm import` against the real server: creating, re-running,
+//! seeing changed settings, and overwriting without losing anything that
+//! is not in the file.
+
+use serde_json::{Value, json};
+
+use super::{KcAdmin, RealKeycloak, server};
+
+/// The project realm under a name of its own.
+fn realm_file(name: &str) -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../keycloak-realm/realm.json");
+    let mut realm: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    realm["realm"] = json!(name);
+    realm
+}
+
+struct Imported {
+    kc: &'static RealKeycloak,
+    name: String,
+    dir: std::path::PathBuf,
+}
+
+impl Imported {
+    fn new(kc: &'static RealKeycloak) -> Imported {
+        let name = format!("vg-imp-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let dir = std::env::temp_dir().join(format!("voxgate-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Imported { kc, name, dir }
+    }
+
+    fn admin(&self) -> KcAdmin {
+        self.kc.admin(&self.name)
+    }
+
+    /// Runs `voxgate realm import` with `realm` as the file.
+    async fn import(&self, realm: &Value, extra: &[&str]) -> (i32, String) {
+        let path = self.dir.join("realm.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(realm).unwrap()).unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
+            .env_clear()
+            .envs(crate::helpers::base_env())
+            .env("VOXGATE_REALM_ADMIN_PASSWORD", self.kc.admin_password())
+            .args(["realm", "import", "--file"])
+            .arg(&path)
+            .args(["--url", &self.kc.base, "--admin-user", super::MASTER_ADMIN])
+            .args(extra)
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains(self.kc.admin_password()),
+            "the password is never printed"
+        );
+        (out.status.code().unwrap(), text)
+    }
+}
+
+impl Drop for Imported {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let admin = self.admin();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let _ = admin.call(reqwest::Method::DELETE, "", None).await;
+                });
+            }
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn import_creates_a_missing_realm_and_a_second_run_changes_nothing_and_says_so() {
+    let Some(kc) = server() else {
+        return;
+    };
+    let imported = Imported::new(kc);
+    let file = realm_file(&imported.name);
+
+    let (code, out) = imported.import(&file, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with(&format!("created realm {} at ", imported.name)),
+        "{out}"
+    );
+    let token = crate::stack::password_grant(&kc.issuer(&imported.name), "bob", "bob").await;
+    assert!(token["access_token"].is_string());
+    let bob_before = imported.admin().user_by_username("bob").await.unwrap();
+
+    let (code, out) = imported.import(&file, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with(&format!("no change: realm {}", imported.name)),
+        "{out}"
+    );
+    assert!(
+        !out.contains("differs"),
+        "an unchanged file shows no difference: {out}"
+    );
+    assert_eq!(
+        imported.admin().user_by_username("bob").await.unwrap(),
+        bob_before
+    );
+
+    let (code, out) = imported
+        .import(&file, &["--dry-run", "--if-exists", "overwrite"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 to add, 0 to overwrite"), "{out}");
+}
+
+#[tokio::test]
+async fn a_changed_client_setting_is_shown_as_a_change_and_overwrite_applies_it() {
+    let Some(kc) = server() else {
+        return;
+    };
+    let imported = Imported::new(kc);
+    let mut file = realm_file(&imported.name);
+    assert_eq!(imported.import(&file, &[]).await.0, 0);
+
+    for client in file["clients"].as_array_mut().unwrap() {
+        if client["clientId"] == "voxgate-web" {
+            client["redirectUris"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("https://voice.example.org/*"));
+        }
+    }
+    let (code, out) = imported.import(&file, &["--dry-run"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("would skip (differs) client voxgate-web: redirectUris"),
+        "{out}"
+    );
+    assert!(
+        out.contains("--if-exists overwrite would update them"),
+        "{out}"
+    );
+    let (code, out) = imported
+        .import(&file, &["--dry-run", "--if-exists", "overwrite"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("would overwrite      client voxgate-web: redirectUris"),
+        "{out}"
+    );
+    assert!(out.contains("0 to add, 1 to overwrite"), "{out}");
+
+    // Skip keeps Keycloak's version and says so.
+    let (code, out) = imported.import(&file, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("client voxgate-web differs from the file (redirectUris)"),
+        "{out}"
+    );
+
+    let (code, out) = imported.import(&file, &["--if-exists", "overwrite"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("overwritten  client voxgate-web (redirectUris)"),
+        "{out}"
+    );
+    let web = imported.admin().get("/clients?clientId=voxgate-web").await;
+    assert!(
+        web[0]["redirectUris"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("https://voice.example.org/*"))
+    );
+}
+
+#[tokio::test]
+async fn overwrite_keeps_other_users_role_mappings_ids_and_service_accounts() {
+    let Some(kc) = server() else {
+        return;
+    };
+    let imported = Imported::new(kc);
+    let mut file = realm_file(&imported.name);
+    assert_eq!(imported.import(&file, &[]).await.0, 0);
+    let admin = imported.admin();
+
+    // zoe is not in the file; she holds the agent role.
+    let zoe = admin.create_user("zoe", "a long enough password").await;
+    let agent = admin.get("/roles/agent").await;
+    let r = admin
+        .call(
+            reqwest::Method::POST,
+            &format!("/users/{zoe}/role-mappings/realm"),
+            Some(&json!([agent])),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let bob_before = admin.user_by_username("bob").await.unwrap();
+    let admin_client = admin.get("/clients?clientId=voxgate-admin").await[0].clone();
+    let client_uuid = admin_client["id"].as_str().unwrap().to_string();
+    let service_account = admin
+        .get(&format!("/clients/{client_uuid}/service-account-user"))
+        .await;
+    let sa_roles_before = admin
+        .get(&format!(
+            "/users/{}/role-mappings",
+            service_account["id"].as_str().unwrap()
+        ))
+        .await;
+    let mappings = |v: &Value| {
+        v["clientMappings"]["realm-management"]["mappings"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert!(mappings(&sa_roles_before) >= 4, "{sa_roles_before}");
+
+    // Change every kind of resource that exists: a role, a client, a user.
+    for role in file["roles"]["realm"].as_array_mut().unwrap() {
+        if role["name"] == "agent" {
+            role["description"] = json!("voxgate agent (renamed in the file)");
+        }
+    }
+    for client in file["clients"].as_array_mut().unwrap() {
+        if client["clientId"] == "voxgate-admin" {
+            client["description"] = json!("provisioning service account");
+        }
+    }
+    for user in file["users"].as_array_mut().unwrap() {
+        if user["username"] == "bob" {
+            user["firstName"] = json!("Robert");
+        }
+    }
+    let (code, out) = imported.import(&file, &["--if-exists", "overwrite"]).await;
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "overwritten  realm role agent (description)",
+        "overwritten  client voxgate-admin (description)",
+        "overwritten  user bob (firstName)",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+
+    assert_eq!(
+        admin.get("/roles/agent").await["description"],
+        "voxgate agent (renamed in the file)"
+    );
+    assert!(
+        admin
+            .user_realm_roles(&zoe)
+            .await
+            .contains(&"agent".to_string()),
+        "zoe keeps the agent role"
+    );
+    let bob = admin.user_by_username("bob").await.unwrap();
+    assert_eq!(bob["firstName"], "Robert");
+    assert_eq!(bob["id"], bob_before["id"], "bob keeps his id");
+    crate::stack::password_grant(&kc.issuer(&imported.name), "bob", "bob").await;
+    let admin_client_after = admin.get("/clients?clientId=voxgate-admin").await[0].clone();
+    assert_eq!(
+        admin_client_after["id"], client_uuid,
+        "the client keeps its id"
+    );
+    let service_account_after = admin
+        .get(&format!("/clients/{client_uuid}/service-account-user"))
+        .await;
+    assert_eq!(service_account_after["id"], service_account["id"]);
+    let sa_roles_after = admin
+        .get(&format!(
+            "/users/{}/role-mappings",
+            service_account["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(mappings(&sa_roles_after), mappings(&sa_roles_before));
+    // The service account still signs in with the file's secret.
+    let grant = reqwest::Client::new()
+        .post(format!(
+            "{}/protocol/openid-connect/token",
+            kc.issuer(&imported.name)
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "voxgate-admin"),
+            ("client_secret", crate::stack::ADMIN_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grant.status(), 200);
+}
