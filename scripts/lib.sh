@@ -16,6 +16,10 @@ timed() {
     return "$rc"
 }
 
+# random_hex prints 32 random hex digits (a fixed read: no SIGPIPE under
+# pipefail, unlike `tr </dev/urandom | head`).
+random_hex() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
@@ -97,7 +101,7 @@ ensure_postgres() {
     fi
     log "setting up password login for the postgres role (recorded in ~/.pgpass)"
     local password pgpass="$HOME/.pgpass"
-    password="$(tr -dc 'a-zA-Z0-9' </dev/urandom | head -c 32)"
+    password="$(random_hex)"
     # Through stdin, so the password never shows in a process list.
     printf "ALTER ROLE postgres PASSWORD '%s';\n" "$password" \
         | as_root runuser -u postgres -- psql -X -q -d postgres -f - >/dev/null
