@@ -32,13 +32,7 @@ impl Stack {
         token: &str,
         body: Option<&Value>,
     ) -> reqwest::Response {
-        let mut request = reqwest::Client::new()
-            .request(method, self.app.url(path))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        request.send().await.unwrap()
+        self.app.call(method, path, token, body).await
     }
 
     /// (exists in Keycloak, local status) for a username.

@@ -392,7 +392,11 @@ async fn a_refused_sign_in_exits_1_and_never_prints_the_secret() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("HTTP 401"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("HTTP 400: invalid_grant"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.all().contains("wrong-password-do-not-echo"));
 
     // A service account without realm-admin rights gets a clear refusal.

@@ -1,8 +1,6 @@
 //! The app wired to a Keycloak stand-in serving the project's realm file,
 //! with the realm's redirect and back-channel URLs pointed at the test app.
 
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keycloak_standin::{Standin, StandinConfig};
@@ -117,13 +115,7 @@ impl Stack {
 
     /// Waits until the app has fetched the realm's keys.
     pub async fn wait_ready(&self) {
-        for _ in 0..100 {
-            if self.app.get("/readyz").await.status() == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("app never became ready");
+        self.app.wait_ready().await;
     }
 
     /// A real access token for a seeded or created user (password grant on

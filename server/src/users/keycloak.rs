@@ -375,6 +375,21 @@ impl KeycloakUsers {
         .map(|roles| roles.into_iter().filter_map(|r| r.name).collect())
     }
 
+    /// The realm roles the user holds in effect — direct, through groups and
+    /// through composite roles: what their tokens carry.
+    pub async fn user_effective_realm_roles(&self, id: &str) -> Result<Vec<String>, KcError> {
+        retry("get effective role mappings", || {
+            self.admin
+                .realm_users_with_user_id_role_mappings_realm_composite_get(
+                    &self.realm,
+                    id,
+                    Some(true),
+                )
+        })
+        .await
+        .map(|roles| roles.into_iter().filter_map(|r| r.name).collect())
+    }
+
     pub async fn add_realm_roles(
         &self,
         id: &str,

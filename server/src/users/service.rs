@@ -798,6 +798,14 @@ impl Users {
             self.check_roles(actor, roles).await?;
         }
         let (user, keycloak_id) = self.live_user(id).await?;
+        if let Some(wanted) = &roles {
+            let inherited = self
+                .inherited_roles(&keycloak_id, wanted, Inherited::NotDirect)
+                .await?;
+            if !inherited.is_empty() {
+                return Err(self.refuse_inherited(actor, &user, &inherited).await);
+            }
+        }
         if req.enabled == Some(false) && actor.id == Some(user.id) {
             return Err(ApiError::validation(
                 "enabled",
@@ -828,7 +836,25 @@ impl Users {
         let mut role_diff = (Vec::new(), Vec::new());
         if let Some(roles) = &roles {
             match self.sync_keycloak_roles(&keycloak_id, roles).await {
-                Ok(diff) => role_diff = diff,
+                // A role removed here that the user also holds through a
+                // group or composite stays in their tokens: undo and refuse.
+                Ok(diff) => match self
+                    .inherited_roles(&keycloak_id, roles, Inherited::Any)
+                    .await
+                {
+                    Ok(still) if still.is_empty() => role_diff = diff,
+                    outcome => {
+                        let (added, removed) = diff;
+                        let _ = self.kc.remove_realm_roles(&keycloak_id, &added).await;
+                        let _ = self.kc.add_realm_roles(&keycloak_id, &removed).await;
+                        self.revert_profile(&keycloak_id, &user, profile_change)
+                            .await;
+                        return Err(match outcome {
+                            Ok(still) => self.refuse_inherited(actor, &user, &still).await,
+                            Err(e) => e,
+                        });
+                    }
+                },
                 Err(e) => {
                     self.revert_profile(&keycloak_id, &user, profile_change)
                         .await;
@@ -855,9 +881,10 @@ impl Users {
         let roles_removed = roles
             .as_ref()
             .is_some_and(|new| user.roles.iter().any(|r| !new.contains(r)));
-        // What Keycloak now holds, so listings show the roles it grants.
+        // What Keycloak now grants in effect (groups and composites
+        // included), so listings show what the user's tokens carry.
         let kc_roles = match &roles {
-            Some(_) => self.kc.user_realm_roles(&keycloak_id).await.ok(),
+            Some(_) => self.kc.user_effective_realm_roles(&keycloak_id).await.ok(),
             None => None,
         };
         let local = async {
@@ -912,6 +939,75 @@ impl Users {
         )
         .await;
         self.get(id).await
+    }
+
+    /// voxgate roles the user holds in Keycloak in effect but that `wanted`
+    /// leaves out: with [`Inherited::NotDirect`] only those that come
+    /// through a group or composite role alone (removing a direct mapping
+    /// cannot take them away); with [`Inherited::Any`] all of them.
+    async fn inherited_roles(
+        &self,
+        keycloak_id: &str,
+        wanted: &[String],
+        which: Inherited,
+    ) -> Result<Vec<String>, ApiError> {
+        let app_roles: BTreeSet<String> = repo::role_names(&self.db)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .into_iter()
+            .collect();
+        let effective = self
+            .kc
+            .user_effective_realm_roles(keycloak_id)
+            .await
+            .map_err(|e| kc_error("Reading the user's roles in Keycloak failed", e))?;
+        let direct: BTreeSet<String> = match which {
+            Inherited::Any => BTreeSet::new(),
+            Inherited::NotDirect => self
+                .kc
+                .user_realm_roles(keycloak_id)
+                .await
+                .map_err(|e| kc_error("Reading the user's roles in Keycloak failed", e))?
+                .into_iter()
+                .collect(),
+        };
+        let mut held: Vec<String> = effective
+            .into_iter()
+            .filter(|r| {
+                app_roles.contains(r)
+                    && !wanted.contains(r)
+                    && r.as_str() != crate::auth::users::DEFAULT_ROLE
+                    && !direct.contains(r)
+            })
+            .collect();
+        held.sort();
+        held.dedup();
+        Ok(held)
+    }
+
+    /// The refusal for roles voxgate cannot take away, audited.
+    async fn refuse_inherited(
+        &self,
+        actor: &Actor,
+        user: &repo::UserRecord,
+        roles: &[String],
+    ) -> ApiError {
+        let list = roles.join(", ");
+        self.audit(
+            actor,
+            "user.update",
+            Some(user.id),
+            Some(&user.username),
+            "failure",
+            json!({"step": "roles", "heldThroughKeycloak": roles}),
+        )
+        .await;
+        ApiError::conflict(
+            "roles",
+            format!(
+                "Keycloak still grants {list} to this user through a group or a composite role, so removing the role here would not take it away (their tokens would still carry it). Remove the user from that group, or the role from that composite, in Keycloak; nothing was changed."
+            ),
+        )
     }
 
     async fn revert_profile(&self, keycloak_id: &str, before: &repo::UserRecord, changed: bool) {
@@ -1273,4 +1369,13 @@ fn page_offset(page: i64, per_page: i64) -> Result<i64, ApiError> {
         .ok_or_else(|| {
             ApiError::bad_request("page is too large; use a page number within the listed total.")
         })
+}
+
+/// Which Keycloak-held roles [`Users::inherited_roles`] reports.
+#[derive(Clone, Copy)]
+enum Inherited {
+    /// Held only through a group or composite role.
+    NotDirect,
+    /// Held at all.
+    Any,
 }

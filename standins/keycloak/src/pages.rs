@@ -3,6 +3,25 @@
 
 use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 
+/// The look of voxgate's own pages (web/static/app.css: palette, type,
+/// fields and buttons), so that signing in does not feel like leaving the
+/// app. Inline: the stand-in serves no static files.
+const STYLE: &str = "\
+:root{--bg:#f6f7f9;--fg:#1d2330;--muted:#5b6475;--accent:#2456d8;--border:#d7dce5;--focus:#1a4fd6;--danger:#b42318;--warn:#9a6700}\
+*{box-sizing:border-box}\
+body{margin:0;font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif;background:var(--bg);color:var(--fg)}\
+#kc-header{padding:.6rem 1rem;background:#fff;border-bottom:1px solid var(--border);font-weight:800;font-size:1.25rem}\
+#kc-content{max-width:26rem;margin:3rem auto;padding:1.5rem;background:#fff;border:1px solid var(--border);border-radius:.75rem;box-shadow:0 1px 2px rgba(20,30,60,.08)}\
+#kc-page-title{margin:0 0 1rem;font-size:1.4rem}\
+form{display:flex;flex-direction:column;gap:.35rem}\
+label{font-weight:600;margin-top:.5rem}\
+input[type=text],input[type=password],input[type=email]{font:inherit;color:inherit;border:1px solid var(--border);border-radius:.5rem;padding:.45rem .6rem;background:#fff}\
+input[type=submit],button{margin-top:1rem;font:inherit;font-weight:600;padding:.5rem 1rem;border-radius:.5rem;border:1px solid var(--accent);background:var(--accent);color:#fff;cursor:pointer;min-height:2.5rem}\
+:focus-visible{outline:3px solid var(--focus);outline-offset:2px}\
+.alert-error{color:var(--danger);margin-bottom:.5rem}\
+.alert-warning{color:var(--warn);margin-bottom:.5rem}\
+a{color:var(--accent)}";
+
 fn layout(realm: &str, title: &str, body: &str) -> String {
     format!(
         r#"<!DOCTYPE html>
@@ -10,14 +29,16 @@ fn layout(realm: &str, title: &str, body: &str) -> String {
 <head>
 <meta charset="utf-8">
 <meta name="robots" content="noindex, nofollow">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
+<style>{STYLE}</style>
 </head>
 <body id="keycloak-bg">
 <div id="kc-header"><div id="kc-header-wrapper">{realm}</div></div>
-<div id="kc-content">
+<main id="kc-content">
 <h1 id="kc-page-title">{title}</h1>
 {body}
-</div>
+</main>
 </body>
 </html>
 "#,

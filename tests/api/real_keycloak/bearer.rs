@@ -23,12 +23,7 @@ async fn real_tokens_are_accepted_on_api_me_with_their_realm_roles() {
     assert_eq!(me["roles"], json!(["admin", "user"]));
 
     let bob = stack.password_token("bob", "bob").await;
-    let me: Value = stack
-        .api(reqwest::Method::GET, "/api/me", &bob, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = stack.me(&bob).await;
     assert_eq!(me["roles"], json!(["user"]));
 }
 

@@ -315,23 +315,7 @@ async fn pair() -> Option<Pair> {
 
 impl Drop for Pair {
     fn drop(&mut self) {
-        let admin = KcAdmin {
-            base: self.real.admin.base.clone(),
-            realm: self.real.admin.realm.clone(),
-            password: self.real.admin.password.clone(),
-            http: reqwest::Client::new(),
-        };
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    let _ = admin.call(reqwest::Method::DELETE, "", None).await;
-                });
-            }
-        })
-        .join();
+        self.real.admin.delete_realm_from_drop();
     }
 }
 
@@ -719,5 +703,127 @@ async fn partial_import_answers_like_the_real_server_under_each_policy() {
     ];
     let diffs = run(&cases, &pair.real, &pair.standin).await;
     let _ = (pair.real.name, pair.standin.name);
+    report(&diffs);
+}
+
+/// Runs the browser part of the code flow on one side and returns the code
+/// Keycloak sent to the redirect URI.
+async fn code_for(side: &Side, challenge: Option<&str>) -> String {
+    let browser = crate::stack::browser();
+    let mut auth = url::Url::parse(&format!(
+        "{}/realms/{}/protocol/openid-connect/auth",
+        side.base, side.admin.realm
+    ))
+    .unwrap();
+    auth.query_pairs_mut()
+        .append_pair("client_id", "voxgate-web")
+        .append_pair("redirect_uri", "http://127.0.0.1:8080/auth/callback")
+        .append_pair("response_type", "code")
+        .append_pair("scope", "openid")
+        .append_pair("state", "s");
+    if let Some(challenge) = challenge {
+        auth.query_pairs_mut()
+            .append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256");
+    }
+    let page = browser.get(auth).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{} login page", side.name);
+    let action = crate::stack::form_action(&page.text().await.unwrap());
+    let submitted = browser
+        .post(&action)
+        .form(&[("username", "bob"), ("password", "bob")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), 302, "{} login accepted", side.name);
+    let location = url::Url::parse(&crate::stack::location(&submitted)).unwrap();
+    location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("{}: no code in {location}", side.name))
+}
+
+fn exchange(code: &str, verifier: Option<&str>) -> Case {
+    let mut pairs = vec![
+        ("grant_type", "authorization_code"),
+        ("client_id", "voxgate-web"),
+        ("client_secret", crate::stack::WEB_SECRET),
+        ("code", code),
+        ("redirect_uri", "http://127.0.0.1:8080/auth/callback"),
+    ];
+    if let Some(v) = verifier {
+        pairs.push(("code_verifier", v));
+    }
+    case("code exchange", reqwest::Method::POST, TOKEN).form(&pairs)
+}
+
+#[tokio::test]
+async fn pkce_code_reuse_disabled_and_unfinished_accounts_answer_like_the_real_server() {
+    let Some(pair) = pair().await else {
+        return;
+    };
+    use base64::Engine;
+    let verifier = "a-verifier-that-is-long-enough-for-pkce-0123456789";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+    let mut per_side = Vec::new();
+    for side in [&pair.real, &pair.standin] {
+        let mut answers = Vec::new();
+        // A wrong verifier, then a missing one, each on a fresh code.
+        let code = code_for(side, Some(&challenge)).await;
+        answers.push((
+            "wrong PKCE verifier",
+            side.send(&exchange(
+                &code,
+                Some("wrong-verifier-wrong-verifier-wrong-verifier-00"),
+            ))
+            .await,
+        ));
+        let code = code_for(side, Some(&challenge)).await;
+        answers.push((
+            "missing PKCE verifier",
+            side.send(&exchange(&code, None)).await,
+        ));
+        // The right verifier, then the same code again.
+        let code = code_for(side, Some(&challenge)).await;
+        answers.push((
+            "code exchange with PKCE",
+            side.send(&exchange(&code, Some(verifier))).await,
+        ));
+        answers.push((
+            "reused code",
+            side.send(&exchange(&code, Some(verifier))).await,
+        ));
+
+        // A disabled user, and one whose password is temporary.
+        for (username, temporary) in [("diff-disabled", false), ("diff-temporary", true)] {
+            let r = side
+                .admin
+                .call(
+                    reqwest::Method::POST,
+                    "/users",
+                    Some(&json!({
+                        "username": username,
+                        "enabled": !username.ends_with("disabled"),
+                        "credentials": [{"type": "password", "value": "a long enough password", "temporary": temporary}]
+                    })),
+                )
+                .await;
+            assert_eq!(r.status(), 201, "{} creates {username}", side.name);
+            let grant = case(username, reqwest::Method::POST, TOKEN).form(&[
+                ("grant_type", "password"),
+                ("client_id", "voxgate-cli"),
+                ("username", username),
+                ("password", "a long enough password"),
+            ]);
+            answers.push((username, side.send(&grant).await));
+        }
+        per_side.push(answers);
+    }
+    let mut diffs = Vec::new();
+    for ((name, r), (_, s)) in per_side[0].iter().zip(per_side[1].iter()) {
+        diffs.extend(compare(name, r, s));
+    }
     report(&diffs);
 }

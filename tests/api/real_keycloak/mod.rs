@@ -317,6 +317,29 @@ impl KcAdmin {
         response.json().await.expect("JSON")
     }
 
+    /// Deletes the realm, from a `Drop` impl: that runs inside the test's
+    /// runtime, which cannot be blocked on, so a helper thread with its own
+    /// runtime makes the call.
+    pub fn delete_realm_from_drop(&self) {
+        let admin = KcAdmin {
+            base: self.base.clone(),
+            realm: self.realm.clone(),
+            password: self.password.clone(),
+            http: reqwest::Client::new(),
+        };
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let _ = admin.call(reqwest::Method::DELETE, "", None).await;
+                });
+            }
+        })
+        .join();
+    }
+
     pub async fn create_realm(&self, realm: &Value) -> reqwest::Response {
         self.http
             .post(format!("{}/admin/realms", self.base))
@@ -480,27 +503,7 @@ async fn repoint_realm(admin: &KcAdmin, base: &str) {
 
 impl Drop for RealStack {
     fn drop(&mut self) {
-        let base = self.admin.base.clone();
-        let realm = self.realm.clone();
-        let password = self.admin.password.clone();
-        // Drop runs inside the test's runtime, which cannot be blocked on.
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    let admin = KcAdmin {
-                        base,
-                        realm,
-                        password,
-                        http: reqwest::Client::new(),
-                    };
-                    let _ = admin.call(reqwest::Method::DELETE, "", None).await;
-                });
-            }
-        })
-        .join();
+        self.admin.delete_realm_from_drop();
     }
 }
 
@@ -510,13 +513,7 @@ impl RealStack {
     }
 
     pub async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if self.app.get("/readyz").await.status() == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("app never became ready");
+        self.app.wait_ready().await;
     }
 
     pub async fn password_token(&self, username: &str, password: &str) -> String {
@@ -557,12 +554,13 @@ impl RealStack {
         token: &str,
         body: Option<&Value>,
     ) -> reqwest::Response {
-        let mut request = reqwest::Client::new()
-            .request(method, self.app.url(path))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        request.send().await.unwrap()
+        self.app.call(method, path, token, body).await
+    }
+
+    /// `GET /api/me` with a bearer token, as JSON.
+    pub async fn me(&self, token: &str) -> Value {
+        let response = self.api(reqwest::Method::GET, "/api/me", token, None).await;
+        assert_eq!(response.status(), 200, "GET /api/me");
+        response.json().await.expect("JSON")
     }
 }

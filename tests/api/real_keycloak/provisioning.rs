@@ -79,12 +79,7 @@ async fn a_user_created_through_voxgate_exists_in_real_keycloak_and_postgres() {
     let theirs = stack
         .password_token("carol", "a long enough password")
         .await;
-    let me: Value = stack
-        .api(reqwest::Method::GET, "/api/me", &theirs, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = stack.me(&theirs).await;
     assert_eq!(me["id"], user["id"]);
     assert!(
         me["roles"].as_array().unwrap().contains(&json!("agent")),
@@ -305,4 +300,219 @@ async fn reconcile_reports_drift_made_directly_in_keycloak() {
             "report lacks {expected}:\n{report}"
         );
     }
+}
+
+/// The user's row as the admin API shows it.
+async fn admin_view(stack: &RealStack, token: &str, id: &str) -> Value {
+    stack
+        .api(
+            reqwest::Method::GET,
+            &format!("/api/admin/users/{id}"),
+            token,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn roles_held_through_a_group_or_composite_are_shown_and_not_silently_kept() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    let admin_token = stack.password_token("alice", "alice").await;
+    let admin = &stack.admin;
+    let agent = admin.get("/roles/agent").await;
+
+    // gwen gets `agent` through a group, hugo through a composite role.
+    let r = admin
+        .call(
+            reqwest::Method::POST,
+            "/groups",
+            Some(&json!({"name": "agents"})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let group = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = admin
+        .call(
+            reqwest::Method::POST,
+            &format!("/groups/{group}/role-mappings/realm"),
+            Some(&json!([agent])),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let r = admin
+        .call(
+            reqwest::Method::POST,
+            "/roles",
+            Some(&json!({"name": "operations", "composite": true, "composites": {"realm": ["agent"]}})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let operations = admin.get("/roles/operations").await;
+
+    let mut people = Vec::new();
+    for name in ["gwen", "hugo"] {
+        let user: Value = stack
+            .create(&admin_token, &person(name, &["user"]))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let kc_id = user["keycloakId"].as_str().unwrap().to_string();
+        let r = if name == "gwen" {
+            admin
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/users/{kc_id}/groups/{group}"),
+                    None,
+                )
+                .await
+        } else {
+            admin
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/users/{kc_id}/role-mappings/realm"),
+                    Some(&json!([operations])),
+                )
+                .await
+        };
+        assert_eq!(r.status(), 204);
+        people.push((name, user["id"].as_str().unwrap().to_string(), kc_id));
+    }
+
+    for (name, id, kc_id) in &people {
+        // Their tokens grant agent…
+        let token = stack.password_token(name, "a long enough password").await;
+        let claims = crate::stack::Stack::claims(&token);
+        assert!(
+            claims["realm_access"]["roles"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("agent")),
+            "{name}: {claims}"
+        );
+        let me: Value = stack.me(&token).await;
+        assert!(
+            me["roles"].as_array().unwrap().contains(&json!("agent")),
+            "{me}"
+        );
+        // …and so does the admin API, once voxgate has seen them sign in.
+        let view = admin_view(&stack, &admin_token, id).await;
+        assert!(
+            view["roles"].as_array().unwrap().contains(&json!("agent")),
+            "{name}: {view}"
+        );
+
+        // Taking agent away here cannot work: it is refused, clearly, and
+        // nothing changes on either side.
+        let r = stack
+            .patch_user(&admin_token, id, json!({"roles": ["user"]}))
+            .await;
+        let p = problem(r, 409).await;
+        assert_eq!(p["field"], "roles");
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("agent") && detail.contains("group or a composite role"),
+            "{detail}"
+        );
+        assert!(
+            stack
+                .admin
+                .user_realm_roles(kc_id)
+                .await
+                .iter()
+                .all(|r| r != "agent"),
+            "no direct agent mapping was added or left"
+        );
+        let again = stack.password_token(name, "a long enough password").await;
+        let me: Value = stack.me(&again).await;
+        assert!(me["roles"].as_array().unwrap().contains(&json!("agent")));
+    }
+
+    // A role held both directly and through the group: the direct mapping
+    // is restored and the change refused.
+    let (_, gwen_id, gwen_kc) = &people[0];
+    let r = stack
+        .patch_user(&admin_token, gwen_id, json!({"roles": ["user", "agent"]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        stack
+            .admin
+            .user_realm_roles(gwen_kc)
+            .await
+            .contains(&"agent".to_string())
+    );
+    let r = stack
+        .patch_user(&admin_token, gwen_id, json!({"roles": ["user"]}))
+        .await;
+    problem(r, 409).await;
+    assert!(
+        stack
+            .admin
+            .user_realm_roles(gwen_kc)
+            .await
+            .contains(&"agent".to_string()),
+        "the direct mapping is back"
+    );
+
+    // The audit log says why.
+    let audit: Value = stack
+        .api(
+            reqwest::Method::GET,
+            &format!("/api/admin/audit?target={gwen_id}"),
+            &admin_token,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refused = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "user.update" && e["outcome"] == "failure")
+        .expect("the refusal is audited");
+    assert_eq!(
+        refused["details"]["heldThroughKeycloak"],
+        json!(["agent"]),
+        "{refused}"
+    );
+
+    // Once the group no longer grants it, the removal goes through and the
+    // user's next token lacks the role.
+    let r = admin
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/users/{gwen_kc}/groups/{group}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let r = stack
+        .patch_user(&admin_token, gwen_id, json!({"roles": ["user"]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let view: Value = r.json().await.unwrap();
+    assert!(
+        !view["roles"].as_array().unwrap().contains(&json!("agent")),
+        "{view}"
+    );
+    let token = stack.password_token("gwen", "a long enough password").await;
+    let me: Value = stack.me(&token).await;
+    assert!(
+        !me["roles"].as_array().unwrap().contains(&json!("agent")),
+        "{me}"
+    );
 }

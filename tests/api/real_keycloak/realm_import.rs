@@ -63,18 +63,7 @@ impl Imported {
 impl Drop for Imported {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-        let admin = self.admin();
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    let _ = admin.call(reqwest::Method::DELETE, "", None).await;
-                });
-            }
-        })
-        .join();
+        self.admin().delete_realm_from_drop();
     }
 }
 
