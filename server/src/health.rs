@@ -65,9 +65,20 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         // Sign-in, chat text and administration work without speech, so a
         // speech outage must not take instances out of rotation.
         required: false,
-        detail: Some(match speech {
-            Ok(()) => format!("{} engine ready", state.tts.engine_name()),
-            Err(e) => format!("{} engine: {e}", state.tts.engine_name()),
+        detail: Some({
+            let mut detail = match speech {
+                Ok(()) => format!("{} engine ready", state.tts.engine_name()),
+                Err(e) => format!("{} engine: {e}", state.tts.engine_name()),
+            };
+            let pids = state.tts.worker_pids();
+            if !pids.is_empty() {
+                let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                detail.push_str(&format!("; worker pid {}", pids.join(", ")));
+            }
+            if let Some(fallback) = state.tts.fallback() {
+                detail.push_str(&format!("; {fallback}"));
+            }
+            detail
         }),
     });
     let ready = checks.iter().all(|c| c.ok || !c.required);

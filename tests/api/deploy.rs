@@ -1195,6 +1195,12 @@ fn the_dockerfile_builds_a_pinned_non_root_image_with_a_health_check() {
     }
     let runtime = &dockerfile[dockerfile.rfind("FROM ").unwrap()..];
     assert!(runtime.contains("espeak-ng") && runtime.contains("ca-certificates"));
+    // The neural voice, at the versions the tests run.
+    assert!(
+        runtime.contains("-r /opt/piper-src/requirements.txt")
+            && runtime.contains("VOXGATE_PIPER_PYTHON=/opt/piper/bin/python"),
+        "the runtime image carries the pinned neural voice"
+    );
     let user = runtime
         .lines()
         .find_map(|l| l.strip_prefix("USER "))

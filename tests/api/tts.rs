@@ -54,7 +54,7 @@ impl Stack {
 }
 
 /// Decodes MP3 with sox and returns its length in seconds.
-fn decoded_seconds(mp3: &[u8]) -> f64 {
+pub fn decoded_seconds(mp3: &[u8]) -> f64 {
     let dir = std::env::temp_dir().join(format!("voxgate-tts-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("speech.mp3");

@@ -53,6 +53,42 @@ impl Format {
     }
 }
 
+/// Which engine speaks. Stored with every registered synthesis, so a key
+/// made by one engine is never served by another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Polly,
+    /// Piper, a neural voice run on this machine.
+    Neural,
+    /// espeak-ng.
+    Local,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Polly => "polly",
+            EngineKind::Neural => "neural",
+            EngineKind::Local => "local",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EngineKind> {
+        match s {
+            "polly" => Some(EngineKind::Polly),
+            "neural" => Some(EngineKind::Neural),
+            "local" => Some(EngineKind::Local),
+            _ => None,
+        }
+    }
+
+    /// Runs on this machine: nothing is billed, audio is encoded here (MP3
+    /// frame-aligned, no Ogg), and word timings are estimates.
+    pub fn on_machine(self) -> bool {
+        self != EngineKind::Polly
+    }
+}
+
 /// One synthesis, already validated and normalised.
 #[derive(Debug, Clone)]
 pub struct Synthesis {
@@ -100,7 +136,10 @@ pub enum TtsError {
 /// markup.
 #[async_trait::async_trait]
 pub trait SpeechEngine: Send + Sync {
-    fn name(&self) -> &'static str;
+    fn kind(&self) -> EngineKind;
+    fn name(&self) -> &'static str {
+        self.kind().name()
+    }
     fn default_voice(&self) -> &str;
     /// Most characters one upstream request may carry.
     fn request_limit(&self) -> usize;
@@ -117,4 +156,8 @@ pub trait SpeechEngine: Send + Sync {
     ) -> Result<Vec<Mark>, TtsError>;
     /// `Ok` when the engine can synthesize now.
     async fn ready(&self) -> Result<(), String>;
+    /// Processes the engine runs on this machine (shown in `/readyz`).
+    fn worker_pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
 }

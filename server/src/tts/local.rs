@@ -9,7 +9,9 @@ use futures::StreamExt;
 use tokio::sync::OnceCell;
 use voxgate_audio::{AudioError, Espeak, EspeakConfig};
 
-use super::engine::{AudioStream, Format, Mark, SpeechEngine, Synthesis, TtsError, Voice};
+use super::engine::{
+    AudioStream, EngineKind, Format, Mark, SpeechEngine, Synthesis, TtsError, Voice,
+};
 use super::text;
 
 /// Pieces are kept short so the first audio arrives quickly.
@@ -77,8 +79,8 @@ async fn render(
 
 #[async_trait::async_trait]
 impl SpeechEngine for LocalEngine {
-    fn name(&self) -> &'static str {
-        "local"
+    fn kind(&self) -> EngineKind {
+        EngineKind::Local
     }
 
     fn default_voice(&self) -> &str {
@@ -146,19 +148,11 @@ impl SpeechEngine for LocalEngine {
         s: &Synthesis,
         duration: Option<Duration>,
     ) -> Result<Vec<Mark>, TtsError> {
-        // espeak-ng reports no timings: spread the known (or estimated)
-        // duration over the words by length, with pauses at sentence ends.
-        let duration = duration.unwrap_or_else(|| estimate_duration(&s.text));
-        Ok(voxgate_audio::estimate_speech_marks(&s.text, duration)
-            .into_iter()
-            .map(|m| Mark {
-                time: m.time_ms,
-                kind: m.kind,
-                start: m.start,
-                end: m.end,
-                value: m.value,
-            })
-            .collect())
+        // espeak-ng reports no timings.
+        Ok(estimated_marks(
+            &s.text,
+            duration.unwrap_or_else(|| estimate_duration(&s.text)),
+        ))
     }
 
     async fn ready(&self) -> Result<(), String> {
@@ -168,6 +162,22 @@ impl SpeechEngine for LocalEngine {
             Err("espeak-ng is not installed".into())
         }
     }
+}
+
+/// Word and sentence timings for voices that report none: the known (or
+/// estimated) duration spread over the words by length, with pauses at
+/// sentence ends.
+pub fn estimated_marks(text: &str, duration: Duration) -> Vec<Mark> {
+    voxgate_audio::estimate_speech_marks(text, duration)
+        .into_iter()
+        .map(|m| Mark {
+            time: m.time_ms,
+            kind: m.kind,
+            start: m.start,
+            end: m.end,
+            value: m.value,
+        })
+        .collect()
 }
 
 /// About 14 characters a second at espeak-ng's default 175 words a minute.

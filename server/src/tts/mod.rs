@@ -11,6 +11,7 @@ mod flight;
 mod handlers;
 pub mod limits;
 pub mod local;
+pub mod neural;
 pub mod polly;
 pub mod text;
 
@@ -115,7 +116,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::CurrentUser;
 use crate::config::{Config, TtsConfig, TtsEngineChoice};
-use engine::{Format, Mark, SpeechEngine, Synthesis, TtsError, Voice};
+use engine::{EngineKind, Format, Mark, SpeechEngine, Synthesis, TtsError, Voice};
 use flight::{Finish, Flights};
 
 /// Polly engine kinds, and the only one the local voice has.
@@ -135,6 +136,8 @@ struct Inner {
     flights: Arc<Flights>,
     permits: Arc<Semaphore>,
     readiness: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Why the engine asked for is not the one running, when it is not.
+    fallback: Option<String>,
 }
 
 impl From<TtsError> for ApiError {
@@ -163,28 +166,46 @@ impl From<TtsError> for ApiError {
     }
 }
 
-fn engine_for(name: &str) -> &'static str {
-    if name == "polly" { "polly" } else { "local" }
-}
-
 impl Tts {
-    /// Picks the engine: Polly when asked for, or with `auto` when AWS
-    /// settings are present; otherwise the local voice.
+    /// Picks the engine: the one asked for, or with `auto` Polly when AWS
+    /// settings are present, else the neural voice when it is installed,
+    /// else espeak-ng. A neural voice that cannot start falls back to
+    /// espeak-ng, said once in the log and always in `/readyz`.
     pub async fn new(db: PgPool, config: &Config) -> Tts {
         let tts = config.tts.clone();
-        let use_polly = match tts.engine {
-            TtsEngineChoice::Polly => true,
-            TtsEngineChoice::Local => false,
-            TtsEngineChoice::Auto => tts.aws.configured(),
+        let kind = match tts.engine {
+            TtsEngineChoice::Polly => EngineKind::Polly,
+            TtsEngineChoice::Neural => EngineKind::Neural,
+            TtsEngineChoice::Local => EngineKind::Local,
+            TtsEngineChoice::Auto if tts.aws.configured() => EngineKind::Polly,
+            TtsEngineChoice::Auto if tts.piper.python.is_some() => EngineKind::Neural,
+            TtsEngineChoice::Auto => EngineKind::Local,
         };
-        let engine: Arc<dyn SpeechEngine> = if use_polly {
-            Arc::new(polly::PollyEngine::new(&tts.aws, tts.default_voice.clone()).await)
-        } else {
+        let local = || {
             Arc::new(local::LocalEngine::new(
                 tts.espeak_program.clone(),
                 tts.concurrency,
                 tts.default_voice.clone(),
             ))
+        };
+        let mut fallback = None;
+        let engine: Arc<dyn SpeechEngine> = match kind {
+            EngineKind::Polly => {
+                Arc::new(polly::PollyEngine::new(&tts.aws, tts.default_voice.clone()).await)
+            }
+            EngineKind::Neural => {
+                match neural::NeuralEngine::start(tts.piper.clone(), tts.default_voice.clone())
+                    .await
+                {
+                    Ok(engine) => Arc::new(engine),
+                    Err(reason) => {
+                        tracing::warn!(%reason, "the neural voice is not available; speaking with espeak-ng instead");
+                        fallback = Some(format!("the neural voice is not available ({reason})"));
+                        local()
+                    }
+                }
+            }
+            EngineKind::Local => local(),
         };
         tracing::info!(engine = engine.name(), "speech engine selected");
         Tts {
@@ -196,12 +217,27 @@ impl Tts {
                 memory: cache::Memory::default(),
                 flights: Arc::new(Flights::default()),
                 readiness: Mutex::new(None),
+                fallback,
             }),
         }
     }
 
     pub fn engine_name(&self) -> &'static str {
         self.inner.engine.name()
+    }
+
+    fn engine_kind(&self) -> EngineKind {
+        self.inner.engine.kind()
+    }
+
+    /// Why the engine running is not the one asked for, if it is not.
+    pub fn fallback(&self) -> Option<&str> {
+        self.inner.fallback.as_deref()
+    }
+
+    /// The speech engine's own processes on this machine.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.inner.engine.worker_pids()
     }
 
     /// Whether the engine can synthesize now (checked at most every 30 s).
@@ -257,10 +293,11 @@ impl Tts {
             ))
         })?;
         let engine = &self.inner.engine;
-        if engine.name() == "local" && format == Format::OggVorbis {
-            return Err(ApiError::bad_request(
-                "OutputFormat ogg_vorbis is not available with the local voice; use mp3 or pcm.",
-            ));
+        if engine.kind().on_machine() && format == Format::OggVorbis {
+            return Err(ApiError::bad_request(format!(
+                "OutputFormat ogg_vorbis is not available with the {} voice; use mp3 or pcm.",
+                engine.name()
+            )));
         }
         let language = params
             .language
@@ -279,7 +316,7 @@ impl Tts {
                 Some(v) => v,
                 // The local voice accepts Polly voice names (clients of the
                 // original endpoint send them) by speaking the language.
-                None if engine.name() == "local"
+                None if engine.kind().on_machine()
                     && language.as_deref().and_then(for_language).is_some() =>
                 {
                     language
@@ -419,7 +456,7 @@ impl Tts {
     }
 
     fn synthesis(&self, k: &Keyed) -> Result<Synthesis, ApiError> {
-        if engine_for(&k.engine) != self.inner.engine.name() {
+        if EngineKind::parse(&k.engine) != Some(self.engine_kind()) {
             return Err(ApiError::NotFound(format!(
                 "This speech was registered for the {} engine, which this server does not run.",
                 k.engine
@@ -524,10 +561,10 @@ impl Tts {
             )
             .await?;
         }
-        if self.inner.engine.name() == "local" {
-            // Polly's billed count comes from its response; the local voice
-            // "bills" what it speaks.
-            metrics::counter!("voxgate_tts_billed_characters_total", "engine" => "local")
+        if self.engine_kind().on_machine() {
+            // Polly's billed count comes from its response; voices on this
+            // machine "bill" what they speak.
+            metrics::counter!("voxgate_tts_billed_characters_total", "engine" => self.engine_name())
                 .increment(chars as u64);
         }
         let engine = self.inner.engine.clone();
@@ -549,7 +586,7 @@ impl Tts {
         let format = Format::parse(&keyed.format).unwrap_or(Format::Mp3);
         let finish = Finish {
             max_cache_bytes: self.inner.config.cache_max_bytes,
-            mp3_frames: format == Format::Mp3 && self.inner.engine.name() == "local",
+            mp3_frames: format == Format::Mp3 && self.engine_kind().on_machine(),
         };
         let (flight, leader) = self.inner.flights.join_or_start(
             &self.inner.db,
@@ -611,7 +648,7 @@ impl Tts {
         let duration = cache::duration_ms(&self.inner.db, key)
             .await?
             .map(|ms| Duration::from_millis(ms.max(0) as u64));
-        let billed = self.inner.engine.name() == "polly";
+        let billed = self.engine_kind() == EngineKind::Polly;
         let chars = keyed.text.chars().count() as i64;
         let exempt = user.has_role("agent") || user.has_role("admin");
         if billed {
@@ -654,7 +691,7 @@ impl Tts {
         };
         // Local marks are estimates; keep them only once the real
         // duration is known.
-        if self.inner.engine.name() == "polly" || duration.is_some() {
+        if billed || duration.is_some() {
             let data = serde_json::to_vec(&marks).map_err(|e| ApiError::Internal(e.into()))?;
             if cache::store_whole(
                 &self.inner.db,

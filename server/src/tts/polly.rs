@@ -17,7 +17,9 @@ use futures::StreamExt;
 use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
 
-use super::engine::{AudioStream, Format, Mark, SpeechEngine, Synthesis, TtsError, Voice};
+use super::engine::{
+    AudioStream, EngineKind, Format, Mark, SpeechEngine, Synthesis, TtsError, Voice,
+};
 use super::text;
 use crate::config::AwsConfig;
 
@@ -207,8 +209,8 @@ fn relay(body: aws_smithy_types::byte_stream::ByteStream) -> AudioStream {
 
 #[async_trait::async_trait]
 impl SpeechEngine for PollyEngine {
-    fn name(&self) -> &'static str {
-        "polly"
+    fn kind(&self) -> EngineKind {
+        EngineKind::Polly
     }
 
     fn default_voice(&self) -> &str {

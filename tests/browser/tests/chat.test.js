@@ -156,6 +156,9 @@ test('settings are saved and the chat fits a phone screen', async () => {
   await signIn(page, 'bob', 'bob');
   const voices = await page.locator('#voice-select option').count();
   assert.ok(voices > 1, 'voices are offered');
+  // scripts/browser-test runs the neural voice, as scripts/dev does.
+  assert.ok(await page.locator('#voice-select option', { hasText: 'Joe (neural)' }).count() === 1,
+    'the neural voice is offered');
   const second = await page.locator('#voice-select option').nth(1).getAttribute('value');
   await page.selectOption('#voice-select', second);
   await page.selectOption('#rate-select', '1.5');

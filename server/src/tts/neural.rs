@@ -1,0 +1,476 @@
+//! The neural voice: Piper, a neural text-to-speech that runs on a laptop
+//! CPU, kept warm in worker processes. The worker (`server/piper/worker.py`,
+//! embedded in the binary and run with `python -c`) loads the voice model
+//! once; voxgate sends it text a piece at a time and reads back 16-bit PCM,
+//! one frame per sentence, encoding each to MP3 as it arrives, so the first
+//! sentence plays while the rest is spoken. Piper is GPL-3.0: it only ever
+//! runs as a separate process and is never linked or imported here.
+//!
+//! A worker that dies fails the request it was serving and is replaced on
+//! the next one. A stream dropped before its end leaves its worker in the
+//! middle of an answer, so that worker is replaced too rather than read out
+//! of step.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use voxgate_audio::Pcm;
+
+use super::engine::{
+    AudioStream, EngineKind, Format, Mark, SpeechEngine, Synthesis, TtsError, Voice,
+};
+use super::local::estimated_marks;
+use super::text;
+use crate::config::PiperConfig;
+
+const WORKER: &str = include_str!("../../piper/worker.py");
+/// Piper's memory and time to first audio grow with the longest sentence it
+/// is given, so text goes to it in pieces of at most this many characters.
+const PIECE_CHARS: usize = 300;
+const MP3_KBPS: u32 = 48;
+/// Model load takes about a second; a cold disk or a busy machine more.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the next frame in the middle of an answer.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// A frame is one sentence of a piece: far below this.
+const MAX_FRAME: u32 = 32 << 20;
+const MAX_MESSAGE: u32 = 64 << 10;
+/// About 19 characters a second (measured on the bundled voice).
+const CHARS_PER_SECOND: u64 = 19;
+
+/// The worker's first line, once its voice is loaded.
+#[derive(serde::Deserialize)]
+struct Ready {
+    voice: String,
+    sample_rate: u32,
+    language: String,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// False from a request's start until its terminator has been read.
+    in_step: bool,
+}
+
+enum Frame {
+    Audio(Vec<u8>),
+    End,
+    Failed(String),
+}
+
+impl Worker {
+    async fn start(config: &PiperConfig) -> Result<(Worker, Ready), String> {
+        let python = config
+            .python
+            .as_ref()
+            .ok_or("VOXGATE_PIPER_PYTHON is not set")?;
+        let mut command = Command::new(python);
+        command.arg("-c").arg(WORKER);
+        if let Some(model) = &config.model {
+            command.arg("--model").arg(model);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", python.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("the worker's pipes were not set up".into());
+        };
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        match tokio::time::timeout(START_TIMEOUT, stdout.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => {
+                let status = child.wait().await.map(|s| s.to_string());
+                return Err(format!(
+                    "the worker stopped before its voice was loaded ({}); is piper-tts installed for {}?",
+                    status.unwrap_or_else(|e| e.to_string()),
+                    python.display()
+                ));
+            }
+            Err(_) => return Err("the worker did not load its voice within 120 s".into()),
+        }
+        let ready: Ready = serde_json::from_str(line.trim())
+            .map_err(|e| format!("the worker's first line is not its ready line: {e}"))?;
+        let worker = Worker {
+            child,
+            stdin,
+            stdout,
+            in_step: true,
+        };
+        Ok((worker, ready))
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    async fn send(&mut self, piece: &str) -> Result<(), TtsError> {
+        self.in_step = false;
+        let mut line = serde_json::to_vec(&serde_json::json!({ "text": piece }))
+            .map_err(|e| TtsError::Upstream(e.to_string()))?;
+        line.push(b'\n');
+        let written = async {
+            self.stdin.write_all(&line).await?;
+            self.stdin.flush().await
+        };
+        written.await.map_err(stopped)
+    }
+
+    async fn frame(&mut self) -> Result<Frame, TtsError> {
+        let read = async {
+            let frame = match self.stdout.read_u32().await? {
+                0 => {
+                    self.in_step = true;
+                    Frame::End
+                }
+                u32::MAX => {
+                    let len = self.stdout.read_u32().await?;
+                    if len > MAX_MESSAGE {
+                        return Err(std::io::Error::other("oversized error message"));
+                    }
+                    let mut message = vec![0; len as usize];
+                    self.stdout.read_exact(&mut message).await?;
+                    self.in_step = true;
+                    Frame::Failed(String::from_utf8_lossy(&message).into_owned())
+                }
+                len if len > MAX_FRAME => {
+                    return Err(std::io::Error::other(format!("a frame of {len} bytes")));
+                }
+                len => {
+                    let mut pcm = vec![0; len as usize];
+                    self.stdout.read_exact(&mut pcm).await?;
+                    Frame::Audio(pcm)
+                }
+            };
+            Ok::<_, std::io::Error>(frame)
+        };
+        match tokio::time::timeout(FRAME_TIMEOUT, read).await {
+            Ok(result) => result.map_err(stopped),
+            Err(_) => Err(TtsError::Upstream(
+                "the neural voice did not answer in time".into(),
+            )),
+        }
+    }
+}
+
+fn stopped(e: std::io::Error) -> TtsError {
+    TtsError::Upstream(format!("the neural voice stopped: {e}"))
+}
+
+/// Worker slots; a permit of `free` guarantees an unlocked slot.
+struct Pool {
+    config: PiperConfig,
+    slots: Vec<Arc<Mutex<Option<Worker>>>>,
+    free: Arc<Semaphore>,
+    pids: std::sync::Mutex<Vec<Option<u32>>>,
+}
+
+/// One slot, held for a whole synthesis.
+struct Lease {
+    _permit: OwnedSemaphorePermit,
+    index: usize,
+    slot: OwnedMutexGuard<Option<Worker>>,
+}
+
+impl Pool {
+    async fn lease(&self) -> Result<Lease, TtsError> {
+        let permit = self
+            .free
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| TtsError::Unavailable("shutting down".into()))?;
+        let (index, slot) = self
+            .slots
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.clone().try_lock_owned().ok().map(|g| (i, g)))
+            .ok_or_else(|| TtsError::Unavailable("no free neural-voice worker".into()))?;
+        let mut lease = Lease {
+            _permit: permit,
+            index,
+            slot,
+        };
+        let usable = lease.slot.as_mut().is_some_and(|w| w.in_step && w.alive());
+        if !usable {
+            // Dropping the old worker kills it (kill_on_drop).
+            *lease.slot = None;
+            let (worker, _) = Worker::start(&self.config)
+                .await
+                .map_err(TtsError::Unavailable)?;
+            self.set_pid(index, worker.child.id());
+            *lease.slot = Some(worker);
+            tracing::info!("neural-voice worker started");
+        }
+        Ok(lease)
+    }
+
+    fn set_pid(&self, index: usize, pid: Option<u32>) {
+        if let Ok(mut pids) = self.pids.lock()
+            && let Some(p) = pids.get_mut(index)
+        {
+            *p = pid;
+        }
+    }
+}
+
+impl Lease {
+    fn worker(&mut self) -> Result<&mut Worker, TtsError> {
+        self.slot
+            .as_mut()
+            .ok_or_else(|| TtsError::Unavailable("the neural-voice worker is gone".into()))
+    }
+
+    /// Replaces nothing yet: the next lease of this slot starts a new worker.
+    fn discard(&mut self, pool: &Pool) {
+        *self.slot = None;
+        pool.set_pid(self.index, None);
+    }
+}
+
+pub struct NeuralEngine {
+    pool: Arc<Pool>,
+    voices: Arc<Vec<Voice>>,
+    default_voice: String,
+    sample_rate: u32,
+}
+
+impl NeuralEngine {
+    /// Starts the first worker, so that a missing install is found now and
+    /// not at the first request.
+    pub async fn start(
+        config: PiperConfig,
+        default_voice: Option<String>,
+    ) -> Result<NeuralEngine, String> {
+        let (worker, ready) = Worker::start(&config).await?;
+        let workers = config.workers.max(1);
+        let slots: Vec<_> = (0..workers).map(|_| Arc::new(Mutex::new(None))).collect();
+        let mut pids = vec![None; workers];
+        pids[0] = worker.child.id();
+        if let Ok(mut first) = slots[0].try_lock() {
+            *first = Some(worker);
+        }
+        let voice = Voice {
+            id: ready.voice.clone(),
+            name: format!("{} (neural)", speaker_name(&ready.voice)),
+            language: ready.language.replace('_', "-"),
+            gender: None,
+            engines: vec!["neural".into()],
+        };
+        tracing::info!(voice = %voice.id, sample_rate = ready.sample_rate, workers, "neural voice loaded");
+        Ok(NeuralEngine {
+            pool: Arc::new(Pool {
+                config,
+                slots,
+                free: Arc::new(Semaphore::new(workers)),
+                pids: std::sync::Mutex::new(pids),
+            }),
+            default_voice: default_voice.unwrap_or_else(|| voice.id.clone()),
+            voices: Arc::new(vec![voice]),
+            sample_rate: ready.sample_rate,
+        })
+    }
+}
+
+/// `en_US-joe-medium` → `Joe`.
+fn speaker_name(model: &str) -> String {
+    let speaker = model.split('-').nth(1).unwrap_or(model);
+    let mut chars = speaker.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => model.to_string(),
+    }
+}
+
+/// One sentence of PCM in the asked-for format.
+async fn encode(pcm: Vec<u8>, sample_rate: u32, format: Format) -> Result<Bytes, TtsError> {
+    tokio::task::spawn_blocking(move || {
+        let pcm = Pcm {
+            samples: pcm
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+            channels: 1,
+            sample_rate,
+        };
+        match format {
+            Format::Mp3 => voxgate_audio::encode_mp3(&pcm, MP3_KBPS).map(Bytes::from),
+            // Polly's pcm is 16 kHz; clients of the original endpoint expect it.
+            Format::Pcm => Ok(Bytes::from(pcm.resample(16_000).to_s16le())),
+            Format::OggVorbis => Err(voxgate_audio::AudioError::Encode(
+                "ogg_vorbis is refused before synthesis".into(),
+            )),
+        }
+    })
+    .await
+    .map_err(|e| TtsError::Upstream(e.to_string()))?
+    .map_err(|e| TtsError::Upstream(e.to_string()))
+}
+
+/// Where a synthesis stands between two frames.
+struct Speaking {
+    pool: Arc<Pool>,
+    lease: Lease,
+    pieces: std::vec::IntoIter<String>,
+    sample_rate: u32,
+    format: Format,
+    /// Set at the end of the text or after an error: the worker owes
+    /// nothing more, and reading on would wait for a frame never sent.
+    finished: bool,
+}
+
+impl Speaking {
+    /// The next sentence's audio, `None` at the end of the text.
+    async fn next_audio(&mut self) -> Option<Result<Bytes, TtsError>> {
+        if self.finished {
+            return None;
+        }
+        let next = self.read().await;
+        if !matches!(next, Some(Ok(_))) {
+            self.finished = true;
+        }
+        next
+    }
+
+    async fn read(&mut self) -> Option<Result<Bytes, TtsError>> {
+        loop {
+            let frame = match self.lease.worker() {
+                Ok(worker) => worker.frame().await,
+                Err(e) => return Some(Err(e)),
+            };
+            match frame {
+                Ok(Frame::Audio(pcm)) => {
+                    return Some(encode(pcm, self.sample_rate, self.format).await);
+                }
+                Ok(Frame::End) => {
+                    let piece = self.pieces.next()?;
+                    let sent = match self.lease.worker() {
+                        Ok(worker) => worker.send(&piece).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = sent {
+                        self.lease.discard(&self.pool);
+                        return Some(Err(e));
+                    }
+                }
+                Ok(Frame::Failed(message)) => return Some(Err(TtsError::Upstream(message))),
+                Err(e) => {
+                    self.lease.discard(&self.pool);
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SpeechEngine for NeuralEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Neural
+    }
+
+    fn default_voice(&self) -> &str {
+        &self.default_voice
+    }
+
+    fn request_limit(&self) -> usize {
+        PIECE_CHARS
+    }
+
+    async fn voices(&self) -> Result<Arc<Vec<Voice>>, TtsError> {
+        Ok(self.voices.clone())
+    }
+
+    async fn synthesize(&self, s: &Synthesis) -> Result<AudioStream, TtsError> {
+        if s.format == Format::OggVorbis {
+            return Err(TtsError::Unsupported(
+                "OutputFormat ogg_vorbis is not available with the neural voice; use mp3 or pcm"
+                    .into(),
+            ));
+        }
+        let mut pieces = text::split(&s.text, PIECE_CHARS).into_iter();
+        let Some(first) = pieces.next() else {
+            return Ok(futures::stream::empty().boxed());
+        };
+        let mut lease = self.pool.lease().await?;
+        if let Err(e) = lease.worker()?.send(&first).await {
+            lease.discard(&self.pool);
+            return Err(e);
+        }
+        let mut speaking = Speaking {
+            pool: self.pool.clone(),
+            lease,
+            pieces,
+            sample_rate: self.sample_rate,
+            format: s.format,
+            finished: false,
+        };
+        // The first sentence is awaited here: a failure before any audio is
+        // an error of the request, not of its stream.
+        let head = match speaking.next_audio().await {
+            Some(Err(e)) => return Err(e),
+            head => head,
+        };
+        let rest = futures::stream::unfold(speaking, |mut speaking| async move {
+            speaking.next_audio().await.map(|audio| (audio, speaking))
+        });
+        Ok(futures::stream::iter(head).chain(rest).boxed())
+    }
+
+    async fn speech_marks(
+        &self,
+        s: &Synthesis,
+        duration: Option<Duration>,
+    ) -> Result<Vec<Mark>, TtsError> {
+        // Piper reports no word timings.
+        let estimate = || {
+            Duration::from_millis(
+                (s.text.chars().count() as u64 * 1000 / CHARS_PER_SECOND).max(300),
+            )
+        };
+        Ok(estimated_marks(&s.text, duration.unwrap_or_else(estimate)))
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        // A busy pool is a working one; otherwise make sure a worker runs.
+        if self.pool.free.available_permits() == 0 {
+            return Ok(());
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.pool.lease()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn worker_pids(&self) -> Vec<u32> {
+        self.pool
+            .pids
+            .lock()
+            .map(|p| p.iter().flatten().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::speaker_name;
+
+    #[test]
+    fn the_speaker_is_named_from_the_model_file() {
+        assert_eq!(speaker_name("en_US-joe-medium"), "Joe");
+        assert_eq!(speaker_name("plain"), "Plain");
+    }
+}

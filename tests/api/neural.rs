@@ -1,0 +1,256 @@
+//! The neural voice (Piper in warm worker processes) through every speech
+//! endpoint, its fallback to espeak-ng, and a worker killed mid-request.
+//! Piper comes from `.local/piper`, which scripts/test installs.
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestSettings, problem};
+use crate::stack::{Stack, spawn_stack_with};
+use crate::tts::decoded_seconds;
+
+const VOICE: &str = "en_US-joe-medium";
+
+/// The interpreter that has Piper: `VOXGATE_PIPER_PYTHON`, or the one
+/// scripts/test and scripts/dev install.
+fn piper_python() -> String {
+    if let Ok(python) = std::env::var("VOXGATE_PIPER_PYTHON") {
+        return python;
+    }
+    let installed = concat!(env!("CARGO_MANIFEST_DIR"), "/../.local/piper/bin/python");
+    assert!(
+        std::path::Path::new(installed).exists(),
+        "the neural voice is not installed: run scripts/test (or set VOXGATE_PIPER_PYTHON)"
+    );
+    installed.to_string()
+}
+
+async fn neural_stack() -> Stack {
+    spawn_stack_with(
+        TestSettings::default()
+            .set("VOXGATE_TTS_ENGINE", "auto")
+            .set("VOXGATE_PIPER_PYTHON", piper_python()),
+    )
+    .await
+}
+
+/// RMS amplitude of decoded audio (0 is silence), read by sox.
+fn decoded_rms(mp3: &[u8]) -> f64 {
+    let path = std::env::temp_dir().join(format!("voxgate-rms-{}.mp3", uuid::Uuid::new_v4()));
+    std::fs::write(&path, mp3).unwrap();
+    let out = std::process::Command::new("sox")
+        .arg(&path)
+        .args(["-n", "stat"])
+        .output()
+        .expect("sox runs");
+    std::fs::remove_file(&path).ok();
+    let report = String::from_utf8_lossy(&out.stderr).into_owned();
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("RMS     amplitude:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RMS in sox's report: {report}"))
+}
+
+fn assert_speech(mp3: &[u8], text: &str) {
+    let seconds = decoded_seconds(mp3);
+    let chars = text.chars().count() as f64;
+    assert!(
+        (chars * 0.02..chars * 0.2 + 1.0).contains(&seconds),
+        "{seconds} s for {chars} characters"
+    );
+    assert!(decoded_rms(mp3) > 0.01, "the audio is not silence");
+}
+
+#[tokio::test]
+async fn the_neural_voice_is_chosen_listed_and_speaks_through_every_endpoint() {
+    let stack = neural_stack().await;
+    let token = stack.password_token("bob", "bob").await;
+    let ready: Value = stack.app.get("/readyz").await.json().await.unwrap();
+    let speech = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "speech_engine")
+        .unwrap()
+        .clone();
+    assert!(
+        speech["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("neural engine ready"),
+        "{speech}"
+    );
+
+    let voices: Value = stack
+        .fetch(&token, "/api/voices", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(voices[0]["id"], VOICE, "{voices}");
+    assert_eq!(voices[0]["engines"], json!(["neural"]));
+    assert_eq!(voices[0]["language"], "en-US");
+
+    // The original endpoint, with and without the voice named.
+    let text = "The neural voice speaks naturally. It runs on this machine.";
+    for query in [
+        vec![("Text", text), ("VoiceId", VOICE), ("OutputFormat", "mp3")],
+        vec![
+            ("Text", text),
+            ("LanguageCode", "en-US"),
+            ("OutputFormat", "mp3"),
+        ],
+    ] {
+        let response = stack.tts_get(&token, &query).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "audio/mpeg");
+        assert_speech(&response.bytes().await.unwrap(), text);
+    }
+    let pcm = stack
+        .tts_get(&token, &[("Text", "Raw samples."), ("OutputFormat", "pcm")])
+        .await;
+    assert_eq!(pcm.status(), 200);
+    let samples = pcm.bytes().await.unwrap().len() / 2;
+    assert!(
+        (4_000..64_000).contains(&samples),
+        "{samples} samples at 16 kHz"
+    );
+    problem(
+        stack
+            .tts_get(&token, &[("Text", "Hi"), ("OutputFormat", "ogg_vorbis")])
+            .await,
+        400,
+    )
+    .await;
+
+    // Registered speech: streamed once, then served from the cache, with
+    // word timings.
+    let registered = stack
+        .register_speech(&token, &json!({"text": "One two three. Four five."}))
+        .await;
+    let url = registered["url"].as_str().unwrap();
+    let first = stack.fetch(&token, url, &[]).await.bytes().await.unwrap();
+    assert_speech(&first, "One two three. Four five.");
+    let again = stack.fetch(&token, url, &[]).await;
+    assert_eq!(again.status(), 200);
+    assert!(
+        again.headers().get("etag").is_some(),
+        "served from the cache"
+    );
+    assert_eq!(again.bytes().await.unwrap(), first);
+    let marks: Value = stack
+        .fetch(&token, registered["marksUrl"].as_str().unwrap(), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let words: Vec<&str> = marks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "word")
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(words, ["One", "two", "three", "Four", "five"]);
+}
+
+#[tokio::test]
+async fn identical_neural_requests_share_one_synthesis() {
+    let stack = neural_stack().await;
+    let token = stack.password_token("bob", "bob").await;
+    let text = "Five listeners, one synthesis, the same bytes for all.";
+    let requests = (0..5).map(|_| {
+        let stack = &stack;
+        let token = token.clone();
+        async move {
+            let r = stack.tts_get(&token, &[("Text", text)]).await;
+            let cache = r.headers()["x-voxgate-cache"].to_str().unwrap().to_string();
+            (cache, r.bytes().await.unwrap())
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let misses = answers.iter().filter(|(c, _)| c == "miss").count();
+    assert_eq!(
+        misses,
+        1,
+        "{:?}",
+        answers.iter().map(|a| &a.0).collect::<Vec<_>>()
+    );
+    assert!(answers.iter().all(|(_, b)| b == &answers[0].1));
+    assert_speech(&answers[0].1, text);
+}
+
+#[tokio::test]
+async fn without_piper_the_local_voice_speaks_and_readyz_says_why() {
+    let stack = spawn_stack_with(
+        TestSettings::default()
+            .set("VOXGATE_TTS_ENGINE", "auto")
+            .set("VOXGATE_PIPER_PYTHON", "/nonexistent/python3"),
+    )
+    .await;
+    let ready: Value = stack.app.get("/readyz").await.json().await.unwrap();
+    let detail = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "speech_engine")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.starts_with("local engine ready"), "{detail}");
+    assert!(
+        detail.contains("the neural voice is not available")
+            && detail.contains("/nonexistent/python3"),
+        "{detail}"
+    );
+    let token = stack.password_token("bob", "bob").await;
+    let response = stack.tts_get(&token, &[("Text", "Still speaking.")]).await;
+    assert_eq!(response.status(), 200);
+    assert_speech(&response.bytes().await.unwrap(), "Still speaking.");
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_request_fails_that_request_and_the_next_succeeds() {
+    let stack = neural_stack().await;
+    let token = stack.password_token("bob", "bob").await;
+    let pids = stack.app.state.tts.worker_pids();
+    assert_eq!(pids.len(), 1, "one warm worker: {pids:?}");
+    let long: String = (1..=12)
+        .map(|i| format!("This is sentence number {i} of a long reply. "))
+        .collect();
+    let response = stack.tts_get(&token, &[("Text", long.trim())]).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let first = body.next().await.expect("a first chunk").expect("audio");
+    assert!(!first.is_empty());
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut failed = false;
+    while let Some(chunk) = body.next().await {
+        if chunk.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(
+        failed,
+        "the cut response ends in an error, not as complete audio"
+    );
+
+    // The same text is not cached half-spoken; the next request gets a new
+    // worker and full audio.
+    let next = stack.tts_get(&token, &[("Text", "After the crash.")]).await;
+    assert_eq!(next.status(), 200);
+    assert_speech(&next.bytes().await.unwrap(), "After the crash.");
+    let new_pids = stack.app.state.tts.worker_pids();
+    assert_eq!(new_pids.len(), 1);
+    assert_ne!(new_pids, pids, "a new worker replaced the killed one");
+    let whole = stack.tts_get(&token, &[("Text", long.trim())]).await;
+    assert_eq!(whole.status(), 200);
+    assert_speech(&whole.bytes().await.unwrap(), long.trim());
+}
