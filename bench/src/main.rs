@@ -68,9 +68,13 @@ pub struct Args {
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
     /// Only these sections (api, tls, hit, ttfb, rss, flight, original,
-    /// provision, token); all when omitted.
+    /// provision, token, voices); all when omitted.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The neural voice's Python (scripts/bench installs it); without it the
+    /// voices section measures espeak-ng and Polly only.
+    #[arg(long, env = "VOXGATE_PIPER_PYTHON")]
+    piper_python: Option<PathBuf>,
     /// Before measuring, print every URL and a token and keep the servers
     /// up this long (to profile or try things by hand).
     #[arg(long, default_value_t = 0)]
@@ -130,6 +134,7 @@ pub struct Lab {
     pub tls_static_url: Option<String>,
     pub tls_client: Option<reqwest::Client>,
     procs: Vec<Proc>,
+    logs: PathBuf,
 }
 
 impl Lab {
@@ -203,6 +208,39 @@ impl Lab {
             p.check_alive()?;
         }
         Ok(())
+    }
+
+    /// Starts another voxgate on the same database and realm with `env`
+    /// over the usual settings; returns its URL and pid. It is stopped
+    /// with the rest of the lab.
+    pub async fn start_voxgate(&mut self, env: &[(&str, String)]) -> anyhow::Result<(String, u32)> {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(self.root.join(&self.args.bin_dir).join("voxgate"));
+        cmd.arg("serve");
+        for (k, v) in voxgate_env(&self.args, &url, port, &self.issuer, &self.polly_url) {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut vx = Proc::spawn(&format!("voxgate-{port}"), cmd, &self.logs)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            vx.check_alive()?;
+            if let Ok(r) = self.http.get(format!("{url}/readyz")).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("voxgate on {url} never became ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let pid = vx.pid();
+        self.procs.push(vx);
+        Ok((url, pid))
     }
 
     pub fn vx_port(&self) -> u16 {
@@ -282,6 +320,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     section!("original", scenarios::original);
     section!("token", scenarios::token_micro);
     section!("provision", scenarios::provisioning);
+    section!("voices", scenarios::voices);
     let elapsed = started.elapsed().as_secs() + a.setup_seconds;
     let doc = scenarios::document(&lab, &rep, elapsed)?;
     let out = lab.path(&a.out.to_string_lossy());
@@ -533,6 +572,7 @@ async fn start_lab(args: Args) -> anyhow::Result<Lab> {
         tls_static_url,
         tls_client,
         procs,
+        logs,
     })
 }
 
