@@ -1761,7 +1761,7 @@ pub async fn voices(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
                 "{:.0} MiB idle, {:.0} MiB after, {:.0} MiB peak",
                 rss_idle.unwrap_or(0) as f64 / 1024.0,
                 rss_kib(*p).unwrap_or(0) as f64 / 1024.0,
-                proc_status_kib(*p, "VmHWM").unwrap_or(0) as f64 / 1024.0
+                proc_status_kib(*p, "VmHWM:").unwrap_or(0) as f64 / 1024.0
             ),
             None => "—".into(),
         };

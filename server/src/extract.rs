@@ -1,6 +1,11 @@
 //! Input extractors whose rejections are our own [`ApiError`], so malformed
 //! JSON, query strings and path segments get the same problem+json format
 //! with a specific message instead of axum's plain-text defaults.
+//!
+//! They also refuse text that Postgres cannot store: a NUL character
+//! (`\u0000` in JSON, `%00` in a URL) is valid JSON and valid UTF-8, but
+//! Postgres refuses it in `text` columns, so it is a 422 naming the field
+//! here rather than a 500 at the first write.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -22,11 +27,92 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::bad_request(
+                "Expected a JSON body with `Content-Type: application/json`.",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(
+                        "The request body is larger than this server accepts.".into(),
+                    )
+                } else {
+                    ApiError::bad_request("The request body could not be read.")
+                }
+            })?;
+        // Cheap on the common path: only a body that spells `\u0000` is
+        // parsed a second time to name the field.
+        if memchr_nul_escape(&bytes)
+            && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && let Some(field) = nul_field(&value, "")
+        {
+            return Err(nul_error(&field));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(AppJson(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `application/json` or any `+json` type, as axum's own extractor accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Ok(mime) = value.parse::<mime::Mime>() else {
+        return false;
+    };
+    mime.type_() == "application"
+        && (mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json"))
+}
+
+fn memchr_nul_escape(bytes: &[u8]) -> bool {
+    bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+}
+
+/// The path (`message`, `password.value`, `roles[1]`) of the first string
+/// holding a NUL character, keys included.
+fn nul_field(value: &serde_json::Value, at: &str) -> Option<String> {
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(if at.is_empty() {
+            "body".into()
+        } else {
+            at.into()
+        }),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_field(v, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(join(&k.replace('\0', "")))
+            } else {
+                nul_field(v, &join(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
+fn nul_error(field: &str) -> ApiError {
+    ApiError::validation(
+        field,
+        "contains a NUL character (U+0000), which cannot be stored; remove it and send again",
+    )
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
@@ -85,6 +171,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(query) = parts.uri.query()
+            && let Some((field, _)) = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(nul_error(&field.replace('\0', "")));
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(q) => Ok(AppQuery(q.0)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::bad_request(
@@ -106,6 +198,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.path().to_ascii_lowercase().contains("%00") {
+            return Err(nul_error("path"));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(p) => Ok(AppPath(p.0)),
             Err(PathRejection::FailedToDeserializePathParams(e)) => {

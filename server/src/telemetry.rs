@@ -104,9 +104,12 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let status = response.status();
     let elapsed = started.elapsed();
     span.record("status", status.as_u16());
+    // Every label comes from a fixed set: any token is a valid HTTP method
+    // and any path can be asked for, so raw values would let a client
+    // create metric series (memory) without end.
     let labels = [
         ("route", route.clone()),
-        ("method", method.to_string()),
+        ("method", method_label(&method).to_string()),
         ("status", status.as_u16().to_string()),
     ];
     metrics::counter!("voxgate_http_requests_total", &labels).increment(1);
@@ -125,6 +128,22 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, v);
     }
     response
+}
+
+/// The method as a metric label: the standard methods by name, any other
+/// token as `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics` in Prometheus text format.

@@ -896,6 +896,85 @@ async fn back_channel_logout_rejects_unverified_tokens() {
 }
 
 #[tokio::test]
+async fn logout_tokens_follow_back_channel_logout_1_0_strictly_and_cannot_be_replayed() {
+    let stack = spawn_stack().await;
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let sid: String = sqlx::query_scalar("SELECT keycloak_sid FROM sessions")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    let header = format!(
+        r#"{{"alg":"RS256","typ" : "logout+jwt","kid" : "{}"}}"#,
+        stack.kc.current_kid(REALM)
+    );
+    let valid = json!({
+        "iat": now(), "exp": now() + 120, "jti": format!("onltna:{}", uuid::Uuid::new_v4()),
+        "iss": stack.kc.issuer(REALM), "aud": "voxgate-web", "sub": "someone", "typ": "Logout",
+        "sid": sid, "events": {"http://schemas.openid.net/event/backchannel-logout": {}}
+    });
+    let post = |token: String| {
+        let url = stack.app.url("/auth/backchannel-logout");
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .form(&[("logout_token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    let without = |claim: &str| {
+        let mut c = valid.clone();
+        c.as_object_mut().unwrap().remove(claim);
+        c
+    };
+    let with = |claim: &str, value: Value| {
+        let mut c = valid.clone();
+        c[claim] = value;
+        c
+    };
+    for (case, claims) in [
+        ("no exp", without("exp")),
+        ("no jti", without("jti")),
+        ("empty jti", with("jti", json!(""))),
+        ("no events", without("events")),
+        (
+            "event member not an object",
+            with(
+                "events",
+                json!({"http://schemas.openid.net/event/backchannel-logout": true}),
+            ),
+        ),
+        ("a nonce", with("nonce", json!("n"))),
+        ("neither sid nor sub", {
+            let mut c = without("sid");
+            c.as_object_mut().unwrap().remove("sub");
+            c
+        }),
+    ] {
+        let (status, body) = post(stack.kc.sign_jws(REALM, &header, &claims)).await;
+        assert_eq!(status, 400, "{case}: {body}");
+    }
+    assert_eq!(
+        stack.me_status(&client).await,
+        200,
+        "no refused token ended the session"
+    );
+
+    let token = stack.kc.sign_jws(REALM, &header, &valid);
+    assert_eq!(post(token.clone()).await.0, 200);
+    assert_eq!(stack.me_status(&client).await, 401);
+    // The same token again (a replay) is refused, whatever it would end.
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let (status, body) = post(token).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("already used"), "{body}");
+    assert_eq!(stack.me_status(&client).await, 200);
+}
+
+#[tokio::test]
 async fn a_session_refreshes_its_access_token_and_ends_when_refresh_is_refused() {
     let stack = spawn_stack().await;
     let (client, _) = stack.browser_login("bob", "bob", "/").await;

@@ -201,6 +201,56 @@ async fn empty_and_too_long_messages_are_refused() {
 }
 
 #[tokio::test]
+async fn text_postgres_cannot_store_is_a_422_naming_the_field_everywhere() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let alice = stack.password_token("alice", "alice").await;
+    // A NUL character: valid JSON and UTF-8, refused by Postgres.
+    let body = problem(stack.chat(&bob, "hello\u{0}world").await, 422).await;
+    assert_eq!(body["errors"][0]["field"], "message", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("NUL"), "{body}");
+    let create = reqwest::Client::new()
+        .post(stack.app.url("/api/admin/users"))
+        .bearer_auth(&alice)
+        .json(&json!({
+            "username": "nul-user",
+            "email": "nul@example.com",
+            "firstName": "Nu\u{0}l",
+            "roles": ["user"],
+            "password": {"value": "a long enough password"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(create, 422).await;
+    assert_eq!(body["errors"][0]["field"], "firstName", "{body}");
+    let search = reqwest::Client::new()
+        .get(stack.app.url("/api/admin/users?search=a%00b"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(search, 422).await;
+    assert_eq!(body["errors"][0]["field"], "search", "{body}");
+    let speech = reqwest::Client::new()
+        .get(stack.app.url("/api/tts/abc%00def"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    problem(speech, 422).await;
+    // Nothing was stored, nothing failed.
+    assert_eq!(
+        stack.history(&bob, "").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(stack.app.get("/api/version").await.status(), 200);
+}
+
+#[tokio::test]
 async fn the_chat_needs_a_signed_in_user() {
     let stack = spawn_stack().await;
     let r = reqwest::Client::new()

@@ -165,6 +165,53 @@ async fn metrics_count_requests_by_matched_route() {
 }
 
 #[tokio::test]
+async fn invented_methods_and_paths_never_become_new_metric_series() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    for i in 0..25 {
+        let method = reqwest::Method::from_bytes(format!("X{marker}{i}").as_bytes()).unwrap();
+        client
+            .request(method, app.url(&format!("/no-such-{marker}-{i}")))
+            .send()
+            .await
+            .unwrap();
+        client
+            .get(app.url(&format!("/no-such-{marker}-{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        !text.contains(&marker),
+        "a label carries request input:\n{text}"
+    );
+    let invented = text
+        .lines()
+        .filter(|l| l.starts_with("voxgate_http_requests_total"))
+        .filter(|l| l.contains("method=\"other\"") && l.contains("route=\"unmatched\""))
+        .count();
+    assert!(invented >= 1, "invented methods fold into `other`:\n{text}");
+    // Every label value of every series comes from a known set.
+    for line in text.lines().filter(|l| l.starts_with("voxgate_http_")) {
+        let method = line
+            .split("method=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        if let Some(method) = method {
+            assert!(
+                [
+                    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"
+                ]
+                .contains(&method),
+                "{line}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn openapi_document_lists_the_api() {
     let app = spawn_app().await;
     let doc: serde_json::Value = app.get("/api/openapi.json").await.json().await.unwrap();

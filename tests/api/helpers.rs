@@ -170,6 +170,14 @@ impl TestSettings {
         self.env.insert(key.to_string(), value.into());
         self
     }
+
+    /// Sets `key` unless the test already did.
+    pub fn set_default(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env
+            .entry(key.to_string())
+            .or_insert_with(|| value.into());
+        self
+    }
 }
 
 pub struct TestApp {

@@ -27,9 +27,9 @@ pub async fn spawn_polly_stack(settings: TestSettings) -> Stack {
     let settings = settings
         .set("VOXGATE_TTS_ENGINE", "polly")
         .set("AWS_ENDPOINT_URL_POLLY", polly.endpoint_url())
-        .set("AWS_REGION", "us-east-1")
-        .set("AWS_ACCESS_KEY_ID", "AKIDVOXGATETEST")
-        .set("AWS_SECRET_ACCESS_KEY", "voxgate-test-secret");
+        .set_default("AWS_REGION", "us-east-1")
+        .set_default("AWS_ACCESS_KEY_ID", "AKIDVOXGATETEST")
+        .set_default("AWS_SECRET_ACCESS_KEY", "voxgate-test-secret");
     let mut stack = spawn_stack_with(settings).await;
     stack.polly = Some(polly);
     stack

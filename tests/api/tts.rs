@@ -232,6 +232,30 @@ async fn ssml_looking_text_is_spoken_literally_never_a_500() {
 }
 
 #[tokio::test]
+async fn pollys_own_error_texts_never_reach_users() {
+    // Credentials Polly does not know: its answer names the problem (and
+    // in real AWS can name the account or IAM role).
+    let stack =
+        spawn_polly_stack(TestSettings::default().set("AWS_ACCESS_KEY_ID", "AKIDSOMEONEELSE0001"))
+            .await;
+    let token = stack.password_token("bob", "bob").await;
+    let response = stack
+        .tts_get(&token, &[("Text", "Hello"), ("VoiceId", "Joanna")])
+        .await;
+    let status = response.status().as_u16();
+    assert!(status == 502 || status == 503, "{status}");
+    let body = problem(response, status).await;
+    let detail = body["detail"].as_str().unwrap();
+    for leak in ["Unrecognized", "security token", "AKID", "arn:"] {
+        assert!(!detail.contains(leak), "{leak} in {detail}");
+    }
+    assert!(
+        body["requestId"].is_string(),
+        "the request id ties it to the log"
+    );
+}
+
+#[tokio::test]
 async fn throttling_is_retried_and_then_becomes_503_with_retry_after() {
     let stack = spawn_polly_stack(TestSettings::default()).await;
     let token = stack.password_token("bob", "bob").await;

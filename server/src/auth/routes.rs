@@ -536,6 +536,12 @@ async fn backchannel_logout(State(state): State<AppState>, body: axum::body::Byt
         Ok(c) => c,
         Err(e) => return bad(e.to_string()),
     };
+    let jti = claims.jti.as_deref().unwrap_or_default();
+    match session::remember_logout_token(&state.db, &claims.iss, jti, claims.exp).await {
+        Ok(true) => {}
+        Ok(false) => return bad("this logout token was already used".into()),
+        Err(e) => return ApiError::from(e).into_response(),
+    }
     let ended = match claims.sid.as_deref() {
         Some(sid) => session::delete_by_keycloak_sid(&state.db, sid).await,
         None => session::delete_for_keycloak_subject(&state.db, &claims.sub).await,

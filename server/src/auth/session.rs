@@ -119,6 +119,31 @@ pub async fn delete_by_keycloak_sid(db: impl PgExecutor<'_>, sid: &str) -> sqlx:
         .rows_affected())
 }
 
+/// Records a back-channel logout token's `jti` until the token expires;
+/// `false` when it was already used (a replay). Expired entries go at the
+/// same time, so the table holds only tokens that could still be replayed.
+pub async fn remember_logout_token(
+    db: &sqlx::PgPool,
+    issuer: &str,
+    jti: &str,
+    expires_at: i64,
+) -> sqlx::Result<bool> {
+    sqlx::query("DELETE FROM logout_token_jtis WHERE expires_at < now()")
+        .execute(db)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO logout_token_jtis (issuer, jti, expires_at)
+         VALUES ($1, $2, to_timestamp($3)) ON CONFLICT DO NOTHING",
+    )
+    .bind(issuer)
+    .bind(jti)
+    .bind(expires_at as f64)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
 pub async fn delete_for_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<u64> {
     Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(user_id)

@@ -39,11 +39,13 @@ pub struct Claims {
     /// name only the session.
     #[serde(default)]
     pub sub: String,
-    /// Required for access and ID tokens (checked); optional in logout
-    /// tokens.
+    /// Required in every kind of token (checked before decoding).
     #[serde(default)]
     pub exp: i64,
     pub iat: i64,
+    /// Required in logout tokens, whose replay is refused by it.
+    #[serde(default)]
+    pub jti: Option<String>,
     #[serde(default)]
     pub typ: Option<String>,
     #[serde(default)]
@@ -208,11 +210,7 @@ impl TokenValidator {
         // Time claims must be JSON numbers: a string `exp` must never be read
         // as "no expiry".
         let raw: serde_json::Map<String, serde_json::Value> = decode_json(payload)?;
-        let time_claims: &[&'static str] = match expect {
-            Expect::Logout => &["iat"],
-            _ => &["exp", "iat"],
-        };
-        for &claim in time_claims {
+        for claim in ["exp", "iat"] {
             match raw.get(claim) {
                 None => return Err(TokenError::MissingClaim(claim.to_string())),
                 Some(v) if !v.is_number() => return Err(TokenError::NonNumericClaim(claim)),
@@ -248,8 +246,7 @@ impl TokenValidator {
             }
             Expect::Logout => {
                 validation.set_audience(&[&self.client_id]);
-                validation.set_required_spec_claims(&["iat", "iss", "aud"]);
-                validation.validate_exp = raw.contains_key("exp");
+                validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
             }
         }
         let data =
@@ -276,11 +273,17 @@ impl TokenValidator {
                 if typ != "Logout" {
                     return Err(TokenError::WrongType(typ));
                 }
+                // The member must be there and be a JSON object (§2.4).
                 let has_event = claims.events.as_ref().is_some_and(|e| {
-                    e.contains_key("http://schemas.openid.net/event/backchannel-logout")
+                    e.get("http://schemas.openid.net/event/backchannel-logout")
+                        .is_some_and(serde_json::Value::is_object)
                 });
                 if !has_event {
                     return Err(TokenError::MissingClaim("events".into()));
+                }
+                // Remembered until expiry by the caller, so a replay is refused.
+                if claims.jti.as_deref().is_none_or(str::is_empty) {
+                    return Err(TokenError::MissingClaim("jti".into()));
                 }
                 if raw.contains_key("nonce") {
                     return Err(TokenError::Malformed(

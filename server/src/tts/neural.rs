@@ -207,9 +207,11 @@ impl Pool {
         if !usable {
             // Dropping the old worker kills it (kill_on_drop).
             *lease.slot = None;
-            let (worker, _) = Worker::start(&self.config)
-                .await
-                .map_err(TtsError::Unavailable)?;
+            // The reason names local paths: it goes to the log, not to users.
+            let (worker, _) = Worker::start(&self.config).await.map_err(|reason| {
+                tracing::error!(%reason, "starting a neural-voice worker failed");
+                TtsError::Unavailable("the neural voice could not start".into())
+            })?;
             self.set_pid(index, worker.child.id());
             *lease.slot = Some(worker);
             tracing::info!("neural-voice worker started");

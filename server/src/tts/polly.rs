@@ -118,10 +118,10 @@ impl PollyEngine {
                 .send()
                 .await
                 .map_err(|e| {
-                    TtsError::Unavailable(format!(
-                        "DescribeVoices failed: {}",
-                        e.code().unwrap_or("network error")
-                    ))
+                    // The cause (which can name the AWS account) is logged,
+                    // never shown.
+                    tracing::warn!(error = %crate::error::chain(&e), "Polly DescribeVoices failed");
+                    TtsError::Unavailable("Polly's list of voices could not be read".into())
                 })?;
             for v in page.voices() {
                 voices.push(Voice {
@@ -159,9 +159,14 @@ fn map_error(
                 SynthesizeSpeechError::TextLengthExceededException(_) => {
                     TtsError::TextTooLong(POLLY_LIMIT)
                 }
-                SynthesizeSpeechError::EngineNotSupportedException(_)
-                | SynthesizeSpeechError::LanguageNotSupportedException(_) => {
-                    TtsError::Unsupported(message)
+                // Users get fixed texts; Polly's own messages (which can
+                // name the AWS account or IAM role) go only to the log, as
+                // the cause of a generic 502.
+                SynthesizeSpeechError::EngineNotSupportedException(_) => {
+                    TtsError::Unsupported("The voice does not support the engine asked for.".into())
+                }
+                SynthesizeSpeechError::LanguageNotSupportedException(_) => {
+                    TtsError::Unsupported("The language is not supported by the voice.".into())
                 }
                 SynthesizeSpeechError::ServiceFailureException(_) => TtsError::Upstream(message),
                 other => match other.code() {
@@ -175,7 +180,11 @@ fn map_error(
                             valid: Vec::new(),
                         }
                     }
-                    Some(code) => TtsError::Unsupported(format!("{code}: {message}")),
+                    Some("ValidationException") => TtsError::Unsupported(
+                        "Polly refused the request's parameters (text, voice, engine or format)."
+                            .into(),
+                    ),
+                    Some(code) => TtsError::Upstream(format!("{code}: {message}")),
                     None => TtsError::Upstream(message),
                 },
             }

@@ -461,16 +461,56 @@ async fn a_password_token_userinfo_and_introspection_match_the_real_server() {
             ("client_secret", crate::stack::WEB_SECRET),
             ("token", "garbage"),
         ]);
-        per_side.push((
-            side.send(&userinfo).await,
-            side.send(&introspect).await,
-            side.send(&bad_introspect).await,
-        ));
+        // A plain user's token on the admin API: Keycloak's 403 body.
+        let forbidden = Case {
+            auth: Auth::Bearer(token.clone()),
+            ..case(
+                "admin call without rights",
+                M::GET,
+                "/admin/realms/{realm}/users",
+            )
+        };
+        let refresh = answer.body["refresh_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let logout = |name: &str, token: &str| {
+            case(
+                name,
+                M::POST,
+                "/realms/{realm}/protocol/openid-connect/logout",
+            )
+            .form(&[("client_id", "voxgate-cli"), ("refresh_token", token)])
+        };
+        per_side.push(vec![
+            ("userinfo", side.send(&userinfo).await),
+            ("introspection", side.send(&introspect).await),
+            ("introspection of garbage", side.send(&bad_introspect).await),
+            ("admin call without rights", side.send(&forbidden).await),
+            (
+                "logout with a bad refresh token",
+                side.send(&logout("logout with a bad refresh token", "garbage"))
+                    .await,
+            ),
+            (
+                "logout with the refresh token",
+                side.send(&logout("logout with the refresh token", &refresh))
+                    .await,
+            ),
+            (
+                "refresh after logout",
+                side.send(&case("refresh after logout", M::POST, TOKEN).form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "voxgate-cli"),
+                    ("refresh_token", refresh.as_str()),
+                ]))
+                .await,
+            ),
+        ]);
     }
-    let (r, s) = (&per_side[0], &per_side[1]);
-    diffs.extend(compare("userinfo", &r.0, &s.0));
-    diffs.extend(compare("introspection", &r.1, &s.1));
-    diffs.extend(compare("introspection of garbage", &r.2, &s.2));
+    for ((name, r), (_, s)) in per_side[0].iter().zip(per_side[1].iter()) {
+        diffs.extend(compare(name, r, s));
+    }
     // The token's claims: same names, same types.
     let claims = |a: &Answer| {
         crate::stack::Stack::claims(a.body["access_token"].as_str().unwrap_or("x.e30.x"))
