@@ -251,6 +251,18 @@ impl TestApp {
             .expect("request")
     }
 
+    /// The status of `GET /api/me` for a browser-like client: 200 while its
+    /// session lives, 401 once it has ended.
+    pub async fn me_status(&self, client: &reqwest::Client) -> u16 {
+        client
+            .get(self.url("/api/me"))
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    }
+
     /// Waits until `/readyz` answers 200 (the realm's keys are fetched).
     pub async fn wait_ready(&self) {
         for _ in 0..200 {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestSettings, problem};
 use crate::stack::{Stack, spawn_stack_with};
-use crate::tts::decoded_seconds;
+use crate::tts::{decoded_seconds, marked_words};
 
 const VOICE: &str = "en_US-joe-medium";
 
@@ -145,14 +145,10 @@ async fn the_neural_voice_is_chosen_listed_and_speaks_through_every_endpoint() {
         .json()
         .await
         .unwrap();
-    let words: Vec<&str> = marks
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["type"] == "word")
-        .map(|m| m["value"].as_str().unwrap())
-        .collect();
-    assert_eq!(words, ["One", "two", "three", "Four", "five"]);
+    assert_eq!(
+        marked_words(&marks),
+        ["One", "two", "three", "Four", "five"]
+    );
 }
 
 #[tokio::test]

@@ -104,13 +104,7 @@ impl Stack {
     /// The status of `GET /api/me` for a browser-like client: 200 while its
     /// session lives, 401 once it has ended.
     pub async fn me_status(&self, client: &reqwest::Client) -> u16 {
-        client
-            .get(self.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        self.app.me_status(client).await
     }
 
     /// Waits until the app has fetched the realm's keys.

@@ -53,6 +53,17 @@ impl Stack {
     }
 }
 
+/// The words of a speech-marks answer, in order.
+pub fn marked_words(marks: &Value) -> Vec<&str> {
+    marks
+        .as_array()
+        .expect("marks are a list")
+        .iter()
+        .filter(|m| m["type"] == "word")
+        .map(|m| m["value"].as_str().expect("a word"))
+        .collect()
+}
+
 /// Decodes MP3 with sox and returns its length in seconds.
 pub fn decoded_seconds(mp3: &[u8]) -> f64 {
     let dir = std::env::temp_dir().join(format!("voxgate-tts-{}", uuid::Uuid::new_v4()));
@@ -622,14 +633,10 @@ async fn the_local_voice_speaks_mp3_and_accepts_polly_voice_names() {
         .json()
         .await
         .unwrap();
-    let words: Vec<&str> = marks
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["type"] == "word")
-        .map(|m| m["value"].as_str().unwrap())
-        .collect();
-    assert_eq!(words, ["One", "two", "three", "Four", "five"]);
+    assert_eq!(
+        marked_words(&marks),
+        ["One", "two", "three", "Four", "five"]
+    );
 }
 
 #[tokio::test]

@@ -538,13 +538,7 @@ impl RealStack {
     }
 
     pub async fn me_status(&self, client: &reqwest::Client) -> u16 {
-        client
-            .get(self.app.url("/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        self.app.me_status(client).await
     }
 
     pub async fn api(
