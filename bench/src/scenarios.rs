@@ -1717,11 +1717,15 @@ pub async fn voices(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
+    // A long reply of six sentences: streaming is what lets its first
+    // sentence play before the rest is spoken.
     let text = |engine: usize, i: usize| {
         format!(
-            "Voices {} {engine}-{i:03}: the quick brown fox jumps over the lazy dog. \
+            "Voices {} {engine}-{i:03}. The quick brown fox jumps over the lazy dog. \
              It was a bright cold day in April, and the clocks were striking thirteen. \
-             Call me Ishmael.",
+             Call me Ishmael. Some years ago, never mind how long precisely, I thought \
+             I would sail about a little and see the watery part of the world. \
+             It is a way I have of driving off the spleen.",
             lab.run_id
         )
     };
@@ -1777,10 +1781,10 @@ pub async fn voices(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
     }
     if let Some((_, sf, st, sr)) = summary.iter().find(|s| s.0.starts_with("neural")) {
         rep.row(
-            "Neural voice: time to first byte on new text is one sentence, not the whole reply (median)",
+            "Neural voice: time to first byte on a new six-sentence reply is its first sentence, not the whole reply (median)",
             format!("{:.0} ms of {:.0} ms", sf.median, st.median),
-            "≤ 0.6 × whole",
-            Verdict::of(sf.median <= 0.6 * st.median),
+            "≤ 0.5 × whole",
+            Verdict::of(sf.median <= 0.5 * st.median),
         );
         rep.row(
             "Neural voice: real-time factor (synthesis time ÷ audio length, median)",
@@ -1793,7 +1797,7 @@ pub async fn voices(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
     let _ = writeln!(
         s,
         "Each engine runs in its own voxgate (same database), asked through `GET \
-         /textToSpeech` for {SAMPLES} new three-sentence texts of {} characters in a row \
+         /textToSpeech` for {SAMPLES} new six-sentence texts of {} characters in a row \
          (after 2 unrecorded), then for one of them again 20 times (cache hits). Real-time \
          factor = whole request time ÷ length of the audio returned. The neural worker's \
          memory is its resident set (`/proc`), before the run, after it, and its peak.\n",
