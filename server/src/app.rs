@@ -110,6 +110,7 @@ impl App {
         for task in &self.tasks {
             task.abort();
         }
+        self.state.tts.shutdown().await;
         self.state.db.close().await;
         Ok(())
     }

@@ -250,3 +250,54 @@ async fn a_worker_killed_mid_request_fails_that_request_and_the_next_succeeds() 
     assert_eq!(whole.status(), 200);
     assert_speech(&whole.bytes().await.unwrap(), long.trim());
 }
+
+#[tokio::test]
+async fn the_daily_quota_counts_neural_speech_like_any_other() {
+    let stack = spawn_stack_with(
+        TestSettings::default()
+            .set("VOXGATE_TTS_ENGINE", "neural")
+            .set("VOXGATE_PIPER_PYTHON", piper_python())
+            .set("VOXGATE_TTS_DAILY_CHARS", "50"),
+    )
+    .await;
+    let bob = stack.password_token("bob", "bob").await;
+    let ok = stack
+        .tts_get(&bob, &[("Text", "Thirty characters of speech...")])
+        .await;
+    assert_eq!(ok.status(), 200);
+    ok.bytes().await.unwrap();
+    let over = stack
+        .tts_get(&bob, &[("Text", "Another thirty characters here")])
+        .await;
+    let p = problem(over, 429).await;
+    assert!(p["detail"].as_str().unwrap().contains("quota"), "{p}");
+}
+
+/// Whether a process runs (a zombie waiting to be reaped does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+#[tokio::test]
+async fn the_workers_stop_with_the_app() {
+    let mut stack = neural_stack().await;
+    let pids = stack.app.state.tts.worker_pids();
+    assert_eq!(pids.len(), 1);
+    assert!(running(pids[0]));
+    stack.app.stop().await;
+    let mut stopped = false;
+    for _ in 0..100 {
+        if !running(pids[0]) {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(stopped, "the worker outlived the app");
+}

@@ -160,4 +160,6 @@ pub trait SpeechEngine: Send + Sync {
     fn worker_pids(&self) -> Vec<u32> {
         Vec::new()
     }
+    /// Stops the engine's own processes; the app is shutting down.
+    async fn shutdown(&self) {}
 }

@@ -240,6 +240,11 @@ impl Tts {
         self.inner.engine.worker_pids()
     }
 
+    /// Stops the engine's processes (at the end of a graceful shutdown).
+    pub async fn shutdown(&self) {
+        self.inner.engine.shutdown().await;
+    }
+
     /// Whether the engine can synthesize now (checked at most every 30 s).
     pub async fn status(&self) -> Result<(), String> {
         if let Ok(r) = self.inner.readiness.lock()

@@ -457,6 +457,19 @@ impl SpeechEngine for NeuralEngine {
         }
     }
 
+    async fn shutdown(&self) {
+        for (index, slot) in self.pool.slots.iter().enumerate() {
+            // A slot still held by a stream past the grace period goes with
+            // the process: its worker reads EOF on stdin and exits.
+            if let Ok(mut slot) = slot.try_lock()
+                && let Some(mut worker) = slot.take()
+            {
+                let _ = worker.child.kill().await;
+                self.pool.set_pid(index, None);
+            }
+        }
+    }
+
     fn worker_pids(&self) -> Vec<u32> {
         self.pool
             .pids
