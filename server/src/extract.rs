@@ -45,7 +45,7 @@ where
             })?;
         // Cheap on the common path: only a body that spells `\u0000` is
         // parsed a second time to name the field.
-        if memchr_nul_escape(&bytes)
+        if has_nul_escape(&bytes)
             && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
             && let Some(field) = nul_field(&value, "")
         {
@@ -73,7 +73,7 @@ fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
         && (mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json"))
 }
 
-fn memchr_nul_escape(bytes: &[u8]) -> bool {
+fn has_nul_escape(bytes: &[u8]) -> bool {
     bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
 }
 
@@ -115,11 +115,10 @@ fn nul_error(field: &str) -> ApiError {
     )
 }
 
+/// A body already read that is not the JSON this endpoint expects (the
+/// content type and size were checked while reading it).
 fn json_rejection(r: JsonRejection) -> ApiError {
     match r {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::bad_request("Expected a JSON body with `Content-Type: application/json`.")
-        }
         JsonRejection::JsonSyntaxError(e) => {
             ApiError::bad_request(format!("The body is not valid JSON: {}", inner(&e)))
         }
@@ -130,15 +129,6 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             ),
             errors: Vec::new(),
         },
-        JsonRejection::BytesRejection(e) => {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(
-                    "The request body is larger than this server accepts.".into(),
-                )
-            } else {
-                ApiError::bad_request("The request body could not be read.")
-            }
-        }
         other => ApiError::bad_request(other.body_text()),
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestSettings, problem};
 use crate::stack::{Stack, spawn_stack_with};
-use crate::tts::{decoded_seconds, marked_words};
+use crate::tts::decoded_seconds;
 
 const VOICE: &str = "en_US-joe-medium";
 
@@ -139,14 +139,8 @@ async fn the_neural_voice_is_chosen_listed_and_speaks_through_every_endpoint() {
         "served from the cache"
     );
     assert_eq!(again.bytes().await.unwrap(), first);
-    let marks: Value = stack
-        .fetch(&token, registered["marksUrl"].as_str().unwrap(), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
     assert_eq!(
-        marked_words(&marks),
+        stack.spoken_words(&token, &registered).await,
         ["One", "two", "three", "Four", "five"]
     );
 }

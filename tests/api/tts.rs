@@ -24,6 +24,17 @@ impl Stack {
             .unwrap()
     }
 
+    /// The words of a registered synthesis's speech marks, in order.
+    pub async fn spoken_words(&self, token: &str, registered: &Value) -> Vec<String> {
+        let marks: Value = self
+            .fetch(token, registered["marksUrl"].as_str().unwrap(), &[])
+            .await
+            .json()
+            .await
+            .unwrap();
+        marked_words(&marks).into_iter().map(String::from).collect()
+    }
+
     /// Registers a synthesis through `POST /api/tts`.
     pub async fn register_speech(&self, token: &str, body: &Value) -> Value {
         let r = reqwest::Client::new()
@@ -627,14 +638,8 @@ async fn the_local_voice_speaks_mp3_and_accepts_polly_voice_names() {
         .await
         .unwrap();
     assert!(decoded_seconds(&audio) > 0.5);
-    let marks: Value = stack
-        .fetch(&token, speech["marksUrl"].as_str().unwrap(), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
     assert_eq!(
-        marked_words(&marks),
+        stack.spoken_words(&token, &speech).await,
         ["One", "two", "three", "Four", "five"]
     );
 }

@@ -286,6 +286,18 @@ impl NeuralEngine {
     }
 }
 
+/// Piper reads `[[ … ]]` in its input as raw phonemes: user text must stay
+/// plain text (as it never becomes SSML for Polly), so the brackets are
+/// kept apart.
+fn plain(text: &str) -> String {
+    let mut text = text.to_string();
+    // One pass leaves `[[` behind in `[[[`; each pass shortens the runs.
+    while text.contains("[[") || text.contains("]]") {
+        text = text.replace("[[", "[ [").replace("]]", "] ]");
+    }
+    text
+}
+
 /// `en_US-joe-medium` → `Joe`.
 fn speaker_name(model: &str) -> String {
     let speaker = model.split('-').nth(1).unwrap_or(model);
@@ -402,7 +414,7 @@ impl SpeechEngine for NeuralEngine {
                     .into(),
             ));
         }
-        let mut pieces = text::split(&s.text, PIECE_CHARS).into_iter();
+        let mut pieces = text::split(&plain(&s.text), PIECE_CHARS).into_iter();
         let Some(first) = pieces.next() else {
             return Ok(futures::stream::empty().boxed());
         };
@@ -481,7 +493,14 @@ impl SpeechEngine for NeuralEngine {
 
 #[cfg(test)]
 mod tests {
-    use super::speaker_name;
+    use super::{plain, speaker_name};
+
+    #[test]
+    fn raw_phoneme_markup_never_reaches_piper() {
+        assert_eq!(plain("say [[ h@loU ]] now"), "say [ [ h@loU ] ] now");
+        assert_eq!(plain("[[[x]]]"), "[ [ [x] ] ]");
+        assert!(!plain("[[[[ a ]]]]").contains("[["));
+    }
 
     #[test]
     fn the_speaker_is_named_from_the_model_file() {

@@ -799,7 +799,7 @@ impl Users {
         }
         let (user, keycloak_id) = self.live_user(id).await?;
         if let Some(wanted) = &roles {
-            let inherited = self
+            let (inherited, _) = self
                 .inherited_roles(&keycloak_id, wanted, Inherited::NotDirect)
                 .await?;
             if !inherited.is_empty() {
@@ -834,6 +834,9 @@ impl Users {
             return Err(error);
         }
         let mut role_diff = (Vec::new(), Vec::new());
+        // What Keycloak grants in effect after the change (groups and
+        // composites included), so listings show what tokens carry.
+        let mut kc_roles = None;
         if let Some(roles) = &roles {
             match self.sync_keycloak_roles(&keycloak_id, roles).await {
                 // A role removed here that the user also holds through a
@@ -842,7 +845,10 @@ impl Users {
                     .inherited_roles(&keycloak_id, roles, Inherited::Any)
                     .await
                 {
-                    Ok(still) if still.is_empty() => role_diff = diff,
+                    Ok((still, effective)) if still.is_empty() => {
+                        role_diff = diff;
+                        kc_roles = Some(effective);
+                    }
                     outcome => {
                         let (added, removed) = diff;
                         let _ = self.kc.remove_realm_roles(&keycloak_id, &added).await;
@@ -850,7 +856,7 @@ impl Users {
                         self.revert_profile(&keycloak_id, &user, profile_change)
                             .await;
                         return Err(match outcome {
-                            Ok(still) => self.refuse_inherited(actor, &user, &still).await,
+                            Ok((still, _)) => self.refuse_inherited(actor, &user, &still).await,
                             Err(e) => e,
                         });
                     }
@@ -881,12 +887,6 @@ impl Users {
         let roles_removed = roles
             .as_ref()
             .is_some_and(|new| user.roles.iter().any(|r| !new.contains(r)));
-        // What Keycloak now grants in effect (groups and composites
-        // included), so listings show what the user's tokens carry.
-        let kc_roles = match &roles {
-            Some(_) => self.kc.user_effective_realm_roles(&keycloak_id).await.ok(),
-            None => None,
-        };
         let local = async {
             let mut tx = self.db.begin().await?;
             repo::update_profile(&mut *tx, id, req.enabled, first.as_deref(), last.as_deref())
@@ -944,13 +944,14 @@ impl Users {
     /// voxgate roles the user holds in Keycloak in effect but that `wanted`
     /// leaves out: with [`Inherited::NotDirect`] only those that come
     /// through a group or composite role alone (removing a direct mapping
-    /// cannot take them away); with [`Inherited::Any`] all of them.
+    /// cannot take them away); with [`Inherited::Any`] all of them. Also
+    /// returns every realm role the user holds in effect.
     async fn inherited_roles(
         &self,
         keycloak_id: &str,
         wanted: &[String],
         which: Inherited,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<(Vec<String>, Vec<String>), ApiError> {
         let app_roles: BTreeSet<String> = repo::role_names(&self.db)
             .await
             .map_err(|e| ApiError::Internal(e.into()))?
@@ -972,17 +973,18 @@ impl Users {
                 .collect(),
         };
         let mut held: Vec<String> = effective
-            .into_iter()
+            .iter()
             .filter(|r| {
-                app_roles.contains(r)
+                app_roles.contains(*r)
                     && !wanted.contains(r)
                     && r.as_str() != crate::auth::users::DEFAULT_ROLE
-                    && !direct.contains(r)
+                    && !direct.contains(*r)
             })
+            .cloned()
             .collect();
         held.sort();
         held.dedup();
-        Ok(held)
+        Ok((held, effective))
     }
 
     /// The refusal for roles voxgate cannot take away, audited.
