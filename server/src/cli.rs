@@ -88,27 +88,25 @@ enum UsersCommand {
 
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::ConfigDocs = cli.command {
-        println!("{}", crate::config::markdown_table());
-        return ExitCode::SUCCESS;
-    }
-    // Talks to Keycloak only; voxgate's own settings are not needed.
-    if let Command::Realm(cmd) = cli.command {
-        return crate::realm::run(cmd).await;
-    }
-    let config = match Config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("voxgate: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    crate::telemetry::init_tracing(config.log_format, &config.log_filter);
     let result = match cli.command {
-        Command::Serve => serve(config).await,
-        Command::Migrate => migrate(config).await,
-        Command::ConfigDocs | Command::Realm(_) => Ok(()),
-        Command::Users(cmd) => users(config, cmd).await,
+        Command::ConfigDocs => {
+            println!("{}", crate::config::markdown_table());
+            return ExitCode::SUCCESS;
+        }
+        // Talks to Keycloak only; voxgate's own settings are not needed.
+        Command::Realm(cmd) => return crate::realm::run(cmd).await,
+        Command::Serve => match load_config(cli.config.as_deref(), true) {
+            Ok(config) => serve(config).await,
+            Err(code) => return code,
+        },
+        Command::Migrate => match load_config(cli.config.as_deref(), false) {
+            Ok(config) => migrate(config).await,
+            Err(code) => return code,
+        },
+        Command::Users(cmd) => match load_config(cli.config.as_deref(), false) {
+            Ok(config) => users(config, cmd).await,
+            Err(code) => return code,
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,6 +115,28 @@ pub async fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads the settings and starts logging. A one-shot command logs only
+/// warnings unless the operator set a filter: its output is what was asked
+/// for, not the database's notices.
+fn load_config(file: Option<&std::path::Path>, server: bool) -> Result<Config, ExitCode> {
+    let config = Config::load(file).map_err(|e| {
+        eprintln!("voxgate: invalid configuration: {e}");
+        ExitCode::from(2)
+    })?;
+    let default = crate::config::SETTINGS
+        .iter()
+        .find(|s| s.key == "log.filter")
+        .and_then(|s| s.default);
+    let filter_set = default != Some(config.log_filter.as_str());
+    let filter = if server || filter_set {
+        config.log_filter.as_str()
+    } else {
+        "warn"
+    };
+    crate::telemetry::init_tracing(config.log_format, filter);
+    Ok(config)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -239,7 +259,7 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
                     println!(
                         "{:<24} {:<32} {:<8} {:<8} {}",
                         u.username,
-                        u.email.unwrap_or_default(),
+                        u.email.as_deref().unwrap_or_default(),
                         u.status,
                         u.enabled,
                         u.roles.join(",")

@@ -1,9 +1,8 @@
 //! The one application state, built once in [`crate::app::App::build`] and
-//! cloned into every handler. Features pull their part out with `FromRef`.
+//! cloned into every handler, which takes the parts it needs.
 
 use std::sync::Arc;
 
-use axum::extract::FromRef;
 use sqlx::PgPool;
 
 use crate::auth::Auth;
@@ -37,10 +36,4 @@ pub struct Parts {
     pub users: Users,
     pub tts: Tts,
     pub chat: crate::chat::Chat,
-}
-
-impl FromRef<AppState> for PgPool {
-    fn from_ref(state: &AppState) -> PgPool {
-        state.db.clone()
-    }
 }

@@ -589,9 +589,8 @@ async fn a_fault_at_any_saga_step_leaves_the_user_in_both_systems_or_neither() {
         let leftover_jobs = stack.count("SELECT count(*) FROM provisioning_jobs").await;
         if leftover_jobs > 0 {
             // Compensation itself failed; the recovery worker finishes it.
-            let (_, compensated, pending) =
-                stack.app.state.users.recover(Duration::ZERO).await.unwrap();
-            assert_eq!((compensated, pending), (1, 0), "{fault:?}");
+            let report = stack.app.state.users.recover(Duration::ZERO).await.unwrap();
+            assert_eq!((report.compensated, report.pending), (1, 0), "{fault:?}");
         }
         let sides = stack.both_sides(&username).await;
         if status == 201 {
@@ -733,9 +732,15 @@ async fn recovery_finishes_or_compensates_an_interrupted_saga() {
             .unwrap();
     }
     let _ = unrecorded;
-    let (finished, compensated, pending) =
-        stack.app.state.users.recover(Duration::ZERO).await.unwrap();
-    assert_eq!((finished, compensated, pending), (1, 2, 0));
+    let report = stack.app.state.users.recover(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        report,
+        voxgate::users::RecoveryReport {
+            finished: 1,
+            compensated: 2,
+            pending: 0
+        }
+    );
     assert_eq!(stack.both_sides("halfway").await, (false, None));
     assert_eq!(stack.both_sides("unrecorded").await, (false, None));
     assert_eq!(

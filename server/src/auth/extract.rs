@@ -6,21 +6,23 @@
 
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode, header};
-use axum_extra::extract::cookie::CookieJar;
+use axum::http::{StatusCode, header};
 use serde::Serialize;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::session::{self, SessionRow};
+use super::origin::{check_same_origin, constant_time_eq, is_unsafe};
+use super::refresh::session_for;
+use super::role::AppRole;
 use super::token::{MAX_TOKEN_BYTES, TokenError};
-use super::users::{self, UserRow};
+use super::users;
 use crate::error::{ApiError, PageError};
 use crate::state::AppState;
+use crate::users::model::UserRow;
+use crate::users::model::UserStatus;
+use crate::users::repo;
 
 /// How the request proved who it is.
 #[derive(Debug, Clone)]
@@ -55,8 +57,8 @@ pub struct CurrentUser {
 }
 
 impl CurrentUser {
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.contains(role)
+    pub fn has_role(&self, role: AppRole) -> bool {
+        self.roles.contains(role.as_str())
     }
 
     /// A label for audit records.
@@ -161,52 +163,6 @@ impl From<Failure> for PageError {
     }
 }
 
-/// The scheme and host users reach us at: the configured public URL, or
-/// `X-Forwarded-Proto`/`-Host` when the peer is a trusted proxy.
-pub fn external_base(parts: &Parts, state: &AppState) -> String {
-    let configured = state
-        .config
-        .public_url
-        .as_str()
-        .trim_end_matches('/')
-        .to_string();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let trusted = peer.is_some_and(|ip| {
-        state
-            .config
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(ip))
-    });
-    if !trusted {
-        return configured;
-    }
-    let header_value = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    let proto = header_value("x-forwarded-proto").filter(|p| p == "http" || p == "https");
-    let host = header_value("x-forwarded-host").or_else(|| header_value("host"));
-    match (proto, host) {
-        (Some(proto), Some(host))
-            if host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) =>
-        {
-            format!("{proto}://{host}")
-        }
-        _ => configured,
-    }
-}
-
 fn bearer_token(parts: &Parts) -> Option<Result<&str, Failure>> {
     let value = parts.headers.get(header::AUTHORIZATION)?;
     if value.len() > MAX_TOKEN_BYTES + 7 {
@@ -226,34 +182,6 @@ fn bearer_token(parts: &Parts) -> Option<Result<&str, Failure>> {
         return Some(Err(Failure::Token(TokenError::Malformed("empty token"))));
     }
     Some(Ok(token))
-}
-
-fn is_unsafe(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// Same-origin proof for cookie-authenticated state changes.
-pub(super) fn check_same_origin(parts: &Parts, state: &AppState) -> Result<(), &'static str> {
-    let base = external_base(parts, state);
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let fetch_site_same = header("sec-fetch-site") == Some("same-origin");
-    match header(header::ORIGIN.as_str()) {
-        Some(origin) if origin == base => Ok(()),
-        // Browsers send `Origin: null` for forms under a no-referrer
-        // policy; then only the fetch metadata can vouch for the request.
-        Some("null") if fetch_site_same => Ok(()),
-        Some(_) => Err("Cross-origin request refused."),
-        None if fetch_site_same => Ok(()),
-        None => Err("Cross-origin request refused: send an Origin header from this site."),
-    }
-}
-
-pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 async fn from_bearer(token: &str, state: &AppState) -> Result<CurrentUser, Failure> {
@@ -284,7 +212,7 @@ fn principal(
     sub: &str,
     method: AuthMethod,
 ) -> Result<CurrentUser, Failure> {
-    if !user.enabled || user.status != "active" {
+    if !user.enabled || user.status != UserStatus::Active {
         return Err(Failure::Disabled);
     }
     Ok(CurrentUser {
@@ -299,43 +227,11 @@ fn principal(
     })
 }
 
-/// The live session for the request's cookie, refreshed if needed.
-pub(super) async fn session_for(
-    parts: &Parts,
-    state: &AppState,
-) -> Result<Option<SessionRow>, Failure> {
-    let jar = CookieJar::from_headers(&parts.headers);
-    let Some(cookie) = jar.get(&state.config.session.cookie_name) else {
-        return Ok(None);
-    };
-    let Some(row) =
-        session::find_live(&state.db, cookie.value(), state.config.session.idle).await?
-    else {
-        return Ok(None);
-    };
-    session::touch(&state.db, &row.id_hash).await?;
-    let row = if row.access_expires_at - OffsetDateTime::now_utc() < time::Duration::seconds(60) {
-        match super::routes::refresh_session(state, row).await {
-            Ok(Some(row)) => row,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(Failure::Internal(e)),
-        }
-    } else {
-        row
-    };
-    Ok(Some(row))
-}
-
 async fn from_session(parts: &Parts, state: &AppState) -> Result<Option<CurrentUser>, Failure> {
-    let Some(row) = session_for(parts, state).await? else {
+    let Some(row) = session_for(parts, state).await.map_err(Failure::Internal)? else {
         return Ok(None);
     };
-    let user: UserRow = sqlx::query_as(
-        "SELECT id, keycloak_id, username::text, email::text, first_name, last_name, enabled, status FROM users WHERE id = $1",
-    )
-    .bind(row.user_id)
-    .fetch_one(&state.db)
-    .await?;
+    let user = repo::find_row(&state.db, row.user_id).await?;
     let (client_roles, realm_roles): (Vec<String>, Vec<String>) = row
         .keycloak_roles
         .iter()
@@ -345,7 +241,7 @@ async fn from_session(parts: &Parts, state: &AppState) -> Result<Option<CurrentU
         .iter()
         .map(|r| r.trim_start_matches("client:").to_string())
         .collect();
-    let roles = users::effective_roles(&state.db, user.id, &realm_roles, &client_roles).await?;
+    let roles = repo::effective_roles(&state.db, user.id, &realm_roles, &client_roles).await?;
     let sub = user.keycloak_id.clone().unwrap_or_default();
     let current = principal(
         user,
@@ -411,14 +307,14 @@ impl FromRequestParts<AppState> for MaybeUser {
     }
 }
 
-/// A role a route may require.
+/// A role a route may require, as a type.
 pub trait RoleName: Send + Sync {
-    const NAME: &'static str;
+    const ROLE: AppRole;
 }
 
 pub struct Admin;
 impl RoleName for Admin {
-    const NAME: &'static str = "admin";
+    const ROLE: AppRole = AppRole::Admin;
 }
 
 /// The current user, who must hold role `R`: 401 if not signed in, 403
@@ -433,10 +329,10 @@ impl<R: RoleName> FromRequestParts<AppState> for RequireRole<R> {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let user = CurrentUser::from_request_parts(parts, state).await?;
-        if !user.has_role(R::NAME) {
+        if !user.has_role(R::ROLE) {
             return Err(ApiError::Forbidden(format!(
                 "This needs the `{}` role.",
-                R::NAME
+                R::ROLE.as_str()
             )));
         }
         Ok(RequireRole(user, PhantomData))

@@ -8,7 +8,10 @@
 
 mod extract;
 mod oidc;
+mod origin;
 pub mod provider;
+mod refresh;
+mod role;
 mod routes;
 pub mod session;
 pub mod token;
@@ -16,9 +19,9 @@ pub mod users;
 
 use std::sync::Arc;
 
-pub use extract::{
-    Admin, AuthMethod, CurrentUser, MaybeUser, PageUser, RequireRole, RoleName, external_base,
-};
+pub use extract::{Admin, AuthMethod, CurrentUser, MaybeUser, PageUser, RequireRole, RoleName};
+pub use origin::external_base;
+pub use role::AppRole;
 pub use routes::{me_routes, router};
 
 use crate::config::Config;

@@ -12,16 +12,17 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{
-    CurrentUser, MeView, check_same_origin, constant_time_eq, external_base, session_for,
-};
+use super::extract::{CurrentUser, MeView};
 use super::oidc::{self, ExchangeError};
-use super::session::{self, NewSession, SessionRow};
-use super::token::{Claims, Expect};
+use super::origin::{check_same_origin, constant_time_eq, external_base};
+use super::refresh::session_for;
+use super::session::{self, LOGIN_FLOW_LIFETIME_MINUTES, LoginFlow, NewSession};
+use super::token::Expect;
 use super::users;
 use crate::error::{ApiError, PageError};
 use crate::extract::AppJson;
 use crate::state::AppState;
+use crate::users::model::UserStatus;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -42,8 +43,6 @@ pub fn me_routes() -> OpenApiRouter<AppState> {
 async fn me(user: CurrentUser) -> AppJson<MeView> {
     AppJson(MeView::from(&user))
 }
-
-const LOGIN_FLOW_LIFETIME_MINUTES: i64 = 10;
 
 fn login_cookie_name(state: &AppState) -> &'static str {
     if state.config.session.secure {
@@ -127,16 +126,13 @@ async fn login(
         .map(|c| c.value().to_string())
         .filter(|v| v.len() >= 40)
         .unwrap_or_else(session::random_token);
-    sqlx::query(
-        "INSERT INTO login_flows (state, browser_hash, nonce, pkce_verifier, return_to) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&authz.state)
-    .bind(session::hash(&binding))
-    .bind(&authz.nonce)
-    .bind(&authz.pkce_verifier)
-    .bind(&return_to)
-    .execute(&state.db)
-    .await?;
+    let flow = LoginFlow {
+        browser_hash: session::hash(&binding),
+        nonce: authz.nonce,
+        pkce_verifier: authz.pkce_verifier,
+        return_to,
+    };
+    session::insert_login_flow(&state.db, &authz.state, &flow).await?;
     let jar = jar.add(cookie(
         name.to_string(),
         binding,
@@ -154,28 +150,12 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-struct LoginFlow {
-    browser_hash: Vec<u8>,
-    nonce: String,
-    pkce_verifier: String,
-    return_to: String,
-}
-
 fn failed(message: impl Into<String>) -> PageError {
     PageError::page(
         StatusCode::BAD_REQUEST,
         "Sign-in could not be completed",
         message,
     )
-}
-
-fn roles_of(claims: &Claims, client_id: &str) -> Vec<String> {
-    let mut roles = claims.realm_access.clone().unwrap_or_default().roles;
-    if let Some(client) = claims.resource_access.get(client_id) {
-        roles.extend(client.roles.iter().map(|r| format!("client:{r}")));
-    }
-    roles
 }
 
 async fn callback(
@@ -194,15 +174,7 @@ async fn callback(
         ));
     };
     // Single use: the flow row is consumed whatever happens next.
-    let flow: Option<LoginFlow> = sqlx::query_as(
-        "DELETE FROM login_flows WHERE state = $1 AND created_at > now() - make_interval(mins => $2)
-         RETURNING browser_hash, nonce, pkce_verifier, return_to",
-    )
-    .bind(flow_state)
-    .bind(LOGIN_FLOW_LIFETIME_MINUTES as i32)
-    .fetch_optional(&state.db)
-    .await?;
-    let Some(flow) = flow else {
+    let Some(flow) = session::take_login_flow(&state.db, flow_state).await? else {
         return Err(failed(
             "This sign-in link has expired or was already used. Please sign in again.",
         ));
@@ -273,8 +245,8 @@ async fn callback(
     // ID tokens carry no realm roles; the access token does.
     let mut profile = id_claims.clone();
     profile.realm_access = access_claims.realm_access.clone();
-    let user = users::upsert_from_claims(&state.db, &profile).await?;
-    if !user.enabled || user.status != "active" {
+    let user = users::record_sign_in(&state.db, &profile).await?;
+    if !user.enabled || user.status != UserStatus::Active {
         return Err(PageError::page(
             StatusCode::FORBIDDEN,
             "Account disabled",
@@ -290,7 +262,7 @@ async fn callback(
     }
     let expires_in =
         time::Duration::try_from(tokens.expires_in).unwrap_or(time::Duration::minutes(1));
-    let roles = roles_of(&access_claims, &state.config.oidc.client_id);
+    let roles = access_claims.session_roles(&state.config.oidc.client_id);
     let id = session::insert(
         &state.db,
         NewSession {
@@ -319,119 +291,6 @@ async fn callback(
     Ok((jar, Redirect::to(&flow.return_to)).into_response())
 }
 
-/// Refreshes a session's access token under a row lock (one refresh per
-/// session even with concurrent requests). `None`: the session is over.
-pub(super) async fn refresh_session(
-    state: &AppState,
-    row: SessionRow,
-) -> anyhow::Result<Option<SessionRow>> {
-    let mut tx = state.db.begin().await?;
-    let locked: Option<SessionRow> = sqlx::query_as(
-        r#"SELECT id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token, refresh_token,
-                  access_expires_at, keycloak_roles, last_seen_at, expires_at
-             FROM sessions WHERE id_hash = $1 FOR UPDATE SKIP LOCKED"#,
-    )
-    .bind(&row.id_hash)
-    .fetch_optional(&mut *tx)
-    .await?;
-    // Locked: another request of this session is refreshing right now.
-    // Carry on with what we have rather than queue behind a network call.
-    let Some(current) = locked else {
-        return Ok(Some(row));
-    };
-    let now = OffsetDateTime::now_utc();
-    if current.access_expires_at - now >= time::Duration::seconds(60) {
-        return Ok(Some(current));
-    }
-    let still_valid = current.access_expires_at > now;
-    let end = |reason: &'static str| {
-        tracing::info!(reason, "session ended");
-        reason
-    };
-    let (Some(refresh_token), Some(endpoints)) = (
-        current.refresh_token.clone(),
-        state.auth.provider.endpoints().await,
-    ) else {
-        if still_valid {
-            return Ok(Some(current));
-        }
-        session::delete(&mut *tx, &current.id_hash).await?;
-        tx.commit().await?;
-        end("access token expired and cannot be refreshed");
-        return Ok(None);
-    };
-    let redirect = format!(
-        "{}/auth/callback",
-        state.config.public_url.as_str().trim_end_matches('/')
-    );
-    match oidc::refresh(
-        &state.auth.http,
-        &state.config.oidc,
-        &endpoints,
-        &redirect,
-        &refresh_token,
-    )
-    .await
-    {
-        Ok(tokens) => {
-            let claims = match state
-                .auth
-                .validator
-                .validate(&tokens.access_token, Expect::Access)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "refreshed access token refused; ending session");
-                    session::delete(&mut *tx, &current.id_hash).await?;
-                    tx.commit().await?;
-                    return Ok(None);
-                }
-            };
-            let roles = roles_of(&claims, &state.config.oidc.client_id);
-            let expires = now
-                + time::Duration::try_from(tokens.expires_in).unwrap_or(time::Duration::minutes(1));
-            session::store_refreshed(
-                &mut *tx,
-                &current.id_hash,
-                &tokens.access_token,
-                tokens.refresh_token.as_deref(),
-                tokens.id_token.as_deref(),
-                expires,
-                &roles,
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(Some(SessionRow {
-                access_token: tokens.access_token,
-                refresh_token: tokens.refresh_token.or(current.refresh_token),
-                id_token: tokens.id_token.unwrap_or(current.id_token),
-                access_expires_at: expires,
-                keycloak_roles: roles,
-                ..current
-            }))
-        }
-        Err(ExchangeError::Refused(reason)) => {
-            tracing::info!(%reason, "refresh refused by the identity provider");
-            session::delete(&mut *tx, &current.id_hash).await?;
-            tx.commit().await?;
-            end("refresh token refused");
-            Ok(None)
-        }
-        Err(ExchangeError::Unreachable(reason)) => {
-            tracing::warn!(%reason, "cannot refresh: identity provider unreachable");
-            if still_valid {
-                Ok(Some(current))
-            } else {
-                session::delete(&mut *tx, &current.id_hash).await?;
-                tx.commit().await?;
-                end("access token expired while the identity provider was unreachable");
-                Ok(None)
-            }
-        }
-    }
-}
-
 #[derive(Deserialize)]
 struct LogoutForm {
     #[serde(default)]
@@ -449,7 +308,9 @@ async fn logout(
     let secure = cookies_secure(&parts, &state);
     let base = external_base(&parts, &state);
     let signed_out = format!("{base}/auth/signed-out");
-    let row = session_for(&parts, &state).await.map_err(PageError::from)?;
+    let row = session_for(&parts, &state)
+        .await
+        .map_err(PageError::internal)?;
     let Some(row) = row else {
         let jar = jar.add(removal(state.config.session.cookie_name.clone(), secure));
         return Ok((jar, Redirect::to("/auth/signed-out")).into_response());

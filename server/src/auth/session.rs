@@ -1,4 +1,5 @@
-//! Browser sessions stored in Postgres. The cookie carries 32 random bytes;
+//! Browser sessions and pending sign-ins stored in Postgres: every
+//! statement on `sessions`, `login_flows` and `logout_token_jtis`. The cookie carries 32 random bytes;
 //! the table keeps only their hash. Idle and absolute timeouts are enforced
 //! on every read; Keycloak's `sid` is kept so a back-channel logout can end
 //! every local session of a Keycloak session.
@@ -34,6 +35,13 @@ pub struct SessionRow {
     pub keycloak_roles: Vec<String>,
     pub last_seen_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+}
+
+macro_rules! session_columns {
+    () => {
+        "id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token, refresh_token,
+         access_expires_at, keycloak_roles, last_seen_at, expires_at"
+    };
 }
 
 pub struct NewSession<'a> {
@@ -78,13 +86,13 @@ pub async fn find_live(
     idle: std::time::Duration,
 ) -> sqlx::Result<Option<SessionRow>> {
     let idle_secs = idle.as_secs_f64();
-    sqlx::query_as::<_, SessionRow>(
-        r#"SELECT id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token, refresh_token,
-                  access_expires_at, keycloak_roles, last_seen_at, expires_at
-             FROM sessions
+    sqlx::query_as::<_, SessionRow>(concat!(
+        "SELECT ",
+        session_columns!(),
+        r#" FROM sessions
             WHERE id_hash = $1 AND expires_at > now()
-              AND last_seen_at > now() - make_interval(secs => $2)"#,
-    )
+              AND last_seen_at > now() - make_interval(secs => $2)"#
+    ))
     .bind(hash(cookie))
     .bind(idle_secs)
     .fetch_optional(db)
@@ -101,11 +109,10 @@ pub async fn touch(db: impl PgExecutor<'_>, id_hash: &[u8]) -> sqlx::Result<()> 
 }
 
 pub async fn delete(db: impl PgExecutor<'_>, id_hash: &[u8]) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as::<_, SessionRow>(
-        r#"DELETE FROM sessions WHERE id_hash = $1
-           RETURNING id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token, refresh_token,
-                     access_expires_at, keycloak_roles, last_seen_at, expires_at"#,
-    )
+    sqlx::query_as::<_, SessionRow>(concat!(
+        "DELETE FROM sessions WHERE id_hash = $1 RETURNING ",
+        session_columns!()
+    ))
     .bind(id_hash)
     .fetch_optional(db)
     .await
@@ -162,6 +169,33 @@ pub async fn delete_for_keycloak_subject(db: impl PgExecutor<'_>, sub: &str) -> 
     .rows_affected())
 }
 
+/// Claims the right to refresh a session's tokens for 30 seconds and
+/// returns its current row; `None` while another request holds the claim.
+pub async fn claim_refresh(
+    db: impl PgExecutor<'_>,
+    id_hash: &[u8],
+) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as(concat!(
+        "UPDATE sessions SET refreshing_until = now() + interval '30 seconds'
+          WHERE id_hash = $1 AND (refreshing_until IS NULL OR refreshing_until < now())
+         RETURNING ",
+        session_columns!()
+    ))
+    .bind(id_hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// Gives up a refresh claim without new tokens.
+pub async fn release_refresh(db: impl PgExecutor<'_>, id_hash: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE sessions SET refreshing_until = NULL WHERE id_hash = $1")
+        .bind(id_hash)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Stores refreshed tokens and ends the refresh claim.
 pub async fn store_refreshed(
     db: impl PgExecutor<'_>,
     id_hash: &[u8],
@@ -173,7 +207,8 @@ pub async fn store_refreshed(
 ) -> sqlx::Result<()> {
     sqlx::query(
         r#"UPDATE sessions SET access_token = $2, refresh_token = COALESCE($3, refresh_token),
-                  id_token = COALESCE($4, id_token), access_expires_at = $5, keycloak_roles = $6
+                  id_token = COALESCE($4, id_token), access_expires_at = $5, keycloak_roles = $6,
+                  refreshing_until = NULL
             WHERE id_hash = $1"#,
     )
     .bind(id_hash)
@@ -185,6 +220,52 @@ pub async fn store_refreshed(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// A sign-in in progress, bound to the browser that started it.
+#[derive(sqlx::FromRow)]
+pub struct LoginFlow {
+    pub browser_hash: Vec<u8>,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub return_to: String,
+}
+
+/// How long a sign-in may take from the login redirect to the callback.
+pub const LOGIN_FLOW_LIFETIME_MINUTES: i64 = 10;
+
+pub async fn insert_login_flow(
+    db: impl PgExecutor<'_>,
+    state: &str,
+    flow: &LoginFlow,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO login_flows (state, browser_hash, nonce, pkce_verifier, return_to) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(state)
+    .bind(&flow.browser_hash)
+    .bind(&flow.nonce)
+    .bind(&flow.pkce_verifier)
+    .bind(&flow.return_to)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Consumes the sign-in named by `state`: single use, whatever happens
+/// next. `None` if unknown, used or expired.
+pub async fn take_login_flow(
+    db: impl PgExecutor<'_>,
+    state: &str,
+) -> sqlx::Result<Option<LoginFlow>> {
+    sqlx::query_as(
+        "DELETE FROM login_flows WHERE state = $1 AND created_at > now() - make_interval(mins => $2)
+         RETURNING browser_hash, nonce, pkce_verifier, return_to",
+    )
+    .bind(state)
+    .bind(LOGIN_FLOW_LIFETIME_MINUTES as i32)
+    .fetch_optional(db)
+    .await
 }
 
 /// Removes expired sessions and abandoned sign-ins.

@@ -70,6 +70,18 @@ pub struct Claims {
     pub events: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+impl Claims {
+    /// The Keycloak roles a session keeps: realm roles as they are, roles
+    /// of our own client as `client:<role>`.
+    pub fn session_roles(&self, client_id: &str) -> Vec<String> {
+        let mut roles = self.realm_access.clone().unwrap_or_default().roles;
+        if let Some(client) = self.resource_access.get(client_id) {
+            roles.extend(client.roles.iter().map(|r| format!("client:{r}")));
+        }
+        roles
+    }
+}
+
 /// Why a token was refused. The text goes into `error_description`, so it
 /// says what is wrong without echoing token content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

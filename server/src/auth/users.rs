@@ -1,87 +1,17 @@
-//! Local users as seen by authentication: the row for a Keycloak subject,
-//! created or refreshed on first sight, and the effective role set.
+//! Principals: the local user behind a valid token, with the effective
+//! role set, cached briefly. The SQL is the users feature's
+//! ([`crate::users::repo`]); this module decides when to run it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::token::Claims;
-
-/// Everyone signed in holds this role.
-pub const DEFAULT_ROLE: &str = "user";
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UserRow {
-    pub id: Uuid,
-    pub keycloak_id: Option<String>,
-    pub username: String,
-    pub email: Option<String>,
-    pub first_name: String,
-    pub last_name: String,
-    pub enabled: bool,
-    pub status: String,
-}
-
-/// Inserts or refreshes the row for the token's subject in one statement,
-/// so concurrent first requests end with exactly one row.
-pub async fn upsert_from_claims(db: impl PgExecutor<'_>, claims: &Claims) -> sqlx::Result<UserRow> {
-    let username = claims
-        .preferred_username
-        .clone()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| claims.sub.clone());
-    sqlx::query_as::<_, UserRow>(
-        r#"
-        INSERT INTO users (keycloak_id, username, email, first_name, last_name, status, last_login_at, keycloak_roles)
-        VALUES ($1, $2, $3, $4, $5, 'active', now(), $6)
-        ON CONFLICT (keycloak_id) DO UPDATE SET
-            username = EXCLUDED.username,
-            email = EXCLUDED.email,
-            first_name = EXCLUDED.first_name,
-            last_name = EXCLUDED.last_name,
-            last_login_at = now(),
-            keycloak_roles = EXCLUDED.keycloak_roles
-        RETURNING id, keycloak_id, username::text, email::text, first_name, last_name, enabled, status
-        "#,
-    )
-    .bind(&claims.sub)
-    .bind(username)
-    .bind(claims.email.as_deref())
-    .bind(claims.given_name.clone().unwrap_or_default())
-    .bind(claims.family_name.clone().unwrap_or_default())
-    .bind(claims.realm_access.clone().unwrap_or_default().roles)
-    .fetch_one(db)
-    .await
-}
-
-/// Roles granted directly in voxgate plus those mapped from Keycloak roles.
-pub async fn effective_roles(
-    db: impl PgExecutor<'_>,
-    user_id: Uuid,
-    realm_roles: &[String],
-    client_roles: &[String],
-) -> sqlx::Result<BTreeSet<String>> {
-    let rows: Vec<String> = sqlx::query_scalar(
-        r#"
-        SELECT role FROM user_roles WHERE user_id = $1
-        UNION
-        SELECT app_role FROM role_mappings
-         WHERE (source = 'realm' AND keycloak_role = ANY($2))
-            OR (source = 'client' AND keycloak_role = ANY($3))
-        "#,
-    )
-    .bind(user_id)
-    .bind(realm_roles)
-    .bind(client_roles)
-    .fetch_all(db)
-    .await?;
-    let mut roles: BTreeSet<String> = rows.into_iter().collect();
-    roles.insert(DEFAULT_ROLE.to_string());
-    Ok(roles)
-}
+use crate::users::model::UserRow;
+use crate::users::repo::{self, SignedIn};
 
 /// A resolved principal, cached briefly per subject so a bearer request
 /// does not write to the database every time. Admin changes to a user
@@ -125,6 +55,8 @@ impl PrincipalCache {
     }
 }
 
+/// The user row for the token's subject, created or refreshed on first
+/// sight, and the effective roles.
 pub async fn resolve(
     db: &PgPool,
     cache: &PrincipalCache,
@@ -146,9 +78,27 @@ pub async fn resolve(
     if let Some(hit) = cache.get(&key) {
         return Ok(hit);
     }
-    let user = upsert_from_claims(db, claims).await?;
-    let roles = effective_roles(db, user.id, &realm_roles, &client_roles).await?;
+    let user = record_sign_in(db, claims).await?;
+    let roles = repo::effective_roles(db, user.id, &realm_roles, &client_roles).await?;
     let resolved = Resolved { user, roles };
     cache.put(key, resolved.clone());
     Ok(resolved)
+}
+
+/// Creates or refreshes the row for the token's subject from its claims.
+pub async fn record_sign_in(db: &PgPool, claims: &Claims) -> sqlx::Result<UserRow> {
+    let realm_roles = claims.realm_access.clone().unwrap_or_default().roles;
+    let signed_in = SignedIn {
+        keycloak_id: &claims.sub,
+        username: claims
+            .preferred_username
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .unwrap_or(&claims.sub),
+        email: claims.email.as_deref(),
+        first_name: claims.given_name.as_deref().unwrap_or_default(),
+        last_name: claims.family_name.as_deref().unwrap_or_default(),
+        realm_roles: &realm_roles,
+    };
+    repo::upsert_signed_in(db, &signed_in).await
 }

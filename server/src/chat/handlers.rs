@@ -114,7 +114,7 @@ impl Pending {
             engine_kind: None,
         };
         match self.state.tts.speak(params, true).await {
-            Ok(s) => Some(s.into()),
+            Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "reply speech could not be registered");
                 None

@@ -12,32 +12,8 @@ pub const MAX_MESSAGE_CHARS: usize = 2000;
 pub const MAX_REPLY_CHARS: usize = 8000;
 
 /// Where a reply's audio is: the same shape as the speech service's
-/// `SpeechRef`, storable with the message.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Speech {
-    pub key: String,
-    /// `GET` streams the audio (MP3).
-    pub url: String,
-    /// `GET` returns the word and sentence timings (speech marks).
-    pub marks_url: String,
-    pub voice: String,
-    pub language: String,
-    pub format: String,
-}
-
-impl From<SpeechRef> for Speech {
-    fn from(s: SpeechRef) -> Self {
-        Speech {
-            key: s.key,
-            url: s.url,
-            marks_url: s.marks_url,
-            voice: s.voice,
-            language: s.language,
-            format: s.format,
-        }
-    }
-}
+/// The speech of a reply, stored with the message.
+pub type Speech = SpeechRef;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

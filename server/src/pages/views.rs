@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::asset_url;
-use crate::auth::{AuthMethod, CurrentUser, PageUser};
+use crate::auth::{AppRole, AuthMethod, CurrentUser, PageUser};
 use crate::error::PageError;
 
 /// What the page header shows about the signed-in user.
@@ -26,7 +26,7 @@ impl Header {
             } else {
                 full.to_string()
             },
-            is_admin: user.has_role("admin"),
+            is_admin: user.has_role(AppRole::Admin),
             csrf: match &user.method {
                 AuthMethod::Session { csrf_token, .. } => csrf_token.clone(),
                 // Pages are only served to browser sessions.
@@ -80,7 +80,7 @@ pub async fn chat(PageUser(user): PageUser) -> Result<Response, PageError> {
 }
 
 pub async fn admin(PageUser(user): PageUser) -> Result<Response, PageError> {
-    if !user.has_role("admin") {
+    if !user.has_role(AppRole::Admin) {
         return Err(PageError::page(
             StatusCode::FORBIDDEN,
             "Administrators only",

@@ -19,7 +19,10 @@ pub struct Voice {
 }
 
 /// Audio formats voxgate serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     Mp3,
     OggVorbis,
@@ -89,6 +92,38 @@ impl EngineKind {
     }
 }
 
+/// Polly's `Engine`: the voice technology, which sets quality and price.
+/// Voices on this machine offer `standard` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoiceEngine {
+    Standard,
+    Neural,
+    LongForm,
+    Generative,
+}
+
+impl VoiceEngine {
+    pub const ALL: [VoiceEngine; 4] = [
+        VoiceEngine::Standard,
+        VoiceEngine::Neural,
+        VoiceEngine::LongForm,
+        VoiceEngine::Generative,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoiceEngine::Standard => "standard",
+            VoiceEngine::Neural => "neural",
+            VoiceEngine::LongForm => "long-form",
+            VoiceEngine::Generative => "generative",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VoiceEngine> {
+        VoiceEngine::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
+
 /// One synthesis, already validated and normalised.
 #[derive(Debug, Clone)]
 pub struct Synthesis {
@@ -96,7 +131,7 @@ pub struct Synthesis {
     pub voice: String,
     pub language: String,
     pub format: Format,
-    pub engine_kind: String,
+    pub engine_kind: VoiceEngine,
 }
 
 /// A word or sentence timing, shaped like Polly's speech marks.

@@ -10,8 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::engine::{Mark, Voice};
-use super::{SpeechParams, SpeechRef};
-use crate::auth::CurrentUser;
+use super::{QuotaClass, Speaker, SpeechParams, SpeechRef};
+use crate::auth::{AppRole, CurrentUser};
 use crate::error::{ApiError, Problem};
 use crate::extract::{AppJson, AppPath, AppQuery};
 use crate::state::AppState;
@@ -37,6 +37,19 @@ fn refuse_cross_site(user: &CurrentUser, headers: &HeaderMap) -> Result<(), ApiE
         ));
     }
     Ok(())
+}
+
+/// Staff speak without the daily quota.
+fn speaker(user: &CurrentUser) -> Speaker {
+    let exempt = user.has_role(AppRole::Agent) || user.has_role(AppRole::Admin);
+    Speaker {
+        user_id: user.id,
+        quota: if exempt {
+            QuotaClass::Exempt
+        } else {
+            QuotaClass::Daily
+        },
+    }
 }
 
 const KEYED_CACHE: &str = "private, max-age=31536000, immutable";
@@ -85,7 +98,7 @@ async fn text_to_speech(
     };
     state
         .tts
-        .speak_and_serve(&user, params, &headers, LEGACY_CACHE)
+        .speak_and_serve(speaker(&user), params, &headers, LEGACY_CACHE)
         .await
 }
 
@@ -109,7 +122,7 @@ async fn create_speech(
     user: CurrentUser,
     AppJson(body): AppJson<CreateSpeech>,
 ) -> Result<Response, ApiError> {
-    state.tts.check_rate(&user).await?;
+    state.tts.check_rate(user.id).await?;
     let speech = state
         .tts
         .speak(
@@ -143,7 +156,10 @@ async fn speech_audio(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     refuse_cross_site(&user, &headers)?;
-    state.tts.audio(&user, &key, &headers, KEYED_CACHE).await
+    state
+        .tts
+        .audio(speaker(&user), &key, &headers, KEYED_CACHE)
+        .await
 }
 
 /// Word and sentence timings of a registered synthesis (Polly speech-mark
@@ -157,7 +173,7 @@ async fn speech_marks(
     headers: HeaderMap,
 ) -> Result<AppJson<Vec<Mark>>, ApiError> {
     refuse_cross_site(&user, &headers)?;
-    Ok(AppJson(state.tts.marks(&user, &key).await?))
+    Ok(AppJson(state.tts.marks(speaker(&user), &key).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -8,9 +8,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::IdempotencyKey;
 use super::model::{AuditPage, CreateUserRequest, RoleView, UpdateUserRequest, UserPage, UserView};
 use super::service::Actor;
-use crate::auth::{Admin, RequireRole};
+use crate::auth::{Admin, AppRole, RequireRole};
 use crate::error::{ApiError, Problem};
 use crate::extract::{AppJson, AppPath, AppQuery};
 use crate::state::AppState;
@@ -28,7 +29,7 @@ fn actor(user: &crate::auth::CurrentUser) -> Actor {
     Actor {
         id: Some(user.id),
         label: user.label(),
-        is_admin: user.has_role("admin"),
+        is_admin: user.has_role(AppRole::Admin),
         request_id: current_request_id(),
     }
 }
@@ -76,10 +77,9 @@ async fn create_user(
     AppJson(request): AppJson<CreateUserRequest>,
 ) -> Result<Response, ApiError> {
     let key = match headers.get("idempotency-key") {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII."))?,
-        ),
+        Some(v) => Some(IdempotencyKey::parse(v.to_str().map_err(|_| {
+            ApiError::bad_request("Idempotency-Key must be visible ASCII.")
+        })?)?),
         None => None,
     };
     let created = state.users.create(&actor(&admin), request, key).await?;

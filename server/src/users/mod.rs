@@ -1,15 +1,29 @@
 //! User provisioning and administration: `/api/admin/**`, the
 //! `voxgate users …` commands and the recovery worker. Users are created in
 //! Keycloak and Postgres together, or in neither.
+//!
+//! [`service`] holds the shared state and the read side; the write side is
+//! split by use case: [`create`] (the saga, its compensation and
+//! recovery), [`manage`] (update and delete), [`reconcile`] (drift between
+//! the systems), with [`idempotency`] keys and the [`audit`] trail beside
+//! them. [`repo`] has every SQL statement on the users tables.
 
+mod audit;
+mod create;
 mod handlers;
+pub mod idempotency;
 pub mod keycloak;
+mod manage;
 pub mod model;
+mod reconcile;
 pub mod repo;
-pub mod service;
+mod service;
 
+pub use create::{Created, RecoveryReport};
 pub use handlers::routes;
-pub use service::{Actor, Drift, Users};
+pub use idempotency::IdempotencyKey;
+pub use reconcile::Drift;
+pub use service::{Actor, Users};
 
 use std::time::Duration;
 
@@ -24,8 +38,16 @@ pub fn spawn_recovery(users: Users) -> tokio::task::JoinHandle<()> {
         loop {
             interval.tick().await;
             match users.recover(Duration::from_secs(600)).await {
-                Ok((0, 0, _)) => {}
-                Ok((finished, compensated, pending)) => {
+                Ok(RecoveryReport {
+                    finished: 0,
+                    compensated: 0,
+                    ..
+                }) => {}
+                Ok(RecoveryReport {
+                    finished,
+                    compensated,
+                    pending,
+                }) => {
                     tracing::info!(finished, compensated, pending, "provisioning recovery ran");
                 }
                 Err(e) => {

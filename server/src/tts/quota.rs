@@ -1,0 +1,84 @@
+//! Admission of a billed synthesis: the per-minute rate limit, the daily
+//! character quota (charged up front, refunded when the synthesis does not
+//! happen), and a permit from the bounded pool of concurrent syntheses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use super::engine::TtsError;
+use super::{Tts, limits};
+use crate::error::ApiError;
+
+/// Who speech is for, as far as limits go.
+#[derive(Debug, Clone, Copy)]
+pub struct Speaker {
+    pub user_id: Uuid,
+    pub quota: QuotaClass,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaClass {
+    /// Counted against the daily character quota.
+    Daily,
+    /// Staff: rate-limited, but no daily quota.
+    Exempt,
+}
+
+/// Characters charged to a speaker for one synthesis.
+pub(super) struct Charge {
+    db: PgPool,
+    user_id: Uuid,
+    chars: i64,
+    charged: bool,
+}
+
+impl Charge {
+    /// Gives the characters back (the synthesis did not happen, or someone
+    /// else's identical synthesis is being shared).
+    pub async fn refund(self) {
+        if self.charged {
+            limits::refund(&self.db, self.user_id, self.chars).await;
+        }
+    }
+}
+
+impl Tts {
+    /// Counts a speech request against the user's rate limit.
+    pub async fn check_rate(&self, user_id: Uuid) -> Result<(), ApiError> {
+        limits::check_rate(&self.inner.db, user_id, self.inner.config.rate_per_minute).await
+    }
+
+    /// Admits a billed synthesis of `chars` characters for `speaker`.
+    pub(super) async fn admit(&self, speaker: Speaker, chars: i64) -> Result<Charge, ApiError> {
+        self.check_rate(speaker.user_id).await?;
+        let charged = speaker.quota == QuotaClass::Daily;
+        if charged {
+            limits::charge(
+                &self.inner.db,
+                speaker.user_id,
+                chars,
+                self.inner.config.daily_chars,
+            )
+            .await?;
+        }
+        Ok(Charge {
+            db: self.inner.db.clone(),
+            user_id: speaker.user_id,
+            chars,
+            charged,
+        })
+    }
+}
+
+/// A slot among the concurrent syntheses, which keeps us under the
+/// upstream's request quota; waits at most ten seconds.
+pub(super) async fn permit(permits: Arc<Semaphore>) -> Result<OwnedSemaphorePermit, TtsError> {
+    tokio::time::timeout(Duration::from_secs(10), permits.acquire_owned())
+        .await
+        .map_err(|_| TtsError::Unavailable("too many syntheses in progress".into()))?
+        .map_err(|_| TtsError::Unavailable("shutting down".into()))
+}

@@ -1,0 +1,172 @@
+//! Registered syntheses: what a cache key stands for, kept in
+//! `tts_requests` so `GET /api/tts/{key}` can synthesize it later.
+
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use super::engine::{EngineKind, Format, VoiceEngine};
+use crate::error::ApiError;
+
+/// What to say and how: the input of a synthesis, as the client sent it.
+#[derive(Debug, Clone)]
+pub struct SpeechParams {
+    pub text: String,
+    /// Engine voice id (`Joanna`, `en-us`); `None` = the configured default.
+    pub voice: Option<String>,
+    /// BCP-47 language, e.g. `en-US`; `None` = the voice's language.
+    pub language: Option<String>,
+    /// `mp3` (default), `ogg_vorbis`, `pcm`.
+    pub format: Option<String>,
+    /// Polly engine: `standard`, `neural`, `long-form`, `generative`.
+    pub engine_kind: Option<String>,
+}
+
+/// A registered synthesis (also stored with chat replies).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeechRef {
+    pub key: String,
+    /// `GET` streams the audio.
+    pub url: String,
+    /// `GET` returns the word and sentence timings (speech marks).
+    pub marks_url: String,
+    pub voice: String,
+    pub language: String,
+    pub format: Format,
+}
+
+/// The normalised request that a cache key stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyed {
+    pub engine: EngineKind,
+    pub voice: String,
+    pub language: String,
+    pub format: Format,
+    pub engine_kind: VoiceEngine,
+    pub text: String,
+}
+
+impl Keyed {
+    /// Content address: the same words, voice and format always give the
+    /// same key, whoever asks.
+    pub fn key(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.engine.name(),
+            &self.voice,
+            &self.language,
+            self.format.name(),
+            self.engine_kind.as_str(),
+            &self.text,
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        let digest = h.finalize();
+        base64_url(&digest[..20])
+    }
+
+    /// Where clients fetch this synthesis.
+    pub fn reference(self, key: String) -> SpeechRef {
+        SpeechRef {
+            url: format!("/api/tts/{key}"),
+            marks_url: format!("/api/tts/{key}/marks"),
+            key,
+            voice: self.voice,
+            language: self.language,
+            format: self.format,
+        }
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Stores what a key stands for so `GET /api/tts/{key}` can synthesize it.
+pub async fn remember(db: &PgPool, k: &Keyed) -> Result<String, ApiError> {
+    let key = k.key();
+    sqlx::query(
+        "INSERT INTO tts_requests (key, engine, voice, language, format, engine_kind, text)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(&key)
+    .bind(k.engine.name())
+    .bind(&k.voice)
+    .bind(&k.language)
+    .bind(k.format.name())
+    .bind(k.engine_kind.as_str())
+    .bind(&k.text)
+    .execute(db)
+    .await?;
+    Ok(key)
+}
+
+/// What `key` was registered for.
+pub async fn lookup(db: &PgPool, key: &str) -> Result<Keyed, ApiError> {
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "No speech is registered under `{key}`; create it with POST /api/tts."
+        ))
+    };
+    if key.len() != 27
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(not_found());
+    }
+    let row: Option<(String, String, String, String, String, String)> = sqlx::query_as(
+        "SELECT engine, voice, language, format, engine_kind, text FROM tts_requests WHERE key = $1",
+    )
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    let (engine, voice, language, format, engine_kind, text) = row.ok_or_else(not_found)?;
+    let engine = EngineKind::parse(&engine).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "This speech was registered for the {engine} engine, which this server does not run."
+        ))
+    })?;
+    let unreadable =
+        |what: &str| ApiError::Internal(anyhow::anyhow!("tts_requests row {key}: bad {what}"));
+    Ok(Keyed {
+        engine,
+        voice,
+        language,
+        format: Format::parse(&format).ok_or_else(|| unreadable("format"))?,
+        engine_kind: VoiceEngine::parse(&engine_kind).ok_or_else(|| unreadable("engine_kind"))?,
+        text,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_and_sensitive_to_every_part() {
+        let k = Keyed {
+            engine: EngineKind::Local,
+            voice: "en-us".into(),
+            language: "en-US".into(),
+            format: Format::Mp3,
+            engine_kind: VoiceEngine::Standard,
+            text: "Hello".into(),
+        };
+        assert_eq!(k.key(), k.clone().key());
+        assert_eq!(k.key().len(), 27);
+        let mut other = k.clone();
+        other.text = "Hello!".into();
+        assert_ne!(k.key(), other.key());
+        let mut shifted = k.clone();
+        shifted.voice = "en-usH".into();
+        shifted.text = "ello".into();
+        assert_ne!(
+            k.key(),
+            shifted.key(),
+            "length-prefixed parts cannot run together"
+        );
+    }
+}
