@@ -9,8 +9,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestSettings, problem};
-use crate::stack::{REALM, Stack, browser, form_action, location, spawn_stack, spawn_stack_with};
+use crate::helpers::{Caller, TestSettings, detail_has, problem};
+use crate::stack::{
+    REALM, Stack, browser, form_action, location, spawn_stack, spawn_stack_with, spawn_with_bob,
+};
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -69,7 +71,7 @@ fn hs256(header: &str, payload: &Value, secret: &[u8]) -> String {
 }
 
 async fn assert_invalid_token(stack: &Stack, name: &str, token: &str) {
-    let response = stack.get_with_token("/api/me", token).await;
+    let response = stack.app.caller(token).get("/api/me").await;
     assert_eq!(response.status(), 401, "{name}: expected 401");
     let challenge = response.headers()["www-authenticate"]
         .to_str()
@@ -93,7 +95,7 @@ async fn assert_invalid_token(stack: &Stack, name: &str, token: &str) {
 async fn a_real_access_token_reaches_api_me_with_mapped_roles() {
     let stack = spawn_stack().await;
     let token = stack.password_token("alice", "alice").await;
-    let response = stack.get_with_token("/api/me", &token).await;
+    let response = stack.app.caller(&token).get("/api/me").await;
     assert_eq!(response.status(), 200);
     let me: Value = response.json().await.unwrap();
     assert_eq!(me["username"], "alice");
@@ -108,12 +110,7 @@ async fn a_real_access_token_reaches_api_me_with_mapped_roles() {
     assert_eq!(roles, ["admin", "user"]);
 
     let bob = stack.password_token("bob", "bob").await;
-    let me: Value = stack
-        .get_with_token("/api/me", &bob)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = stack.app.caller(&bob).get_json("/api/me").await;
     assert_eq!(me["roles"], json!(["user"]));
 }
 
@@ -145,7 +142,7 @@ async fn forged_and_broken_tokens_are_all_refused() {
     let issuer = stack.kc.issuer(REALM);
     let real = stack.forge(&valid);
     assert_eq!(
-        stack.get_with_token("/api/me", &real).await.status(),
+        stack.app.bearer_status(&real).await,
         200,
         "the baseline token is accepted"
     );
@@ -359,27 +356,27 @@ async fn forged_and_broken_tokens_are_all_refused() {
 async fn an_oversize_token_is_refused_before_parsing() {
     let stack = spawn_stack().await;
     let token = format!("eyJ{}", "A".repeat(9 * 1024));
-    let response = stack.get_with_token("/api/me", &token).await;
+    let response = stack.app.caller(&token).get("/api/me").await;
     let body = problem(response, 431).await;
-    assert!(body["detail"].as_str().unwrap().contains("8192"));
+    detail_has(&body, "8192");
 }
 
 #[tokio::test]
 async fn a_rotated_signing_key_is_picked_up_without_a_401() {
     let stack = spawn_stack().await;
     let before = stack.password_token("bob", "bob").await;
-    assert_eq!(stack.get_with_token("/api/me", &before).await.status(), 200);
+    assert_eq!(stack.app.bearer_status(&before).await, 200);
     let old_kid = stack.kc.current_kid(REALM);
     stack.kc.rotate_signing_key(REALM);
     assert_ne!(stack.kc.current_kid(REALM), old_kid);
     let after = stack.password_token("bob", "bob").await;
     assert_eq!(
-        stack.get_with_token("/api/me", &after).await.status(),
+        stack.app.bearer_status(&after).await,
         200,
         "new kid fetched on demand"
     );
     assert_eq!(
-        stack.get_with_token("/api/me", &before).await.status(),
+        stack.app.bearer_status(&before).await,
         200,
         "old key still published"
     );
@@ -397,12 +394,10 @@ async fn a_flood_of_unknown_kids_causes_at_most_one_key_fetch() {
         let token = attacker.sign(&header, &valid);
         let url = stack.app.url("/api/me");
         async move {
-            reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
+            Caller::at("", reqwest::Client::new())
+                .bearer(token)
+                .get(&url)
                 .await
-                .unwrap()
                 .status()
         }
     });
@@ -421,13 +416,9 @@ async fn keycloak_outage_keeps_bearer_tokens_working_and_makes_login_503() {
     // Several background refreshes fail while it is down.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let fresh_copy = stack.forge(&stack.valid_claims_offline(&token));
+    assert_eq!(stack.app.bearer_status(&token).await, 200, "cached token");
     assert_eq!(
-        stack.get_with_token("/api/me", &token).await.status(),
-        200,
-        "cached token"
-    );
-    assert_eq!(
-        stack.get_with_token("/api/me", &fresh_copy).await.status(),
+        stack.app.bearer_status(&fresh_copy).await,
         200,
         "new token, last good keys"
     );
@@ -440,19 +431,9 @@ async fn keycloak_outage_keeps_bearer_tokens_working_and_makes_login_503() {
             .unwrap()
             .contains("Sign-in is unavailable")
     );
-    let ready: Value = stack.app.get("/readyz").await.json().await.unwrap();
-    let idp = ready["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "identity_provider")
-        .unwrap()
-        .clone();
+    let idp = stack.app.readiness_check("identity_provider").await;
     assert_eq!(idp["ok"], true, "keys are still usable: {idp}");
-    assert!(
-        idp["detail"].as_str().unwrap().contains("failed fetch"),
-        "{idp}"
-    );
+    detail_has(&idp, "failed fetch");
 
     stack.kc.come_back().await.unwrap();
     // Recovery is automatic: sign-in works again within a few seconds.
@@ -496,20 +477,15 @@ async fn a_locally_disabled_user_gets_403_even_with_a_valid_token() {
         .execute(&stack.app.db)
         .await
         .unwrap();
-    let body = problem(stack.get_with_token("/api/me", &token).await, 403).await;
-    assert!(body["detail"].as_str().unwrap().contains("disabled"));
+    let body = problem(stack.app.caller(&token).get("/api/me").await, 403).await;
+    detail_has(&body, "disabled");
 }
 
 #[tokio::test]
 async fn roles_granted_in_voxgate_and_mapped_from_keycloak_add_up() {
     let stack = spawn_stack().await;
     let token = stack.password_token("bob", "bob").await;
-    let me: Value = stack
-        .get_with_token("/api/me", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = stack.app.caller(&token).get_json("/api/me").await;
     let id: uuid::Uuid = me["id"].as_str().unwrap().parse().unwrap();
     sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'agent')")
         .bind(id)
@@ -519,12 +495,7 @@ async fn roles_granted_in_voxgate_and_mapped_from_keycloak_add_up() {
     // A fresh token: the principal cache is keyed by token roles and is
     // short-lived, so wait it out rather than reach into the app.
     tokio::time::sleep(voxgate::auth::users::PrincipalCache::TTL).await;
-    let me: Value = stack
-        .get_with_token("/api/me", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = stack.app.caller(&token).get_json("/api/me").await;
     assert_eq!(me["roles"], json!(["agent", "user"]));
 }
 
@@ -535,20 +506,10 @@ async fn browser_login_creates_a_session_and_logout_ends_it() {
         .browser_login("alice", "alice", "/settings?tab=voice")
         .await;
     assert_eq!(landing, stack.app.url("/settings?tab=voice"));
-    let me: Value = client
-        .get(stack.app.url("/api/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = stack.browser(&client).get_json("/api/me").await;
     assert_eq!(me["username"], "alice");
     assert_eq!(me["authenticatedBy"], "session");
-    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
+    let sessions = stack.app.count("SELECT count(*) FROM sessions").await;
     assert_eq!(sessions, 1);
     let user_id = stack.kc.user_by_username(REALM, "alice").unwrap()["id"]
         .as_str()
@@ -556,17 +517,12 @@ async fn browser_login_creates_a_session_and_logout_ends_it() {
         .to_string();
     assert_eq!(stack.kc.active_sessions(REALM, &user_id), 1);
 
-    let csrf: String = sqlx::query_scalar("SELECT csrf_token FROM sessions")
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
-    let logout = client
-        .post(stack.app.url("/auth/logout"))
-        .header("origin", stack.app.url(""))
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let csrf = stack.session_column("csrf_token").await;
+    let logout = stack
+        .browser(&client)
+        .header("origin", &stack.app.url(""))
+        .post_form("/auth/logout", &[("csrf", csrf.as_str())])
+        .await;
     assert_eq!(logout.status(), 303);
     let end_session = location(&logout);
     assert!(end_session.starts_with(&format!(
@@ -576,7 +532,7 @@ async fn browser_login_creates_a_session_and_logout_ends_it() {
     assert!(end_session.contains("id_token_hint="));
     assert!(end_session.contains("post_logout_redirect_uri="));
     assert_eq!(stack.me_status(&client).await, 401);
-    let back = client.get(&end_session).send().await.unwrap();
+    let back = Caller::at("", client.clone()).get(&end_session).await;
     assert_eq!(back.status(), 302);
     assert_eq!(location(&back), stack.app.url("/auth/signed-out"));
     assert_eq!(
@@ -584,11 +540,10 @@ async fn browser_login_creates_a_session_and_logout_ends_it() {
         0,
         "Keycloak session ended too"
     );
-    let page = client
-        .get(stack.app.url("/auth/signed-out"))
-        .send()
+    let page = stack
+        .browser(&client)
+        .get("/auth/signed-out")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -600,7 +555,7 @@ async fn session_cookie_is_http_only_and_tokens_never_reach_the_browser() {
     let stack = spawn_stack().await;
     let client = browser();
     let callback = stack.login_until_callback(&client, "bob", "bob", "/").await;
-    let done = client.get(&callback).send().await.unwrap();
+    let done = Caller::at("", client.clone()).get(&callback).await;
     let cookies: Vec<String> = done
         .headers()
         .get_all("set-cookie")
@@ -640,7 +595,7 @@ async fn callback_with_a_wrong_state_is_refused() {
         })
         .collect();
     url.query_pairs_mut().clear().extend_pairs(pairs);
-    let response = client.get(url.as_str()).send().await.unwrap();
+    let response = Caller::at("", client.clone()).get(&url.as_str()).await;
     assert_eq!(response.status(), 400);
     assert!(
         response
@@ -657,10 +612,13 @@ async fn a_callback_url_works_once_only() {
     let stack = spawn_stack().await;
     let client = browser();
     let callback = stack.login_until_callback(&client, "bob", "bob", "/").await;
-    assert_eq!(client.get(&callback).send().await.unwrap().status(), 303);
+    assert_eq!(
+        Caller::at("", client.clone()).get(&callback).await.status(),
+        303
+    );
     let again = browser().get(&callback).send().await.unwrap();
     assert_eq!(again.status(), 400);
-    let replay_same_browser = client.get(&callback).send().await.unwrap();
+    let replay_same_browser = Caller::at("", client.clone()).get(&callback).await;
     assert_eq!(replay_same_browser.status(), 400);
 }
 
@@ -670,7 +628,7 @@ async fn a_callback_from_another_browser_is_refused() {
     let victim = browser();
     let callback = stack.login_until_callback(&victim, "bob", "bob", "/").await;
     let attacker = browser();
-    let response = attacker.get(&callback).send().await.unwrap();
+    let response = Caller::at("", attacker.clone()).get(&callback).await;
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("another browser"));
 }
@@ -680,11 +638,11 @@ async fn a_wrong_pkce_verifier_fails_the_code_exchange() {
     let stack = spawn_stack().await;
     let client = browser();
     let callback = stack.login_until_callback(&client, "bob", "bob", "/").await;
-    sqlx::query("UPDATE login_flows SET pkce_verifier = 'x' || pkce_verifier")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
-    let response = client.get(&callback).send().await.unwrap();
+    stack
+        .app
+        .sql("UPDATE login_flows SET pkce_verifier = 'x' || pkce_verifier")
+        .await;
+    let response = Caller::at("", client.clone()).get(&callback).await;
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("did not accept"));
     assert_eq!(stack.me_status(&client).await, 401);
@@ -710,8 +668,7 @@ async fn open_redirect_attempts_land_on_the_home_page() {
 
 #[tokio::test]
 async fn signing_in_rotates_the_session_id_and_kills_the_old_one() {
-    let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let (stack, client) = spawn_with_bob().await;
     let first: Vec<u8> = sqlx::query_scalar("SELECT id_hash FROM sessions")
         .fetch_one(&stack.app.db)
         .await
@@ -737,12 +694,11 @@ async fn signing_in_rotates_the_session_id_and_kills_the_old_one() {
     let _ = planted;
     stack.browser_login_with(&victim, "bob", "bob", "/").await;
     let attacker = reqwest::Client::new();
-    let response = attacker
-        .get(stack.app.url("/api/me"))
+    let response = stack
+        .browser(&attacker)
         .header("cookie", "voxgate_session=attacker-chosen-value")
-        .send()
-        .await
-        .unwrap();
+        .get("/api/me")
+        .await;
     assert_eq!(response.status(), 401);
     assert_eq!(stack.me_status(&victim).await, 200);
 }
@@ -750,69 +706,54 @@ async fn signing_in_rotates_the_session_id_and_kills_the_old_one() {
 #[tokio::test]
 async fn cookie_authenticated_state_changes_need_same_origin_and_csrf_token() {
     let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
-    let csrf: String = sqlx::query_scalar("SELECT csrf_token FROM sessions")
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
+    let (client, csrf) = stack.signed_in("bob").await;
     let origin = stack.app.url("");
 
-    let no_origin = client
-        .post(stack.app.url("/auth/logout"))
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let no_origin = stack
+        .browser(&client)
+        .post_form("/auth/logout", &[("csrf", csrf.as_str())])
+        .await;
     assert_eq!(no_origin.status(), 403);
-    let cross = client
-        .post(stack.app.url("/auth/logout"))
+    let cross = stack
+        .browser(&client)
         .header("origin", "http://evil.example")
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/auth/logout", &[("csrf", csrf.as_str())])
+        .await;
     assert_eq!(cross.status(), 403);
-    let no_token = client
-        .post(stack.app.url("/auth/logout"))
+    let no_token = stack
+        .browser(&client)
         .header("origin", &origin)
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/auth/logout", None, "")
+        .await;
     assert_eq!(no_token.status(), 403);
-    let wrong_token = client
-        .post(stack.app.url("/auth/logout"))
+    let wrong_token = stack
+        .browser(&client)
         .header("origin", &origin)
-        .form(&[("csrf", "nope")])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/auth/logout", &[("csrf", "nope")])
+        .await;
     assert_eq!(wrong_token.status(), 403);
     assert_eq!(stack.me_status(&client).await, 200, "still signed in");
-    let null_origin_cross_site = client
-        .post(stack.app.url("/auth/logout"))
+    let null_origin_cross_site = stack
+        .browser(&client)
         .header("origin", "null")
         .header("sec-fetch-site", "cross-site")
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/auth/logout", &[("csrf", csrf.as_str())])
+        .await;
     assert_eq!(null_origin_cross_site.status(), 403);
-    let ok = client
-        .post(stack.app.url("/auth/logout"))
+    let ok = stack
+        .browser(&client)
         .header("origin", "null")
         .header("sec-fetch-site", "same-origin")
         .header("x-csrf-token", &csrf)
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/auth/logout", None, "")
+        .await;
     assert_eq!(ok.status(), 303);
     assert_eq!(stack.me_status(&client).await, 401);
 }
 
 #[tokio::test]
 async fn keycloak_back_channel_logout_ends_the_local_session() {
-    let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let (stack, client) = spawn_with_bob().await;
     assert_eq!(stack.me_status(&client).await, 200);
     // An admin ends bob's sessions in Keycloak; Keycloak calls us back.
     let admin_token = stack.password_token_master().await;
@@ -820,15 +761,17 @@ async fn keycloak_back_channel_logout_ends_the_local_session() {
         .as_str()
         .unwrap()
         .to_string();
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/admin/realms/{REALM}/users/{bob_id}/logout",
-            stack.kc.base_url()
-        ))
-        .bearer_auth(admin_token)
-        .send()
-        .await
-        .unwrap();
+    let response = Caller::at("", reqwest::Client::new())
+        .bearer(admin_token)
+        .post_raw(
+            &format!(
+                "{}/admin/realms/{REALM}/users/{bob_id}/logout",
+                stack.kc.base_url()
+            ),
+            None,
+            "",
+        )
+        .await;
     assert_eq!(response.status(), 204);
     let mut ended = false;
     for _ in 0..200 {
@@ -846,12 +789,8 @@ async fn keycloak_back_channel_logout_ends_the_local_session() {
 
 #[tokio::test]
 async fn back_channel_logout_rejects_unverified_tokens() {
-    let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
-    let sid: String = sqlx::query_scalar("SELECT keycloak_sid FROM sessions")
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
+    let (stack, client) = spawn_with_bob().await;
+    let sid = stack.session_column("keycloak_sid").await;
     let attacker = Attacker::new();
     let claims = json!({
         "iat": now(), "exp": now() + 120, "jti": "x", "iss": stack.kc.issuer(REALM), "aud": "voxgate-web",
@@ -868,12 +807,14 @@ async fn back_channel_logout_rejects_unverified_tokens() {
             .kc
             .sign_jws(REALM, &header, &json!({"typ": "Logout", "sid": sid})),
     ] {
-        let response = reqwest::Client::new()
-            .post(stack.app.url("/auth/backchannel-logout"))
-            .form(&[("logout_token", token.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let response = stack
+            .app
+            .anonymous()
+            .post_form(
+                "/auth/backchannel-logout",
+                &[("logout_token", token.as_str())],
+            )
+            .await;
         assert_eq!(response.status(), 400);
     }
     assert_eq!(
@@ -882,27 +823,25 @@ async fn back_channel_logout_rejects_unverified_tokens() {
         "session survives forged logouts"
     );
     // The real thing, signed by the realm, ends it.
-    let response = reqwest::Client::new()
-        .post(stack.app.url("/auth/backchannel-logout"))
-        .form(&[(
-            "logout_token",
-            stack.kc.sign_jws(REALM, &header, &claims).as_str(),
-        )])
-        .send()
-        .await
-        .unwrap();
+    let response = stack
+        .app
+        .anonymous()
+        .post_form(
+            "/auth/backchannel-logout",
+            &[(
+                "logout_token",
+                stack.kc.sign_jws(REALM, &header, &claims).as_str(),
+            )],
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(stack.me_status(&client).await, 401);
 }
 
 #[tokio::test]
 async fn logout_tokens_follow_back_channel_logout_1_0_strictly_and_cannot_be_replayed() {
-    let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
-    let sid: String = sqlx::query_scalar("SELECT keycloak_sid FROM sessions")
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
+    let (stack, client) = spawn_with_bob().await;
+    let sid = stack.session_column("keycloak_sid").await;
     let header = format!(
         r#"{{"alg":"RS256","typ" : "logout+jwt","kid" : "{}"}}"#,
         stack.kc.current_kid(REALM)
@@ -915,12 +854,9 @@ async fn logout_tokens_follow_back_channel_logout_1_0_strictly_and_cannot_be_rep
     let post = |token: String| {
         let url = stack.app.url("/auth/backchannel-logout");
         async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .form(&[("logout_token", token.as_str())])
-                .send()
-                .await
-                .unwrap();
+            let r = Caller::at("", reqwest::Client::new())
+                .post_form(&url, &[("logout_token", token.as_str())])
+                .await;
             let status = r.status().as_u16();
             (status, r.text().await.unwrap_or_default())
         }
@@ -976,16 +912,15 @@ async fn logout_tokens_follow_back_channel_logout_1_0_strictly_and_cannot_be_rep
 
 #[tokio::test]
 async fn a_session_refreshes_its_access_token_and_ends_when_refresh_is_refused() {
-    let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let (stack, client) = spawn_with_bob().await;
     let before: String = sqlx::query_scalar("SELECT access_token FROM sessions")
         .fetch_one(&stack.app.db)
         .await
         .unwrap();
-    sqlx::query("UPDATE sessions SET access_expires_at = now() + interval '10 seconds'")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
+    stack
+        .app
+        .sql("UPDATE sessions SET access_expires_at = now() + interval '10 seconds'")
+        .await;
     assert_eq!(stack.me_status(&client).await, 200);
     let after: String = sqlx::query_scalar("SELECT access_token FROM sessions")
         .fetch_one(&stack.app.db)
@@ -995,48 +930,90 @@ async fn a_session_refreshes_its_access_token_and_ends_when_refresh_is_refused()
 
     // Keycloak unreachable during refresh: the session lives on while its
     // access token is valid.
-    sqlx::query("UPDATE sessions SET access_expires_at = now() + interval '10 seconds'")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
+    stack
+        .app
+        .sql("UPDATE sessions SET access_expires_at = now() + interval '10 seconds'")
+        .await;
     stack.kc.go_down().await;
     assert_eq!(stack.me_status(&client).await, 200);
     stack.kc.come_back().await.unwrap();
 
     // Refresh refused (Keycloak session gone): the local session ends.
     stack.kc.expire_all_tokens(REALM);
-    sqlx::query("UPDATE sessions SET access_expires_at = now() + interval '10 seconds'")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
+    stack
+        .app
+        .sql("UPDATE sessions SET access_expires_at = now() + interval '10 seconds'")
+        .await;
     assert_eq!(stack.me_status(&client).await, 401);
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
+    let left = stack.app.count("SELECT count(*) FROM sessions").await;
     assert_eq!(left, 0);
 }
 
 #[tokio::test]
+async fn bearer_requests_keep_working_while_many_sessions_refresh_against_a_slow_keycloak() {
+    // A pool of four: if a refresh held its connection while Keycloak
+    // answers, twenty slow refreshes would starve every other request.
+    let stack =
+        spawn_stack_with(TestSettings::default().set("VOXGATE_DATABASE_MAX_CONNECTIONS", "4"))
+            .await;
+    let token = stack.password_token("alice", "alice").await;
+    assert_eq!(stack.app.bearer_status(&token).await, 200);
+    let mut browsers = Vec::new();
+    for _ in 0..20 {
+        browsers.push(stack.browser_login("bob", "bob", "/").await.0);
+    }
+    stack
+        .app
+        .sql("UPDATE sessions SET access_expires_at = now() + interval '10 seconds'")
+        .await;
+    stack.kc.set_latency(Duration::from_secs(3));
+    let refreshing = futures::future::join_all(browsers.iter().map(|b| stack.me_status(b)));
+    // Reading the history needs a database connection on every call.
+    let history = || async {
+        let response = stack.app.caller(&token).get("/api/chat/history").await;
+        response.status().as_u16()
+    };
+    let bearer = async {
+        // Once the refreshes are waiting on Keycloak.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        futures::future::join_all((0..10).map(|_| history())).await
+    };
+    let (sessions, bearers) = tokio::join!(refreshing, bearer);
+    stack.kc.set_latency(Duration::ZERO);
+    assert!(bearers.iter().all(|s| *s == 200), "bearer: {bearers:?}");
+    assert!(sessions.iter().all(|s| *s == 200), "sessions: {sessions:?}");
+    let refreshed = stack
+        .app
+        .count(
+            "SELECT count(*) FROM sessions WHERE access_expires_at > now() + interval '1 minute'",
+        )
+        .await;
+    assert_eq!(refreshed, 20, "every session got new tokens");
+}
+
+/// Signs bob in, ages his session with `statement`, and says whether the
+/// session still works.
+async fn session_survives(statement: &str) -> bool {
+    let (stack, client) = spawn_with_bob().await;
+    stack.app.sql(statement).await;
+    stack.me_status(&client).await == 200
+}
+
+#[tokio::test]
 async fn idle_sessions_expire() {
-    let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
-    sqlx::query("UPDATE sessions SET last_seen_at = now() - interval '31 minutes'")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
-    assert_eq!(stack.me_status(&client).await, 401);
+    assert!(
+        session_survives("UPDATE sessions SET last_seen_at = now() - interval '29 minutes'").await
+    );
+    assert!(
+        !session_survives("UPDATE sessions SET last_seen_at = now() - interval '31 minutes'").await
+    );
 }
 
 #[tokio::test]
 async fn absolute_session_lifetime_is_enforced() {
-    let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
-    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second'")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
-    assert_eq!(stack.me_status(&client).await, 401);
+    assert!(
+        !session_survives("UPDATE sessions SET expires_at = now() - interval '1 second'").await
+    );
 }
 
 #[tokio::test]
@@ -1083,24 +1060,14 @@ async fn readiness_fails_when_discovery_reports_another_issuer() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(idp["ok"], false);
-    assert!(
-        idp["detail"]
-            .as_str()
-            .unwrap()
-            .contains("keycloak.internal"),
-        "{idp}"
-    );
+    detail_has(&idp, "keycloak.internal");
 }
 
 #[tokio::test]
 async fn the_login_form_is_keycloaks_and_bad_credentials_are_shown_there() {
     let stack = spawn_stack().await;
     let client = browser();
-    let start = client
-        .get(stack.app.url("/auth/login"))
-        .send()
-        .await
-        .unwrap();
+    let start = stack.browser(&client).get("/auth/login").await;
     let auth_url = url::Url::parse(&location(&start)).unwrap();
     let params: std::collections::HashMap<_, _> = auth_url.query_pairs().into_owned().collect();
     assert_eq!(params["response_type"], "code");
@@ -1108,20 +1075,18 @@ async fn the_login_form_is_keycloaks_and_bad_credentials_are_shown_there() {
     assert_eq!(params["code_challenge_method"], "S256");
     assert!(params["scope"].split(' ').any(|s| s == "openid"));
     assert!(params.contains_key("nonce") && params.contains_key("state"));
-    let html = client
-        .get(auth_url.as_str())
-        .send()
+    let html = Caller::at("", client.clone())
+        .get(&auth_url.as_str())
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
-    let failed = client
-        .post(form_action(&html))
-        .form(&[("username", "bob"), ("password", "wrong")])
-        .send()
-        .await
-        .unwrap();
+    let failed = Caller::at("", client.clone())
+        .post_form(
+            &form_action(&html),
+            &[("username", "bob"), ("password", "wrong")],
+        )
+        .await;
     assert_eq!(failed.status(), 200);
     assert!(
         failed

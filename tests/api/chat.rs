@@ -12,18 +12,15 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestSettings, problem};
+use crate::helpers::{TestSettings, detail_has, problem};
 use crate::stack::{Stack, spawn_stack, spawn_stack_with};
 
 impl Stack {
     async fn chat(&self, token: &str, message: &str) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(self.app.url("/api/chat"))
-            .bearer_auth(token)
-            .json(&json!({ "message": message }))
-            .send()
+        self.app
+            .caller(token)
+            .post("/api/chat", &json!({ "message": message }))
             .await
-            .unwrap()
     }
 
     async fn chat_ok(&self, token: &str, message: &str) -> Value {
@@ -33,14 +30,12 @@ impl Stack {
     }
 
     async fn chat_stream(&self, token: &str, message: &str) -> (HeaderMap, Vec<(String, Value)>) {
-        let r = reqwest::Client::new()
-            .post(self.app.url("/api/chat"))
-            .bearer_auth(token)
+        let r = self
+            .app
+            .caller(token)
             .header("accept", "text/event-stream")
-            .json(&json!({ "message": message }))
-            .send()
-            .await
-            .unwrap();
+            .post("/api/chat", &json!({ "message": message }))
+            .await;
         assert_eq!(r.status(), 200);
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
@@ -49,20 +44,16 @@ impl Stack {
 
     async fn history(&self, token: &str, query: &str) -> Value {
         let r = self
-            .get_with_token(&format!("/api/chat/history{query}"), token)
+            .app
+            .caller(token)
+            .get(&format!("/api/chat/history{query}"))
             .await;
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
 
     async fn put_settings(&self, token: &str, body: &Value) -> reqwest::Response {
-        reqwest::Client::new()
-            .put(self.app.url("/api/me/settings"))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+        self.app.caller(token).put("/api/me/settings", body).await
     }
 }
 
@@ -184,13 +175,11 @@ async fn empty_and_too_long_messages_are_refused() {
     );
     assert_eq!(stack.chat(&bob, &"x".repeat(2000)).await.status(), 200);
     problem(stack.chat(&bob, &"x".repeat(70_000)).await, 413).await;
-    let missing = reqwest::Client::new()
-        .post(stack.app.url("/api/chat"))
-        .bearer_auth(&bob)
-        .json(&json!({ "text": "hi" }))
-        .send()
-        .await
-        .unwrap();
+    let missing = stack
+        .app
+        .caller(&bob)
+        .post("/api/chat", &json!({ "text": "hi" }))
+        .await;
     problem(missing, 422).await;
     let history = stack.history(&bob, "").await;
     assert_eq!(
@@ -208,36 +197,31 @@ async fn text_postgres_cannot_store_is_a_422_naming_the_field_everywhere() {
     // A NUL character: valid JSON and UTF-8, refused by Postgres.
     let body = problem(stack.chat(&bob, "hello\u{0}world").await, 422).await;
     assert_eq!(body["errors"][0]["field"], "message", "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("NUL"), "{body}");
-    let create = reqwest::Client::new()
-        .post(stack.app.url("/api/admin/users"))
-        .bearer_auth(&alice)
-        .json(&json!({
-            "username": "nul-user",
-            "email": "nul@example.com",
-            "firstName": "Nu\u{0}l",
-            "roles": ["user"],
-            "password": {"value": "a long enough password"}
-        }))
-        .send()
-        .await
-        .unwrap();
+    detail_has(&body, "NUL");
+    let create = stack
+        .app
+        .caller(&alice)
+        .post(
+            "/api/admin/users",
+            &json!({
+                "username": "nul-user",
+                "email": "nul@example.com",
+                "firstName": "Nu\u{0}l",
+                "roles": ["user"],
+                "password": {"value": "a long enough password"}
+            }),
+        )
+        .await;
     let body = problem(create, 422).await;
     assert_eq!(body["errors"][0]["field"], "firstName", "{body}");
-    let search = reqwest::Client::new()
-        .get(stack.app.url("/api/admin/users?search=a%00b"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+    let search = stack
+        .app
+        .caller(&alice)
+        .get("/api/admin/users?search=a%00b")
+        .await;
     let body = problem(search, 422).await;
     assert_eq!(body["errors"][0]["field"], "search", "{body}");
-    let speech = reqwest::Client::new()
-        .get(stack.app.url("/api/tts/abc%00def"))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+    let speech = stack.app.caller(&bob).get("/api/tts/abc%00def").await;
     problem(speech, 422).await;
     // Nothing was stored, nothing failed.
     assert_eq!(
@@ -253,12 +237,11 @@ async fn text_postgres_cannot_store_is_a_422_naming_the_field_everywhere() {
 #[tokio::test]
 async fn the_chat_needs_a_signed_in_user() {
     let stack = spawn_stack().await;
-    let r = reqwest::Client::new()
-        .post(stack.app.url("/api/chat"))
-        .json(&json!({ "message": "hi" }))
-        .send()
-        .await
-        .unwrap();
+    let r = stack
+        .app
+        .anonymous()
+        .post("/api/chat", &json!({ "message": "hi" }))
+        .await;
     problem(r, 401).await;
     problem(stack.app.get("/api/chat/history").await, 401).await;
     problem(stack.app.get("/api/me/settings").await, 401).await;
@@ -301,27 +284,15 @@ async fn history_pages_backwards_and_shows_only_the_callers_messages() {
             .all(|m| m["text"] != "who am i"),
         "alice's messages are not in bob's history"
     );
-    problem(
-        stack
-            .get_with_token("/api/chat/history?limit=0", &bob)
-            .await,
-        422,
-    )
-    .await;
-    problem(
-        stack
-            .get_with_token("/api/chat/history?limit=101", &bob)
-            .await,
-        422,
-    )
-    .await;
-    problem(
-        stack
-            .get_with_token("/api/chat/history?before=abc", &bob)
-            .await,
-        400,
-    )
-    .await;
+    let bad = [("limit=0", 422), ("limit=101", 422), ("before=abc", 400)];
+    for (query, status) in bad {
+        let response = stack
+            .app
+            .caller(&bob)
+            .get(format!("/api/chat/history?{query}"))
+            .await;
+        problem(response, status).await;
+    }
 }
 
 #[tokio::test]
@@ -331,12 +302,7 @@ async fn clearing_history_removes_only_the_callers_messages() {
     let alice = stack.password_token("alice", "alice").await;
     stack.chat_ok(&bob, "hello").await;
     stack.chat_ok(&alice, "hello").await;
-    let r = reqwest::Client::new()
-        .delete(stack.app.url("/api/chat/history"))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+    let r = stack.app.caller(&bob).delete("/api/chat/history").await;
     assert_eq!(r.status(), 204);
     assert_eq!(stack.history(&bob, "").await["items"], json!([]));
     assert_eq!(
@@ -351,36 +317,27 @@ async fn clearing_history_removes_only_the_callers_messages() {
 #[tokio::test]
 async fn cookie_sessions_must_send_the_csrf_token_to_chat() {
     let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
-    let csrf: String = sqlx::query_scalar("SELECT csrf_token FROM sessions")
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
+    let (client, csrf) = stack.signed_in("bob").await;
     let origin = stack.app.url("");
-    let without = client
-        .post(stack.app.url("/api/chat"))
+    let without = stack
+        .browser(&client)
         .header("origin", &origin)
-        .json(&json!({ "message": "hi" }))
-        .send()
-        .await
-        .unwrap();
+        .post("/api/chat", &json!({ "message": "hi" }))
+        .await;
     problem(without, 403).await;
-    let with = client
-        .post(stack.app.url("/api/chat"))
+    let with = stack
+        .browser(&client)
         .header("origin", &origin)
         .header("x-csrf-token", &csrf)
-        .json(&json!({ "message": "hi" }))
-        .send()
-        .await
-        .unwrap();
+        .post("/api/chat", &json!({ "message": "hi" }))
+        .await;
     assert_eq!(with.status(), 200);
-    let cleared = client
-        .delete(stack.app.url("/api/chat/history"))
+    let cleared = stack
+        .browser(&client)
         .header("origin", "http://evil.example")
         .header("x-csrf-token", &csrf)
-        .send()
-        .await
-        .unwrap();
+        .delete("/api/chat/history")
+        .await;
     problem(cleared, 403).await;
 }
 
@@ -388,12 +345,7 @@ async fn cookie_sessions_must_send_the_csrf_token_to_chat() {
 async fn settings_start_with_defaults_and_are_validated_when_saved() {
     let stack = spawn_stack().await;
     let bob = stack.password_token("bob", "bob").await;
-    let defaults: Value = stack
-        .get_with_token("/api/me/settings", &bob)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let defaults: Value = stack.app.caller(&bob).get_json("/api/me/settings").await;
     assert_eq!(
         defaults,
         json!({"voice": null, "language": null, "autoplay": true, "speechRate": 1.0})
@@ -406,12 +358,7 @@ async fn settings_start_with_defaults_and_are_validated_when_saved() {
         )
         .await;
     assert_eq!(saved.status(), 200);
-    let now: Value = stack
-        .get_with_token("/api/me/settings", &bob)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let now: Value = stack.app.caller(&bob).get_json("/api/me/settings").await;
     assert_eq!(
         now,
         json!({"voice": "en-gb", "language": "en-GB", "autoplay": false, "speechRate": 1.25})
@@ -440,17 +387,9 @@ async fn settings_start_with_defaults_and_are_validated_when_saved() {
     )
     .await;
     assert_eq!(unknown["errors"][0]["field"], "voice");
-    assert!(
-        unknown["detail"].as_str().unwrap().contains("/api/voices"),
-        "{unknown}"
-    );
+    detail_has(&unknown, "/api/voices");
     let alice = stack.password_token("alice", "alice").await;
-    let theirs: Value = stack
-        .get_with_token("/api/me/settings", &alice)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = stack.app.caller(&alice).get_json("/api/me/settings").await;
     assert_eq!(theirs["voice"], Value::Null, "settings are per user");
 }
 
@@ -500,28 +439,26 @@ async fn a_streamed_reply_sends_deltas_then_done_with_the_stored_ids() {
 #[tokio::test]
 async fn the_chat_operations_are_documented() {
     let stack = spawn_stack().await;
-    let doc: Value = stack
-        .app
-        .get("/api/openapi.json")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = stack.app.get_json("/api/openapi.json").await;
     let send = &doc["paths"]["/api/chat"]["post"];
     assert!(send["responses"]["200"]["content"]["text/event-stream"].is_object());
     assert!(send["responses"]["200"]["content"]["application/json"].is_object());
 }
 
-#[tokio::test]
-async fn a_custom_knowledge_base_file_replaces_the_default() {
+/// A knowledge-base file with `contents` in a fresh directory.
+fn knowledge_file(contents: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("voxgate-kb-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("kb.toml");
-    std::fs::write(
-        &path,
+    std::fs::write(&path, contents).unwrap();
+    (dir, path)
+}
+
+#[tokio::test]
+async fn a_custom_knowledge_base_file_replaces_the_default() {
+    let (dir, path) = knowledge_file(
         "[[intent]]\nid = \"opening-hours\"\nexamples = [\"When are you open?\"]\nanswers = [\"We are open nine to five, {name}.\"]\n",
-    )
-    .unwrap();
+    );
     let stack = spawn_stack_with(
         TestSettings::default().set("VOXGATE_KB_FILE", path.display().to_string()),
     )
@@ -541,14 +478,9 @@ async fn a_custom_knowledge_base_file_replaces_the_default() {
 
 #[tokio::test]
 async fn a_broken_knowledge_base_file_stops_start_up_naming_the_lines() {
-    let dir = std::env::temp_dir().join(format!("voxgate-kb-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("kb.toml");
-    std::fs::write(
-        &path,
+    let (dir, path) = knowledge_file(
         "[[intent]]\nid = \"a\"\nexamples = [\"x y\"]\nanswers = [\"Hi {who}\"]\n\n[[intent]]\nid = \"a\"\nexamples = []\nanswers = [\"ok\"]\n",
-    )
-    .unwrap();
+    );
     let database = crate::helpers::TestDatabase::new().await;
     let config = crate::helpers::config_for(
         &database,
@@ -738,9 +670,7 @@ async fn an_llm_failure_becomes_a_polite_reply_not_an_error() {
 
 #[tokio::test]
 async fn an_unreachable_llm_becomes_a_polite_reply() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", closed.local_addr().unwrap());
-    drop(closed);
+    let url = format!("http://127.0.0.1:{}/v1", crate::helpers::free_port());
     let stack = llm_stack(&url).await;
     let bob = stack.password_token("bob", "bob").await;
     let reply = stack.chat_ok(&bob, "anyone there?").await;

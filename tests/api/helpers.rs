@@ -275,20 +275,42 @@ impl TestApp {
     }
 
     /// A request with a bearer token and an optional JSON body.
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<&serde_json::Value>,
-    ) -> reqwest::Response {
-        let mut request = reqwest::Client::new()
-            .request(method, self.url(path))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        request.send().await.expect("request")
+    /// The JSON body of an anonymous `GET`, whatever its status (`/readyz`
+    /// answers 503 with a body).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.expect("a JSON body")
+    }
+
+    /// The status of `GET /api/me` with a bearer token: 200 while the token
+    /// is accepted.
+    pub async fn bearer_status(&self, token: impl AsRef<str>) -> u16 {
+        self.caller(token).get("/api/me").await.status().as_u16()
+    }
+
+    /// One named check of `/readyz` (`database`, `speech_engine`…).
+    pub async fn readiness_check(&self, name: &str) -> serde_json::Value {
+        let ready = self.get_json("/readyz").await;
+        ready["checks"]
+            .as_array()
+            .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("no `{name}` check in {ready}"))
+            .clone()
+    }
+
+    /// Runs a statement on the test's database (to age rows, plant faults).
+    pub async fn sql(&self, statement: &str) {
+        sqlx::query(statement)
+            .execute(&self.db)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+
+    /// The `bigint` a query returns, such as a `count(*)`.
+    pub async fn count(&self, query: &str) -> i64 {
+        sqlx::query_scalar(query)
+            .fetch_one(&self.db)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
     }
 
     /// Stops the server gracefully and waits for it.
@@ -353,4 +375,180 @@ pub fn base_env() -> Vec<(String, String)> {
         .into_iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
         .collect()
+}
+
+/// A loopback port free at the time of asking (nothing listens on it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Asserts that a problem's `detail` mentions `text`.
+pub fn detail_has(problem: &serde_json::Value, text: &str) {
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(text), "`{text}` in {problem}");
+}
+
+/// Requests to one server as one caller, so a test names what it does in
+/// a line (`app.caller(&token).post("/api/chat", &body)`) instead of
+/// rebuilding the request.
+#[derive(Clone)]
+pub struct Caller {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+impl TestApp {
+    /// A caller with a bearer token.
+    pub fn caller(&self, token: impl AsRef<str>) -> Caller {
+        Caller::at(&self.url(""), reqwest::Client::new()).bearer(token)
+    }
+
+    /// A caller with no credentials.
+    pub fn anonymous(&self) -> Caller {
+        Caller::at(&self.url(""), reqwest::Client::new())
+    }
+}
+
+impl Caller {
+    /// A caller of the server at `base` through `client` (which may hold a
+    /// cookie session).
+    pub fn at(base: &str, client: reqwest::Client) -> Caller {
+        Caller {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            token: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bearer(mut self, token: impl AsRef<str>) -> Caller {
+        self.token = Some(token.as_ref().to_string());
+        self
+    }
+
+    /// Sends `name: value` with every request.
+    pub fn header(mut self, name: &str, value: &str) -> Caller {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    fn request(&self, method: reqwest::Method, path: impl AsRef<str>) -> reqwest::RequestBuilder {
+        let path = path.as_ref();
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut request = self.client.request(method, url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        request
+    }
+
+    pub async fn get(&self, path: impl AsRef<str>) -> reqwest::Response {
+        send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// `GET` of a JSON document that must be there.
+    pub async fn get_json(&self, path: impl AsRef<str>) -> serde_json::Value {
+        let path = path.as_ref();
+        let response = self.get(path).await;
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("a JSON body")
+    }
+
+    pub async fn delete(&self, path: impl AsRef<str>) -> reqwest::Response {
+        send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    pub async fn post(&self, path: impl AsRef<str>, body: &serde_json::Value) -> reqwest::Response {
+        send(self.request(reqwest::Method::POST, path).json(body)).await
+    }
+
+    pub async fn patch(
+        &self,
+        path: impl AsRef<str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        send(self.request(reqwest::Method::PATCH, path).json(body)).await
+    }
+
+    pub async fn put(&self, path: impl AsRef<str>, body: &serde_json::Value) -> reqwest::Response {
+        send(self.request(reqwest::Method::PUT, path).json(body)).await
+    }
+
+    /// `POST` of a form (`application/x-www-form-urlencoded`).
+    pub async fn post_form(
+        &self,
+        path: impl AsRef<str>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        send(self.request(reqwest::Method::POST, path).form(form)).await
+    }
+
+    /// `POST` of raw bytes, with a content type or none at all.
+    pub async fn post_raw(
+        &self,
+        path: impl AsRef<str>,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self.request(reqwest::Method::POST, path).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        send(request).await
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request
+        .send()
+        .await
+        .expect("the request reaches the server")
+}
+
+/// The admin API, as one admin: a test says `admin.create_user(&body)`.
+pub struct AdminApi(pub Caller);
+
+impl AdminApi {
+    pub async fn create_user(&self, body: &serde_json::Value) -> reqwest::Response {
+        self.0.post("/api/admin/users", body).await
+    }
+
+    /// Creates a user that must be created; returns its view.
+    pub async fn created(&self, body: &serde_json::Value) -> serde_json::Value {
+        let response = self.create_user(body).await;
+        assert_eq!(response.status(), 201, "create {body}");
+        response.json().await.expect("the created user")
+    }
+
+    pub async fn update_user(&self, id: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.0.patch(format!("/api/admin/users/{id}"), body).await
+    }
+
+    pub async fn delete_user(&self, id: &str) -> reqwest::Response {
+        self.0.delete(format!("/api/admin/users/{id}")).await
+    }
+}
+
+impl TestApp {
+    /// The admin API with an admin's bearer token.
+    pub fn admin(&self, token: impl AsRef<str>) -> AdminApi {
+        AdminApi(self.caller(token))
+    }
 }

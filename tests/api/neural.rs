@@ -5,7 +5,7 @@
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestSettings, problem};
+use crate::helpers::{TestSettings, detail_has, problem};
 use crate::stack::{Stack, spawn_stack_with};
 use crate::tts::decoded_seconds;
 
@@ -66,14 +66,7 @@ fn assert_speech(mp3: &[u8], text: &str) {
 async fn the_neural_voice_is_chosen_listed_and_speaks_through_every_endpoint() {
     let stack = neural_stack().await;
     let token = stack.password_token("bob", "bob").await;
-    let ready: Value = stack.app.get("/readyz").await.json().await.unwrap();
-    let speech = ready["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "speech_engine")
-        .unwrap()
-        .clone();
+    let speech = stack.app.readiness_check("speech_engine").await;
     assert!(
         speech["detail"]
             .as_str()
@@ -179,7 +172,7 @@ async fn without_piper_the_local_voice_speaks_and_readyz_says_why() {
             .set("VOXGATE_PIPER_PYTHON", "/nonexistent/python3"),
     )
     .await;
-    let ready: Value = stack.app.get("/readyz").await.json().await.unwrap();
+    let ready: Value = stack.app.get_json("/readyz").await;
     let detail = ready["checks"]
         .as_array()
         .unwrap()
@@ -196,7 +189,7 @@ async fn without_piper_the_local_voice_speaks_and_readyz_says_why() {
         "{detail}"
     );
     let token = stack.password_token("bob", "bob").await;
-    let response = stack.tts_get(&token, &[("Text", "Still speaking.")]).await;
+    let response = stack.say(&token, "Still speaking.").await;
     assert_eq!(response.status(), 200);
     assert_speech(&response.bytes().await.unwrap(), "Still speaking.");
 }
@@ -234,7 +227,7 @@ async fn a_worker_killed_mid_request_fails_that_request_and_the_next_succeeds() 
 
     // The same text is not cached half-spoken; the next request gets a new
     // worker and full audio.
-    let next = stack.tts_get(&token, &[("Text", "After the crash.")]).await;
+    let next = stack.say(&token, "After the crash.").await;
     assert_eq!(next.status(), 200);
     assert_speech(&next.bytes().await.unwrap(), "After the crash.");
     let new_pids = stack.app.state.tts.worker_pids();
@@ -255,16 +248,12 @@ async fn the_daily_quota_counts_neural_speech_like_any_other() {
     )
     .await;
     let bob = stack.password_token("bob", "bob").await;
-    let ok = stack
-        .tts_get(&bob, &[("Text", "Thirty characters of speech...")])
-        .await;
+    let ok = stack.say(&bob, "Thirty characters of speech...").await;
     assert_eq!(ok.status(), 200);
     ok.bytes().await.unwrap();
-    let over = stack
-        .tts_get(&bob, &[("Text", "Another thirty characters here")])
-        .await;
+    let over = stack.say(&bob, "Another thirty characters here").await;
     let p = problem(over, 429).await;
-    assert!(p["detail"].as_str().unwrap().contains("quota"), "{p}");
+    detail_has(&p, "quota");
 }
 
 /// Whether a process runs (a zombie waiting to be reaped does not).

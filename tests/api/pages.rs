@@ -1,7 +1,8 @@
 //! The HTML pages: who may open them, what they carry (CSRF token,
 //! versioned assets), and that they stay within the strict CSP.
 
-use crate::stack::{Stack, spawn_stack};
+use crate::helpers::Caller;
+use crate::stack::{Stack, spawn_stack, spawn_with_bob};
 
 async fn csrf_of_latest_session(stack: &Stack) -> String {
     sqlx::query_scalar("SELECT csrf_token FROM sessions ORDER BY created_at DESC LIMIT 1")
@@ -66,7 +67,7 @@ async fn signing_in_lands_on_the_chat_page_with_the_csrf_token() {
     let stack = spawn_stack().await;
     let (client, landing) = stack.browser_login("bob", "bob", "/").await;
     assert_eq!(landing, stack.app.url("/"));
-    let r = client.get(&landing).send().await.unwrap();
+    let r = Caller::at("", client.clone()).get(&landing).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     assert_strict_csp(&r);
@@ -97,9 +98,8 @@ async fn signing_in_lands_on_the_chat_page_with_the_csrf_token() {
 
 #[tokio::test]
 async fn the_admin_page_is_a_readable_403_for_plain_users() {
-    let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
-    let r = client.get(stack.app.url("/admin")).send().await.unwrap();
+    let (stack, client) = spawn_with_bob().await;
+    let r = stack.browser(&client).get("/admin").await;
     assert_eq!(r.status(), 403);
     assert!(
         r.headers()["content-type"]
@@ -117,21 +117,14 @@ async fn the_admin_page_is_a_readable_403_for_plain_users() {
 async fn admins_get_the_admin_page_and_an_admin_link() {
     let stack = spawn_stack().await;
     let (client, _) = stack.browser_login("alice", "alice", "/admin").await;
-    let r = client.get(stack.app.url("/admin")).send().await.unwrap();
+    let r = stack.browser(&client).get("/admin").await;
     assert_eq!(r.status(), 200);
     assert_strict_csp(&r);
     let html = r.text().await.unwrap();
     assert!(html.contains("Create a user"));
     assert!(html.contains(r#"<meta name="csrf-token""#));
     assert_no_inline_code(&html);
-    let chat = client
-        .get(stack.app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let chat = stack.browser(&client).get("/").await.text().await.unwrap();
     assert!(chat.contains(r#"href="/admin""#));
 }
 
@@ -141,14 +134,7 @@ async fn page_scripts_and_styles_are_embedded_with_versioned_urls() {
     let (client, _) = stack.browser_login("alice", "alice", "/").await;
     let asset = regex::Regex::new(r#"(?:src|href)="(/static/[^"]+)""#).unwrap();
     for page in ["/", "/admin"] {
-        let html = client
-            .get(stack.app.url(page))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = stack.browser(&client).get(page).await.text().await.unwrap();
         let urls: Vec<String> = asset
             .captures_iter(&html)
             .map(|c| c[1].replace("&amp;", "&"))

@@ -8,31 +8,12 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::problem;
+use crate::helpers::{Caller, detail_has};
 use crate::stack::{REALM, Stack, spawn_stack};
 
 impl Stack {
     pub async fn admin_token(&self) -> String {
         self.password_token("alice", "alice").await
-    }
-
-    pub async fn create_user(&self, token: &str, body: &Value) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(self.app.url("/api/admin/users"))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn admin_call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<&Value>,
-    ) -> reqwest::Response {
-        self.app.call(method, path, token, body).await
     }
 
     /// (exists in Keycloak, local status) for a username.
@@ -49,10 +30,7 @@ impl Stack {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.app.db)
-            .await
-            .unwrap()
+        self.app.count(sql).await
     }
 }
 
@@ -71,7 +49,7 @@ fn carol(username: &str) -> Value {
 async fn creating_a_user_puts_it_in_both_systems_with_its_roles() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
-    let response = stack.create_user(&token, &carol("Carol")).await;
+    let response = stack.app.admin(&token).create_user(&carol("Carol")).await;
     assert_eq!(response.status(), 201);
     let location = response.headers()["location"].to_str().unwrap().to_string();
     let user: Value = response.json().await.unwrap();
@@ -103,26 +81,15 @@ async fn creating_a_user_puts_it_in_both_systems_with_its_roles() {
     let their_token = stack
         .password_token("carol", "a long enough password")
         .await;
-    let me: Value = stack
-        .get_with_token("/api/me", &their_token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = stack.app.caller(&their_token).get_json("/api/me").await;
     assert_eq!(me["id"], user["id"], "the login finds the provisioned row");
     assert_eq!(me["roles"], json!(["agent", "user"]));
 
     let audit: Value = stack
-        .admin_call(
-            reqwest::Method::GET,
-            "/api/admin/audit?action=user.create",
-            &token,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .app
+        .caller(&token)
+        .get_json("/api/admin/audit?action=user.create")
+        .await;
     let entry = &audit["items"][0];
     assert_eq!(entry["outcome"], "success");
     assert_eq!(entry["actor"], "alice");
@@ -136,7 +103,7 @@ async fn a_temporary_password_makes_keycloak_require_a_new_one() {
     let token = stack.admin_token().await;
     let mut body = carol("tess");
     body["password"]["temporary"] = json!(true);
-    assert_eq!(stack.create_user(&token, &body).await.status(), 201);
+    stack.app.admin(&token).created(&body).await;
     let kc = stack.kc.user_by_username(REALM, "tess").unwrap();
     assert_eq!(kc["requiredActions"], json!(["UPDATE_PASSWORD"]));
 }
@@ -146,7 +113,7 @@ async fn an_invite_sends_keycloaks_actions_email() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
     let body = json!({"username": "ivy", "email": "ivy@example.com", "sendInvite": true});
-    let response = stack.create_user(&token, &body).await;
+    let response = stack.app.admin(&token).create_user(&body).await;
     assert_eq!(response.status(), 201);
     let mail = stack
         .kc
@@ -162,9 +129,9 @@ async fn an_invite_sends_keycloaks_actions_email() {
 async fn a_non_admin_gets_403_and_nothing_is_written_anywhere() {
     let stack = spawn_stack().await;
     let bob = stack.password_token("bob", "bob").await;
-    let response = stack.create_user(&bob, &carol("mallory")).await;
+    let response = stack.app.admin(&bob).create_user(&carol("mallory")).await;
     let body = problem(response, 403).await;
-    assert!(body["detail"].as_str().unwrap().contains("admin"));
+    detail_has(&body, "admin");
     assert_eq!(stack.both_sides("mallory").await, (false, None));
     assert_eq!(stack.count("SELECT count(*) FROM audit_log").await, 0);
     assert_eq!(
@@ -172,16 +139,10 @@ async fn a_non_admin_gets_403_and_nothing_is_written_anywhere() {
         0
     );
     for path in ["/api/admin/users", "/api/admin/roles", "/api/admin/audit"] {
-        let r = stack
-            .admin_call(reqwest::Method::GET, path, &bob, None)
-            .await;
+        let r = stack.app.caller(&bob).get(path).await;
         assert_eq!(r.status(), 403, "{path}");
     }
-    let anonymous = reqwest::Client::new()
-        .get(stack.app.url("/api/admin/users"))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = stack.app.anonymous().get("/api/admin/users").await;
     assert_eq!(anonymous.status(), 401);
 }
 
@@ -190,12 +151,9 @@ async fn duplicates_in_either_system_and_any_case_are_409_and_change_nothing() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
     // Local-only user (signed in before, not created here).
-    sqlx::query("INSERT INTO users (keycloak_id, username, email) VALUES ('kc-dora', 'dora', 'dora@example.com')")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
+    stack.app.sql("INSERT INTO users (keycloak_id, username, email) VALUES ('kc-dora', 'dora', 'dora@example.com')").await;
     // The admin's own row appears at their first call; count after it.
-    assert_eq!(stack.get_with_token("/api/me", &token).await.status(), 200);
+    assert_eq!(stack.app.bearer_status(&token).await, 200);
     let users_before = stack.count("SELECT count(*) FROM users").await;
     let kc_bob = stack.kc.user_by_username(REALM, "bob").unwrap();
     let cases = [
@@ -217,7 +175,7 @@ async fn duplicates_in_either_system_and_any_case_are_409_and_change_nothing() {
         ),
     ];
     for (body, field) in cases {
-        let response = stack.create_user(&token, &body).await;
+        let response = stack.app.admin(&token).create_user(&body).await;
         let problem = problem(response, 409).await;
         assert_eq!(problem["field"], field, "{body}");
     }
@@ -257,7 +215,7 @@ async fn every_validation_error_names_its_field() {
         })
         .collect();
     for (body, field) in cases {
-        let response = stack.create_user(&token, &body).await;
+        let response = stack.app.admin(&token).create_user(&body).await;
         let p = problem(response, 422).await;
         let fields: Vec<&str> = p["errors"]
             .as_array()
@@ -269,11 +227,11 @@ async fn every_validation_error_names_its_field() {
     }
     let mut unknown = ok.clone();
     unknown["isAdmin"] = json!(true);
-    let p = problem(stack.create_user(&token, &unknown).await, 422).await;
-    assert!(p["detail"].as_str().unwrap().contains("isAdmin"), "{p}");
+    let p = problem(stack.app.admin(&token).create_user(&unknown).await, 422).await;
+    detail_has(&p, "isAdmin");
     let mut no_password = ok.clone();
     no_password.as_object_mut().unwrap().remove("password");
-    problem(stack.create_user(&token, &no_password).await, 422).await;
+    problem(stack.app.admin(&token).create_user(&no_password).await, 422).await;
     assert_eq!(
         stack
             .count("SELECT count(*) FROM users WHERE username = 'valid'")
@@ -289,64 +247,41 @@ async fn malformed_oversize_and_mistyped_bodies_get_specific_problems() {
     let token = stack.admin_token().await;
     let client = reqwest::Client::new();
     let url = stack.app.url("/api/admin/users");
-    let malformed = client
-        .post(&url)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body("{\"username\": ")
-        .send()
-        .await
-        .unwrap();
+    let malformed = Caller::at("", client.clone())
+        .bearer(&token)
+        .post_raw(&url, Some("application/json"), "{\"username\": ")
+        .await;
     let p = problem(malformed, 400).await;
-    assert!(
-        p["detail"].as_str().unwrap().contains("not valid JSON"),
-        "{p}"
-    );
-    let no_type = client
-        .post(&url)
-        .bearer_auth(&token)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    detail_has(&p, "not valid JSON");
+    let no_type = Caller::at("", client.clone())
+        .bearer(&token)
+        .post_raw(&url, None, "{}")
+        .await;
     let p = problem(no_type, 400).await;
-    assert!(
-        p["detail"].as_str().unwrap().contains("Content-Type"),
-        "{p}"
-    );
-    let wrong_shape = client
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&json!({"username": 42}))
-        .send()
-        .await
-        .unwrap();
+    detail_has(&p, "Content-Type");
+    let wrong_shape = Caller::at("", client.clone())
+        .bearer(&token)
+        .post(&url, &json!({"username": 42}))
+        .await;
     problem(wrong_shape, 422).await;
     let huge =
         json!({"username": "big", "email": "big@example.com", "firstName": "x".repeat(70 * 1024)});
-    let oversize = client
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&huge)
-        .send()
-        .await
-        .unwrap();
+    let oversize = Caller::at("", client.clone())
+        .bearer(&token)
+        .post(&url, &huge)
+        .await;
     problem(oversize, 413).await;
-    let bad_id = client
-        .get(stack.app.url("/api/admin/users/not-a-uuid"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let bad_id = Caller::at("", client.clone())
+        .bearer(&token)
+        .get(&stack.app.url("/api/admin/users/not-a-uuid"))
+        .await;
     problem(bad_id, 404).await;
-    let bad_query = client
-        .get(stack.app.url("/api/admin/users?page=zero"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let bad_query = Caller::at("", client.clone())
+        .bearer(&token)
+        .get(&stack.app.url("/api/admin/users?page=zero"))
+        .await;
     let p = problem(bad_query, 400).await;
-    assert!(p["detail"].as_str().unwrap().contains("page"), "{p}");
+    detail_has(&p, "page");
 }
 
 #[tokio::test]
@@ -357,14 +292,11 @@ async fn the_same_idempotency_key_returns_the_first_result() {
         let token = token.clone();
         let url = stack.app.url("/api/admin/users");
         async move {
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(token)
+            Caller::at("", reqwest::Client::new())
+                .bearer(token)
                 .header("idempotency-key", "create-carol-1")
-                .json(&body)
-                .send()
+                .post(&url, &body)
                 .await
-                .unwrap()
         }
     };
     let first = send(carol("carol")).await;
@@ -383,12 +315,7 @@ async fn the_same_idempotency_key_returns_the_first_result() {
     );
     let different = send(carol("carol2")).await;
     let p = problem(different, 422).await;
-    assert!(
-        p["detail"]
-            .as_str()
-            .unwrap()
-            .contains("different request body")
-    );
+    detail_has(&p, "different request body");
     assert!(stack.kc.user_by_username(REALM, "carol2").is_none());
 }
 
@@ -397,7 +324,7 @@ async fn n_admin_calls_cost_one_service_account_token() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
     for name in ["tok1", "tok2", "tok3"] {
-        assert_eq!(stack.create_user(&token, &carol(name)).await.status(), 201);
+        stack.app.admin(&token).created(&carol(name)).await;
     }
     assert_eq!(
         stack
@@ -425,67 +352,34 @@ enum Fault {
     },
 }
 
+impl Fault {
+    /// `times` failures of `method path` with `status`.
+    const fn keycloak(
+        method: &'static str,
+        path: &'static str,
+        times: usize,
+        status: u16,
+    ) -> Fault {
+        Fault::Keycloak {
+            method,
+            path,
+            times,
+            status,
+        }
+    }
+}
+
 const FAULTS: &[Fault] = &[
-    Fault::Keycloak {
-        method: "GET",
-        path: "/admin/realms/voxgate/users",
-        times: 3,
-        status: 503,
-    },
-    Fault::Keycloak {
-        method: "POST",
-        path: "/admin/realms/voxgate/users",
-        times: 1,
-        status: 500,
-    },
-    Fault::Keycloak {
-        method: "POST",
-        path: "/admin/realms/voxgate/users",
-        times: 1,
-        status: 400,
-    },
-    Fault::Keycloak {
-        method: "PUT",
-        path: "reset-password",
-        times: 1,
-        status: 500,
-    },
-    Fault::Keycloak {
-        method: "PUT",
-        path: "reset-password",
-        times: 3,
-        status: 500,
-    },
-    Fault::Keycloak {
-        method: "PUT",
-        path: "reset-password",
-        times: 1,
-        status: 400,
-    },
-    Fault::Keycloak {
-        method: "PUT",
-        path: "reset-password",
-        times: 1,
-        status: 403,
-    },
-    Fault::Keycloak {
-        method: "GET",
-        path: "/admin/realms/voxgate/roles",
-        times: 3,
-        status: 502,
-    },
-    Fault::Keycloak {
-        method: "POST",
-        path: "role-mappings/realm",
-        times: 3,
-        status: 500,
-    },
-    Fault::Keycloak {
-        method: "POST",
-        path: "role-mappings/realm",
-        times: 1,
-        status: 404,
-    },
+    Fault::keycloak("GET", "/admin/realms/voxgate/users", 3, 503),
+    Fault::keycloak("POST", "/admin/realms/voxgate/users", 1, 500),
+    Fault::keycloak("POST", "/admin/realms/voxgate/users", 1, 400),
+    Fault::keycloak("PUT", "reset-password", 1, 500),
+    Fault::keycloak("PUT", "reset-password", 3, 500),
+    Fault::keycloak("PUT", "reset-password", 1, 400),
+    Fault::keycloak("PUT", "reset-password", 1, 403),
+    Fault::keycloak("GET", "/admin/realms/voxgate/roles", 3, 502),
+    Fault::keycloak("POST", "role-mappings/realm", 3, 500),
+    Fault::keycloak("POST", "role-mappings/realm", 1, 404),
     Fault::KeycloakWithCompensation {
         method: "PUT",
         path: "reset-password",
@@ -581,7 +475,7 @@ async fn a_fault_at_any_saga_step_leaves_the_user_in_both_systems_or_neither() {
             }
             Fault::Postgres { stage } => arm_postgres_fault(&stack.app.db, stage).await,
         }
-        let response = stack.create_user(&token, &carol(&username)).await;
+        let response = stack.app.admin(&token).create_user(&carol(&username)).await;
         let status = response.status().as_u16();
         // A fault that did not fire (it targets a call made only on
         // another path) must not linger into the next round.
@@ -617,10 +511,10 @@ async fn a_fault_at_any_saga_step_leaves_the_user_in_both_systems_or_neither() {
             );
         }
     }
-    sqlx::query("DROP TRIGGER IF EXISTS fault ON provisioning_jobs")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
+    stack
+        .app
+        .sql("DROP TRIGGER IF EXISTS fault ON provisioning_jobs")
+        .await;
     // Zero orphans overall: every saga user is in both systems or neither.
     let active: Vec<String> = sqlx::query_scalar("SELECT username::text FROM users WHERE status = 'active' AND (username LIKE 'saga%' OR username LIKE 'pgfail%')")
         .fetch_all(&stack.app.db)
@@ -651,27 +545,21 @@ async fn a_failed_step_is_named_in_the_error() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
     stack.kc.fail_next(Some("PUT"), "reset-password", 3, 503);
-    let p = problem(stack.create_user(&token, &carol("named")).await, 503).await;
-    assert!(
-        p["detail"].as_str().unwrap().contains("set the password"),
-        "{p}"
-    );
-    assert!(
-        p["detail"].as_str().unwrap().contains("Nothing was kept"),
-        "{p}"
-    );
+    let p = problem(
+        stack.app.admin(&token).create_user(&carol("named")).await,
+        503,
+    )
+    .await;
+    detail_has(&p, "set the password");
+    detail_has(&p, "Nothing was kept");
     stack.kc.fail_next(Some("PUT"), "reset-password", 1, 403);
-    let p = problem(stack.create_user(&token, &carol("named2")).await, 502).await;
-    assert!(
-        p["detail"].as_str().unwrap().contains("lacks permission"),
-        "{p}"
-    );
-    let audit: Value = stack
-        .admin_call(reqwest::Method::GET, "/api/admin/audit", &token, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let p = problem(
+        stack.app.admin(&token).create_user(&carol("named2")).await,
+        502,
+    )
+    .await;
+    detail_has(&p, "lacks permission");
+    let audit: Value = stack.app.caller(&token).get_json("/api/admin/audit").await;
     assert!(
         audit["items"]
             .as_array()
@@ -689,13 +577,7 @@ async fn recovery_finishes_or_compensates_an_interrupted_saga() {
         let master = master.clone();
         let url = format!("{}/admin/realms/{REALM}/users", stack.kc.base_url());
         async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(master)
-                .json(&json!({"username": username, "email": format!("{username}@example.com"), "enabled": true}))
-                .send()
-                .await
-                .unwrap();
+            let r = Caller::at("", reqwest::Client::new()).bearer(master).post(&url, &json!({"username": username, "email": format!("{username}@example.com"), "enabled": true})).await;
             assert_eq!(r.status(), 201);
             r.headers()["location"]
                 .to_str()
@@ -763,19 +645,13 @@ async fn listing_searches_pages_and_keeps_a_stable_order() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
     for name in ["lista", "listb", "listc", "other"] {
-        assert_eq!(stack.create_user(&token, &carol(name)).await.status(), 201);
+        stack.app.admin(&token).created(&carol(name)).await;
     }
     let page: Value = stack
-        .admin_call(
-            reqwest::Method::GET,
-            "/api/admin/users?search=list&per_page=2&page=1",
-            &token,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .app
+        .caller(&token)
+        .get_json("/api/admin/users?search=list&per_page=2&page=1")
+        .await;
     assert_eq!(page["total"], 3);
     let names: Vec<&str> = page["items"]
         .as_array()
@@ -785,79 +661,44 @@ async fn listing_searches_pages_and_keeps_a_stable_order() {
         .collect();
     assert_eq!(names, ["lista", "listb"]);
     let page2: Value = stack
-        .admin_call(
-            reqwest::Method::GET,
-            "/api/admin/users?search=list&per_page=2&page=2",
-            &token,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .app
+        .caller(&token)
+        .get_json("/api/admin/users?search=list&per_page=2&page=2")
+        .await;
     assert_eq!(page2["items"][0]["username"], "listc");
     let literal: Value = stack
-        .admin_call(
-            reqwest::Method::GET,
-            "/api/admin/users?search=%25",
-            &token,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .app
+        .caller(&token)
+        .get_json("/api/admin/users?search=%25")
+        .await;
     assert_eq!(literal["total"], 0, "% is searched literally");
     let id = page["items"][0]["id"].as_str().unwrap();
     let one: Value = stack
-        .admin_call(
-            reqwest::Method::GET,
-            &format!("/api/admin/users/{id}"),
-            &token,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .app
+        .caller(&token)
+        .get_json(&format!("/api/admin/users/{id}"))
+        .await;
     assert_eq!(one["username"], "lista");
     let missing = stack
-        .admin_call(
-            reqwest::Method::GET,
-            &format!("/api/admin/users/{}", Uuid::new_v4()),
-            &token,
-            None,
-        )
+        .app
+        .caller(&token)
+        .get(&format!("/api/admin/users/{}", Uuid::new_v4()))
         .await;
     problem(missing, 404).await;
     let bad_status = stack
-        .admin_call(
-            reqwest::Method::GET,
-            "/api/admin/users?status=zombie",
-            &token,
-            None,
-        )
+        .app
+        .caller(&token)
+        .get("/api/admin/users?status=zombie")
         .await;
     problem(bad_status, 400).await;
-    let roles: Value = stack
-        .admin_call(reqwest::Method::GET, "/api/admin/roles", &token, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let roles: Value = stack.app.caller(&token).get_json("/api/admin/roles").await;
     assert_eq!(roles.as_array().unwrap().len(), 3);
     // Roles granted in Keycloak (alice's admin) show up once she signed in.
     let alice: Value = stack
-        .admin_call(
-            reqwest::Method::GET,
-            "/api/admin/users?search=alice",
-            &token,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .app
+        .caller(&token)
+        .get_json("/api/admin/users?search=alice")
+        .await;
     assert_eq!(alice["items"][0]["roles"], json!(["admin", "user"]));
 }
 
@@ -865,12 +706,7 @@ async fn listing_searches_pages_and_keeps_a_stable_order() {
 async fn disabling_applies_to_both_systems_and_ends_sessions() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
-    let user: Value = stack
-        .create_user(&token, &carol("dave"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let user: Value = stack.app.admin(&token).created(&carol("dave")).await;
     let id = user["id"].as_str().unwrap();
     let kc_id = user["keycloakId"].as_str().unwrap().to_string();
     let (dave, _) = stack
@@ -880,12 +716,9 @@ async fn disabling_applies_to_both_systems_and_ends_sessions() {
     let dave_token = stack.password_token("dave", "a long enough password").await;
 
     let r = stack
-        .admin_call(
-            reqwest::Method::PATCH,
-            &format!("/api/admin/users/{id}"),
-            &token,
-            Some(&json!({"enabled": false})),
-        )
+        .app
+        .admin(&token)
+        .update_user(id, &json!({"enabled": false}))
         .await;
     assert_eq!(r.status(), 200);
     let view: Value = r.json().await.unwrap();
@@ -901,17 +734,17 @@ async fn disabling_applies_to_both_systems_and_ends_sessions() {
     );
     assert_eq!(stack.me_status(&dave).await, 401, "local session ended");
     assert_eq!(
-        stack.get_with_token("/api/me", &dave_token).await.status(),
+        stack.app.bearer_status(&dave_token).await,
         403,
         "bearer refused at once"
     );
 
     let r = stack
-        .admin_call(
-            reqwest::Method::PATCH,
-            &format!("/api/admin/users/{id}"),
-            &token,
-            Some(&json!({"enabled": true, "roles": ["user"], "firstName": "David"})),
+        .app
+        .admin(&token)
+        .update_user(
+            id,
+            &json!({"enabled": true, "roles": ["user"], "firstName": "David"}),
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -930,12 +763,9 @@ async fn disabling_applies_to_both_systems_and_ends_sessions() {
     );
 
     let r = stack
-        .admin_call(
-            reqwest::Method::PATCH,
-            &format!("/api/admin/users/{id}"),
-            &token,
-            Some(&json!({"nickname": "d"})),
-        )
+        .app
+        .admin(&token)
+        .update_user(id, &json!({"nickname": "d"}))
         .await;
     problem(r, 422).await;
 }
@@ -944,23 +774,15 @@ async fn disabling_applies_to_both_systems_and_ends_sessions() {
 async fn a_keycloak_failure_during_update_changes_nothing() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
-    let user: Value = stack
-        .create_user(&token, &carol("erin"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let user: Value = stack.app.admin(&token).created(&carol("erin")).await;
     let id = user["id"].as_str().unwrap();
     stack
         .kc
         .fail_next(Some("POST"), "role-mappings/realm", 3, 503);
     let r = stack
-        .admin_call(
-            reqwest::Method::PATCH,
-            &format!("/api/admin/users/{id}"),
-            &token,
-            Some(&json!({"enabled": false, "roles": ["admin"]})),
-        )
+        .app
+        .admin(&token)
+        .update_user(id, &json!({"enabled": false, "roles": ["admin"]}))
         .await;
     problem(r, 503).await;
     assert_eq!(
@@ -969,16 +791,10 @@ async fn a_keycloak_failure_during_update_changes_nothing() {
         "profile change reverted"
     );
     let local: Value = stack
-        .admin_call(
-            reqwest::Method::GET,
-            &format!("/api/admin/users/{id}"),
-            &token,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .app
+        .caller(&token)
+        .get_json(&format!("/api/admin/users/{id}"))
+        .await;
     assert_eq!(local["enabled"], true);
     assert_eq!(local["roles"], json!(["agent"]));
 }
@@ -987,43 +803,18 @@ async fn a_keycloak_failure_during_update_changes_nothing() {
 async fn deleting_removes_the_user_from_both_systems_and_keeps_the_audit_trail() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
-    let user: Value = stack
-        .create_user(&token, &carol("fred"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let user: Value = stack.app.admin(&token).created(&carol("fred")).await;
     let id = user["id"].as_str().unwrap();
-    let r = stack
-        .admin_call(
-            reqwest::Method::DELETE,
-            &format!("/api/admin/users/{id}"),
-            &token,
-            None,
-        )
-        .await;
+    let r = stack.app.admin(&token).delete_user(id).await;
     assert_eq!(r.status(), 204);
     assert_eq!(stack.both_sides("fred").await, (false, None));
-    let again = stack
-        .admin_call(
-            reqwest::Method::DELETE,
-            &format!("/api/admin/users/{id}"),
-            &token,
-            None,
-        )
-        .await;
+    let again = stack.app.admin(&token).delete_user(id).await;
     problem(again, 404).await;
     let audit: Value = stack
-        .admin_call(
-            reqwest::Method::GET,
-            &format!("/api/admin/audit?target={id}"),
-            &token,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .app
+        .caller(&token)
+        .get_json(&format!("/api/admin/audit?target={id}"))
+        .await;
     let actions: Vec<&str> = audit["items"]
         .as_array()
         .unwrap()
@@ -1032,56 +823,38 @@ async fn deleting_removes_the_user_from_both_systems_and_keeps_the_audit_trail()
         .collect();
     assert_eq!(actions, ["user.delete", "user.create"]);
     // The name is free again.
-    assert_eq!(
-        stack.create_user(&token, &carol("fred")).await.status(),
-        201
-    );
+    stack.app.admin(&token).created(&carol("fred")).await;
 }
 
 #[tokio::test]
 async fn cookie_authenticated_admin_calls_need_the_csrf_token() {
     let stack = spawn_stack().await;
-    let (alice, _) = stack.browser_login("alice", "alice", "/").await;
-    let csrf: String = sqlx::query_scalar("SELECT csrf_token FROM sessions")
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
+    let (alice, csrf) = stack.signed_in("alice").await;
     let origin = stack.app.url("");
-    let without = alice
-        .post(stack.app.url("/api/admin/users"))
+    let without = stack
+        .browser(&alice)
         .header("origin", &origin)
-        .json(&carol("gina"))
-        .send()
-        .await
-        .unwrap();
+        .post("/api/admin/users", &carol("gina"))
+        .await;
     problem(without, 403).await;
-    let cross = alice
-        .post(stack.app.url("/api/admin/users"))
+    let cross = stack
+        .browser(&alice)
         .header("origin", "http://evil.example")
         .header("x-csrf-token", &csrf)
-        .json(&carol("gina"))
-        .send()
-        .await
-        .unwrap();
+        .post("/api/admin/users", &carol("gina"))
+        .await;
     problem(cross, 403).await;
     assert!(stack.kc.user_by_username(REALM, "gina").is_none());
-    let with = alice
-        .post(stack.app.url("/api/admin/users"))
+    let with = stack
+        .browser(&alice)
         .header("origin", &origin)
         .header("x-csrf-token", &csrf)
-        .json(&carol("gina"))
-        .send()
-        .await
-        .unwrap();
+        .post("/api/admin/users", &carol("gina"))
+        .await;
     assert_eq!(with.status(), 201);
     // Reads need no token.
     assert_eq!(
-        alice
-            .get(stack.app.url("/api/admin/users"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        stack.browser(&alice).get("/api/admin/users").await.status(),
         200
     );
 }
@@ -1211,44 +984,31 @@ async fn the_cli_manages_users_in_both_systems() {
 async fn reconcile_finds_and_fixes_planted_drift() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
-    let jane: Value = stack
-        .create_user(&token, &carol("jane"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let jane: Value = stack.app.admin(&token).created(&carol("jane")).await;
     // Drift 1: a Keycloak user voxgate has never seen (bob never signed in).
     // Drift 2: a voxgate user whose Keycloak account vanished.
-    sqlx::query("INSERT INTO users (keycloak_id, username, email) VALUES ('gone-from-keycloak', 'ghost', 'ghost@example.com')")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
+    stack.app.sql("INSERT INTO users (keycloak_id, username, email) VALUES ('gone-from-keycloak', 'ghost', 'ghost@example.com')").await;
     // Drift 3: disabled in Keycloak only.
     let master = stack.password_token_master().await;
     let kc_id = jane["keycloakId"].as_str().unwrap();
-    let r = reqwest::Client::new()
-        .put(format!(
-            "{}/admin/realms/{REALM}/users/{kc_id}",
-            stack.kc.base_url()
-        ))
-        .bearer_auth(&master)
-        .json(&json!({"enabled": false}))
-        .send()
-        .await
-        .unwrap();
+    let r = Caller::at("", reqwest::Client::new())
+        .bearer(&master)
+        .put(
+            &format!("{}/admin/realms/{REALM}/users/{kc_id}", stack.kc.base_url()),
+            &json!({"enabled": false}),
+        )
+        .await;
     assert_eq!(r.status(), 204);
     // Drift 4: a role granted in voxgate but missing in Keycloak.
     let agent = stack.kc.user_realm_roles(REALM, kc_id);
     assert!(agent.contains(&"agent".to_string()));
-    let roles: Value = reqwest::Client::new()
-        .get(format!(
+    let roles: Value = Caller::at("", reqwest::Client::new())
+        .bearer(&master)
+        .get(&format!(
             "{}/admin/realms/{REALM}/roles/agent",
             stack.kc.base_url()
         ))
-        .bearer_auth(&master)
-        .send()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -1325,32 +1085,17 @@ async fn reconcile_finds_and_fixes_planted_drift() {
 async fn removing_a_role_ends_the_users_sessions() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;
-    let user: Value = stack
-        .create_user(&token, &carol("gail"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let user: Value = stack.app.admin(&token).created(&carol("gail")).await;
     let id = user["id"].as_str().unwrap();
     let (gail, _) = stack
         .browser_login("gail", "a long enough password", "/")
         .await;
-    let me: Value = gail
-        .get(stack.app.url("/api/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = stack.browser(&gail).get_json("/api/me").await;
     assert!(me["roles"].as_array().unwrap().iter().any(|r| r == "agent"));
     let r = stack
-        .admin_call(
-            reqwest::Method::PATCH,
-            &format!("/api/admin/users/{id}"),
-            &token,
-            Some(&json!({"roles": ["user"]})),
-        )
+        .app
+        .admin(&token)
+        .update_user(id, &json!({"roles": ["user"]}))
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
@@ -1361,14 +1106,7 @@ async fn removing_a_role_ends_the_users_sessions() {
     let (gail, _) = stack
         .browser_login("gail", "a long enough password", "/")
         .await;
-    let me: Value = gail
-        .get(stack.app.url("/api/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = stack.browser(&gail).get_json("/api/me").await;
     assert_eq!(me["roles"], json!(["user"]));
 }
 
@@ -1380,9 +1118,7 @@ async fn a_page_number_past_any_list_is_a_400_not_a_500() {
         "/api/admin/users?page=9223372036854775807&per_page=100",
         "/api/admin/audit?page=9223372036854775807",
     ] {
-        let response = stack
-            .admin_call(reqwest::Method::GET, path, &token, None)
-            .await;
+        let response = stack.app.caller(&token).get(path).await;
         let p = problem(response, 400).await;
         assert!(
             p["detail"].as_str().unwrap().contains("page"),

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use keycloak_standin::{Standin, StandinConfig};
 use serde_json::{Value, json};
 
+use crate::helpers::Caller;
+
 const REALM: &str = "voxgate";
 
 fn project_realm() -> Value {
@@ -59,6 +61,38 @@ impl Run {
     fn all(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
     }
+
+    /// Asserts the exit code, showing all output when it differs.
+    fn exits(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "{}", self.all());
+        self
+    }
+
+    fn stdout_starts_with(&self, prefix: &str) -> &Run {
+        assert!(self.stdout.starts_with(prefix), "{}", self.stdout);
+        self
+    }
+
+    fn stdout_has(&self, text: &str) -> &Run {
+        assert!(self.stdout.contains(text), "{}", self.stdout);
+        self
+    }
+
+    fn stderr_has(&self, text: &str) -> &Run {
+        assert!(self.stderr.contains(text), "{}", self.stderr);
+        self
+    }
+}
+
+fn has_line(lines: &[&str], line: &str) {
+    assert!(lines.contains(&line), "{line} in {lines:#?}");
+}
+
+/// `voxgate realm import --file FILE --url BASE ARGS`.
+async fn import_to(base: &str, file: &RealmFile, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut all = vec!["--file", file.arg(), "--url", base];
+    all.extend_from_slice(args);
+    import(&all, env).await
 }
 
 /// Runs `voxgate realm import ARGS` with a clean environment plus `env`.
@@ -123,20 +157,17 @@ fn realm_with_carol() -> Value {
 }
 
 async fn password_grant(kc: &Standin, username: &str, password: &str) -> u16 {
-    reqwest::Client::new()
-        .post(format!(
-            "{}/protocol/openid-connect/token",
-            kc.issuer(REALM)
-        ))
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", "voxgate-cli"),
-            ("username", username),
-            ("password", password),
-        ])
-        .send()
+    Caller::at("", reqwest::Client::new())
+        .post_form(
+            &format!("{}/protocol/openid-connect/token", kc.issuer(REALM)),
+            &[
+                ("grant_type", "password"),
+                ("client_id", "voxgate-cli"),
+                ("username", username),
+                ("password", password),
+            ],
+        )
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -148,13 +179,9 @@ async fn import_creates_a_missing_realm_whose_seeded_users_can_then_sign_in() {
 
     let run = import_as_admin(&kc, &file, &[]).await;
 
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stdout.starts_with("created realm voxgate at "),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("3 clients"), "{}", run.stdout);
+    run.exits(0);
+    run.stdout_starts_with("created realm voxgate at ");
+    run.stdout_has("3 clients");
     assert_eq!(password_grant(&kc, "bob", "bob").await, 200);
     assert!(
         kc.user_by_username(REALM, "alice").is_some(),
@@ -171,12 +198,8 @@ async fn a_second_import_with_skip_changes_nothing_and_says_so() {
 
     let run = import_as_admin(&kc, &file, &["--if-exists", "skip"]).await;
 
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stdout.starts_with("no change: realm voxgate"),
-        "{}",
-        run.stdout
-    );
+    run.exits(0);
+    run.stdout_starts_with("no change: realm voxgate");
     assert_eq!(
         kc.user_by_username(REALM, "bob").unwrap(),
         bob_before,
@@ -191,51 +214,30 @@ async fn a_dry_run_lists_what_would_be_added_and_changes_nothing() {
 
     let run = import_as_admin(&kc, &file, &["--dry-run"]).await;
 
-    assert_eq!(run.code, 0, "{}", run.all());
+    run.exits(0);
     let lines: Vec<&str> = run.stdout.lines().map(str::trim).collect();
-    assert!(
-        lines.contains(&"would add            user carol"),
-        "{lines:#?}"
-    );
-    assert!(
-        lines.contains(&"would add            realm role auditor"),
-        "{lines:#?}"
-    );
-    assert!(
-        lines.contains(&"would skip (exists)  client voxgate-web"),
-        "{lines:#?}"
-    );
+    has_line(&lines, "would add            user carol");
+    has_line(&lines, "would add            realm role auditor");
+    has_line(&lines, "would skip (exists)  client voxgate-web");
     // The service-account user is invisible to user search; it must still
     // be reported as present because its client is.
-    assert!(
-        lines.contains(&"would skip (exists)  user service-account-voxgate-admin"),
-        "{lines:#?}"
+    has_line(
+        &lines,
+        "would skip (exists)  user service-account-voxgate-admin",
     );
     assert!(
         run.stdout.trim_end().ends_with("nothing was changed"),
         "{}",
         run.stdout
     );
-    assert!(
-        run.stdout.contains("2 to add, 0 to overwrite, 12 to skip"),
-        "{}",
-        run.stdout
-    );
+    run.stdout_has("2 to add, 0 to overwrite, 12 to skip");
     assert!(kc.user_by_username(REALM, "carol").is_none());
 
     // The real run does what the dry run announced.
     let run = import_as_admin(&kc, &file, &[]).await;
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stdout.starts_with("updated realm voxgate at "),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains(": 2 added, 0 overwritten, 12 skipped"),
-        "{}",
-        run.stdout
-    );
+    run.exits(0);
+    run.stdout_starts_with("updated realm voxgate at ");
+    run.stdout_has(": 2 added, 0 overwritten, 12 skipped");
     assert_eq!(password_grant(&kc, "carol", "carol").await, 200);
 }
 
@@ -246,13 +248,8 @@ async fn a_dry_run_against_a_missing_realm_creates_nothing() {
 
     let run = import_as_admin(&kc, &file, &["--dry-run"]).await;
 
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stdout
-            .starts_with("dry run: realm voxgate does not exist at "),
-        "{}",
-        run.stdout
-    );
+    run.exits(0);
+    run.stdout_starts_with("dry run: realm voxgate does not exist at ");
     let discovery = reqwest::get(format!(
         "{}/.well-known/openid-configuration",
         kc.issuer(REALM)
@@ -268,7 +265,7 @@ async fn the_fail_policy_exits_3_and_imports_nothing_when_a_resource_exists() {
     let file = RealmFile::write(&realm_with_carol());
 
     let dry = import_as_admin(&kc, &file, &["--dry-run", "--if-exists", "fail"]).await;
-    assert_eq!(dry.code, 3, "{}", dry.all());
+    dry.exits(3);
     assert!(
         dry.stdout
             .contains("conflict (exists)    client voxgate-web"),
@@ -277,12 +274,8 @@ async fn the_fail_policy_exits_3_and_imports_nothing_when_a_resource_exists() {
     );
 
     let run = import_as_admin(&kc, &file, &["--if-exists", "fail"]).await;
-    assert_eq!(run.code, 3, "{}", run.all());
-    assert!(
-        run.stderr.contains("nothing was imported"),
-        "{}",
-        run.stderr
-    );
+    run.exits(3);
+    run.stderr_has("nothing was imported");
     assert!(
         kc.user_by_username(REALM, "carol").is_none(),
         "a conflict imports nothing, not even the new user"
@@ -302,12 +295,8 @@ async fn overwrite_replaces_existing_users_with_the_files_version() {
 
     let run = import_as_admin(&kc, &file, &["--if-exists", "overwrite"]).await;
 
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stdout.contains("overwritten  user bob"),
-        "{}",
-        run.stdout
-    );
+    run.exits(0);
+    run.stdout_has("overwritten  user bob");
     assert_eq!(
         kc.user_by_username(REALM, "bob").unwrap()["firstName"],
         "Robert"
@@ -337,27 +326,16 @@ async fn a_service_account_of_the_target_realm_can_import_with_client_credential
     let file = RealmFile::write(&realm_with_carol());
     let base = kc.base_url();
 
-    let run = import(
-        &[
-            "--file",
-            file.arg(),
-            "--url",
-            &base,
-            "--auth-realm",
-            REALM,
-            "--client-id",
-            "realm-importer",
-        ],
+    let run = import_to(
+        &base,
+        &file,
+        &["--auth-realm", REALM, "--client-id", "realm-importer"],
         &[("VOXGATE_REALM_CLIENT_SECRET", "importer-secret-for-tests")],
     )
     .await;
 
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stdout.contains("added        user carol"),
-        "{}",
-        run.stdout
-    );
+    run.exits(0);
+    run.stdout_has("added        user carol");
     assert!(
         !run.all().contains("importer-secret-for-tests"),
         "the secret is never printed"
@@ -371,12 +349,10 @@ async fn a_refused_sign_in_exits_1_and_never_prints_the_secret() {
     let file = RealmFile::write(&project_realm());
     let base = kc.base_url();
 
-    let run = import(
+    let run = import_to(
+        &base,
+        &file,
         &[
-            "--file",
-            file.arg(),
-            "--url",
-            &base,
             "--admin-user",
             "admin",
             "--admin-password",
@@ -386,36 +362,21 @@ async fn a_refused_sign_in_exits_1_and_never_prints_the_secret() {
     )
     .await;
 
-    assert_eq!(run.code, 1, "{}", run.all());
-    assert!(
-        run.stderr.contains("refused the sign-in of user admin"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("HTTP 400: invalid_grant"),
-        "{}",
-        run.stderr
-    );
+    run.exits(1);
+    run.stderr_has("refused the sign-in of user admin");
+    run.stderr_has("HTTP 400: invalid_grant");
     assert!(!run.all().contains("wrong-password-do-not-echo"));
 
     // A service account without realm-admin rights gets a clear refusal.
-    let run = import(
-        &[
-            "--file",
-            file.arg(),
-            "--url",
-            &base,
-            "--auth-realm",
-            REALM,
-            "--client-id",
-            "voxgate-admin",
-        ],
+    let run = import_to(
+        &base,
+        &file,
+        &["--auth-realm", REALM, "--client-id", "voxgate-admin"],
         &[("VOXGATE_REALM_CLIENT_SECRET", crate::stack::ADMIN_SECRET)],
     )
     .await;
-    assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("did not allow"), "{}", run.stderr);
+    run.exits(1);
+    run.stderr_has("did not allow");
     assert!(!run.all().contains(crate::stack::ADMIN_SECRET));
 }
 
@@ -473,24 +434,19 @@ async fn usage_errors_exit_2_before_contacting_keycloak() {
         &[],
     )
     .await;
-    assert_eq!(both.code, 2, "{}", both.all());
+    both.exits(2);
     let none = import(&["--file", file.arg(), "--url", url], &[]).await;
-    assert_eq!(none.code, 2, "{}", none.all());
+    none.exits(2);
 }
 
 #[tokio::test]
 async fn an_unreachable_keycloak_exits_1_with_a_clear_message() {
     let file = RealmFile::write(&project_realm());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("http://127.0.0.1:{}", crate::helpers::free_port());
 
     let run = import_as_admin_at(&url, &file).await;
 
-    assert_eq!(run.code, 1, "{}", run.all());
+    run.exits(1);
     assert!(
         run.stderr
             .contains(&format!("cannot reach Keycloak at {url}/")),
@@ -534,13 +490,9 @@ async fn the_wrapper_script_imports_the_project_realm_and_passes_exit_codes_on()
     };
 
     let created = run(wrapper(&[])).await;
-    assert_eq!(created.code, 0, "{}", created.all());
-    assert!(
-        created.stdout.starts_with("created realm voxgate"),
-        "{}",
-        created.stdout
-    );
+    created.exits(0);
+    created.stdout_starts_with("created realm voxgate");
 
     let conflict = run(wrapper(&["--if-exists", "fail"])).await;
-    assert_eq!(conflict.code, 3, "{}", conflict.all());
+    conflict.exits(3);
 }

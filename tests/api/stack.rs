@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keycloak_standin::{Standin, StandinConfig};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestSettings};
+use crate::helpers::{Caller, TestApp, TestSettings, free_port};
 
 pub const REALM: &str = "voxgate";
 pub const WEB_SECRET: &str = "dev-only-voxgate-web-secret";
@@ -49,16 +49,15 @@ pub fn realm_for(app_base: &str) -> Value {
     serde_json::from_str(&text).expect("patched realm")
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub async fn spawn_stack() -> Stack {
     spawn_stack_with(TestSettings::default()).await
+}
+
+/// A stack and a browser signed in as bob.
+pub async fn spawn_with_bob() -> (Stack, reqwest::Client) {
+    let stack = spawn_stack().await;
+    let (bob, _) = stack.browser_login("bob", "bob", "/").await;
+    (stack, bob)
 }
 
 pub async fn spawn_stack_with(settings: TestSettings) -> Stack {
@@ -105,6 +104,27 @@ impl Stack {
     /// session lives, 401 once it has ended.
     pub async fn me_status(&self, client: &reqwest::Client) -> u16 {
         self.app.me_status(client).await
+    }
+
+    /// A caller through a browser-like client (its cookie session).
+    pub fn browser(&self, client: &reqwest::Client) -> Caller {
+        Caller::at(&self.app.url(""), client.clone())
+    }
+
+    /// A browser signed in as a seeded user (password = username), and
+    /// its session's CSRF token.
+    pub async fn signed_in(&self, username: &str) -> (reqwest::Client, String) {
+        let (client, _) = self.browser_login(username, username, "/").await;
+        (client, self.session_column("csrf_token").await)
+    }
+
+    /// A column of the only (or any) session row, such as its `csrf_token`
+    /// or `keycloak_sid`.
+    pub async fn session_column(&self, column: &str) -> String {
+        sqlx::query_scalar(&format!("SELECT {column} FROM sessions LIMIT 1"))
+            .fetch_one(&self.app.db)
+            .await
+            .unwrap()
     }
 
     /// Waits until the app has fetched the realm's keys.
@@ -157,15 +177,10 @@ impl Stack {
         password: &str,
         return_to: &str,
     ) -> String {
-        browser_login_with(
-            &self.app,
-            &self.kc.issuer(REALM),
-            client,
-            username,
-            password,
-            return_to,
-        )
-        .await
+        let callback = self
+            .login_until_callback(client, username, password, return_to)
+            .await;
+        follow_callback(client, &callback).await
     }
 
     /// Runs the flow up to (not including) the app's callback and returns
@@ -261,18 +276,10 @@ pub async fn password_grant(issuer: &str, username: &str, password: &str) -> Val
     response.json().await.unwrap()
 }
 
-/// Signs in through the app and Keycloak's HTML login form like a browser
-/// would; returns where the app finally sent the browser.
-pub async fn browser_login_with(
-    app: &TestApp,
-    issuer: &str,
-    client: &reqwest::Client,
-    username: &str,
-    password: &str,
-    return_to: &str,
-) -> String {
-    let callback = login_until_callback(app, issuer, client, username, password, return_to).await;
-    let done = client.get(&callback).send().await.unwrap();
+/// Lets the app finish a sign-in at its callback; returns where it sent
+/// the browser.
+pub async fn follow_callback(client: &reqwest::Client, callback: &str) -> String {
+    let done = client.get(callback).send().await.unwrap();
     assert_eq!(
         done.status(),
         303,

@@ -6,22 +6,42 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestSettings, problem};
-use crate::stack::{Stack, spawn_polly_stack, spawn_stack};
+use crate::helpers::{TestSettings, detail_has, problem};
+use crate::stack::{Stack, spawn_polly_stack, spawn_stack, spawn_with_bob};
 
 fn polly(stack: &Stack) -> &polly_standin::PollyStandin {
     stack.polly.as_ref().expect("polly stand-in")
 }
 
+/// The original endpoint's query for `text` in Joanna's voice, as MP3.
+pub fn joanna(text: &str) -> [(&str, &str); 4] {
+    [
+        ("Text", text),
+        ("VoiceId", "Joanna"),
+        ("LanguageCode", "en-US"),
+        ("OutputFormat", "mp3"),
+    ]
+}
+
+/// A stack speaking through the Polly stand-in, and a token of bob's.
+pub async fn polly_with_bob() -> (Stack, String) {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let bob = stack.password_token("bob", "bob").await;
+    (stack, bob)
+}
+
 impl Stack {
     pub async fn tts_get(&self, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
-        reqwest::Client::new()
-            .get(self.app.url("/textToSpeech"))
-            .query(query)
-            .bearer_auth(token)
-            .send()
+        let query = serde_urlencoded::to_string(query).unwrap();
+        self.app
+            .caller(token)
+            .get(format!("/textToSpeech?{query}"))
             .await
-            .unwrap()
+    }
+
+    /// `/textToSpeech?Text=…` with every other parameter left out.
+    pub async fn say(&self, token: &str, text: &str) -> reqwest::Response {
+        self.tts_get(token, &[("Text", text)]).await
     }
 
     /// The words of a registered synthesis's speech marks, in order.
@@ -37,13 +57,7 @@ impl Stack {
 
     /// Registers a synthesis through `POST /api/tts`.
     pub async fn register_speech(&self, token: &str, body: &Value) -> Value {
-        let r = reqwest::Client::new()
-            .post(self.app.url("/api/tts"))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+        let r = self.app.caller(token).post("/api/tts", body).await;
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
         r.json().await.unwrap()
     }
@@ -101,41 +115,23 @@ pub fn decoded_seconds(mp3: &[u8]) -> f64 {
 #[tokio::test]
 async fn speech_needs_a_signed_in_user() {
     let stack = spawn_stack().await;
-    let anonymous = reqwest::Client::new()
-        .get(stack.app.url("/textToSpeech?Text=hi"))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = stack.app.anonymous().get("/textToSpeech?Text=hi").await;
     problem(anonymous, 401).await;
-    let post = reqwest::Client::new()
-        .post(stack.app.url("/api/tts"))
-        .json(&json!({"text": "hi"}))
-        .send()
-        .await
-        .unwrap();
+    let post = stack
+        .app
+        .anonymous()
+        .post("/api/tts", &json!({"text": "hi"}))
+        .await;
     problem(post, 401).await;
-    let voices = reqwest::Client::new()
-        .get(stack.app.url("/api/voices"))
-        .send()
-        .await
-        .unwrap();
+    let voices = stack.app.anonymous().get("/api/voices").await;
     problem(voices, 401).await;
 }
 
 #[tokio::test]
 async fn polly_speech_streams_real_mp3_through_the_legacy_endpoint() {
-    let stack = spawn_polly_stack(TestSettings::default()).await;
-    let token = stack.password_token("bob", "bob").await;
+    let (stack, token) = polly_with_bob().await;
     let response = stack
-        .tts_get(
-            &token,
-            &[
-                ("Text", "Hello from voxgate. This is a test."),
-                ("VoiceId", "Joanna"),
-                ("LanguageCode", "en-US"),
-                ("OutputFormat", "mp3"),
-            ],
-        )
+        .tts_get(&token, &joanna("Hello from voxgate. This is a test."))
         .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "audio/mpeg");
@@ -155,8 +151,7 @@ async fn polly_speech_streams_real_mp3_through_the_legacy_endpoint() {
 
 #[tokio::test]
 async fn speech_errors_map_to_specific_problems() {
-    let stack = spawn_polly_stack(TestSettings::default()).await;
-    let token = stack.password_token("bob", "bob").await;
+    let (stack, token) = polly_with_bob().await;
     let bad_voice = stack
         .tts_get(
             &token,
@@ -223,8 +218,7 @@ async fn speech_errors_map_to_specific_problems() {
 
 #[tokio::test]
 async fn ssml_looking_text_is_spoken_literally_never_a_500() {
-    let stack = spawn_polly_stack(TestSettings::default()).await;
-    let token = stack.password_token("bob", "bob").await;
+    let (stack, token) = polly_with_bob().await;
     for text in [
         r#"</speak><speak><break time="10s"/>"#,
         "Fish & chips < 5 pounds",
@@ -279,8 +273,7 @@ async fn pollys_own_error_texts_never_reach_users() {
 
 #[tokio::test]
 async fn throttling_is_retried_and_then_becomes_503_with_retry_after() {
-    let stack = spawn_polly_stack(TestSettings::default()).await;
-    let token = stack.password_token("bob", "bob").await;
+    let (stack, token) = polly_with_bob().await;
     polly(&stack).throttle_next(1);
     let recovered = stack
         .tts_get(&token, &[("Text", "Retry me"), ("VoiceId", "Joanna")])
@@ -314,8 +307,7 @@ async fn throttling_is_retried_and_then_becomes_503_with_retry_after() {
 
 #[tokio::test]
 async fn audio_really_streams_before_the_upstream_finishes() {
-    let stack = spawn_polly_stack(TestSettings::default()).await;
-    let token = stack.password_token("bob", "bob").await;
+    let (stack, token) = polly_with_bob().await;
     polly(&stack).set_chunk_delay(Duration::from_millis(150));
     let text = "This sentence is long enough to make several chunks of audio. ".repeat(4);
     let started = Instant::now();
@@ -344,8 +336,7 @@ async fn audio_really_streams_before_the_upstream_finishes() {
 
 #[tokio::test]
 async fn a_cut_stream_aborts_the_response_and_is_not_cached() {
-    let stack = spawn_polly_stack(TestSettings::default()).await;
-    let token = stack.password_token("bob", "bob").await;
+    let (stack, token) = polly_with_bob().await;
     polly(&stack).cut_stream_after(Some(6000));
     let text = "A long answer that will be cut off in the middle of its audio stream. ".repeat(3);
     let response = stack
@@ -356,10 +347,7 @@ async fn a_cut_stream_aborts_the_response_and_is_not_cached() {
         response.bytes().await.is_err(),
         "the client sees the stream break"
     );
-    let cached: i64 = sqlx::query_scalar("SELECT count(*) FROM tts_cache")
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
+    let cached = stack.app.count("SELECT count(*) FROM tts_cache").await;
     assert_eq!(cached, 0, "nothing of a cut stream is cached");
     polly(&stack).cut_stream_after(None);
     let again = stack
@@ -372,8 +360,7 @@ async fn a_cut_stream_aborts_the_response_and_is_not_cached() {
 
 #[tokio::test]
 async fn cached_audio_is_identical_and_honours_etag_and_range() {
-    let stack = spawn_polly_stack(TestSettings::default()).await;
-    let token = stack.password_token("bob", "bob").await;
+    let (stack, token) = polly_with_bob().await;
     let speech = stack
         .register_speech(
             &token,
@@ -470,18 +457,12 @@ async fn the_daily_character_quota_returns_429_and_resets() {
     let stack =
         spawn_polly_stack(TestSettings::default().set("VOXGATE_TTS_DAILY_CHARS", "50")).await;
     let bob = stack.password_token("bob", "bob").await;
-    let ok = stack
-        .tts_get(&bob, &[("Text", "Thirty characters of speech...")])
-        .await;
+    let ok = stack.say(&bob, "Thirty characters of speech...").await;
     assert_eq!(ok.status(), 200);
     ok.bytes().await.unwrap();
-    let cached = stack
-        .tts_get(&bob, &[("Text", "Thirty characters of speech...")])
-        .await;
+    let cached = stack.say(&bob, "Thirty characters of speech...").await;
     assert_eq!(cached.status(), 200, "cache hits are free");
-    let over = stack
-        .tts_get(&bob, &[("Text", "Another thirty characters here")])
-        .await;
+    let over = stack.say(&bob, "Another thirty characters here").await;
     assert!(
         over.headers()["retry-after"]
             .to_str()
@@ -491,24 +472,21 @@ async fn the_daily_character_quota_returns_429_and_resets() {
             > 0
     );
     let p = problem(over, 429).await;
-    assert!(p["detail"].as_str().unwrap().contains("quota"));
+    detail_has(&p, "quota");
     let alice = stack.password_token("alice", "alice").await;
     assert_eq!(
         stack
-            .tts_get(&alice, &[("Text", "Another thirty characters here")])
+            .say(&alice, "Another thirty characters here")
             .await
             .status(),
         200,
         "admins are exempt"
     );
     // A new day.
-    sqlx::query("UPDATE tts_usage SET day = day - 1")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
+    stack.app.sql("UPDATE tts_usage SET day = day - 1").await;
     assert_eq!(
         stack
-            .tts_get(&bob, &[("Text", "Yet another thirty characters.")])
+            .say(&bob, "Yet another thirty characters.")
             .await
             .status(),
         200
@@ -521,12 +499,10 @@ async fn the_per_minute_rate_limit_returns_429_and_resets() {
         spawn_polly_stack(TestSettings::default().set("VOXGATE_TTS_RATE_PER_MINUTE", "3")).await;
     let bob = stack.password_token("bob", "bob").await;
     for i in 0..3 {
-        let r = stack
-            .tts_get(&bob, &[("Text", &format!("Request number {i}"))])
-            .await;
+        let r = stack.say(&bob, &format!("Request number {i}")).await;
         assert_eq!(r.status(), 200);
     }
-    let limited = stack.tts_get(&bob, &[("Text", "One too many")]).await;
+    let limited = stack.say(&bob, "One too many").await;
     let retry: u64 = limited.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -534,23 +510,16 @@ async fn the_per_minute_rate_limit_returns_429_and_resets() {
         .unwrap();
     assert!((1..=60).contains(&retry));
     problem(limited, 429).await;
-    sqlx::query("UPDATE tts_rate SET window_start = window_start - interval '61 seconds'")
-        .execute(&stack.app.db)
-        .await
-        .unwrap();
-    assert_eq!(
-        stack
-            .tts_get(&bob, &[("Text", "One too many")])
-            .await
-            .status(),
-        200
-    );
+    stack
+        .app
+        .sql("UPDATE tts_rate SET window_start = window_start - interval '61 seconds'")
+        .await;
+    assert_eq!(stack.say(&bob, "One too many").await.status(), 200);
 }
 
 #[tokio::test]
 async fn polly_speech_marks_and_voices_are_served() {
-    let stack = spawn_polly_stack(TestSettings::default()).await;
-    let token = stack.password_token("bob", "bob").await;
+    let (stack, token) = polly_with_bob().await;
     let voices: Value = stack
         .fetch(&token, "/api/voices?language=en-US", &[])
         .await
@@ -597,15 +566,7 @@ async fn the_local_voice_speaks_mp3_and_accepts_polly_voice_names() {
     let stack = spawn_stack().await;
     let token = stack.password_token("bob", "bob").await;
     let response = stack
-        .tts_get(
-            &token,
-            &[
-                ("Text", "The local voice works offline."),
-                ("VoiceId", "Joanna"),
-                ("LanguageCode", "en-US"),
-                ("OutputFormat", "mp3"),
-            ],
-        )
+        .tts_get(&token, &joanna("The local voice works offline."))
         .await;
     assert_eq!(response.status(), 200);
     let seconds = decoded_seconds(&response.bytes().await.unwrap());
@@ -647,16 +608,9 @@ async fn the_local_voice_speaks_mp3_and_accepts_polly_voice_names() {
 #[tokio::test]
 async fn the_readiness_check_reports_the_speech_engine() {
     let stack = spawn_polly_stack(TestSettings::default()).await;
-    let body: Value = stack.app.get("/readyz").await.json().await.unwrap();
-    let speech = body["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "speech_engine")
-        .unwrap()
-        .clone();
+    let speech = stack.app.readiness_check("speech_engine").await;
     assert_eq!(speech["ok"], true);
-    assert!(speech["detail"].as_str().unwrap().contains("polly"));
+    detail_has(&speech, "polly");
 }
 
 #[tokio::test]
@@ -693,8 +647,7 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
 
 #[tokio::test]
 async fn speech_metrics_count_hits_misses_and_billed_characters() {
-    let stack = spawn_polly_stack(TestSettings::default()).await;
-    let token = stack.password_token("bob", "bob").await;
+    let (stack, token) = polly_with_bob().await;
     for _ in 0..2 {
         let r = stack
             .tts_get(
@@ -719,21 +672,18 @@ async fn speech_metrics_count_hits_misses_and_billed_characters() {
 
 #[tokio::test]
 async fn cookie_speech_requests_from_another_site_are_refused() {
-    let stack = spawn_stack().await;
-    let (client, _) = stack.browser_login("bob", "bob", "/").await;
-    let cross = client
-        .get(stack.app.url("/textToSpeech?Text=spend%20my%20quota"))
+    let (stack, client) = spawn_with_bob().await;
+    let cross = stack
+        .browser(&client)
         .header("sec-fetch-site", "cross-site")
-        .send()
-        .await
-        .unwrap();
+        .get("/textToSpeech?Text=spend%20my%20quota")
+        .await;
     problem(cross, 403).await;
-    let same = client
-        .get(stack.app.url("/textToSpeech?Text=my%20own%20page"))
+    let same = stack
+        .browser(&client)
         .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .unwrap();
+        .get("/textToSpeech?Text=my%20own%20page")
+        .await;
     assert_eq!(same.status(), 200);
 }
 

@@ -4,14 +4,35 @@
 use std::collections::HashSet;
 use std::sync::{Arc, MutexGuard};
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::http::{admin_error, bearer_token};
 use crate::keys::peek_claims;
 use crate::state::{Shared, World};
 use crate::tokens::{TokenKind, validate};
+
+/// What every admin handler takes: the shared state, its path parameters
+/// and the headers that carry the caller's token.
+pub struct Admin<P>(pub Arc<Shared>, pub P, pub HeaderMap);
+
+impl<P: DeserializeOwned + Send> FromRequestParts<Arc<Shared>> for Admin<P> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(path) = Path::<P>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Admin(state.clone(), path, parts.headers.clone()))
+    }
+}
 
 pub struct Caller {
     pub superuser: bool,
@@ -123,4 +144,25 @@ pub fn authenticate<'a>(
 /// Parses a JSON request body; malformed bodies get Keycloak's generic 400.
 pub fn json_body(body: &[u8]) -> Result<Value, Response> {
     serde_json::from_slice(body).map_err(|_| admin_error(StatusCode::BAD_REQUEST, "unknown_error"))
+}
+
+/// A body that must be a JSON object (a representation).
+pub fn json_object(body: &[u8]) -> Result<Value, Response> {
+    match json_body(body)? {
+        object @ Value::Object(_) => Ok(object),
+        _ => Err(admin_error(StatusCode::BAD_REQUEST, "unknown_error")),
+    }
+}
+
+/// The realm an admin call names, or Keycloak's 404.
+pub fn realm_in<'w>(world: &'w World, name: &str) -> Result<&'w crate::model::Realm, Response> {
+    world.realm(name).ok_or_else(realm_not_found)
+}
+
+/// [`realm_in`], for a change.
+pub fn realm_in_mut<'w>(
+    world: &'w mut World,
+    name: &str,
+) -> Result<&'w mut crate::model::Realm, Response> {
+    world.realm_mut(name).ok_or_else(realm_not_found)
 }

@@ -3,13 +3,15 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::admin::{authenticate, forbidden, json_body};
-use crate::http::{admin_error, error_message, form_get, json_response, parse_form};
+use crate::admin::{
+    Admin, authenticate, forbidden, json_body, json_object, realm_in, realm_in_mut,
+};
+use crate::http::{admin_error, error_message, form_get, insert_some, json_response, parse_form};
 use crate::model::{Client, Realm, Role, new_id};
 use crate::state::Shared;
 
@@ -25,44 +27,36 @@ fn realm_rep(r: &Realm, brief: bool) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), json!(r.id));
     m.insert("realm".into(), json!(r.name));
-    if let Some(d) = &r.display_name {
-        m.insert("displayName".into(), json!(d));
-    }
+    insert_some(&mut m, "displayName", &r.display_name);
     if brief {
         m.insert("enabled".into(), json!(r.enabled));
         return Value::Object(m);
     }
-    m.insert("notBefore".into(), json!(r.not_before));
-    m.insert("accessTokenLifespan".into(), json!(r.access_token_lifespan));
-    m.insert(
-        "ssoSessionIdleTimeout".into(),
-        json!(r.sso_session_idle_timeout),
-    );
-    m.insert(
-        "ssoSessionMaxLifespan".into(),
-        json!(r.sso_session_max_lifespan),
-    );
-    m.insert("accessCodeLifespan".into(), json!(r.access_code_lifespan));
-    m.insert(
-        "accessCodeLifespanLogin".into(),
-        json!(r.access_code_lifespan_login),
-    );
-    m.insert(
-        "actionTokenGeneratedByAdminLifespan".into(),
-        json!(r.action_token_admin_lifespan),
-    );
-    m.insert("enabled".into(), json!(r.enabled));
-    m.insert("sslRequired".into(), json!(r.ssl_required));
-    m.insert("registrationAllowed".into(), json!(r.registration_allowed));
-    m.insert(
-        "loginWithEmailAllowed".into(),
-        json!(r.login_with_email_allowed),
-    );
-    m.insert(
-        "duplicateEmailsAllowed".into(),
-        json!(r.duplicate_emails_allowed),
-    );
-    m.insert("editUsernameAllowed".into(), json!(r.edit_username_allowed));
+    // Keycloak's field order.
+    let settings = [
+        ("notBefore", json!(r.not_before)),
+        ("accessTokenLifespan", json!(r.access_token_lifespan)),
+        ("ssoSessionIdleTimeout", json!(r.sso_session_idle_timeout)),
+        ("ssoSessionMaxLifespan", json!(r.sso_session_max_lifespan)),
+        ("accessCodeLifespan", json!(r.access_code_lifespan)),
+        (
+            "accessCodeLifespanLogin",
+            json!(r.access_code_lifespan_login),
+        ),
+        (
+            "actionTokenGeneratedByAdminLifespan",
+            json!(r.action_token_admin_lifespan),
+        ),
+        ("enabled", json!(r.enabled)),
+        ("sslRequired", json!(r.ssl_required)),
+        ("registrationAllowed", json!(r.registration_allowed)),
+        ("loginWithEmailAllowed", json!(r.login_with_email_allowed)),
+        ("duplicateEmailsAllowed", json!(r.duplicate_emails_allowed)),
+        ("editUsernameAllowed", json!(r.edit_username_allowed)),
+    ];
+    for (key, value) in settings {
+        m.insert(key.into(), value);
+    }
     if let Some(role) = r.realm_role(&r.default_role) {
         m.insert("defaultRole".into(), r.role_brief(role));
     }
@@ -75,10 +69,7 @@ fn realm_rep(r: &Realm, brief: bool) -> Value {
 }
 
 pub async fn list_realms(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, None) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, None));
     if !caller.superuser {
         return json_response(StatusCode::OK, json!([]));
     }
@@ -123,18 +114,9 @@ pub async fn create_realm(
     created(&format!("{}/admin/realms/{name}", shared.base_url))
 }
 
-pub async fn get_realm(
-    State(shared): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+pub async fn get_realm(Admin(shared, realm, headers): Admin<String>) -> Response {
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let r = or_respond!(realm_in(&world, &realm));
     if !caller.can_view_realm() {
         // Keycloak returns a reduced representation to callers without view-realm.
         return json_response(StatusCode::OK, realm_rep(r, true));
@@ -142,15 +124,8 @@ pub async fn get_realm(
     json_response(StatusCode::OK, realm_rep(r, false))
 }
 
-pub async fn delete_realm(
-    State(shared): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn delete_realm(Admin(shared, realm, headers): Admin<String>) -> Response {
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_manage_realm() {
         return forbidden();
     }
@@ -165,21 +140,14 @@ pub async fn delete_realm(
 // ---- roles ----
 
 pub async fn list_roles(
-    State(shared): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
+    Admin(shared, realm, headers): Admin<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_list_roles() {
         return forbidden();
     }
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in(&world, &realm));
     role_list(
         r,
         r.roles.iter().filter(|role| role.client.is_none()),
@@ -219,21 +187,12 @@ fn role_list<'a>(
     json_response(StatusCode::OK, Value::Array(reps))
 }
 
-pub async fn get_role(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn get_role(Admin(shared, (realm, name), headers): Admin<(String, String)>) -> Response {
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_list_roles() {
         return forbidden();
     }
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in(&world, &realm));
     match r.realm_role(&name) {
         Some(role) => json_response(StatusCode::OK, r.role_full(role)),
         None => admin_error(StatusCode::NOT_FOUND, "Could not find role"),
@@ -244,26 +203,15 @@ pub async fn get_role(
 /// every mapping to it, stays); name, description and attributes come from
 /// the body.
 pub async fn update_role(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin(shared, (realm, name), headers): Admin<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let body = match json_body(&body) {
-        Ok(v) if v.is_object() => v,
-        Ok(_) => return admin_error(StatusCode::BAD_REQUEST, "unknown_error"),
-        Err(r) => return r,
-    };
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let body = or_respond!(json_object(&body));
     if !caller.can_manage_realm() {
         return forbidden();
     }
-    let Some(r) = world.realm_mut(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in_mut(&mut world, &realm));
     let Some(role) = r
         .roles
         .iter_mut()
@@ -308,16 +256,8 @@ fn new_role(body: &Value, client: Option<String>) -> Result<Role, Response> {
     })
 }
 
-pub async fn create_role(
-    State(shared): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn create_role(Admin(shared, realm, headers): Admin<String>, body: Bytes) -> Response {
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_manage_realm() {
         return forbidden();
     }
@@ -329,9 +269,7 @@ pub async fn create_role(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let Some(r) = world.realm_mut(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in_mut(&mut world, &realm));
     if r.realm_role(&role.name).is_some() {
         return error_message(
             StatusCode::CONFLICT,
@@ -353,26 +291,16 @@ fn client_rep(c: &Client, with_secret: bool) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), json!(c.id));
     m.insert("clientId".into(), json!(c.client_id));
-    if let Some(v) = &c.name {
-        m.insert("name".into(), json!(v));
-    }
-    if let Some(v) = &c.description {
-        m.insert("description".into(), json!(v));
-    }
-    if let Some(v) = &c.root_url {
-        m.insert("rootUrl".into(), json!(v));
-    }
-    if let Some(v) = &c.base_url {
-        m.insert("baseUrl".into(), json!(v));
-    }
+    insert_some(&mut m, "name", &c.name);
+    insert_some(&mut m, "description", &c.description);
+    insert_some(&mut m, "rootUrl", &c.root_url);
+    insert_some(&mut m, "baseUrl", &c.base_url);
     m.insert("surrogateAuthRequired".into(), json!(false));
     m.insert("enabled".into(), json!(c.enabled));
     m.insert("alwaysDisplayInConsole".into(), json!(false));
     m.insert("clientAuthenticatorType".into(), json!("client-secret"));
     if with_secret {
-        if let Some(s) = &c.secret {
-            m.insert("secret".into(), json!(s));
-        }
+        insert_some(&mut m, "secret", &c.secret);
     }
     m.insert("redirectUris".into(), json!(c.redirect_uris));
     m.insert("webOrigins".into(), json!(c.web_origins));
@@ -420,21 +348,14 @@ fn client_rep(c: &Client, with_secret: bool) -> Value {
 }
 
 pub async fn list_clients(
-    State(shared): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
+    Admin(shared, realm, headers): Admin<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_list_clients() {
         return forbidden();
     }
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in(&world, &realm));
     let params = parse_form(q.unwrap_or_default().as_bytes());
     let wanted = form_get(&params, "clientId");
     let search = form_get(&params, "search").is_some_and(|v| v == "true");
@@ -463,21 +384,12 @@ fn client_not_found() -> Response {
     admin_error(StatusCode::NOT_FOUND, "Could not find client")
 }
 
-pub async fn get_client(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn get_client(Admin(shared, (realm, id), headers): Admin<(String, String)>) -> Response {
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_list_clients() {
         return forbidden();
     }
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in(&world, &realm));
     match r.client_by_uuid(&id) {
         Some(c) => json_response(StatusCode::OK, client_rep(c, caller.can_manage_clients())),
         None => client_not_found(),
@@ -489,26 +401,15 @@ pub async fn get_client(
 /// service-account user stay. Like Keycloak, a body without a secret keeps
 /// the current one.
 pub async fn update_client(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin(shared, (realm, id), headers): Admin<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let body = match json_body(&body) {
-        Ok(v) if v.is_object() => v,
-        Ok(_) => return admin_error(StatusCode::BAD_REQUEST, "unknown_error"),
-        Err(r) => return r,
-    };
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let body = or_respond!(json_object(&body));
     if !caller.can_manage_clients() {
         return forbidden();
     }
-    let Some(r) = world.realm_mut(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in_mut(&mut world, &realm));
     let Some(position) = r.clients.iter().position(|c| c.id == id) else {
         return client_not_found();
     };
@@ -539,21 +440,14 @@ pub async fn update_client(
 }
 
 pub async fn list_client_roles(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin(shared, (realm, id), headers): Admin<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_list_clients() && !caller.can_list_roles() && !caller.can_view_users() {
         return forbidden();
     }
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in(&world, &realm));
     if r.client_by_uuid(&id).is_none() {
         return client_not_found();
     }
@@ -567,20 +461,13 @@ pub async fn list_client_roles(
 }
 
 pub async fn get_client_role(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id, name)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    Admin(shared, (realm, id, name), headers): Admin<(String, String, String)>,
 ) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_list_clients() && !caller.can_list_roles() && !caller.can_view_users() {
         return forbidden();
     }
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in(&world, &realm));
     if r.client_by_uuid(&id).is_none() {
         return client_not_found();
     }
@@ -599,16 +486,8 @@ enum Policy {
     Overwrite,
 }
 
-pub async fn partial_import(
-    State(shared): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn partial_import(Admin(shared, realm, headers): Admin<String>, body: Bytes) -> Response {
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_manage_realm() || !caller.can_manage_users() {
         return forbidden();
     }

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::admin::{authenticate, forbidden, json_body};
-use crate::http::{admin_error, error_message, form_get, json_response, parse_form};
+use crate::admin::{Admin, Caller, authenticate, forbidden, json_object, realm_in, realm_in_mut};
+use crate::http::{admin_error, error_message, form_get, insert_some, json_response, parse_form};
 use crate::model::{Realm, Role, User, now_secs};
 use crate::passwords::PasswordHash;
 use crate::state::{SentEmail, Shared};
@@ -45,24 +45,20 @@ pub fn user_rep(realm: &Realm, u: &User, brief: bool, access: bool) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), json!(u.id));
     m.insert("username".into(), json!(u.username));
-    if let Some(v) = &u.first_name {
-        m.insert("firstName".into(), json!(v));
-    }
-    if let Some(v) = &u.last_name {
-        m.insert("lastName".into(), json!(v));
-    }
-    if let Some(v) = &u.email {
-        m.insert("email".into(), json!(v));
-    }
+    insert_some(&mut m, "firstName", &u.first_name);
+    insert_some(&mut m, "lastName", &u.last_name);
+    insert_some(&mut m, "email", &u.email);
     m.insert("emailVerified".into(), json!(u.email_verified));
     if !brief && !u.attributes.is_empty() {
         m.insert("attributes".into(), json!(u.attributes));
     }
     m.insert("createdTimestamp".into(), json!(u.created_timestamp));
     m.insert("enabled".into(), json!(u.enabled));
-    if let Some(c) = &u.service_account_client_id {
-        m.insert("serviceAccountClientId".into(), json!(c));
-    }
+    insert_some(
+        &mut m,
+        "serviceAccountClientId",
+        &u.service_account_client_id,
+    );
     // A brief representation stops here, as Keycloak's does.
     if !brief {
         m.insert("totp".into(), json!(false));
@@ -160,22 +156,12 @@ fn filter_users<'a>(realm: &'a Realm, params: &[(String, String)]) -> Vec<&'a Us
     users
 }
 
-pub async fn list(
-    State(shared): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn list(Admin(shared, realm, headers): Admin<String>, RawQuery(q): RawQuery) -> Response {
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_query_users() {
         return forbidden();
     }
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in(&world, &realm));
     if !caller.can_view_users() {
         return json_response(StatusCode::OK, json!([]));
     }
@@ -202,21 +188,14 @@ pub async fn list(
 }
 
 pub async fn count(
-    State(shared): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
+    Admin(shared, realm, headers): Admin<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_query_users() {
         return forbidden();
     }
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let r = or_respond!(realm_in(&world, &realm));
     json_response(
         StatusCode::OK,
         json!(filter_users(r, &query_params(q)).len()),
@@ -267,6 +246,24 @@ fn invalid_email(email: &str) -> Response {
         StatusCode::BAD_REQUEST,
         json!({"field": "email", "errorMessage": "error-invalid-email", "params": ["email", email]}),
     )
+}
+
+/// The body's email, if any: well-formed and not another user's.
+fn check_email(realm: &Realm, body: &Value, except: Option<&str>) -> Result<(), Response> {
+    let email = body.get("email").and_then(Value::as_str).unwrap_or("");
+    if email.is_empty() {
+        return Ok(());
+    }
+    if email_invalid(email) {
+        return Err(invalid_email(email));
+    }
+    if email_taken(realm, email, except) {
+        return Err(error_message(
+            StatusCode::CONFLICT,
+            "User exists with same email",
+        ));
+    }
+    Ok(())
 }
 
 fn email_taken(realm: &Realm, email: &str, except: Option<&str>) -> bool {
@@ -330,27 +327,13 @@ fn apply_profile(user: &mut User, body: &Value) -> Result<(), Response> {
     Ok(())
 }
 
-pub async fn create(
-    State(shared): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn create(Admin(shared, realm, headers): Admin<String>, body: Bytes) -> Response {
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
     if !caller.can_manage_users() {
         return forbidden();
     }
-    let body = match json_body(&body) {
-        Ok(v) if v.is_object() => v,
-        Ok(_) => return admin_error(StatusCode::BAD_REQUEST, "unknown_error"),
-        Err(r) => return r,
-    };
-    let Some(r) = world.realm_mut(&realm) else {
-        return crate::admin::realm_not_found();
-    };
+    let body = or_respond!(json_object(&body));
+    let r = or_respond!(realm_in_mut(&mut world, &realm));
     let username = body
         .get("username")
         .and_then(Value::as_str)
@@ -373,18 +356,7 @@ pub async fn create(
     }
     // Keycloak 26 checks the email first: a full duplicate is reported as
     // "same email".
-    if let Some(email) = body
-        .get("email")
-        .and_then(Value::as_str)
-        .filter(|e| !e.is_empty())
-    {
-        if email_invalid(email) {
-            return invalid_email(email);
-        }
-        if email_taken(r, email, None) {
-            return error_message(StatusCode::CONFLICT, "User exists with same email");
-        }
-    }
+    or_respond!(check_email(r, &body, None));
     if r.user_by_username(&username).is_some() {
         return error_message(StatusCode::CONFLICT, "User exists with same username");
     }
@@ -409,8 +381,17 @@ pub async fn create(
     resp
 }
 
-/// Resolves the user for a `/users/{id}` call with Keycloak's 403-before-404 rule.
-fn check_user(caller: &crate::admin::Caller, realm: &Realm, id: &str) -> Result<(), Response> {
+/// The checks of a `/users/{id}` call after the token and the realm, in
+/// Keycloak's order: the user (403 before 404, so that a caller who may not
+/// query users learns nothing), the client of a client-role mapping, then
+/// the permission.
+fn admit_user(
+    caller: &Caller,
+    realm: &Realm,
+    id: &str,
+    client: Option<&str>,
+    allowed: fn(&Caller) -> bool,
+) -> Result<(), Response> {
     if realm.user(id).is_none() {
         return Err(if caller.can_query_users() {
             user_not_found()
@@ -418,27 +399,19 @@ fn check_user(caller: &crate::admin::Caller, realm: &Realm, id: &str) -> Result<
             forbidden()
         });
     }
+    if client.is_some_and(|c| realm.client_by_uuid(c).is_none()) {
+        return Err(admin_error(StatusCode::NOT_FOUND, "Client not found"));
+    }
+    if !allowed(caller) {
+        return Err(forbidden());
+    }
     Ok(())
 }
 
-pub async fn get(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
-    if let Err(resp) = check_user(&caller, r, &id) {
-        return resp;
-    }
-    if !caller.can_view_users() {
-        return forbidden();
-    }
+pub async fn get(Admin(shared, (realm, id), headers): Admin<(String, String)>) -> Response {
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let r = or_respond!(realm_in(&world, &realm));
+    or_respond!(admit_user(&caller, r, &id, None, Caller::can_view_users));
     match r.user(&id) {
         Some(u) => json_response(StatusCode::OK, user_rep(r, u, false, true)),
         None => user_not_found(),
@@ -446,29 +419,13 @@ pub async fn get(
 }
 
 pub async fn update(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin(shared, (realm, id), headers): Admin<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let body = match json_body(&body) {
-        Ok(v) if v.is_object() => v,
-        Ok(_) => return admin_error(StatusCode::BAD_REQUEST, "unknown_error"),
-        Err(r) => return r,
-    };
-    let Some(r) = world.realm_mut(&realm) else {
-        return crate::admin::realm_not_found();
-    };
-    if let Err(resp) = check_user(&caller, r, &id) {
-        return resp;
-    }
-    if !caller.can_manage_users() {
-        return forbidden();
-    }
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let body = or_respond!(json_object(&body));
+    let r = or_respond!(realm_in_mut(&mut world, &realm));
+    or_respond!(admit_user(&caller, r, &id, None, Caller::can_manage_users));
     if let Some(name) = body.get("username").and_then(Value::as_str) {
         let current = r.user(&id).map(|u| u.username.clone()).unwrap_or_default();
         if name.to_lowercase() != current {
@@ -480,18 +437,7 @@ pub async fn update(
             }
         }
     }
-    if let Some(email) = body
-        .get("email")
-        .and_then(Value::as_str)
-        .filter(|e| !e.is_empty())
-    {
-        if email_invalid(email) {
-            return invalid_email(email);
-        }
-        if email_taken(r, email, Some(&id)) {
-            return error_message(StatusCode::CONFLICT, "User exists with same email");
-        }
-    }
+    or_respond!(check_email(r, &body, Some(&id)));
     let edit_username = r.edit_username_allowed;
     let Some(user) = r.user_mut(&id) else {
         return user_not_found();
@@ -509,25 +455,11 @@ pub async fn update(
     no_content()
 }
 
-pub async fn delete(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn delete(Admin(shared, (realm, id), headers): Admin<(String, String)>) -> Response {
     let notes = {
-        let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-        let Some(r) = world.realm_mut(&realm) else {
-            return crate::admin::realm_not_found();
-        };
-        if let Err(resp) = check_user(&caller, r, &id) {
-            return resp;
-        }
-        if !caller.can_manage_users() {
-            return forbidden();
-        }
+        let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+        let r = or_respond!(realm_in_mut(&mut world, &realm));
+        or_respond!(admit_user(&caller, r, &id, None, Caller::can_manage_users));
         let sids = world.sessions_of(&realm, &id);
         let notes = crate::sessions::end_sessions(&mut world, &shared.base_url, &sids);
         if let Some(r) = world.realm_mut(&realm) {
@@ -540,24 +472,12 @@ pub async fn delete(
 }
 
 pub async fn reset_password(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin(shared, (realm, id), headers): Admin<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Some(r) = world.realm_mut(&realm) else {
-        return crate::admin::realm_not_found();
-    };
-    if let Err(resp) = check_user(&caller, r, &id) {
-        return resp;
-    }
-    if !caller.can_manage_users() {
-        return forbidden();
-    }
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let r = or_respond!(realm_in_mut(&mut world, &realm));
+    or_respond!(admit_user(&caller, r, &id, None, Caller::can_manage_users));
     let cred: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let Some(value) = cred.get("value").and_then(Value::as_str) else {
         return admin_error(StatusCode::BAD_REQUEST, "No password provided");
@@ -582,26 +502,14 @@ pub async fn reset_password(
 }
 
 pub async fn execute_actions_email(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin(shared, (realm, id), headers): Admin<(String, String)>,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
     let params = query_params(q);
-    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
-    if let Err(resp) = check_user(&caller, r, &id) {
-        return resp;
-    }
-    if !caller.can_manage_users() {
-        return forbidden();
-    }
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let r = or_respond!(realm_in(&world, &realm));
+    or_respond!(admit_user(&caller, r, &id, None, Caller::can_manage_users));
     let actions: Vec<String> = match serde_json::from_slice::<Vec<String>>(&body) {
         Ok(a) => a,
         Err(_) if body.is_empty() => Vec::new(),
@@ -678,25 +586,11 @@ pub async fn execute_actions_email(
     no_content()
 }
 
-pub async fn logout(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn logout(Admin(shared, (realm, id), headers): Admin<(String, String)>) -> Response {
     let notes = {
-        let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-        let Some(r) = world.realm(&realm) else {
-            return crate::admin::realm_not_found();
-        };
-        if let Err(resp) = check_user(&caller, r, &id) {
-            return resp;
-        }
-        if !caller.can_manage_users() {
-            return forbidden();
-        }
+        let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+        let r = or_respond!(realm_in(&world, &realm));
+        or_respond!(admit_user(&caller, r, &id, None, Caller::can_manage_users));
         let sids = world.sessions_of(&realm, &id);
         crate::sessions::end_sessions(&mut world, &shared.base_url, &sids)
     };
@@ -706,24 +600,10 @@ pub async fn logout(
 
 /// `GET /users/{id}/sessions`: the user's sessions as Keycloak's
 /// UserSessionRepresentation.
-pub async fn sessions(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
-    if let Err(resp) = check_user(&caller, r, &id) {
-        return resp;
-    }
-    if !caller.can_view_users() {
-        return forbidden();
-    }
+pub async fn sessions(Admin(shared, (realm, id), headers): Admin<(String, String)>) -> Response {
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let r = or_respond!(realm_in(&world, &realm));
+    or_respond!(admit_user(&caller, r, &id, None, Caller::can_view_users));
     let username = r.user(&id).map(|u| u.username.clone()).unwrap_or_default();
     let list: Vec<Value> = world
         .sessions_of(&realm, &id)
@@ -784,23 +664,11 @@ fn mapping_view(realm: &Realm, user: &User, container: &Container, mode: &str) -
 }
 
 pub async fn role_mappings(
-    State(shared): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Admin(shared, (realm, id), headers): Admin<(String, String)>,
 ) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
-    if let Err(resp) = check_user(&caller, r, &id) {
-        return resp;
-    }
-    if !caller.can_view_users() {
-        return forbidden();
-    }
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let r = or_respond!(realm_in(&world, &realm));
+    or_respond!(admit_user(&caller, r, &id, None, Caller::can_view_users));
     let Some(user) = r.user(&id) else {
         return user_not_found();
     };
@@ -833,24 +701,15 @@ async fn mapping_get(
     mode: &str,
     headers: HeaderMap,
 ) -> Response {
-    let (caller, world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Some(r) = world.realm(&realm) else {
-        return crate::admin::realm_not_found();
-    };
-    if let Err(resp) = check_user(&caller, r, &id) {
-        return resp;
-    }
-    if let Some(c) = &container {
-        if r.client_by_uuid(c).is_none() {
-            return admin_error(StatusCode::NOT_FOUND, "Client not found");
-        }
-    }
-    if !caller.can_view_users() {
-        return forbidden();
-    }
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let r = or_respond!(realm_in(&world, &realm));
+    or_respond!(admit_user(
+        &caller,
+        r,
+        &id,
+        container.as_deref(),
+        Caller::can_view_users
+    ));
     let Some(user) = r.user(&id) else {
         return user_not_found();
     };
@@ -866,24 +725,15 @@ async fn mapping_change(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (caller, mut world) = match authenticate(&shared, &headers, Some(&realm)) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let Some(r) = world.realm_mut(&realm) else {
-        return crate::admin::realm_not_found();
-    };
-    if let Err(resp) = check_user(&caller, r, &id) {
-        return resp;
-    }
-    if let Some(c) = &container {
-        if r.client_by_uuid(c).is_none() {
-            return admin_error(StatusCode::NOT_FOUND, "Client not found");
-        }
-    }
-    if !caller.can_manage_users() {
-        return forbidden();
-    }
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let r = or_respond!(realm_in_mut(&mut world, &realm));
+    or_respond!(admit_user(
+        &caller,
+        r,
+        &id,
+        container.as_deref(),
+        Caller::can_manage_users
+    ));
     let reps: Option<Vec<Value>> = if body.is_empty() && !add {
         None
     } else {
@@ -939,77 +789,41 @@ async fn mapping_change(
     no_content()
 }
 
-pub async fn realm_mappings(
+/// The path of a role-mapping call: the realm, the user and, for client
+/// roles, the client's id.
+#[derive(serde::Deserialize)]
+pub struct MappingPath {
+    realm: String,
+    id: String,
+    client: Option<String>,
+}
+
+/// Which roles a mapping `GET` lists.
+pub const DIRECT: u8 = 0;
+pub const COMPOSITE: u8 = 1;
+pub const AVAILABLE: u8 = 2;
+
+/// `GET …/role-mappings/realm[/composite|/available]` and the same for a
+/// client's roles.
+pub async fn mappings<const MODE: u8>(
     State(s): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
+    Path(p): Path<MappingPath>,
     headers: HeaderMap,
 ) -> Response {
-    mapping_get(s, realm, id, None, "direct", headers).await
+    let mode = match MODE {
+        COMPOSITE => "composite",
+        AVAILABLE => "available",
+        _ => "direct",
+    };
+    mapping_get(s, p.realm, p.id, p.client, mode, headers).await
 }
-pub async fn realm_mappings_composite(
+
+/// `POST` (`ADD`) or `DELETE` of realm or client role mappings.
+pub async fn change_mappings<const ADD: bool>(
     State(s): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    mapping_get(s, realm, id, None, "composite", headers).await
-}
-pub async fn realm_mappings_available(
-    State(s): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    mapping_get(s, realm, id, None, "available", headers).await
-}
-pub async fn add_realm_mappings(
-    State(s): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
+    Path(p): Path<MappingPath>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    mapping_change(s, realm, id, None, true, headers, body).await
-}
-pub async fn remove_realm_mappings(
-    State(s): State<Arc<Shared>>,
-    Path((realm, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    mapping_change(s, realm, id, None, false, headers, body).await
-}
-pub async fn client_mappings(
-    State(s): State<Arc<Shared>>,
-    Path((realm, id, client)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    mapping_get(s, realm, id, Some(client), "direct", headers).await
-}
-pub async fn client_mappings_composite(
-    State(s): State<Arc<Shared>>,
-    Path((realm, id, client)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    mapping_get(s, realm, id, Some(client), "composite", headers).await
-}
-pub async fn client_mappings_available(
-    State(s): State<Arc<Shared>>,
-    Path((realm, id, client)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    mapping_get(s, realm, id, Some(client), "available", headers).await
-}
-pub async fn add_client_mappings(
-    State(s): State<Arc<Shared>>,
-    Path((realm, id, client)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    mapping_change(s, realm, id, Some(client), true, headers, body).await
-}
-pub async fn remove_client_mappings(
-    State(s): State<Arc<Shared>>,
-    Path((realm, id, client)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    mapping_change(s, realm, id, Some(client), false, headers, body).await
+    mapping_change(s, p.realm, p.id, p.client, ADD, headers, body).await
 }

@@ -119,3 +119,15 @@ pub fn not_found() -> Response {
 pub fn realm_not_found() -> Response {
     admin_error(StatusCode::NOT_FOUND, "Realm does not exist")
 }
+
+/// Adds `key` to a representation when the value is set (Keycloak leaves
+/// unset fields out rather than sending `null`).
+pub fn insert_some<T: serde::Serialize>(
+    m: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    value: &Option<T>,
+) {
+    if let Some(v) = value {
+        m.insert(key.into(), serde_json::json!(v));
+    }
+}

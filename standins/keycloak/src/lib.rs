@@ -11,6 +11,17 @@
 // Collapsing nested `if let`s needs let-chains, which the workspace MSRV (1.85) lacks.
 #![allow(clippy::collapsible_if)]
 
+/// The value of an `Ok`, or return the `Err` response from the handler:
+/// `?` for handlers that return a plain `Response`.
+macro_rules! or_respond {
+    ($result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(response) => return response,
+        }
+    };
+}
+
 mod admin;
 mod admin_realm;
 mod admin_users;

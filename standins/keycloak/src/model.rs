@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::http::insert_some;
 use crate::keys::RealmKeys;
 use crate::passwords::PasswordHash;
 
@@ -414,9 +415,7 @@ impl Realm {
         let mut m = Map::new();
         m.insert("id".into(), json!(role.id));
         m.insert("name".into(), json!(role.name));
-        if let Some(d) = &role.description {
-            m.insert("description".into(), json!(d));
-        }
+        insert_some(&mut m, "description", &role.description);
         m.insert("composite".into(), json!(!role.composites.is_empty()));
         m.insert("clientRole".into(), json!(role.client.is_some()));
         m.insert(

@@ -154,31 +154,31 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             &format!("{users}/role-mappings/realm"),
-            get(admin_users::realm_mappings)
-                .post(admin_users::add_realm_mappings)
-                .delete(admin_users::remove_realm_mappings),
+            get(admin_users::mappings::<{ admin_users::DIRECT }>)
+                .post(admin_users::change_mappings::<true>)
+                .delete(admin_users::change_mappings::<false>),
         )
         .route(
             &format!("{users}/role-mappings/realm/composite"),
-            get(admin_users::realm_mappings_composite),
+            get(admin_users::mappings::<{ admin_users::COMPOSITE }>),
         )
         .route(
             &format!("{users}/role-mappings/realm/available"),
-            get(admin_users::realm_mappings_available),
+            get(admin_users::mappings::<{ admin_users::AVAILABLE }>),
         )
         .route(
             &format!("{users}/role-mappings/clients/{{client}}"),
-            get(admin_users::client_mappings)
-                .post(admin_users::add_client_mappings)
-                .delete(admin_users::remove_client_mappings),
+            get(admin_users::mappings::<{ admin_users::DIRECT }>)
+                .post(admin_users::change_mappings::<true>)
+                .delete(admin_users::change_mappings::<false>),
         )
         .route(
             &format!("{users}/role-mappings/clients/{{client}}/composite"),
-            get(admin_users::client_mappings_composite),
+            get(admin_users::mappings::<{ admin_users::COMPOSITE }>),
         )
         .route(
             &format!("{users}/role-mappings/clients/{{client}}/available"),
-            get(admin_users::client_mappings_available),
+            get(admin_users::mappings::<{ admin_users::AVAILABLE }>),
         );
     if shared.control {
         app = app

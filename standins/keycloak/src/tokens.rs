@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::http::insert_some;
 use crate::keys::{b64url, sha256};
 use crate::model::{Client, Realm, User, now_secs};
 use crate::state::{Ledger, UserSession, World};
@@ -100,15 +101,9 @@ fn insert_profile_claims(
         m.insert("name".into(), json!(name));
     }
     m.insert("preferred_username".into(), json!(user.username));
-    if let Some(v) = &user.first_name {
-        m.insert("given_name".into(), json!(v));
-    }
-    if let Some(v) = &user.last_name {
-        m.insert("family_name".into(), json!(v));
-    }
-    if let Some(v) = &user.email {
-        m.insert("email".into(), json!(v));
-    }
+    insert_some(m, "given_name", &user.first_name);
+    insert_some(m, "family_name", &user.last_name);
+    insert_some(m, "email", &user.email);
     if service_account {
         m.insert("clientAddress".into(), json!(remote));
         m.insert("client_id".into(), json!(client.client_id));
@@ -218,9 +213,7 @@ pub fn id_token_claims(g: &Grant, ledger: &mut Ledger, access_token: &str, exp: 
     m.insert("sub".into(), json!(g.user.id));
     m.insert("typ".into(), json!("ID"));
     m.insert("azp".into(), json!(g.client.client_id));
-    if let Some(n) = &g.nonce {
-        m.insert("nonce".into(), json!(n));
-    }
+    insert_some(&mut m, "nonce", &g.nonce);
     if let Some(s) = g.session {
         m.insert("sid".into(), json!(s.id));
     }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::http::{bearer_token, json_response, oauth_error, param, parse_form};
+use crate::http::{bearer_token, insert_some, json_response, oauth_error, param, parse_form};
 use crate::state::Shared;
 use crate::token_endpoint::authenticate_client;
 use crate::tokens::{TokenKind, validate};
@@ -83,15 +83,9 @@ pub async fn userinfo(
         m.insert("name".into(), json!(n));
     }
     m.insert("preferred_username".into(), json!(user.username));
-    if let Some(v) = &user.first_name {
-        m.insert("given_name".into(), json!(v));
-    }
-    if let Some(v) = &user.last_name {
-        m.insert("family_name".into(), json!(v));
-    }
-    if let Some(v) = &user.email {
-        m.insert("email".into(), json!(v));
-    }
+    insert_some(&mut m, "given_name", &user.first_name);
+    insert_some(&mut m, "family_name", &user.last_name);
+    insert_some(&mut m, "email", &user.email);
     let allowed = origin.as_deref().is_some_and(|o| {
         claims
             .get("allowed-origins")

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use keycloak_standin::{Standin, StandinConfig};
+use reqwest::Method;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -154,19 +155,15 @@ async fn browser_login(
     password: &str,
     challenge: &str,
 ) -> Vec<(String, String)> {
-    let page = http
-        .get(auth_url(kc, "voxgate-web", challenge, ""))
-        .send()
-        .await
-        .expect("auth");
+    let page = fetch(http, auth_url(kc, "voxgate-web", challenge, "")).await;
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.expect("html");
-    let resp = http
-        .post(form_action(&html))
-        .form(&[("username", user), ("password", password)])
-        .send()
-        .await
-        .expect("login post");
+    let resp = submit(
+        http,
+        form_action(&html),
+        &[("username", user), ("password", password)],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::FOUND, "login should redirect");
     query_pairs(&location(&resp))
 }
@@ -185,20 +182,64 @@ async fn exchange_code(
     code: &str,
     verifier: &str,
 ) -> reqwest::Response {
+    web_token(
+        http,
+        kc,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", WEB_REDIRECT),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+/// A token-endpoint request of the confidential `voxgate-web` client, on
+/// `http` (which may hold the browser's cookies).
+async fn web_token(
+    http: &reqwest::Client,
+    kc: &Standin,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
     http.post(format!(
         "{}/protocol/openid-connect/token",
         kc.issuer("voxgate")
     ))
     .basic_auth("voxgate-web", Some("dev-only-voxgate-web-secret"))
-    .form(&[
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", WEB_REDIRECT),
-        ("code_verifier", verifier),
-    ])
+    .form(form)
     .send()
     .await
-    .expect("token")
+    .expect("token request")
+}
+
+/// A browser's `GET` on `http` (which keeps its cookies).
+async fn fetch(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::Response {
+    http.get(url).send().await.expect("GET")
+}
+
+/// A browser's form submission on `http`.
+async fn submit(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    http.post(url).form(form).send().await.expect("form POST")
+}
+
+/// An admin API request with a bearer token and, for writes, a JSON body.
+async fn admin_request(
+    http: &reqwest::Client,
+    method: Method,
+    url: impl reqwest::IntoUrl,
+    token: &str,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut request = http.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    request.send().await.expect("admin request")
 }
 
 async fn post_token(
@@ -206,15 +247,12 @@ async fn post_token(
     realm: &str,
     form: &[(&str, &str)],
 ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-    let resp = client()
-        .post(format!(
-            "{}/protocol/openid-connect/token",
-            kc.issuer(realm)
-        ))
-        .form(form)
-        .send()
-        .await
-        .expect("token request");
+    let resp = submit(
+        &client(),
+        format!("{}/protocol/openid-connect/token", kc.issuer(realm)),
+        form,
+    )
+    .await;
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.json::<Value>().await.unwrap_or(Value::Null);
@@ -256,18 +294,28 @@ async fn admin_token(kc: &Standin) -> String {
         .to_string()
 }
 
+/// A token of the master realm's bootstrap admin (`admin-cli`).
+async fn master_admin_token(kc: &Standin) -> String {
+    let form = [
+        ("grant_type", "password"),
+        ("client_id", "admin-cli"),
+        ("username", "admin"),
+        ("password", "admin"),
+    ];
+    let (status, body, _) = post_token(kc, "master", &form).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().expect("at").to_string()
+}
+
 async fn jwks(kc: &Standin, realm: &str) -> Value {
-    client()
-        .get(format!(
-            "{}/protocol/openid-connect/certs",
-            kc.issuer(realm)
-        ))
-        .send()
-        .await
-        .expect("jwks")
-        .json()
-        .await
-        .expect("json")
+    fetch(
+        &client(),
+        format!("{}/protocol/openid-connect/certs", kc.issuer(realm)),
+    )
+    .await
+    .json()
+    .await
+    .expect("json")
 }
 
 fn der(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -396,17 +444,14 @@ async fn every_fixture_realm_loads_and_serves_discovery() {
         })
         .await
         .unwrap_or_else(|e| panic!("{name} loads: {e:#}"));
-        let doc: Value = client()
-            .get(format!(
-                "{}/.well-known/openid-configuration",
-                kc.issuer(&realm)
-            ))
-            .send()
-            .await
-            .expect("discovery")
-            .json()
-            .await
-            .expect("json");
+        let doc: Value = fetch(
+            &client(),
+            format!("{}/.well-known/openid-configuration", kc.issuer(&realm)),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
         assert_eq!(doc["issuer"], json!(kc.issuer(&realm)), "{name}");
         loaded += 1;
     }
@@ -497,14 +542,11 @@ async fn invalid_realm_file_error_names_the_field() {
 #[tokio::test]
 async fn discovery_document_has_every_field_of_a_real_keycloak_document() {
     let kc = start_voxgate().await;
-    let resp = client()
-        .get(format!(
-            "{}/.well-known/openid-configuration",
-            kc.issuer("voxgate")
-        ))
-        .send()
-        .await
-        .expect("discovery");
+    let resp = fetch(
+        &client(),
+        format!("{}/.well-known/openid-configuration", kc.issuer("voxgate")),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let doc: Value = resp.json().await.expect("json");
     let real = fixture("discovery-keycloak24-master-prest-config_test.json");
@@ -759,29 +801,25 @@ async fn code_flow_with_pkce_logs_in_through_the_html_form() {
     let kc = start_voxgate().await;
     let http = client();
     let (verifier, challenge) = pkce();
-    let page = http
-        .get(auth_url(&kc, "voxgate-web", &challenge, ""))
-        .send()
-        .await
-        .expect("auth");
+    let page = fetch(&http, auth_url(&kc, "voxgate-web", &challenge, "")).await;
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.expect("html");
     assert!(html.contains("kc-form-login"));
-    let bad = http
-        .post(form_action(&html))
-        .form(&[("username", "alice"), ("password", "wrong")])
-        .send()
-        .await
-        .expect("post");
+    let bad = submit(
+        &http,
+        form_action(&html),
+        &[("username", "alice"), ("password", "wrong")],
+    )
+    .await;
     assert_eq!(bad.status(), StatusCode::OK);
     let bad_html = bad.text().await.expect("html");
     assert!(bad_html.contains("Invalid username or password."));
-    let resp = http
-        .post(form_action(&bad_html))
-        .form(&[("username", "alice@example.com"), ("password", "alice")])
-        .send()
-        .await
-        .expect("post");
+    let resp = submit(
+        &http,
+        form_action(&bad_html),
+        &[("username", "alice@example.com"), ("password", "alice")],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     let loc = location(&resp);
     assert!(
@@ -844,15 +882,14 @@ async fn code_flow_with_pkce_logs_in_through_the_html_form() {
     let digest = sha2::Sha256::digest(access.as_bytes());
     assert_eq!(ic["at_hash"], json!(URL_SAFE_NO_PAD.encode(&digest[..16])));
 
-    let info = http
-        .get(format!(
-            "{}/protocol/openid-connect/userinfo",
-            kc.issuer("voxgate")
-        ))
-        .bearer_auth(access)
-        .send()
-        .await
-        .expect("userinfo");
+    let info = admin_request(
+        &http,
+        Method::GET,
+        format!("{}/protocol/openid-connect/userinfo", kc.issuer("voxgate")),
+        access,
+        None,
+    )
+    .await;
     assert_eq!(info.status(), StatusCode::OK);
     let info: Value = info.json().await.expect("json");
     assert_eq!(info["sub"], ac["sub"]);
@@ -860,11 +897,7 @@ async fn code_flow_with_pkce_logs_in_through_the_html_form() {
 
     // A second authorization request reuses the SSO session without a form.
     let (_, challenge2) = pkce();
-    let again = http
-        .get(auth_url(&kc, "voxgate-web", &challenge2, ""))
-        .send()
-        .await
-        .expect("auth");
+    let again = fetch(&http, auth_url(&kc, "voxgate-web", &challenge2, "")).await;
     assert_eq!(again.status(), StatusCode::FOUND);
     assert_eq!(
         param(&query_pairs(&location(&again)), "session_state"),
@@ -872,27 +905,23 @@ async fn code_flow_with_pkce_logs_in_through_the_html_form() {
     );
 
     // prompt=login forces the form even with a session.
-    let forced = http
-        .get(auth_url(&kc, "voxgate-web", &challenge2, "&prompt=login"))
-        .send()
-        .await
-        .expect("auth");
+    let forced = fetch(
+        &http,
+        auth_url(&kc, "voxgate-web", &challenge2, "&prompt=login"),
+    )
+    .await;
     assert_eq!(forced.status(), StatusCode::OK);
 
     // Refresh yields new tokens.
-    let refreshed = http
-        .post(format!(
-            "{}/protocol/openid-connect/token",
-            kc.issuer("voxgate")
-        ))
-        .basic_auth("voxgate-web", Some("dev-only-voxgate-web-secret"))
-        .form(&[
+    let refreshed = web_token(
+        &http,
+        &kc,
+        &[
             ("grant_type", "refresh_token"),
             ("refresh_token", body["refresh_token"].as_str().expect("rt")),
-        ])
-        .send()
-        .await
-        .expect("refresh");
+        ],
+    )
+    .await;
     assert_eq!(refreshed.status(), StatusCode::OK);
     let rb: Value = refreshed.json().await.expect("json");
     assert!(
@@ -912,38 +941,28 @@ async fn fragment_and_form_post_response_modes_deliver_the_code() {
     let kc = start_voxgate().await;
     let http = client();
     let (_, challenge) = pkce();
-    let page = http
-        .get(auth_url(
-            &kc,
-            "voxgate-web",
-            &challenge,
-            "&response_mode=fragment",
-        ))
-        .send()
-        .await
-        .expect("auth");
+    let page = fetch(
+        &http,
+        auth_url(&kc, "voxgate-web", &challenge, "&response_mode=fragment"),
+    )
+    .await;
     let html = page.text().await.expect("html");
-    let resp = http
-        .post(form_action(&html))
-        .form(&[("username", "bob"), ("password", "bob")])
-        .send()
-        .await
-        .expect("post");
+    let resp = submit(
+        &http,
+        form_action(&html),
+        &[("username", "bob"), ("password", "bob")],
+    )
+    .await;
     let loc = location(&resp);
     assert!(
         loc.starts_with(&format!("{WEB_REDIRECT}#state=st-123&session_state=")),
         "{loc}"
     );
-    let posted = http
-        .get(auth_url(
-            &kc,
-            "voxgate-web",
-            &challenge,
-            "&response_mode=form_post",
-        ))
-        .send()
-        .await
-        .expect("auth");
+    let posted = fetch(
+        &http,
+        auth_url(&kc, "voxgate-web", &challenge, "&response_mode=form_post"),
+    )
+    .await;
     assert_eq!(posted.status(), StatusCode::OK);
     let page = posted.text().await.expect("html");
     assert!(page.contains(&format!("ACTION=\"{WEB_REDIRECT}\"")) && page.contains("name=\"code\""));
@@ -957,7 +976,7 @@ async fn invalid_redirect_uri_shows_an_error_page_and_never_redirects() {
         &urlencoding(WEB_REDIRECT),
         &urlencoding("https://evil.example/cb"),
     );
-    let resp = client().get(url).send().await.expect("auth");
+    let resp = fetch(&client(), url).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert!(resp.headers().get("location").is_none());
     assert!(
@@ -972,11 +991,11 @@ async fn invalid_redirect_uri_shows_an_error_page_and_never_redirects() {
 async fn prompt_none_without_session_redirects_with_login_required() {
     let kc = start_voxgate().await;
     let (_, challenge) = pkce();
-    let resp = client()
-        .get(auth_url(&kc, "voxgate-web", &challenge, "&prompt=none"))
-        .send()
-        .await
-        .expect("auth");
+    let resp = fetch(
+        &client(),
+        auth_url(&kc, "voxgate-web", &challenge, "&prompt=none"),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     let pairs = query_pairs(&location(&resp));
     assert_eq!(param(&pairs, "error"), "login_required");
@@ -991,7 +1010,7 @@ async fn client_enforcing_pkce_rejects_requests_without_a_challenge() {
         kc.issuer("voxgate"),
         urlencoding(WEB_REDIRECT)
     );
-    let resp = client().get(url).send().await.expect("auth");
+    let resp = fetch(&client(), url).await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     let pairs = query_pairs(&location(&resp));
     assert_eq!(param(&pairs, "error"), "invalid_request");
@@ -1021,21 +1040,17 @@ async fn authorization_code_is_single_use_and_bound_to_the_pkce_verifier() {
     );
     let http = client();
     let pairs = browser_login(&http, &kc, "bob", "bob", &challenge).await;
-    let resp = http
-        .post(format!(
-            "{}/protocol/openid-connect/token",
-            kc.issuer("voxgate")
-        ))
-        .basic_auth("voxgate-web", Some("dev-only-voxgate-web-secret"))
-        .form(&[
+    let resp = web_token(
+        &http,
+        &kc,
+        &[
             ("grant_type", "authorization_code"),
             ("code", param(&pairs, "code")),
             ("redirect_uri", "http://127.0.0.1:8080/other"),
             ("code_verifier", &verifier),
-        ])
-        .send()
-        .await
-        .expect("token");
+        ],
+    )
+    .await;
     assert_eq!(
         resp.json::<Value>().await.expect("json"),
         json!({"error": "invalid_grant", "error_description": "Incorrect redirect_uri"})
@@ -1046,16 +1061,17 @@ async fn authorization_code_is_single_use_and_bound_to_the_pkce_verifier() {
 async fn temporary_password_requires_update_password_before_the_code_is_issued() {
     let kc = start_voxgate().await;
     let token = admin_token(&kc).await;
-    let created = client()
-        .post(format!("{}/admin/realms/voxgate/users", kc.base_url()))
-        .bearer_auth(&token)
-        .json(
+    let created = admin_request(
+        &client(),
+        Method::POST,
+        format!("{}/admin/realms/voxgate/users", kc.base_url()),
+        &token,
+        Some(
             &json!({"username": "carol", "enabled": true, "email": "carol@example.com",
             "credentials": [{"type": "password", "value": "temp-pass", "temporary": true}]}),
-        )
-        .send()
-        .await
-        .expect("create");
+        ),
+    )
+    .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     assert_eq!(
         kc.user_by_username("voxgate", "carol").expect("carol")["requiredActions"],
@@ -1082,54 +1098,51 @@ async fn temporary_password_requires_update_password_before_the_code_is_issued()
 
     let http = client();
     let (verifier, challenge) = pkce();
-    let html = http
-        .get(auth_url(&kc, "voxgate-web", &challenge, ""))
-        .send()
+    let html = fetch(&http, auth_url(&kc, "voxgate-web", &challenge, ""))
         .await
-        .expect("auth")
         .text()
         .await
         .expect("html");
-    let update = http
-        .post(form_action(&html))
-        .form(&[("username", "carol"), ("password", "temp-pass")])
-        .send()
-        .await
-        .expect("login");
+    let update = submit(
+        &http,
+        form_action(&html),
+        &[("username", "carol"), ("password", "temp-pass")],
+    )
+    .await;
     assert_eq!(update.status(), StatusCode::OK);
     let update_html = update.text().await.expect("html");
     assert!(update_html.contains("password-new") && update_html.contains("password-confirm"));
-    let mismatch = http
-        .post(form_action(&update_html))
-        .form(&[
+    let mismatch = submit(
+        &http,
+        form_action(&update_html),
+        &[
             ("password-new", "new-pass-1"),
             ("password-confirm", "new-pass-2"),
-        ])
-        .send()
-        .await
-        .expect("post");
+        ],
+    )
+    .await;
     let mismatch_html = mismatch.text().await.expect("html");
     assert!(
         mismatch_html.contains("Passwords don&#x27;t match.")
             || mismatch_html.contains("Passwords don't match.")
     );
-    let empty = http
-        .post(form_action(&mismatch_html))
-        .form(&[("password-new", ""), ("password-confirm", "")])
-        .send()
-        .await
-        .expect("post");
+    let empty = submit(
+        &http,
+        form_action(&mismatch_html),
+        &[("password-new", ""), ("password-confirm", "")],
+    )
+    .await;
     let empty_html = empty.text().await.expect("html");
     assert!(empty_html.contains("Please specify password."));
-    let done = http
-        .post(form_action(&empty_html))
-        .form(&[
+    let done = submit(
+        &http,
+        form_action(&empty_html),
+        &[
             ("password-new", "new-pass-1"),
             ("password-confirm", "new-pass-1"),
-        ])
-        .send()
-        .await
-        .expect("post");
+        ],
+    )
+    .await;
     assert_eq!(done.status(), StatusCode::FOUND);
     let pairs = query_pairs(&location(&done));
     assert_eq!(
@@ -1452,19 +1465,15 @@ async fn rp_logout_with_id_token_hint_ends_the_session_and_refresh_then_fails() 
     assert_eq!(logout.status(), StatusCode::FOUND);
     assert_eq!(location(&logout), "http://127.0.0.1:8080/?state=bye");
     assert_eq!(kc.active_sessions("voxgate", alice_id), 0);
-    let refreshed = http
-        .post(format!(
-            "{}/protocol/openid-connect/token",
-            kc.issuer("voxgate")
-        ))
-        .basic_auth("voxgate-web", Some("dev-only-voxgate-web-secret"))
-        .form(&[
+    let refreshed = web_token(
+        &http,
+        &kc,
+        &[
             ("grant_type", "refresh_token"),
             ("refresh_token", body["refresh_token"].as_str().expect("rt")),
-        ])
-        .send()
-        .await
-        .expect("refresh");
+        ],
+    )
+    .await;
     assert_eq!(refreshed.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         refreshed.json::<Value>().await.expect("json"),
@@ -1472,11 +1481,7 @@ async fn rp_logout_with_id_token_hint_ends_the_session_and_refresh_then_fails() 
     );
     // The SSO cookie no longer logs the browser in.
     let (_, c2) = pkce();
-    let again = http
-        .get(auth_url(&kc, "voxgate-web", &c2, ""))
-        .send()
-        .await
-        .expect("auth");
+    let again = fetch(&http, auth_url(&kc, "voxgate-web", &c2, "")).await;
     assert_eq!(again.status(), StatusCode::OK);
 }
 
@@ -1522,7 +1527,7 @@ async fn logout_without_hint_asks_for_confirmation_and_rejects_legacy_redirect_u
             .expect("html")
             .contains("Invalid redirect uri")
     );
-    let page = http.get(&logout_url).send().await.expect("logout");
+    let page = fetch(&http, &logout_url).await;
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.expect("html");
     assert!(html.contains("confirmLogout"));
@@ -1532,12 +1537,12 @@ async fn logout_without_hint_asks_for_confirmation_and_rejects_legacy_redirect_u
         .expect("session code")
         + 27;
     let code = &html[code_start..code_start + html[code_start..].find('"').expect("quote")];
-    let confirmed = http
-        .post(form_action(&html))
-        .form(&[("session_code", code), ("confirmLogout", "Logout")])
-        .send()
-        .await
-        .expect("confirm");
+    let confirmed = submit(
+        &http,
+        form_action(&html),
+        &[("session_code", code), ("confirmLogout", "Logout")],
+    )
+    .await;
     assert_eq!(confirmed.status(), StatusCode::OK);
     assert!(
         confirmed
@@ -1554,26 +1559,26 @@ async fn non_browser_logout_with_refresh_token_returns_204() {
     let kc = start_voxgate().await;
     let body = password_token(&kc, "bob", "bob").await;
     let url = format!("{}/protocol/openid-connect/logout", kc.issuer("voxgate"));
-    let missing = client()
-        .post(&url)
-        .form(&[("client_id", "voxgate-cli"), ("refresh_token", "")])
-        .send()
-        .await
-        .expect("logout");
+    let missing = submit(
+        &client(),
+        &url,
+        &[("client_id", "voxgate-cli"), ("refresh_token", "")],
+    )
+    .await;
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         missing.json::<Value>().await.expect("json"),
         json!({"error": "invalid_request", "error_description": "No refresh token"})
     );
-    let resp = client()
-        .post(&url)
-        .form(&[
+    let resp = submit(
+        &client(),
+        &url,
+        &[
             ("client_id", "voxgate-cli"),
             ("refresh_token", body["refresh_token"].as_str().expect("rt")),
-        ])
-        .send()
-        .await
-        .expect("logout");
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let (status, got, _) = post_token(
         &kc,
@@ -1634,15 +1639,17 @@ async fn backchannel_logout_posts_a_signed_logout_token_to_the_client() {
         .as_str()
         .expect("id")
         .to_string();
-    let resp = client()
-        .post(format!(
+    let resp = admin_request(
+        &client(),
+        Method::POST,
+        format!(
             "{}/admin/realms/voxgate/users/{alice_id}/logout",
             kc.base_url()
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("admin logout");
+        ),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let bodies = received.lock().map(|v| v.clone()).unwrap_or_default();
     assert_eq!(bodies.len(), 1, "one back-channel request");
@@ -1694,13 +1701,7 @@ async fn service_account_creates_a_user_and_assigns_realm_roles() {
     let token = admin_token(&kc).await;
     let base = format!("{}/admin/realms/voxgate", kc.base_url());
     let http = client();
-    let created = http
-        .post(format!("{base}/users"))
-        .bearer_auth(&token)
-        .json(&json!({"username": "Dave", "email": "Dave@Example.com", "firstName": "Dave", "enabled": true, "realmRoles": ["admin"]}))
-        .send()
-        .await
-        .expect("create");
+    let created = admin_request(&http, Method::POST, format!("{base}/users"), &token, Some(&json!({"username": "Dave", "email": "Dave@Example.com", "firstName": "Dave", "enabled": true, "realmRoles": ["admin"]}))).await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let loc = location(&created);
     let id = loc.rsplit('/').next().expect("id").to_string();
@@ -1726,44 +1727,51 @@ async fn service_account_creates_a_user_and_assigns_realm_roles() {
     assert_eq!(found[0]["username"], json!("dave"));
     assert_eq!(found[0]["email"], json!("dave@example.com"));
 
-    let count = http
-        .get(format!("{base}/users/count"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("count")
-        .text()
-        .await
-        .expect("text");
+    let count = admin_request(
+        &http,
+        Method::GET,
+        format!("{base}/users/count"),
+        &token,
+        None,
+    )
+    .await
+    .text()
+    .await
+    .expect("text");
     assert_eq!(count, "3");
 
-    let role: Value = http
-        .get(format!("{base}/roles/agent"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("role")
-        .json()
-        .await
-        .expect("json");
+    let role: Value = admin_request(
+        &http,
+        Method::GET,
+        format!("{base}/roles/agent"),
+        &token,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     assert_eq!(role["name"], json!("agent"));
-    let mapped = http
-        .post(format!("{base}/users/{id}/role-mappings/realm"))
-        .bearer_auth(&token)
-        .json(&json!([{"id": role["id"], "name": "agent"}]))
-        .send()
-        .await
-        .expect("map");
+    let mapped = admin_request(
+        &http,
+        Method::POST,
+        format!("{base}/users/{id}/role-mappings/realm"),
+        &token,
+        Some(&json!([{"id": role["id"], "name": "agent"}])),
+    )
+    .await;
     assert_eq!(mapped.status(), StatusCode::NO_CONTENT);
-    let roles: Value = http
-        .get(format!("{base}/users/{id}/role-mappings/realm"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("roles")
-        .json()
-        .await
-        .expect("json");
+    let roles: Value = admin_request(
+        &http,
+        Method::GET,
+        format!("{base}/users/{id}/role-mappings/realm"),
+        &token,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     let names: Vec<&str> = roles
         .as_array()
         .expect("array")
@@ -1782,15 +1790,17 @@ async fn service_account_creates_a_user_and_assigns_realm_roles() {
             "containerId"
         ]
     );
-    let effective: Value = http
-        .get(format!("{base}/users/{id}/role-mappings/realm/composite"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("composite")
-        .json()
-        .await
-        .expect("json");
+    let effective: Value = admin_request(
+        &http,
+        Method::GET,
+        format!("{base}/users/{id}/role-mappings/realm/composite"),
+        &token,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     assert!(
         effective
             .as_array()
@@ -1798,63 +1808,72 @@ async fn service_account_creates_a_user_and_assigns_realm_roles() {
             .iter()
             .any(|r| r["name"] == json!("user"))
     );
-    let removed = http
-        .delete(format!("{base}/users/{id}/role-mappings/realm"))
-        .bearer_auth(&token)
-        .json(&json!([{"id": role["id"], "name": "agent"}]))
-        .send()
-        .await
-        .expect("unmap");
+    let removed = admin_request(
+        &http,
+        Method::DELETE,
+        format!("{base}/users/{id}/role-mappings/realm"),
+        &token,
+        Some(&json!([{"id": role["id"], "name": "agent"}])),
+    )
+    .await;
     assert_eq!(removed.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         kc.user_realm_roles("voxgate", &id),
         ["default-roles-voxgate"]
     );
 
-    let updated = http
-        .put(format!("{base}/users/{id}"))
-        .bearer_auth(&token)
-        .json(&json!({"enabled": false}))
-        .send()
-        .await
-        .expect("put");
+    let updated = admin_request(
+        &http,
+        Method::PUT,
+        format!("{base}/users/{id}"),
+        &token,
+        Some(&json!({"enabled": false})),
+    )
+    .await;
     assert_eq!(updated.status(), StatusCode::NO_CONTENT);
-    let rep: Value = http
-        .get(format!("{base}/users/{id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let rep: Value = admin_request(
+        &http,
+        Method::GET,
+        format!("{base}/users/{id}"),
+        &token,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     assert_eq!(rep["enabled"], json!(false));
     assert_eq!(rep["firstName"], json!("Dave"));
-    let reset = http
-        .put(format!("{base}/users/{id}/reset-password"))
-        .bearer_auth(&token)
-        .json(&json!({"type": "password", "value": "pw-12345", "temporary": true}))
-        .send()
-        .await
-        .expect("reset");
+    let reset = admin_request(
+        &http,
+        Method::PUT,
+        format!("{base}/users/{id}/reset-password"),
+        &token,
+        Some(&json!({"type": "password", "value": "pw-12345", "temporary": true})),
+    )
+    .await;
     assert_eq!(reset.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         kc.user_by_username("voxgate", "dave").expect("dave")["requiredActions"],
         json!(["UPDATE_PASSWORD"])
     );
-    let deleted = http
-        .delete(format!("{base}/users/{id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("delete");
+    let deleted = admin_request(
+        &http,
+        Method::DELETE,
+        format!("{base}/users/{id}"),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let gone = http
-        .get(format!("{base}/users/{id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("get");
+    let gone = admin_request(
+        &http,
+        Method::GET,
+        format!("{base}/users/{id}"),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         gone.json::<Value>().await.expect("json"),
@@ -1878,13 +1897,7 @@ async fn duplicate_username_or_email_conflicts_in_any_case() {
         ),
         (json!({"username": ""}), "User name is missing"),
     ] {
-        let resp = client()
-            .post(&url)
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .expect("create");
+        let resp = admin_request(&client(), Method::POST, &url, &token, Some(&body)).await;
         let expected = if message == "User name is missing" {
             StatusCode::BAD_REQUEST
         } else {
@@ -1900,13 +1913,14 @@ async fn duplicate_username_or_email_conflicts_in_any_case() {
         .as_str()
         .expect("id")
         .to_string();
-    let clash = client()
-        .put(format!("{url}/{bob_id}"))
-        .bearer_auth(&token)
-        .json(&json!({"email": "Alice@Example.com"}))
-        .send()
-        .await
-        .expect("put");
+    let clash = admin_request(
+        &client(),
+        Method::PUT,
+        format!("{url}/{bob_id}"),
+        &token,
+        Some(&json!({"email": "Alice@Example.com"})),
+    )
+    .await;
     assert_eq!(clash.status(), StatusCode::CONFLICT);
     assert_eq!(
         clash.json::<Value>().await.expect("json"),
@@ -1919,33 +1933,33 @@ async fn admin_api_errors_match_keycloak() {
     let kc = start_voxgate().await;
     let base = format!("{}/admin/realms/voxgate", kc.base_url());
     let http = client();
-    let anonymous = http
-        .get(format!("{base}/users"))
-        .send()
-        .await
-        .expect("users");
+    let anonymous = fetch(&http, format!("{base}/users")).await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         anonymous.json::<Value>().await.expect("json"),
         json!({"error": "HTTP 401 Unauthorized"})
     );
-    let garbage = http
-        .get(format!("{base}/users"))
-        .bearer_auth("not.a.token")
-        .send()
-        .await
-        .expect("users");
+    let garbage = admin_request(
+        &http,
+        Method::GET,
+        format!("{base}/users"),
+        "not.a.token",
+        None,
+    )
+    .await;
     assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED);
     let user_token = password_token(&kc, "alice", "alice").await["access_token"]
         .as_str()
         .expect("at")
         .to_string();
-    let forbidden = http
-        .get(format!("{base}/users"))
-        .bearer_auth(&user_token)
-        .send()
-        .await
-        .expect("users");
+    let forbidden = admin_request(
+        &http,
+        Method::GET,
+        format!("{base}/users"),
+        &user_token,
+        None,
+    )
+    .await;
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
     assert_eq!(
         forbidden.json::<Value>().await.expect("json"),
@@ -1971,12 +1985,7 @@ async fn admin_api_errors_match_keycloak() {
         ),
     ];
     for (url, body) in cases {
-        let resp = http
-            .get(&url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("get");
+        let resp = admin_request(&http, Method::GET, &url, &token, None).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{url}");
         assert_eq!(resp.json::<Value>().await.expect("json"), body, "{url}");
     }
@@ -1984,37 +1993,35 @@ async fn admin_api_errors_match_keycloak() {
         .as_str()
         .expect("id")
         .to_string();
-    let wrong_id = http
-        .post(format!("{base}/users/{bob_id}/role-mappings/realm"))
-        .bearer_auth(&token)
-        .json(&json!([{"id": "wrong", "name": "agent"}]))
-        .send()
-        .await
-        .expect("map");
+    let wrong_id = admin_request(
+        &http,
+        Method::POST,
+        format!("{base}/users/{bob_id}/role-mappings/realm"),
+        &token,
+        Some(&json!([{"id": "wrong", "name": "agent"}])),
+    )
+    .await;
     assert_eq!(wrong_id.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         wrong_id.json::<Value>().await.expect("json"),
         json!({"error": "Role not found"})
     );
-    let missing_password = http
-        .put(format!("{base}/users/{bob_id}/reset-password"))
-        .bearer_auth(&token)
-        .json(&json!({"type": "password"}))
-        .send()
-        .await
-        .expect("reset");
+    let missing_password = admin_request(
+        &http,
+        Method::PUT,
+        format!("{base}/users/{bob_id}/reset-password"),
+        &token,
+        Some(&json!({"type": "password"})),
+    )
+    .await;
     assert_eq!(missing_password.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         missing_password.json::<Value>().await.expect("json"),
         json!({"error": "No password provided"})
     );
     // Mapping an admin role the caller does not hold is refused.
-    let clients: Value = http
-        .get(format!("{base}/clients"))
-        .bearer_auth(&token)
-        .send()
+    let clients: Value = admin_request(&http, Method::GET, format!("{base}/clients"), &token, None)
         .await
-        .expect("clients")
         .json()
         .await
         .expect("json");
@@ -2024,19 +2031,7 @@ async fn admin_api_errors_match_keycloak() {
 #[tokio::test]
 async fn master_realm_admin_manages_every_realm() {
     let kc = start_voxgate().await;
-    let (status, body, _) = post_token(
-        &kc,
-        "master",
-        &[
-            ("grant_type", "password"),
-            ("client_id", "admin-cli"),
-            ("username", "admin"),
-            ("password", "admin"),
-        ],
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let token = body["access_token"].as_str().expect("at").to_string();
+    let token = master_admin_token(&kc).await;
     let http = client();
     let clients: Value = http
         .get(format!("{}/admin/realms/voxgate/clients", kc.base_url()))
@@ -2050,60 +2045,65 @@ async fn master_realm_admin_manages_every_realm() {
         .expect("json");
     assert_eq!(clients[0]["clientId"], json!("voxgate-web"));
     let web_uuid = clients[0]["id"].as_str().expect("uuid").to_string();
-    let roles: Value = http
-        .get(format!(
+    let roles: Value = admin_request(
+        &http,
+        Method::GET,
+        format!(
             "{}/admin/realms/voxgate/clients/{web_uuid}/roles",
             kc.base_url()
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("roles")
-        .json()
-        .await
-        .expect("json");
+        ),
+        &token,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     assert_eq!(roles, json!([]));
-    let created = http
-        .post(format!("{}/admin/realms", kc.base_url()))
-        .bearer_auth(&token)
-        .json(&json!({"realm": "extra", "enabled": true}))
-        .send()
-        .await
-        .expect("create realm");
+    let created = admin_request(
+        &http,
+        Method::POST,
+        format!("{}/admin/realms", kc.base_url()),
+        &token,
+        Some(&json!({"realm": "extra", "enabled": true})),
+    )
+    .await;
     assert_eq!(created.status(), StatusCode::CREATED);
-    let dup = http
-        .post(format!("{}/admin/realms", kc.base_url()))
-        .bearer_auth(&token)
-        .json(&json!({"realm": "extra"}))
-        .send()
-        .await
-        .expect("dup");
+    let dup = admin_request(
+        &http,
+        Method::POST,
+        format!("{}/admin/realms", kc.base_url()),
+        &token,
+        Some(&json!({"realm": "extra"})),
+    )
+    .await;
     assert_eq!(dup.status(), StatusCode::CONFLICT);
-    let realm: Value = http
-        .get(format!("{}/admin/realms/extra", kc.base_url()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let realm: Value = admin_request(
+        &http,
+        Method::GET,
+        format!("{}/admin/realms/extra", kc.base_url()),
+        &token,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     assert_eq!(realm["realm"], json!("extra"));
-    let deleted = http
-        .delete(format!("{}/admin/realms/extra", kc.base_url()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("delete");
+    let deleted = admin_request(
+        &http,
+        Method::DELETE,
+        format!("{}/admin/realms/extra", kc.base_url()),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    let gone = client()
-        .get(format!(
-            "{}/.well-known/openid-configuration",
-            kc.issuer("extra")
-        ))
-        .send()
-        .await
-        .expect("discovery");
+    let gone = fetch(
+        &client(),
+        format!("{}/.well-known/openid-configuration", kc.issuer("extra")),
+    )
+    .await;
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 }
 
@@ -2113,13 +2113,14 @@ async fn execute_actions_email_is_captured_and_its_link_sets_the_password() {
     let token = admin_token(&kc).await;
     let base = format!("{}/admin/realms/voxgate", kc.base_url());
     let http = client();
-    let created = http
-        .post(format!("{base}/users"))
-        .bearer_auth(&token)
-        .json(&json!({"username": "erin", "email": "erin@example.com", "enabled": true}))
-        .send()
-        .await
-        .expect("create");
+    let created = admin_request(
+        &http,
+        Method::POST,
+        format!("{base}/users"),
+        &token,
+        Some(&json!({"username": "erin", "email": "erin@example.com", "enabled": true})),
+    )
+    .await;
     let id = location(&created)
         .rsplit('/')
         .next()
@@ -2142,18 +2143,18 @@ async fn execute_actions_email_is_captured_and_its_link_sets_the_password() {
     assert_eq!(outbox[0].to, "erin@example.com");
     assert_eq!(outbox[0].user_id, id);
     assert_eq!(outbox[0].actions, ["UPDATE_PASSWORD", "VERIFY_EMAIL"]);
-    let page = http.get(&outbox[0].link).send().await.expect("link");
+    let page = fetch(&http, &outbox[0].link).await;
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.expect("html");
-    let done = http
-        .post(form_action(&html))
-        .form(&[
+    let done = submit(
+        &http,
+        form_action(&html),
+        &[
             ("password-new", "erin-pass-1"),
             ("password-confirm", "erin-pass-1"),
-        ])
-        .send()
-        .await
-        .expect("post");
+        ],
+    )
+    .await;
     assert!(
         done.text()
             .await
@@ -2165,13 +2166,14 @@ async fn execute_actions_email_is_captured_and_its_link_sets_the_password() {
         json!(true)
     );
     password_token(&kc, "erin", "erin-pass-1").await;
-    let invalid = http
-        .put(format!("{base}/users/{id}/execute-actions-email"))
-        .bearer_auth(&token)
-        .json(&json!(["FLY"]))
-        .send()
-        .await
-        .expect("send");
+    let invalid = admin_request(
+        &http,
+        Method::PUT,
+        format!("{base}/users/{id}/execute-actions-email"),
+        &token,
+        Some(&json!(["FLY"])),
+    )
+    .await;
     assert_eq!(
         invalid.json::<Value>().await.expect("json"),
         json!({"errorMessage": "Provided invalid required actions"})
@@ -2188,16 +2190,17 @@ async fn execute_actions_email_is_captured_and_its_link_sets_the_password() {
         .as_str()
         .expect("id")
         .to_string();
-    let failed = client()
-        .put(format!(
+    let failed = admin_request(
+        &client(),
+        Method::PUT,
+        format!(
             "{}/admin/realms/voxgate/users/{bob_id}/execute-actions-email",
             kc2.base_url()
-        ))
-        .bearer_auth(&token2)
-        .json(&json!(["UPDATE_PASSWORD"]))
-        .send()
-        .await
-        .expect("send");
+        ),
+        &token2,
+        Some(&json!(["UPDATE_PASSWORD"])),
+    )
+    .await;
     assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(
         failed.json::<Value>().await.expect("json"),
@@ -2208,42 +2211,33 @@ async fn execute_actions_email_is_captured_and_its_link_sets_the_password() {
 #[tokio::test]
 async fn partial_import_adds_skips_and_overwrites_users() {
     let kc = start_voxgate().await;
-    let (_, body, _) = post_token(
-        &kc,
-        "master",
-        &[
-            ("grant_type", "password"),
-            ("client_id", "admin-cli"),
-            ("username", "admin"),
-            ("password", "admin"),
-        ],
-    )
-    .await;
-    let token = body["access_token"].as_str().expect("at").to_string();
+    let token = master_admin_token(&kc).await;
     let url = format!("{}/admin/realms/voxgate/partialImport", kc.base_url());
     let payload = |policy: &str| json!({"ifResourceExists": policy, "users": [{"username": "alice", "firstName": "Alicia", "enabled": true}, {"username": "frank", "enabled": true}], "roles": {"realm": [{"name": "auditor"}]}});
-    let failed = client()
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&payload("FAIL"))
-        .send()
-        .await
-        .expect("import");
+    let failed = admin_request(
+        &client(),
+        Method::POST,
+        &url,
+        &token,
+        Some(&payload("FAIL")),
+    )
+    .await;
     assert_eq!(failed.status(), StatusCode::CONFLICT);
     assert!(
         kc.user_by_username("voxgate", "frank").is_none(),
         "FAIL imports nothing"
     );
-    let skipped: Value = client()
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&payload("SKIP"))
-        .send()
-        .await
-        .expect("import")
-        .json()
-        .await
-        .expect("json");
+    let skipped: Value = admin_request(
+        &client(),
+        Method::POST,
+        &url,
+        &token,
+        Some(&payload("SKIP")),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     assert_eq!(
         (
             skipped["added"].clone(),
@@ -2267,16 +2261,17 @@ async fn partial_import_adds_skips_and_overwrites_users() {
         (frank["action"].clone(), frank["resourceType"].clone()),
         (json!("ADDED"), json!("USER"))
     );
-    let over: Value = client()
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&payload("OVERWRITE"))
-        .send()
-        .await
-        .expect("import")
-        .json()
-        .await
-        .expect("json");
+    let over: Value = admin_request(
+        &client(),
+        Method::POST,
+        &url,
+        &token,
+        Some(&payload("OVERWRITE")),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     assert_eq!(over["overwritten"], json!(3));
     assert_eq!(
         kc.user_by_username("voxgate", "alice").expect("alice")["firstName"],
@@ -2379,19 +2374,16 @@ async fn revoked_refresh_token_can_no_longer_be_used() {
     let kc = start_voxgate().await;
     let body = password_token(&kc, "bob", "bob").await;
     let rt = body["refresh_token"].as_str().expect("rt");
-    let resp = client()
-        .post(format!(
-            "{}/protocol/openid-connect/revoke",
-            kc.issuer("voxgate")
-        ))
-        .form(&[
+    let resp = submit(
+        &client(),
+        format!("{}/protocol/openid-connect/revoke", kc.issuer("voxgate")),
+        &[
             ("client_id", "voxgate-cli"),
             ("token", rt),
             ("token_type_hint", "refresh_token"),
-        ])
-        .send()
-        .await
-        .expect("revoke");
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let (status, _, _) = post_token(
         &kc,
@@ -2415,18 +2407,12 @@ async fn go_down_refuses_connections_and_come_back_restores_service() {
     let kc = start_voxgate().await;
     let url = format!("{}/.well-known/openid-configuration", kc.issuer("voxgate"));
     let http = client();
-    assert_eq!(
-        http.get(&url).send().await.expect("up").status(),
-        StatusCode::OK
-    );
+    assert_eq!(fetch(&http, &url).await.status(), StatusCode::OK);
     kc.go_down().await;
     let err = client().get(&url).send().await.expect_err("down");
     assert!(err.is_connect(), "connection refused, got {err:?}");
     kc.come_back().await.expect("back");
-    assert_eq!(
-        client().get(&url).send().await.expect("up again").status(),
-        StatusCode::OK
-    );
+    assert_eq!(fetch(&client(), &url).await.status(), StatusCode::OK);
     password_token(&kc, "bob", "bob").await;
 }
 
@@ -2549,13 +2535,7 @@ async fn state_file_keeps_users_and_keys_across_restarts() {
     };
     let kc = Standin::start(config.clone()).await.expect("start");
     let token = admin_token(&kc).await;
-    let created = client()
-        .post(format!("{}/admin/realms/voxgate/users", kc.base_url()))
-        .bearer_auth(&token)
-        .json(&json!({"username": "gina", "enabled": true, "credentials": [{"type": "password", "value": "gina-pass"}]}))
-        .send()
-        .await
-        .expect("create");
+    let created = admin_request(&client(), Method::POST, format!("{}/admin/realms/voxgate/users", kc.base_url()), &token, Some(&json!({"username": "gina", "enabled": true, "credentials": [{"type": "password", "value": "gina-pass"}]}))).await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let kid = kc.current_kid("voxgate");
     kc.shutdown().await;
@@ -2591,20 +2571,14 @@ async fn control_endpoint_is_served_only_when_enabled() {
         .await
         .expect("req");
     assert_eq!(fail.status(), StatusCode::NO_CONTENT);
-    let resp = client()
-        .get(format!(
-            "{}/protocol/openid-connect/certs",
-            kc.issuer("voxgate")
-        ))
-        .send()
-        .await
-        .expect("certs");
+    let resp = fetch(
+        &client(),
+        format!("{}/protocol/openid-connect/certs", kc.issuer("voxgate")),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let counters: Value = client()
-        .get(format!("{}/_standin/counters", kc.base_url()))
-        .send()
+    let counters: Value = fetch(&client(), format!("{}/_standin/counters", kc.base_url()))
         .await
-        .expect("req")
         .json()
         .await
         .expect("json");

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{spawn_real_stack, spawn_real_stack_with, test_realm};
-use crate::helpers::TestSettings;
+use crate::helpers::{Caller, TestSettings};
 use crate::stack::{Stack, password_grant};
 
 #[tokio::test]
@@ -14,9 +14,7 @@ async fn real_tokens_are_accepted_on_api_me_with_their_realm_roles() {
         return;
     };
     let token = stack.password_token("alice", "alice").await;
-    let response = stack
-        .api(reqwest::Method::GET, "/api/me", &token, None)
-        .await;
+    let response = stack.app.caller(&token).get("/api/me").await;
     assert_eq!(response.status(), 200);
     let me: Value = response.json().await.unwrap();
     assert_eq!(me["username"], "alice");
@@ -42,9 +40,7 @@ async fn a_token_of_another_realm_is_refused() {
     assert_eq!(created.status(), 201);
     let foreign = password_grant(&stack.kc.issuer(&other), "alice", "alice").await;
     let token = foreign["access_token"].as_str().unwrap();
-    let response = stack
-        .api(reqwest::Method::GET, "/api/me", token, None)
-        .await;
+    let response = stack.app.caller(token).get("/api/me").await;
     assert_eq!(response.status(), 401);
     let _ = stack
         .kc
@@ -73,17 +69,17 @@ async fn a_token_without_our_audience_is_refused() {
         )
         .await;
     assert_eq!(r.status(), 201);
-    let response = reqwest::Client::new()
-        .post(format!("{}/protocol/openid-connect/token", stack.issuer()))
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", "someone-else"),
-            ("username", "alice"),
-            ("password", "alice"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = Caller::at("", reqwest::Client::new())
+        .post_form(
+            &format!("{}/protocol/openid-connect/token", stack.issuer()),
+            &[
+                ("grant_type", "password"),
+                ("client_id", "someone-else"),
+                ("username", "alice"),
+                ("password", "alice"),
+            ],
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let token = body["access_token"].as_str().unwrap();
@@ -92,9 +88,7 @@ async fn a_token_without_our_audience_is_refused() {
         !aud.to_string().contains("\"voxgate\""),
         "the token must lack our audience: {aud}"
     );
-    let response = stack
-        .api(reqwest::Method::GET, "/api/me", token, None)
-        .await;
+    let response = stack.app.caller(token).get("/api/me").await;
     assert_eq!(response.status(), 401);
 }
 
@@ -114,19 +108,7 @@ async fn an_expired_real_token_is_refused() {
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         2
     );
-    assert_eq!(
-        stack
-            .api(reqwest::Method::GET, "/api/me", &token, None)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(stack.app.bearer_status(&token).await, 200);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(
-        stack
-            .api(reqwest::Method::GET, "/api/me", &token, None)
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(stack.app.bearer_status(&token).await, 401);
 }

@@ -12,6 +12,7 @@ use keycloak_standin::{Standin, StandinConfig};
 use serde_json::{Value, json};
 
 use super::{KcAdmin, server, test_realm};
+use crate::helpers::Caller;
 
 /// `(case, path in the JSON shape or header name)` pairs that differ on
 /// purpose; each has its reason in the stand-in's README.
@@ -765,15 +766,12 @@ async fn code_for(side: &Side, challenge: Option<&str>) -> String {
             .append_pair("code_challenge", challenge)
             .append_pair("code_challenge_method", "S256");
     }
-    let page = browser.get(auth).send().await.unwrap();
+    let page = Caller::at("", browser.clone()).get(&auth).await;
     assert_eq!(page.status(), 200, "{} login page", side.name);
     let action = crate::stack::form_action(&page.text().await.unwrap());
-    let submitted = browser
-        .post(&action)
-        .form(&[("username", "bob"), ("password", "bob")])
-        .send()
-        .await
-        .unwrap();
+    let submitted = Caller::at("", browser.clone())
+        .post_form(&action, &[("username", "bob"), ("password", "bob")])
+        .await;
     assert_eq!(submitted.status(), 302, "{} login accepted", side.name);
     let location = url::Url::parse(&crate::stack::location(&submitted)).unwrap();
     location

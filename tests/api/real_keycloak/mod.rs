@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestSettings};
-use crate::stack::{ADMIN_SECRET, WEB_SECRET, free_port, realm_for};
+use crate::helpers::free_port;
+use crate::helpers::{Caller, TestApp, TestSettings};
+use crate::stack::{ADMIN_SECRET, WEB_SECRET, realm_for};
 
 /// The bootstrap admin of the master realm; the password is made per run.
 pub const MASTER_ADMIN: &str = "admin";
@@ -341,13 +342,10 @@ impl KcAdmin {
     }
 
     pub async fn create_realm(&self, realm: &Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/admin/realms", self.base))
-            .bearer_auth(self.token().await)
-            .json(realm)
-            .send()
+        Caller::at("", self.http.clone())
+            .bearer(self.token().await)
+            .post(&format!("{}/admin/realms", self.base), realm)
             .await
-            .expect("create realm")
     }
 
     pub async fn user_by_username(&self, username: &str) -> Option<Value> {
@@ -525,15 +523,12 @@ impl RealStack {
 
     pub async fn browser_login(&self, username: &str, password: &str) -> reqwest::Client {
         let client = crate::stack::browser();
-        crate::stack::browser_login_with(
-            &self.app,
-            &self.issuer(),
-            &client,
-            username,
-            password,
-            "/",
+        let issuer = self.issuer();
+        let callback = crate::stack::login_until_callback(
+            &self.app, &issuer, &client, username, password, "/",
         )
         .await;
+        crate::stack::follow_callback(&client, &callback).await;
         client
     }
 
@@ -541,19 +536,9 @@ impl RealStack {
         self.app.me_status(client).await
     }
 
-    pub async fn api(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<&Value>,
-    ) -> reqwest::Response {
-        self.app.call(method, path, token, body).await
-    }
-
     /// `GET /api/me` with a bearer token, as JSON.
     pub async fn me(&self, token: &str) -> Value {
-        let response = self.api(reqwest::Method::GET, "/api/me", token, None).await;
+        let response = self.app.caller(token).get("/api/me").await;
         assert_eq!(response.status(), 200, "GET /api/me");
         response.json().await.expect("JSON")
     }

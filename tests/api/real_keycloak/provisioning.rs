@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{RealStack, spawn_real_stack};
-use crate::helpers::problem;
+use crate::helpers::{Caller, problem};
 
 fn person(username: &str, roles: &[&str]) -> Value {
     json!({
@@ -20,8 +20,7 @@ fn person(username: &str, roles: &[&str]) -> Value {
 
 impl RealStack {
     async fn create(&self, token: &str, body: &Value) -> reqwest::Response {
-        self.api(reqwest::Method::POST, "/api/admin/users", token, Some(body))
-            .await
+        self.app.caller(token).post("/api/admin/users", body).await
     }
 
     async fn local_status(&self, username: &str) -> Option<String> {
@@ -35,13 +34,10 @@ impl RealStack {
     }
 
     async fn patch_user(&self, token: &str, id: &str, body: Value) -> reqwest::Response {
-        self.api(
-            reqwest::Method::PATCH,
-            &format!("/api/admin/users/{id}"),
-            token,
-            Some(&body),
-        )
-        .await
+        self.app
+            .caller(token)
+            .patch(&format!("/api/admin/users/{id}"), &body)
+            .await
     }
 }
 
@@ -99,17 +95,17 @@ async fn a_temporary_password_sets_keycloaks_update_password_action() {
     let kc = stack.admin.user_by_username("tess").await.unwrap();
     assert_eq!(kc["requiredActions"], json!(["UPDATE_PASSWORD"]));
     // The real server refuses a password grant until the password changes.
-    let response = reqwest::Client::new()
-        .post(format!("{}/protocol/openid-connect/token", stack.issuer()))
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", "voxgate-cli"),
-            ("username", "tess"),
-            ("password", "a long enough password"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = Caller::at("", reqwest::Client::new())
+        .post_form(
+            &format!("{}/protocol/openid-connect/token", stack.issuer()),
+            &[
+                ("grant_type", "password"),
+                ("client_id", "voxgate-cli"),
+                ("username", "tess"),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await;
     assert_eq!(response.status(), 400);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"], "invalid_grant");
@@ -199,17 +195,17 @@ async fn roles_disable_enable_and_delete_apply_to_both_systems() {
         "Keycloak sessions ended"
     );
     assert_eq!(stack.me_status(&dave).await, 401, "voxgate session ended");
-    let refused = reqwest::Client::new()
-        .post(format!("{}/protocol/openid-connect/token", stack.issuer()))
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", "voxgate-cli"),
-            ("username", "dave"),
-            ("password", "a long enough password"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let refused = Caller::at("", reqwest::Client::new())
+        .post_form(
+            &format!("{}/protocol/openid-connect/token", stack.issuer()),
+            &[
+                ("grant_type", "password"),
+                ("client_id", "voxgate-cli"),
+                ("username", "dave"),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await;
     assert_eq!(
         refused.status(),
         400,
@@ -227,12 +223,9 @@ async fn roles_disable_enable_and_delete_apply_to_both_systems() {
 
     // Delete: gone from both.
     let r = stack
-        .api(
-            reqwest::Method::DELETE,
-            &format!("/api/admin/users/{id}"),
-            &token,
-            None,
-        )
+        .app
+        .caller(&token)
+        .delete(&format!("/api/admin/users/{id}"))
         .await;
     assert_eq!(r.status(), 204);
     assert!(stack.admin.user_by_username("dave").await.is_none());
@@ -305,12 +298,9 @@ async fn reconcile_reports_drift_made_directly_in_keycloak() {
 /// The user's row as the admin API shows it.
 async fn admin_view(stack: &RealStack, token: &str, id: &str) -> Value {
     stack
-        .api(
-            reqwest::Method::GET,
-            &format!("/api/admin/users/{id}"),
-            token,
-            None,
-        )
+        .app
+        .caller(token)
+        .get(&format!("/api/admin/users/{id}"))
         .await
         .json()
         .await
@@ -468,12 +458,9 @@ async fn roles_held_through_a_group_or_composite_are_shown_and_not_silently_kept
 
     // The audit log says why.
     let audit: Value = stack
-        .api(
-            reqwest::Method::GET,
-            &format!("/api/admin/audit?target={gwen_id}"),
-            &admin_token,
-            None,
-        )
+        .app
+        .caller(&admin_token)
+        .get(&format!("/api/admin/audit?target={gwen_id}"))
         .await
         .json()
         .await

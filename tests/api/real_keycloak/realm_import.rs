@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{KcAdmin, RealKeycloak, server};
+use crate::helpers::Caller;
 
 /// The project realm under a name of its own.
 fn realm_file(name: &str) -> Value {
@@ -265,18 +266,18 @@ async fn overwrite_keeps_other_users_role_mappings_ids_and_service_accounts() {
         .await;
     assert_eq!(mappings(&sa_roles_after), mappings(&sa_roles_before));
     // The service account still signs in with the file's secret.
-    let grant = reqwest::Client::new()
-        .post(format!(
-            "{}/protocol/openid-connect/token",
-            kc.issuer(&imported.name)
-        ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "voxgate-admin"),
-            ("client_secret", crate::stack::ADMIN_SECRET),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let grant = Caller::at("", reqwest::Client::new())
+        .post_form(
+            &format!(
+                "{}/protocol/openid-connect/token",
+                kc.issuer(&imported.name)
+            ),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "voxgate-admin"),
+                ("client_secret", crate::stack::ADMIN_SECRET),
+            ],
+        )
+        .await;
     assert_eq!(grant.status(), 200);
 }

@@ -18,13 +18,7 @@ async fn the_app_keeps_serving_while_keycloak_is_down_and_recovers_when_it_retur
     let browser = stack.browser_login("alice", "alice").await;
     let me = |token: String| {
         let stack = &stack;
-        async move {
-            stack
-                .api(reqwest::Method::GET, "/api/me", &token, None)
-                .await
-                .status()
-                .as_u16()
-        }
+        async move { stack.app.bearer_status(&token).await }
     };
     assert_eq!(me(token.clone()).await, 200);
     assert_eq!(stack.me_status(&browser).await, 200);

@@ -31,13 +31,7 @@ async fn a_rotated_signing_key_is_picked_up_without_a_restart_with_one_key_fetch
     };
     let before = stack.password_token("bob", "bob").await;
     let old_kid = kid(&before);
-    assert_eq!(
-        stack
-            .api(reqwest::Method::GET, "/api/me", &before, None)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(stack.app.bearer_status(&before).await, 200);
     let old_providers = rsa_providers(&stack).await;
     assert_eq!(old_providers.len(), 1, "{old_providers:?}");
     let realm_id = stack.admin.get("").await["id"]
@@ -65,13 +59,7 @@ async fn a_rotated_signing_key_is_picked_up_without_a_restart_with_one_key_fetch
     let after = stack.password_token("bob", "bob").await;
     assert_ne!(kid(&after), old_kid, "Keycloak signs with the new key");
     for _ in 0..5 {
-        assert_eq!(
-            stack
-                .api(reqwest::Method::GET, "/api/me", &after, None)
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(stack.app.bearer_status(&after).await, 200);
     }
     assert_eq!(
         key_fetches(&stack).await - fetches,
@@ -79,13 +67,7 @@ async fn a_rotated_signing_key_is_picked_up_without_a_restart_with_one_key_fetch
         "the unknown kid cost exactly one key fetch"
     );
     // Tokens signed by the old key stay valid while it is still published.
-    assert_eq!(
-        stack
-            .api(reqwest::Method::GET, "/api/me", &before, None)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(stack.app.bearer_status(&before).await, 200);
 
     // Disable, then remove, the old provider.
     let mut old = old_providers[0].clone();
@@ -113,10 +95,7 @@ async fn a_rotated_signing_key_is_picked_up_without_a_restart_with_one_key_fetch
     let latest = stack.password_token("bob", "bob").await;
     assert_eq!(kid(&latest), kid(&after));
     assert_eq!(
-        stack
-            .api(reqwest::Method::GET, "/api/me", &latest, None)
-            .await
-            .status(),
+        stack.app.bearer_status(&latest).await,
         200,
         "new tokens keep working after the old key is gone"
     );

@@ -1,11 +1,10 @@
-//! Deployment: the shipped nginx configuration in front of two voxgate
-//! processes (the real binary, sharing one database), the Keycloak stand-in
-//! and the Polly stand-in, all spoken to over https with a freshly made local
-//! CA; plus the invariants of docker-compose.yml and the Dockerfile.
+//! The shipped nginx configuration in front of two voxgate processes (the
+//! real binary, sharing one database), the Keycloak stand-in and the Polly
+//! stand-in, all spoken to over https with a freshly made local CA.
 //!
 //! nginx is Debian's package, started as a child process on random loopback
-//! ports. The end-to-end tests skip (with a message) only when
-//! /usr/sbin/nginx is missing; scripts/test installs it, so CI runs them.
+//! ports. The tests skip (with a message) only when /usr/sbin/nginx is
+//! missing; scripts/test installs it, so CI runs them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -18,20 +17,13 @@ use keycloak_standin::{Standin, StandinConfig};
 use polly_standin::{PollyConfig, PollyStandin};
 use serde_json::Value;
 
-use crate::helpers::{TestDatabase, TestSettings};
-use crate::stack::{REALM, Stack, form_action, free_port, location, spawn_stack_with, urlencoding};
+use super::{read, repo};
+use crate::helpers::{Caller, TestDatabase, TestSettings, free_port};
+use crate::stack::{REALM, Stack, form_action, location, spawn_stack_with, urlencoding};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const WEB_SECRET: &str = crate::stack::WEB_SECRET;
 const ADMIN_SECRET: &str = crate::stack::ADMIN_SECRET;
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
 
 fn nginx_missing() -> bool {
     if Path::new(NGINX).exists() {
@@ -78,7 +70,7 @@ fn make_certs() -> TempDir {
 }
 
 /// The `${NGINX_*}` placeholders of the template, in order of appearance.
-fn template_placeholders(template: &str) -> BTreeSet<String> {
+pub(super) fn template_placeholders(template: &str) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let mut rest = template;
     while let Some(start) = rest.find("${") {
@@ -407,21 +399,18 @@ impl Deployment {
     }
 
     async fn token(&self, username: &str, password: &str) -> String {
-        let response = reqwest::Client::new()
-            .post(format!(
-                "{}/protocol/openid-connect/token",
-                self.kc.issuer(REALM)
-            ))
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", "voxgate-cli"),
-                ("username", username),
-                ("password", password),
-                ("scope", "openid"),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let response = Caller::at("", reqwest::Client::new())
+            .post_form(
+                &format!("{}/protocol/openid-connect/token", self.kc.issuer(REALM)),
+                &[
+                    ("grant_type", "password"),
+                    ("client_id", "voxgate-cli"),
+                    ("username", username),
+                    ("password", password),
+                    ("scope", "openid"),
+                ],
+            )
+            .await;
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_string()
@@ -510,7 +499,7 @@ async fn https_responses_carry_hsts_and_the_apps_security_headers_exactly_once()
     let d = Deployment::start().await;
     let client = d.client().build().unwrap();
     for path in ["/api/version", "/", "/auth/signed-out", "/no-such-page"] {
-        let response = client.get(d.url(path)).send().await.unwrap();
+        let response = Caller::at("", client.clone()).get(&d.url(path)).await;
         assert_eq!(
             header_values(&response, "strict-transport-security"),
             vec!["max-age=63072000"],
@@ -560,11 +549,9 @@ async fn sign_in_through_nginx_uses_https_redirect_uris_and_the_session_works_on
     let d = Deployment::start().await;
     let browser = d.client().cookie_store(true).build().unwrap();
 
-    let start = browser
-        .get(d.url("/auth/login?return_to=%2F"))
-        .send()
-        .await
-        .unwrap();
+    let start = Caller::at("", browser.clone())
+        .get(&d.url("/auth/login?return_to=%2F"))
+        .await;
     assert_eq!(start.status(), 303);
     let login_cookie = set_cookie(&start, "__Host-voxgate-login").expect("login cookie");
     assert!(login_cookie.contains("Secure"), "{login_cookie}");
@@ -576,15 +563,12 @@ async fn sign_in_through_nginx_uses_https_redirect_uris_and_the_session_works_on
         "Keycloak is told the https origin, not an instance's address"
     );
 
-    let page = browser.get(&authorize).send().await.unwrap();
+    let page = Caller::at("", browser.clone()).get(&authorize).await;
     assert_eq!(page.status(), 200);
     let action = form_action(&page.text().await.unwrap());
-    let submitted = browser
-        .post(&action)
-        .form(&[("username", "alice"), ("password", "alice")])
-        .send()
-        .await
-        .unwrap();
+    let submitted = Caller::at("", browser.clone())
+        .post_form(&action, &[("username", "alice"), ("password", "alice")])
+        .await;
     assert_eq!(submitted.status(), 302);
     let callback = location(&submitted);
     assert!(
@@ -592,32 +576,25 @@ async fn sign_in_through_nginx_uses_https_redirect_uris_and_the_session_works_on
         "{callback}"
     );
 
-    let done = browser.get(&callback).send().await.unwrap();
+    let done = Caller::at("", browser.clone()).get(&callback).await;
     assert_eq!(done.status(), 303, "callback accepted");
     let session = set_cookie(&done, "__Host-voxgate").expect("session cookie");
     for attribute in ["Secure", "HttpOnly", "Path=/"] {
         assert!(session.contains(attribute), "{attribute}: {session}");
     }
-    let me: Value = browser
-        .get(d.url("/api/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = Caller::at("", browser.clone())
+        .get_json(&d.url("/api/me"))
+        .await;
     assert_eq!(me["username"], "alice");
     assert_eq!(me["authenticatedBy"], "session");
 
     // The session lives in the shared database: either instance accepts it.
     let pair = session.split(';').next().unwrap().to_string();
     for app in &d.apps {
-        let response = reqwest::Client::new()
-            .get(app.url("/api/me"))
+        let response = Caller::at(&app.url(""), reqwest::Client::new())
             .header("cookie", &pair)
-            .send()
-            .await
-            .unwrap();
+            .get("/api/me")
+            .await;
         assert_eq!(response.status(), 200, "instance on port {}", app.port);
         let me: Value = response.json().await.unwrap();
         assert_eq!(me["username"], "alice");
@@ -639,12 +616,10 @@ async fn bearer_requests_through_nginx_are_spread_over_both_instances() {
 
     const N: usize = 12;
     for _ in 0..N {
-        let response = client
-            .get(d.url("/api/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let response = Caller::at("", client.clone())
+            .bearer(&token)
+            .get(&d.url("/api/me"))
+            .await;
         assert_eq!(response.status(), 200);
         let me: Value = response.json().await.unwrap();
         assert_eq!(me["username"], "bob");
@@ -661,14 +636,14 @@ async fn bearer_requests_through_nginx_are_spread_over_both_instances() {
     );
 
     // A request id is passed through when sent, and made by nginx when not.
-    let sent = client
-        .get(d.url("/api/version"))
+    let sent = Caller::at("", client.clone())
         .header("x-request-id", "deploy-test-0001")
-        .send()
-        .await
-        .unwrap();
+        .get(&d.url("/api/version"))
+        .await;
     assert_eq!(sent.headers()["x-request-id"], "deploy-test-0001");
-    let made = client.get(d.url("/api/version")).send().await.unwrap();
+    let made = Caller::at("", client.clone())
+        .get(&d.url("/api/version"))
+        .await;
     let id = made.headers()["x-request-id"].to_str().unwrap().to_string();
     assert!(
         id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -732,13 +707,11 @@ async fn forwarded_headers_are_believed_only_from_the_trusted_proxy() {
         query_param(&location(response), "redirect_uri").expect("redirect_uri")
     };
     let spoof = |client: reqwest::Client, url: String| async move {
-        client
-            .get(url)
+        Caller::at("", client.clone())
             .header("x-forwarded-proto", "https")
             .header("x-forwarded-host", "evil.example")
-            .send()
+            .get(&url)
             .await
-            .unwrap()
     };
     let no_redirects = || reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
 
@@ -774,11 +747,9 @@ async fn keycloak_sign_in_is_proxied_but_its_admin_api_and_the_metrics_are_not()
     let d = Deployment::start().await;
     let client = d.client().build().unwrap();
 
-    let discovery = client
-        .get(d.url("/realms/voxgate/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap();
+    let discovery = Caller::at("", client.clone())
+        .get(&d.url("/realms/voxgate/.well-known/openid-configuration"))
+        .await;
     assert_eq!(discovery.status(), 200);
     let body: Value = discovery.json().await.unwrap();
     assert_eq!(body["issuer"], d.kc.issuer(REALM).as_str());
@@ -788,11 +759,11 @@ async fn keycloak_sign_in_is_proxied_but_its_admin_api_and_the_metrics_are_not()
         "/admin/realms/voxgate/users",
         "/metrics",
     ] {
-        let response = client.get(d.url(path)).send().await.unwrap();
+        let response = Caller::at("", client.clone()).get(&d.url(path)).await;
         assert_eq!(response.status(), 403, "{path} is closed at the edge");
     }
     // voxgate's own admin page (exactly /admin) is not caught by that rule.
-    let admin_page = client.get(d.url("/admin")).send().await.unwrap();
+    let admin_page = Caller::at("", client.clone()).get(&d.url("/admin")).await;
     assert_ne!(admin_page.status(), 403);
     assert!(
         header_values(&admin_page, "content-security-policy").len() == 1,
@@ -800,12 +771,10 @@ async fn keycloak_sign_in_is_proxied_but_its_admin_api_and_the_metrics_are_not()
     );
 
     // A host name that is not ours is refused before any upstream.
-    let other_host = client
-        .get(d.url("/api/version"))
+    let other_host = Caller::at("", client.clone())
         .header("host", "evil.example")
-        .send()
-        .await
-        .unwrap();
+        .get(&d.url("/api/version"))
+        .await;
     assert_eq!(other_host.status(), 421);
 }
 
@@ -838,419 +807,4 @@ async fn cookies_are_secure_when_a_trusted_proxy_reports_https() {
     let direct = login(false).await.unwrap();
     let cookie = set_cookie(&direct, "voxgate_login").expect("login cookie");
     assert!(!cookie.contains("Secure"), "{cookie}");
-}
-
-// ---- docker-compose.yml and Dockerfile ----
-
-fn compose() -> Value {
-    serde_yaml_ng::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML")
-}
-
-fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
-    compose["services"]
-        .get(name)
-        .unwrap_or_else(|| panic!("service {name}"))
-}
-
-fn env<'a>(compose: &'a Value, name: &str) -> &'a serde_json::Map<String, Value> {
-    service(compose, name)["environment"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{name}: environment as a map"))
-}
-
-fn env_str<'a>(compose: &'a Value, name: &str, key: &str) -> &'a str {
-    env(compose, name)
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("{name}: {key}"))
-}
-
-/// `(repository path, container path)` of every bind mount of a service.
-fn bind_mounts(service: &Value) -> Vec<(String, String)> {
-    service["volumes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| match v {
-            Value::String(short) => {
-                let mut parts = short.split(':');
-                let source = parts.next()?;
-                let target = parts.next()?;
-                source
-                    .starts_with("./")
-                    .then(|| (source.to_string(), target.to_string()))
-            }
-            long => (long["type"] == "bind").then(|| {
-                (
-                    long["source"].as_str().unwrap().to_string(),
-                    long["target"].as_str().unwrap().to_string(),
-                )
-            }),
-        })
-        .collect()
-}
-
-/// Files scripts/make-certs writes: mounted, but not in the repository.
-const GENERATED_CERT_FILES: &[&str] = &["ca.pem", "server.pem", "server-key.pem"];
-
-#[test]
-fn compose_images_are_pinned_and_every_service_has_a_health_check() {
-    let compose = compose();
-    let services = compose["services"].as_object().unwrap();
-    assert_eq!(
-        services.keys().map(String::as_str).collect::<BTreeSet<_>>(),
-        BTreeSet::from(["keycloak", "nginx", "postgres", "voxgate"])
-    );
-    for (name, s) in services {
-        match s["image"].as_str() {
-            Some(image) if s.get("build").is_none() => {
-                let (_, tag) = image
-                    .rsplit_once(':')
-                    .unwrap_or_else(|| panic!("{name}: image {image} has no tag"));
-                assert!(
-                    tag.chars().next().is_some_and(|c| c.is_ascii_digit()),
-                    "{name}: {image} is pinned to a version, not `{tag}`"
-                );
-                assert!(!tag.contains("latest"), "{name}: {image}");
-            }
-            _ => assert_eq!(s["build"], ".", "{name} is built from the Dockerfile"),
-        }
-        let test = &s["healthcheck"]["test"];
-        assert!(
-            test.as_array().is_some_and(|t| t.len() >= 2),
-            "{name} has a health check"
-        );
-    }
-    assert_eq!(
-        service(&compose, "keycloak")["image"].as_str().unwrap(),
-        format!("quay.io/keycloak/keycloak:{}", pinned_keycloak_version()),
-        "the official Keycloak image, the same version as the tests run (scripts/keycloak)"
-    );
-    let keycloak_check = service(&compose, "keycloak")["healthcheck"]["test"].to_string();
-    assert!(
-        keycloak_check.contains("/dev/tcp/127.0.0.1/9000") && !keycloak_check.contains("curl"),
-        "Keycloak's health is read on the management port without curl: {keycloak_check}"
-    );
-    assert_eq!(env_str(&compose, "keycloak", "KC_HEALTH_ENABLED"), "true");
-    let voxgate_check = service(&compose, "voxgate")["healthcheck"]["test"].to_string();
-    assert!(voxgate_check.contains("/readyz"), "{voxgate_check}");
-    let postgres_check = service(&compose, "postgres")["healthcheck"]["test"].to_string();
-    assert!(postgres_check.contains("pg_isready"), "{postgres_check}");
-
-    for dependent in ["keycloak", "voxgate"] {
-        assert_eq!(
-            service(&compose, dependent)["depends_on"]["postgres"]["condition"],
-            "service_healthy",
-            "{dependent} waits for Postgres"
-        );
-    }
-    assert_eq!(
-        service(&compose, "voxgate")["depends_on"]["keycloak"]["condition"],
-        "service_healthy"
-    );
-}
-
-#[test]
-fn compose_mounts_and_ports_point_at_real_files_and_loopback_only() {
-    let compose = compose();
-    for (name, s) in compose["services"].as_object().unwrap() {
-        for (source, target) in bind_mounts(s) {
-            let path = repo(source.trim_start_matches("./"));
-            let generated = source.starts_with("./nginx/certs/")
-                && GENERATED_CERT_FILES.iter().any(|f| source.ends_with(f));
-            if generated {
-                assert!(
-                    path.parent().unwrap().is_dir(),
-                    "{name}: {source} is made by scripts/make-certs into an existing directory"
-                );
-            } else {
-                assert!(path.exists(), "{name}: mount source {source} exists");
-            }
-            assert!(target.starts_with('/'), "{name}: {target}");
-        }
-        for port in s["ports"].as_array().map(Vec::as_slice).unwrap_or_default() {
-            let port = port.as_str().expect("ports as strings");
-            assert!(
-                port.starts_with("127.0.0.1:"),
-                "{name}: {port} is published on loopback only (dev secrets)"
-            );
-        }
-    }
-    let keycloak = bind_mounts(service(&compose, "keycloak"));
-    assert!(keycloak.contains(&(
-        "./keycloak-realm".to_string(),
-        "/opt/keycloak/data/import".to_string()
-    )));
-    let command = service(&compose, "keycloak")["command"].to_string();
-    assert!(
-        command.contains("start-dev") && command.contains("--import-realm"),
-        "{command}"
-    );
-    let nginx: BTreeMap<_, _> = bind_mounts(service(&compose, "nginx"))
-        .into_iter()
-        .map(|(s, t)| (t, s))
-        .collect();
-    assert_eq!(nginx["/etc/nginx/nginx.conf"], "./nginx/nginx.conf");
-    assert_eq!(nginx["/etc/nginx/templates"], "./nginx/templates");
-    assert_eq!(nginx["/etc/nginx/snippets"], "./nginx/snippets");
-    assert_eq!(nginx["/etc/nginx/certs"], "./nginx/certs");
-    let postgres = bind_mounts(service(&compose, "postgres"));
-    assert!(
-        postgres
-            .iter()
-            .any(|(_, t)| t.starts_with("/docker-entrypoint-initdb.d/")),
-        "an init script creates Keycloak's database"
-    );
-    assert!(read("scripts/postgres-init-keycloak.sql").contains("CREATE DATABASE keycloak"));
-}
-
-#[test]
-fn compose_gives_voxgate_only_settings_it_reads() {
-    // Standard AWS variables read by the SDK's credential chain.
-    const AWS: &[&str] = &[
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_POLLY",
-    ];
-    let compose = compose();
-    let known: BTreeSet<&str> = voxgate::config::SETTINGS
-        .iter()
-        .map(|s| s.env)
-        .chain(AWS.iter().copied())
-        .collect();
-    let names = env(&compose, "voxgate");
-    for name in names.keys() {
-        assert!(
-            known.contains(name.as_str()),
-            "{name} is not a setting voxgate reads"
-        );
-    }
-    for required in [
-        "DATABASE_URL",
-        "VOXGATE_PUBLIC_URL",
-        "VOXGATE_TRUSTED_PROXIES",
-        "VOXGATE_OIDC_ISSUER",
-        "VOXGATE_OIDC_EXTRA_ISSUERS",
-        "VOXGATE_OIDC_CLIENT_SECRET",
-        "VOXGATE_KEYCLOAK_URL",
-        "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET",
-    ] {
-        assert!(names.contains_key(required), "voxgate gets {required}");
-    }
-    assert_eq!(env_str(&compose, "voxgate", "VOXGATE_TTS_ENGINE"), "auto");
-    for aws in ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-        assert!(
-            names[aws].is_null(),
-            "{aws} is passed through from the shell, never set to a value here"
-        );
-    }
-}
-
-#[test]
-fn compose_wiring_agrees_between_nginx_keycloak_voxgate_and_the_realm() {
-    let compose = compose();
-    let public_host = env_str(&compose, "nginx", "NGINX_PUBLIC_HOST");
-    let public_url = env_str(&compose, "voxgate", "VOXGATE_PUBLIC_URL");
-    assert_eq!(public_url, format!("https://{public_host}"));
-    assert_eq!(
-        env_str(&compose, "keycloak", "KC_HOSTNAME"),
-        public_url,
-        "Keycloak's pinned hostname is the public origin"
-    );
-    assert_eq!(
-        env_str(&compose, "voxgate", "VOXGATE_OIDC_ISSUER"),
-        format!("{public_url}/realms/voxgate")
-    );
-    let https_port = env_str(&compose, "nginx", "NGINX_HTTPS_PORT");
-    assert!(public_host.ends_with(&format!(":{https_port}")));
-    assert_eq!(
-        service(&compose, "voxgate")["network_mode"],
-        "service:nginx"
-    );
-    // In nginx's network namespace nginx reaches voxgate on loopback, the
-    // only trusted proxy address.
-    let bind = env_str(&compose, "voxgate", "VOXGATE_BIND");
-    assert!(bind.starts_with("127.0.0.1:"), "{bind}");
-    assert!(
-        env_str(&compose, "nginx", "NGINX_VOXGATE_SERVERS").contains(&format!("server {bind}"))
-    );
-    assert_eq!(
-        env_str(&compose, "voxgate", "VOXGATE_TRUSTED_PROXIES"),
-        "127.0.0.1"
-    );
-    assert!(voxgate_check_uses_port(
-        &compose,
-        bind.rsplit(':').next().unwrap()
-    ));
-
-    let realm: Value = serde_json::from_str(&read("keycloak-realm/realm.json")).unwrap();
-    let client = |id: &str| {
-        realm["clients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["clientId"] == id)
-            .unwrap()
-            .clone()
-    };
-    let web = client("voxgate-web");
-    assert_eq!(
-        env_str(&compose, "voxgate", "VOXGATE_OIDC_CLIENT_SECRET"),
-        web["secret"]
-    );
-    assert_eq!(
-        env_str(&compose, "voxgate", "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET"),
-        client("voxgate-admin")["secret"]
-    );
-    assert!(
-        web["redirectUris"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|u| u == &Value::from(format!("{public_url}/*"))),
-        "the realm accepts redirects to {public_url}"
-    );
-
-    // nginx gets a value for every placeholder of the template, and only
-    // those (plus the image's envsubst filter).
-    let placeholders = template_placeholders(&read("nginx/templates/voxgate.conf.template"));
-    let given: BTreeSet<String> = env(&compose, "nginx")
-        .keys()
-        .filter(|k| k.as_str() != "NGINX_ENVSUBST_FILTER")
-        .cloned()
-        .collect();
-    assert_eq!(given, placeholders);
-    let ports: Vec<&str> = service(&compose, "nginx")["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    for port in [https_port, env_str(&compose, "nginx", "NGINX_HTTP_PORT")] {
-        assert!(
-            ports.contains(&format!("127.0.0.1:{port}:{port}").as_str()),
-            "nginx publishes {port} as itself (voxgate uses the same origin inside): {ports:?}"
-        );
-    }
-}
-
-fn voxgate_check_uses_port(compose: &Value, port: &str) -> bool {
-    service(compose, "voxgate")["healthcheck"]["test"]
-        .to_string()
-        .contains(&format!("/dev/tcp/127.0.0.1/{port}"))
-}
-
-#[test]
-fn every_nginx_placeholder_is_documented() {
-    let docs = read("docs/deployment.md");
-    for name in template_placeholders(&read("nginx/templates/voxgate.conf.template")) {
-        assert!(
-            docs.contains(&format!("`{name}`")),
-            "{name} in docs/deployment.md"
-        );
-    }
-}
-
-#[test]
-fn the_dockerfile_builds_a_pinned_non_root_image_with_a_health_check() {
-    let dockerfile = read("Dockerfile");
-    let from: Vec<&str> = dockerfile
-        .lines()
-        .filter_map(|l| l.strip_prefix("FROM "))
-        .collect();
-    assert_eq!(
-        from.len(),
-        3,
-        "manifests, builder and runtime stages: {from:?}"
-    );
-    for line in &from {
-        let image = line.split_whitespace().next().unwrap();
-        let (_, tag) = image.rsplit_once(':').expect("tagged image");
-        assert!(!tag.contains("latest"), "{image}");
-    }
-    assert!(from[0].starts_with("rust:") && from[0].ends_with(" AS manifests"));
-    assert!(from[1].starts_with("rust:") && from[1].ends_with(" AS builder"));
-    assert!(from[2].starts_with("debian:bookworm-slim"), "{}", from[2]);
-
-    let build_lines: Vec<&str> = dockerfile
-        .lines()
-        .filter(|l| l.contains("cargo build"))
-        .collect();
-    assert_eq!(
-        build_lines.len(),
-        2,
-        "dependencies first (stub sources), then voxgate"
-    );
-    for line in build_lines {
-        assert!(
-            line.contains("--release") && line.contains("--locked") && line.contains("-p voxgate"),
-            "{line}"
-        );
-    }
-    let runtime = &dockerfile[dockerfile.rfind("FROM ").unwrap()..];
-    assert!(runtime.contains("espeak-ng") && runtime.contains("ca-certificates"));
-    // The neural voice, at the versions the tests run.
-    assert!(
-        runtime.contains("-r /opt/piper-src/requirements.txt")
-            && runtime.contains("VOXGATE_PIPER_PYTHON=/opt/piper/bin/python"),
-        "the runtime image carries the pinned neural voice"
-    );
-    let user = runtime
-        .lines()
-        .find_map(|l| l.strip_prefix("USER "))
-        .expect("a USER line");
-    assert!(
-        !user.starts_with("root") && !user.starts_with("0"),
-        "runs as non-root: {user}"
-    );
-    assert!(runtime.contains("HEALTHCHECK") && runtime.contains("/readyz"));
-
-    // Everything the builder copies is in the build context.
-    let ignore = read(".dockerignore");
-    let builder = &dockerfile[dockerfile.find(" AS builder").unwrap()..];
-    for line in builder.lines().filter_map(|l| l.strip_prefix("COPY ")) {
-        if line.starts_with("--from") {
-            continue;
-        }
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        for source in &parts[..parts.len() - 1] {
-            assert!(repo(source).exists(), "COPY {source}: exists");
-            let source = source.trim_end_matches('/');
-            assert!(
-                ignore
-                    .lines()
-                    .any(|l| l.trim_start_matches('!').trim_end_matches('/') == source),
-                "COPY {source}: admitted by .dockerignore"
-            );
-        }
-    }
-    // The stub build compiles the dependencies; the second build voxgate.
-    let stub = builder
-        .find("touch server/src/lib.rs crates/audio/src/lib.rs")
-        .unwrap();
-    let sources = builder.find("COPY server/src").unwrap();
-    assert!(
-        stub < sources,
-        "dependencies are built before the sources arrive"
-    );
-}
-
-/// The Keycloak version `scripts/keycloak` fetches and the real-Keycloak
-/// lane runs.
-fn pinned_keycloak_version() -> String {
-    let script =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/keycloak"))
-            .unwrap();
-    let line = script
-        .lines()
-        .find_map(|l| l.strip_prefix("KEYCLOAK_VERSION="))
-        .expect("scripts/keycloak pins KEYCLOAK_VERSION");
-    assert!(line.starts_with("26."), "a Keycloak 26 release: {line}");
-    line.to_string()
 }
