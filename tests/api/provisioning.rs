@@ -870,7 +870,6 @@ fn cli(stack: &Stack) -> std::process::Command {
             "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET",
             crate::stack::ADMIN_SECRET,
         )
-        .env("VOXGATE_LOG", "warn")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -914,6 +913,9 @@ async fn the_cli_manages_users_in_both_systems() {
             .unwrap();
     assert!(ok, "{out}{err}");
     assert!(out.contains("created hank"), "{out}");
+    // Only what was asked for: no log lines, no database notices.
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert_eq!(err, "", "nothing on standard error");
     assert_eq!(
         stack.both_sides("hank").await,
         (true, Some("active".into()))
@@ -921,10 +923,11 @@ async fn the_cli_manages_users_in_both_systems() {
 
     let mut list = cli(&stack);
     list.args(["users", "list", "--json"]);
-    let (ok, out, _) = tokio::task::spawn_blocking(move || run(list, ""))
+    let (ok, out, err) = tokio::task::spawn_blocking(move || run(list, ""))
         .await
         .unwrap();
-    assert!(ok);
+    assert!(ok, "{err}");
+    assert_eq!(err, "", "nothing on standard error");
     let listed: Value = serde_json::from_str(&out).unwrap();
     assert!(
         listed

@@ -242,6 +242,24 @@ async fn admin_request(
     request.send().await.expect("admin request")
 }
 
+/// [`admin_request`], for the JSON body of the answer.
+async fn admin_json(
+    http: &reqwest::Client,
+    method: Method,
+    url: impl reqwest::IntoUrl,
+    token: &str,
+    body: Option<&Value>,
+) -> Value {
+    let response = admin_request(http, method, url, token, body).await;
+    response.json().await.expect("a JSON body")
+}
+
+/// Asserts a response's status and its whole JSON body.
+async fn answers(response: reqwest::Response, status: StatusCode, body: Value) {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.json::<Value>().await.expect("JSON"), body);
+}
+
 async fn post_token(
     kc: &Standin,
     realm: &str,
@@ -257,6 +275,19 @@ async fn post_token(
     let headers = resp.headers().clone();
     let body = resp.json::<Value>().await.unwrap_or(Value::Null);
     (status, body, headers)
+}
+
+/// A refresh-token grant of the public `voxgate-cli` client.
+async fn cli_refresh(
+    kc: &Standin,
+    refresh_token: &str,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", "voxgate-cli"),
+        ("refresh_token", refresh_token),
+    ];
+    post_token(kc, "voxgate", &form).await
 }
 
 async fn password_token(kc: &Standin, user: &str, password: &str) -> Value {
@@ -1028,11 +1059,7 @@ async fn authorization_code_is_single_use_and_bound_to_the_pkce_verifier() {
     let pairs = browser_login(&http, &kc, "bob", "bob", &challenge).await;
     let code = param(&pairs, "code").to_string();
     let wrong = exchange_code(&http, &kc, &code, &"x".repeat(50)).await;
-    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        wrong.json::<Value>().await.expect("json"),
-        json!({"error": "invalid_grant", "error_description": "PKCE verification failed: Code mismatch"})
-    );
+    answers(wrong, StatusCode::BAD_REQUEST, json!({"error": "invalid_grant", "error_description": "PKCE verification failed: Code mismatch"})).await;
     let reused = exchange_code(&http, &kc, &code, &verifier).await;
     assert_eq!(
         reused.json::<Value>().await.expect("json"),
@@ -1400,28 +1427,22 @@ async fn cors_echoes_an_allowed_origin_with_credentials() {
         "POST, OPTIONS"
     );
     assert_eq!(pre.headers()["access-control-max-age"], "3600");
-    let resp = http
-        .post(&token_url)
-        .header("Origin", "http://localhost:8080")
-        .basic_auth("voxgate-web", Some("dev-only-voxgate-web-secret"))
-        .form(&[("grant_type", "authorization_code"), ("code", "bogus")])
-        .send()
-        .await
-        .expect("token");
+    // A code exchange with a bogus code, sent from `origin`.
+    let exchange_from = |origin: &'static str| {
+        http.post(&token_url)
+            .header("Origin", origin)
+            .basic_auth("voxgate-web", Some("dev-only-voxgate-web-secret"))
+            .form(&[("grant_type", "authorization_code"), ("code", "bogus")])
+            .send()
+    };
+    let resp = exchange_from("http://localhost:8080").await.expect("token");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         resp.headers()["access-control-allow-origin"],
         "http://localhost:8080"
     );
     assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
-    let foreign = http
-        .post(&token_url)
-        .header("Origin", "https://evil.example")
-        .basic_auth("voxgate-web", Some("dev-only-voxgate-web-secret"))
-        .form(&[("grant_type", "authorization_code"), ("code", "bogus")])
-        .send()
-        .await
-        .expect("token");
+    let foreign = exchange_from("https://evil.example").await.expect("token");
     assert!(
         foreign
             .headers()
@@ -1474,11 +1495,12 @@ async fn rp_logout_with_id_token_hint_ends_the_session_and_refresh_then_fails() 
         ],
     )
     .await;
-    assert_eq!(refreshed.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        refreshed.json::<Value>().await.expect("json"),
-        json!({"error": "invalid_grant", "error_description": "Session not active"})
-    );
+    answers(
+        refreshed,
+        StatusCode::BAD_REQUEST,
+        json!({"error": "invalid_grant", "error_description": "Session not active"}),
+    )
+    .await;
     // The SSO cookie no longer logs the browser in.
     let (_, c2) = pkce();
     let again = fetch(&http, auth_url(&kc, "voxgate-web", &c2, "")).await;
@@ -1565,11 +1587,12 @@ async fn non_browser_logout_with_refresh_token_returns_204() {
         &[("client_id", "voxgate-cli"), ("refresh_token", "")],
     )
     .await;
-    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        missing.json::<Value>().await.expect("json"),
-        json!({"error": "invalid_request", "error_description": "No refresh token"})
-    );
+    answers(
+        missing,
+        StatusCode::BAD_REQUEST,
+        json!({"error": "invalid_request", "error_description": "No refresh token"}),
+    )
+    .await;
     let resp = submit(
         &client(),
         &url,
@@ -1580,16 +1603,7 @@ async fn non_browser_logout_with_refresh_token_returns_204() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let (status, got, _) = post_token(
-        &kc,
-        "voxgate",
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", "voxgate-cli"),
-            ("refresh_token", body["refresh_token"].as_str().expect("rt")),
-        ],
-    )
-    .await;
+    let (status, got, _) = cli_refresh(&kc, body["refresh_token"].as_str().expect("rt")).await;
     assert_eq!(
         (status, got["error_description"].clone()),
         (StatusCode::BAD_REQUEST, json!("Session not active"))
@@ -1740,17 +1754,14 @@ async fn service_account_creates_a_user_and_assigns_realm_roles() {
     .expect("text");
     assert_eq!(count, "3");
 
-    let role: Value = admin_request(
+    let role: Value = admin_json(
         &http,
         Method::GET,
         format!("{base}/roles/agent"),
         &token,
         None,
     )
-    .await
-    .json()
-    .await
-    .expect("json");
+    .await;
     assert_eq!(role["name"], json!("agent"));
     let mapped = admin_request(
         &http,
@@ -1761,17 +1772,14 @@ async fn service_account_creates_a_user_and_assigns_realm_roles() {
     )
     .await;
     assert_eq!(mapped.status(), StatusCode::NO_CONTENT);
-    let roles: Value = admin_request(
+    let roles: Value = admin_json(
         &http,
         Method::GET,
         format!("{base}/users/{id}/role-mappings/realm"),
         &token,
         None,
     )
-    .await
-    .json()
-    .await
-    .expect("json");
+    .await;
     let names: Vec<&str> = roles
         .as_array()
         .expect("array")
@@ -1790,17 +1798,14 @@ async fn service_account_creates_a_user_and_assigns_realm_roles() {
             "containerId"
         ]
     );
-    let effective: Value = admin_request(
+    let effective: Value = admin_json(
         &http,
         Method::GET,
         format!("{base}/users/{id}/role-mappings/realm/composite"),
         &token,
         None,
     )
-    .await
-    .json()
-    .await
-    .expect("json");
+    .await;
     assert!(
         effective
             .as_array()
@@ -1831,17 +1836,14 @@ async fn service_account_creates_a_user_and_assigns_realm_roles() {
     )
     .await;
     assert_eq!(updated.status(), StatusCode::NO_CONTENT);
-    let rep: Value = admin_request(
+    let rep: Value = admin_json(
         &http,
         Method::GET,
         format!("{base}/users/{id}"),
         &token,
         None,
     )
-    .await
-    .json()
-    .await
-    .expect("json");
+    .await;
     assert_eq!(rep["enabled"], json!(false));
     assert_eq!(rep["firstName"], json!("Dave"));
     let reset = admin_request(
@@ -1874,11 +1876,12 @@ async fn service_account_creates_a_user_and_assigns_realm_roles() {
         None,
     )
     .await;
-    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        gone.json::<Value>().await.expect("json"),
-        json!({"error": "User not found"})
-    );
+    answers(
+        gone,
+        StatusCode::NOT_FOUND,
+        json!({"error": "User not found"}),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1921,11 +1924,12 @@ async fn duplicate_username_or_email_conflicts_in_any_case() {
         Some(&json!({"email": "Alice@Example.com"})),
     )
     .await;
-    assert_eq!(clash.status(), StatusCode::CONFLICT);
-    assert_eq!(
-        clash.json::<Value>().await.expect("json"),
-        json!({"errorMessage": "User exists with same email"})
-    );
+    answers(
+        clash,
+        StatusCode::CONFLICT,
+        json!({"errorMessage": "User exists with same email"}),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1934,11 +1938,12 @@ async fn admin_api_errors_match_keycloak() {
     let base = format!("{}/admin/realms/voxgate", kc.base_url());
     let http = client();
     let anonymous = fetch(&http, format!("{base}/users")).await;
-    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        anonymous.json::<Value>().await.expect("json"),
-        json!({"error": "HTTP 401 Unauthorized"})
-    );
+    answers(
+        anonymous,
+        StatusCode::UNAUTHORIZED,
+        json!({"error": "HTTP 401 Unauthorized"}),
+    )
+    .await;
     let garbage = admin_request(
         &http,
         Method::GET,
@@ -1960,11 +1965,12 @@ async fn admin_api_errors_match_keycloak() {
         None,
     )
     .await;
-    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
-    assert_eq!(
-        forbidden.json::<Value>().await.expect("json"),
-        json!({"error": "HTTP 403 Forbidden"})
-    );
+    answers(
+        forbidden,
+        StatusCode::FORBIDDEN,
+        json!({"error": "HTTP 403 Forbidden"}),
+    )
+    .await;
     let token = admin_token(&kc).await;
     let cases = [
         (
@@ -2001,11 +2007,12 @@ async fn admin_api_errors_match_keycloak() {
         Some(&json!([{"id": "wrong", "name": "agent"}])),
     )
     .await;
-    assert_eq!(wrong_id.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        wrong_id.json::<Value>().await.expect("json"),
-        json!({"error": "Role not found"})
-    );
+    answers(
+        wrong_id,
+        StatusCode::NOT_FOUND,
+        json!({"error": "Role not found"}),
+    )
+    .await;
     let missing_password = admin_request(
         &http,
         Method::PUT,
@@ -2014,17 +2021,15 @@ async fn admin_api_errors_match_keycloak() {
         Some(&json!({"type": "password"})),
     )
     .await;
-    assert_eq!(missing_password.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        missing_password.json::<Value>().await.expect("json"),
-        json!({"error": "No password provided"})
-    );
+    answers(
+        missing_password,
+        StatusCode::BAD_REQUEST,
+        json!({"error": "No password provided"}),
+    )
+    .await;
     // Mapping an admin role the caller does not hold is refused.
-    let clients: Value = admin_request(&http, Method::GET, format!("{base}/clients"), &token, None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let clients: Value =
+        admin_json(&http, Method::GET, format!("{base}/clients"), &token, None).await;
     assert_eq!(clients, json!({"error": "HTTP 403 Forbidden"}));
 }
 
@@ -2045,7 +2050,7 @@ async fn master_realm_admin_manages_every_realm() {
         .expect("json");
     assert_eq!(clients[0]["clientId"], json!("voxgate-web"));
     let web_uuid = clients[0]["id"].as_str().expect("uuid").to_string();
-    let roles: Value = admin_request(
+    let roles: Value = admin_json(
         &http,
         Method::GET,
         format!(
@@ -2055,10 +2060,7 @@ async fn master_realm_admin_manages_every_realm() {
         &token,
         None,
     )
-    .await
-    .json()
-    .await
-    .expect("json");
+    .await;
     assert_eq!(roles, json!([]));
     let created = admin_request(
         &http,
@@ -2078,17 +2080,14 @@ async fn master_realm_admin_manages_every_realm() {
     )
     .await;
     assert_eq!(dup.status(), StatusCode::CONFLICT);
-    let realm: Value = admin_request(
+    let realm: Value = admin_json(
         &http,
         Method::GET,
         format!("{}/admin/realms/extra", kc.base_url()),
         &token,
         None,
     )
-    .await
-    .json()
-    .await
-    .expect("json");
+    .await;
     assert_eq!(realm["realm"], json!("extra"));
     let deleted = admin_request(
         &http,
@@ -2201,11 +2200,12 @@ async fn execute_actions_email_is_captured_and_its_link_sets_the_password() {
         Some(&json!(["UPDATE_PASSWORD"])),
     )
     .await;
-    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(
-        failed.json::<Value>().await.expect("json"),
-        json!({"errorMessage": "Failed to send execute actions email"})
-    );
+    answers(
+        failed,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({"errorMessage": "Failed to send execute actions email"}),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -2227,17 +2227,14 @@ async fn partial_import_adds_skips_and_overwrites_users() {
         kc.user_by_username("voxgate", "frank").is_none(),
         "FAIL imports nothing"
     );
-    let skipped: Value = admin_request(
+    let skipped: Value = admin_json(
         &client(),
         Method::POST,
         &url,
         &token,
         Some(&payload("SKIP")),
     )
-    .await
-    .json()
-    .await
-    .expect("json");
+    .await;
     assert_eq!(
         (
             skipped["added"].clone(),
@@ -2261,17 +2258,14 @@ async fn partial_import_adds_skips_and_overwrites_users() {
         (frank["action"].clone(), frank["resourceType"].clone()),
         (json!("ADDED"), json!("USER"))
     );
-    let over: Value = admin_request(
+    let over: Value = admin_json(
         &client(),
         Method::POST,
         &url,
         &token,
         Some(&payload("OVERWRITE")),
     )
-    .await
-    .json()
-    .await
-    .expect("json");
+    .await;
     assert_eq!(over["overwritten"], json!(3));
     assert_eq!(
         kc.user_by_username("voxgate", "alice").expect("alice")["firstName"],
@@ -2347,16 +2341,7 @@ async fn introspection_reports_active_tokens_until_all_tokens_expire() {
         introspect(body["access_token"].as_str().expect("at").to_string()).await,
         json!({"active": false})
     );
-    let (status, got, _) = post_token(
-        &kc,
-        "voxgate",
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", "voxgate-cli"),
-            ("refresh_token", body["refresh_token"].as_str().expect("rt")),
-        ],
-    )
-    .await;
+    let (status, got, _) = cli_refresh(&kc, body["refresh_token"].as_str().expect("rt")).await;
     assert_eq!(
         (status, got["error"].clone()),
         (StatusCode::BAD_REQUEST, json!("invalid_grant"))
@@ -2385,16 +2370,7 @@ async fn revoked_refresh_token_can_no_longer_be_used() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let (status, _, _) = post_token(
-        &kc,
-        "voxgate",
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", "voxgate-cli"),
-            ("refresh_token", rt),
-        ],
-    )
-    .await;
+    let (status, _, _) = cli_refresh(&kc, rt).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 

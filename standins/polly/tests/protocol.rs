@@ -84,6 +84,59 @@ fn status<E>(e: &SdkError<E>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
 
+/// A speech-marks request (`OutputFormat::Json`) in `voice`.
+fn marks_request(
+    s: &PollyStandin,
+    voice: VoiceId,
+) -> aws_sdk_polly::operation::synthesize_speech::builders::SynthesizeSpeechFluentBuilder {
+    client(s)
+        .synthesize_speech()
+        .voice_id(voice)
+        .output_format(OutputFormat::Json)
+}
+
+/// The JSON lines of a speech-marks response.
+async fn json_lines(
+    out: aws_sdk_polly::operation::synthesize_speech::SynthesizeSpeechOutput,
+) -> Vec<serde_json::Value> {
+    let body = out.audio_stream.collect().await.unwrap().into_bytes();
+    std::str::from_utf8(&body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Sends a request that Polly must refuse with `$variant`; the error.
+macro_rules! refused {
+    ($request:expr, $variant:ident) => {{
+        let e = $request.send().await.unwrap_err();
+        assert!(
+            matches!(
+                e.as_service_error(),
+                Some(SynthesizeSpeechError::$variant(_))
+            ),
+            "{e:?}"
+        );
+        e
+    }};
+}
+
+/// [`refused!`] for a `speak(…)` call.
+macro_rules! refused_speaking {
+    ($call:expr, $variant:ident) => {{
+        let e = $call.await.unwrap_err();
+        assert!(
+            matches!(
+                e.as_service_error(),
+                Some(SynthesizeSpeechError::$variant(_))
+            ),
+            "{e:?}"
+        );
+        e
+    }};
+}
+
 #[tokio::test]
 async fn synthesize_mp3_streams_decodable_audio_and_reports_billed_characters() {
     let s = standin().await;
@@ -212,10 +265,7 @@ async fn pcm_is_raw_16bit_at_the_requested_rate() {
 async fn speech_marks_are_json_lines_with_byte_offsets() {
     let s = standin().await;
     let text = "Mary had a little lamb. Its fleece was white as snow.";
-    let out = client(&s)
-        .synthesize_speech()
-        .voice_id(VoiceId::Joanna)
-        .output_format(OutputFormat::Json)
+    let out = marks_request(&s, VoiceId::Joanna)
         .speech_mark_types(SpeechMarkType::Sentence)
         .speech_mark_types(SpeechMarkType::Word)
         .text(text)
@@ -223,12 +273,7 @@ async fn speech_marks_are_json_lines_with_byte_offsets() {
         .await
         .unwrap();
     assert_eq!(out.content_type(), Some("application/x-json-stream"));
-    let body = out.audio_stream.collect().await.unwrap().into_bytes();
-    let marks: Vec<serde_json::Value> = std::str::from_utf8(&body)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let marks = json_lines(out).await;
     let first = &marks[0];
     assert_eq!(first["type"], "sentence");
     assert_eq!(first["time"], 0);
@@ -257,10 +302,7 @@ async fn speech_marks_are_json_lines_with_byte_offsets() {
 async fn ssml_speech_marks_point_into_the_ssml_text() {
     let s = standin().await;
     let ssml = r#"<speak>Fish &amp; chips <mark name="here"/>today.</speak>"#;
-    let out = client(&s)
-        .synthesize_speech()
-        .voice_id(VoiceId::Emma)
-        .output_format(OutputFormat::Json)
+    let out = marks_request(&s, VoiceId::Emma)
         .text_type(TextType::Ssml)
         .speech_mark_types(SpeechMarkType::Word)
         .speech_mark_types(SpeechMarkType::Ssml)
@@ -268,12 +310,7 @@ async fn ssml_speech_marks_point_into_the_ssml_text() {
         .send()
         .await
         .unwrap();
-    let body = out.audio_stream.collect().await.unwrap().into_bytes();
-    let marks: Vec<serde_json::Value> = std::str::from_utf8(&body)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let marks = json_lines(out).await;
     let words: Vec<&str> = marks
         .iter()
         .filter(|m| m["type"] == "word")
@@ -413,16 +450,10 @@ async fn validation_failures_arrive_as_typed_sdk_errors() {
     assert_eq!(status(&e), Some(400));
     // 3000 billed characters wrapped in tags beyond 6000 total is also too long.
     let heavy = format!("<speak>{}</speak>", "<s>a</s>".repeat(800));
-    let e = base()
-        .text_type(TextType::Ssml)
-        .text(heavy)
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        e.as_service_error(),
-        Some(SynthesizeSpeechError::TextLengthExceededException(_))
-    ));
+    refused!(
+        base().text_type(TextType::Ssml).text(heavy),
+        TextLengthExceededException
+    );
     // ...while 3000 billed characters in plain text are fine.
     base()
         .text("a ".repeat(1500))
@@ -445,98 +476,53 @@ async fn validation_failures_arrive_as_typed_sdk_errors() {
     );
     assert!(e.message().unwrap_or_default().contains("SSML"));
 
-    let e = base()
-        .speech_mark_types(SpeechMarkType::Word)
-        .text("hi")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        e.as_service_error(),
-        Some(SynthesizeSpeechError::MarksNotSupportedForFormatException(
-            _
-        ))
-    ));
+    refused!(
+        base().speech_mark_types(SpeechMarkType::Word).text("hi"),
+        MarksNotSupportedForFormatException
+    );
 
-    let e = c
-        .synthesize_speech()
-        .voice_id(VoiceId::Joanna)
-        .output_format(OutputFormat::Json)
-        .speech_mark_types(SpeechMarkType::Ssml)
-        .text("hi")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        e.as_service_error(),
-        Some(SynthesizeSpeechError::SsmlMarksNotSupportedForTextTypeException(_))
-    ));
+    refused!(
+        c.synthesize_speech()
+            .voice_id(VoiceId::Joanna)
+            .output_format(OutputFormat::Json)
+            .speech_mark_types(SpeechMarkType::Ssml)
+            .text("hi"),
+        SsmlMarksNotSupportedForTextTypeException
+    );
 
-    let e = base()
-        .sample_rate("44100")
-        .text("hi")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        e.as_service_error(),
-        Some(SynthesizeSpeechError::InvalidSampleRateException(_))
-    ));
-    let e = c
-        .synthesize_speech()
-        .voice_id(VoiceId::Joanna)
-        .output_format(OutputFormat::Pcm)
-        .sample_rate("22050")
-        .text("hi")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        e.as_service_error(),
-        Some(SynthesizeSpeechError::InvalidSampleRateException(_))
-    ));
+    refused!(
+        base().sample_rate("44100").text("hi"),
+        InvalidSampleRateException
+    );
+    refused!(
+        c.synthesize_speech()
+            .voice_id(VoiceId::Joanna)
+            .output_format(OutputFormat::Pcm)
+            .sample_rate("22050")
+            .text("hi"),
+        InvalidSampleRateException
+    );
 
     // Kevin is a neural-only voice; the default engine is standard.
-    let e = speak(&c, VoiceId::Kevin, "hi").await.unwrap_err();
-    assert!(matches!(
-        e.as_service_error(),
-        Some(SynthesizeSpeechError::EngineNotSupportedException(_))
-    ));
-    let e = c
-        .synthesize_speech()
-        .engine(Engine::LongForm)
-        .voice_id(VoiceId::Joanna)
-        .output_format(OutputFormat::Mp3)
-        .text("hi")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        e.as_service_error(),
-        Some(SynthesizeSpeechError::EngineNotSupportedException(_))
-    ));
+    refused_speaking!(speak(&c, VoiceId::Kevin, "hi"), EngineNotSupportedException);
+    refused!(
+        c.synthesize_speech()
+            .engine(Engine::LongForm)
+            .voice_id(VoiceId::Joanna)
+            .output_format(OutputFormat::Mp3)
+            .text("hi"),
+        EngineNotSupportedException
+    );
 
-    let e = base()
-        .language_code(LanguageCode::DeDe)
-        .text("hi")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        e.as_service_error(),
-        Some(SynthesizeSpeechError::LanguageNotSupportedException(_))
-    ));
+    refused!(
+        base().language_code(LanguageCode::DeDe).text("hi"),
+        LanguageNotSupportedException
+    );
 
-    let e = base()
-        .lexicon_names("missing")
-        .text("hi")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        e.as_service_error(),
-        Some(SynthesizeSpeechError::LexiconNotFoundException(_))
-    ));
+    let e = refused!(
+        base().lexicon_names("missing").text("hi"),
+        LexiconNotFoundException
+    );
     assert_eq!(status(&e), Some(404));
 
     // Not modelled for SynthesizeSpeech: the SDK surfaces the code.
@@ -601,11 +587,10 @@ async fn throttling_is_classified_by_the_sdk_and_retried_in_standard_mode() {
 async fn service_failures_are_typed_and_retried() {
     let s = standin().await;
     s.fail_next(1, 500);
-    let e = speak(&client(&s), VoiceId::Salli, "hi").await.unwrap_err();
-    assert!(matches!(
-        e.as_service_error(),
-        Some(SynthesizeSpeechError::ServiceFailureException(_))
-    ));
+    let e = refused_speaking!(
+        speak(&client(&s), VoiceId::Salli, "hi"),
+        ServiceFailureException
+    );
     assert_eq!(status(&e), Some(500));
 
     s.fail_next(1, 503);
