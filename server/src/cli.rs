@@ -177,14 +177,10 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
         std::sync::Arc::new(crate::auth::users::PrincipalCache::default()),
     );
     let actor = cli_actor();
-    let api = |e: crate::error::ApiError| anyhow::anyhow!("{e}");
     let find = |username: String| {
         let users = users.clone();
         async move {
-            let page = users
-                .list(Some(&username), None, 1, 100)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let page = users.list(Some(&username), None, 1, 100).await?;
             page.items
                 .into_iter()
                 .find(|u| u.username == username.to_lowercase())
@@ -221,7 +217,7 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
                 password,
                 send_invite: invite,
             };
-            let created = users.create(&actor, request, None).await.map_err(api)?;
+            let created = users.create(&actor, request, None).await?;
             println!(
                 "created {} ({}) with roles {}",
                 created.user.username,
@@ -239,8 +235,7 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
             loop {
                 let p = users
                     .list(search.as_deref(), status.as_deref(), page, 100)
-                    .await
-                    .map_err(api)?;
+                    .await?;
                 let n = p.items.len();
                 all.extend(p.items);
                 if n < 100 {
@@ -275,7 +270,7 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
                 first_name: None,
                 last_name: None,
             };
-            users.update(&actor, user.id, change).await.map_err(api)?;
+            users.update(&actor, user.id, change).await?;
             println!("disabled {}", user.username);
         }
         UsersCommand::Enable { username } => {
@@ -286,12 +281,12 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
                 first_name: None,
                 last_name: None,
             };
-            users.update(&actor, user.id, change).await.map_err(api)?;
+            users.update(&actor, user.id, change).await?;
             println!("enabled {}", user.username);
         }
         UsersCommand::Delete { username } => {
             let user = find(username).await?;
-            users.delete(&actor, user.id).await.map_err(api)?;
+            users.delete(&actor, user.id).await?;
             println!("deleted {}", user.username);
         }
         UsersCommand::Reconcile { fix } => {
