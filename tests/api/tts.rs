@@ -494,6 +494,43 @@ async fn the_daily_character_quota_returns_429_and_resets() {
 }
 
 #[tokio::test]
+async fn the_quota_weighs_characters_by_the_polly_engine() {
+    let stack =
+        spawn_polly_stack(TestSettings::default().set("VOXGATE_TTS_DAILY_CHARS", "100")).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let thirty = "Thirty characters of speech...";
+    let speak = |engine: &'static str, text: &'static str| {
+        let token = bob.clone();
+        let stack = &stack;
+        async move {
+            let query = [("Text", text), ("VoiceId", "Joanna"), ("Engine", engine)];
+            stack.tts_get(&token, &query).await
+        }
+    };
+    // Neural costs four times standard: 30 characters are 120 of 100.
+    let neural = speak("neural", thirty).await;
+    let p = problem(neural, 429).await;
+    detail_has(&p, "neural engine counts each character 4 times");
+    let standard = speak("standard", thirty).await;
+    assert_eq!(standard.status(), 200);
+    standard.bytes().await.unwrap();
+    let used = stack.app.count("SELECT chars FROM tts_usage").await;
+    assert_eq!(
+        used,
+        thirty.len() as i64,
+        "the refused request cost nothing"
+    );
+    // 30 + 4 × 15 = 90: a short neural request still fits.
+    let short = speak("neural", "Fifteen letters").await;
+    assert_eq!(short.status(), 200);
+    short.bytes().await.unwrap();
+    assert_eq!(
+        stack.app.count("SELECT chars FROM tts_usage").await,
+        30 + 4 * 15
+    );
+}
+
+#[tokio::test]
 async fn the_per_minute_rate_limit_returns_429_and_resets() {
     let stack =
         spawn_polly_stack(TestSettings::default().set("VOXGATE_TTS_RATE_PER_MINUTE", "3")).await;

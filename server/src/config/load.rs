@@ -291,6 +291,7 @@ impl Config {
                 cache_max_bytes: positive("tts.cache_max_bytes", "a size in bytes")? as i64,
                 rate_per_minute: positive("tts.rate_per_minute", "a whole number")? as u32,
                 daily_chars: positive("tts.daily_chars", "a whole number")? as i64,
+                engine_weights: engine_weights(&text("tts.engine_weights")?)?,
                 concurrency: positive("tts.concurrency", "a whole number")? as usize,
                 espeak_program: PathBuf::from(text("tts.espeak_program")?),
                 piper: PiperConfig {
@@ -305,6 +306,33 @@ impl Config {
             },
         })
     }
+}
+
+/// `standard=1,neural=4`: Polly engine names with positive weights.
+fn engine_weights(value: &str) -> Result<EngineWeights, ConfigError> {
+    const ENGINES: [&str; 4] = ["standard", "neural", "long-form", "generative"];
+    let bad = |problem: String| invalid(setting("tts.engine_weights"), problem);
+    let mut weights = Vec::new();
+    for pair in split_list(value) {
+        let (engine, weight) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(format!("`{pair}` is not engine=weight")))?;
+        let engine = engine.trim();
+        if !ENGINES.contains(&engine) {
+            return Err(bad(format!(
+                "`{engine}` is not one of {}",
+                ENGINES.join(", ")
+            )));
+        }
+        let weight: f64 = weight
+            .trim()
+            .parse()
+            .ok()
+            .filter(|w: &f64| w.is_finite() && *w > 0.0)
+            .ok_or_else(|| bad(format!("the weight of {engine} must be a number above 0")))?;
+        weights.push((engine.to_string(), weight));
+    }
+    Ok(EngineWeights(weights))
 }
 
 fn split_list(v: &str) -> impl Iterator<Item = &str> {
@@ -408,6 +436,32 @@ mod tests {
         assert_eq!(c.session.cookie_name, "voxgate_session");
         assert!(!c.session.secure);
         assert_eq!(c.body_limit, 65536);
+    }
+
+    #[test]
+    fn engine_weights_default_to_polly_prices_and_are_checked() {
+        let c = load(&[]).unwrap();
+        let w = &c.tts.engine_weights;
+        assert_eq!(w.cost("standard", 10), 10);
+        assert_eq!(w.cost("neural", 10), 40);
+        assert_eq!(w.cost("long-form", 10), 250);
+        assert_eq!(w.cost("generative", 3), 23, "rounded up");
+        let c = load(&[("VOXGATE_TTS_ENGINE_WEIGHTS", "neural=1")]).unwrap();
+        assert_eq!(c.tts.engine_weights.cost("neural", 10), 10);
+        assert_eq!(
+            c.tts.engine_weights.cost("long-form", 10),
+            10,
+            "unlisted weigh 1"
+        );
+        let e = err(&[("VOXGATE_TTS_ENGINE_WEIGHTS", "turbo=2")]);
+        assert!(
+            e.starts_with("VOXGATE_TTS_ENGINE_WEIGHTS:") && e.contains("turbo"),
+            "{e}"
+        );
+        let e = err(&[("VOXGATE_TTS_ENGINE_WEIGHTS", "neural=0")]);
+        assert!(e.contains("above 0"), "{e}");
+        let e = err(&[("VOXGATE_TTS_ENGINE_WEIGHTS", "neural")]);
+        assert!(e.contains("engine=weight"), "{e}");
     }
 
     #[test]

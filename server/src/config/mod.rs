@@ -192,9 +192,30 @@ pub struct TtsConfig {
     pub cache_max_bytes: i64,
     pub rate_per_minute: u32,
     pub daily_chars: i64,
+    pub engine_weights: EngineWeights,
     pub concurrency: usize,
     pub espeak_program: PathBuf,
     pub piper: PiperConfig,
+}
+
+/// Quota weights by Polly engine (`standard`, `neural`, `long-form`,
+/// `generative`): what one spoken character costs of the daily quota.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineWeights(pub Vec<(String, f64)>);
+
+impl EngineWeights {
+    /// The weight of `engine`; 1 when not listed.
+    pub fn weight(&self, engine: &str) -> f64 {
+        self.0
+            .iter()
+            .find(|(name, _)| name == engine)
+            .map_or(1.0, |(_, w)| *w)
+    }
+
+    /// Quota characters for `chars` spoken with `engine`, rounded up.
+    pub fn cost(&self, engine: &str, chars: usize) -> i64 {
+        (chars as f64 * self.weight(engine)).ceil() as i64
+    }
 }
 
 /// The neural voice's worker processes.

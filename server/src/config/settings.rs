@@ -224,7 +224,13 @@ pub const SETTINGS: &[Setting] = &[
         "tts.daily_chars",
         "VOXGATE_TTS_DAILY_CHARS",
         Some("100000"),
-        "Characters a user may have synthesised per day (cache hits are free).",
+        "Characters a user may have synthesised per day (cache hits are free), counted at the weight of the voice's engine.",
+    ),
+    s(
+        "tts.engine_weights",
+        "VOXGATE_TTS_ENGINE_WEIGHTS",
+        Some("standard=1,neural=4,long-form=25,generative=7.5"),
+        "How many quota characters one spoken character costs, by Polly engine (`engine=weight`, comma-separated; engines left out weigh 1). The defaults follow Polly's price list (standard $4, neural $16, long-form $100, generative $30 per million characters).",
     ),
     s(
         "tts.concurrency",

@@ -29,8 +29,7 @@ impl Tts {
             .map(|ms| Duration::from_millis(ms.max(0) as u64));
         let billed = self.engine_kind() == EngineKind::Polly;
         let charge = if billed {
-            let chars = keyed.text.chars().count() as i64;
-            Some(self.admit(speaker, chars).await?)
+            Some(self.admit(speaker, &keyed.text, keyed.engine_kind).await?)
         } else {
             None
         };

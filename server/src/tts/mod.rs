@@ -287,7 +287,7 @@ impl Tts {
         let synthesis = self.synthesis(&keyed)?;
         metrics::counter!("voxgate_tts_cache_total", "result" => "miss").increment(1);
         let chars = keyed.text.chars().count() as i64;
-        let charge = self.admit(speaker, chars).await?;
+        let charge = self.admit(speaker, &keyed.text, keyed.engine_kind).await?;
         if self.engine_kind().on_machine() {
             // Polly's billed count comes from its response; voices on this
             // machine "bill" what they speak.

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use super::engine::TtsError;
+use super::engine::{TtsError, VoiceEngine};
 use super::{Tts, limits};
 use crate::error::ApiError;
 
@@ -52,18 +52,40 @@ impl Tts {
         limits::check_rate(&self.inner.db, user_id, self.inner.config.rate_per_minute).await
     }
 
-    /// Admits a billed synthesis of `chars` characters for `speaker`.
-    pub(super) async fn admit(&self, speaker: Speaker, chars: i64) -> Result<Charge, ApiError> {
+    /// Admits a billed synthesis of `text` with Polly engine `engine` for
+    /// `speaker`: the quota counts each character at the engine's weight.
+    pub(super) async fn admit(
+        &self,
+        speaker: Speaker,
+        text: &str,
+        engine: VoiceEngine,
+    ) -> Result<Charge, ApiError> {
         self.check_rate(speaker.user_id).await?;
+        let weights = &self.inner.config.engine_weights;
+        let chars = weights.cost(engine.as_str(), text.chars().count());
         let charged = speaker.quota == QuotaClass::Daily;
         if charged {
+            let weight = weights.weight(engine.as_str());
             limits::charge(
                 &self.inner.db,
                 speaker.user_id,
                 chars,
                 self.inner.config.daily_chars,
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                ApiError::TooManyRequests {
+                    detail,
+                    retry_after,
+                } if weight != 1.0 => ApiError::TooManyRequests {
+                    detail: format!(
+                        "{detail} The {} engine counts each character {weight} times.",
+                        engine.as_str()
+                    ),
+                    retry_after,
+                },
+                e => e,
+            })?;
         }
         Ok(Charge {
             db: self.inner.db.clone(),
