@@ -302,6 +302,8 @@ pub enum PageError {
         title: String,
         message: String,
     },
+    /// A readable 429 page with `Retry-After`.
+    Busy { message: String, retry_after: u64 },
 }
 
 impl PageError {
@@ -342,6 +344,21 @@ impl IntoResponse for PageError {
                     )
                 );
                 Redirect::to(&target).into_response()
+            }
+            PageError::Busy {
+                message,
+                retry_after,
+            } => {
+                let mut response = PageError::page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Please wait a moment",
+                    message,
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, retry_after.into());
+                response
             }
             PageError::Page {
                 status,

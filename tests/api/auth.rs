@@ -953,9 +953,12 @@ async fn a_session_refreshes_its_access_token_and_ends_when_refresh_is_refused()
 async fn bearer_requests_keep_working_while_many_sessions_refresh_against_a_slow_keycloak() {
     // A pool of four: if a refresh held its connection while Keycloak
     // answers, twenty slow refreshes would starve every other request.
-    let stack =
-        spawn_stack_with(TestSettings::default().set("VOXGATE_DATABASE_MAX_CONNECTIONS", "4"))
-            .await;
+    let stack = spawn_stack_with(
+        TestSettings::default()
+            .set("VOXGATE_DATABASE_MAX_CONNECTIONS", "4")
+            .set("VOXGATE_SIGN_INS_PER_ADDRESS", "100"),
+    )
+    .await;
     let token = stack.password_token("alice", "alice").await;
     assert_eq!(stack.app.bearer_status(&token).await, 200);
     let mut browsers = Vec::new();
@@ -989,6 +992,60 @@ async fn bearer_requests_keep_working_while_many_sessions_refresh_against_a_slow
         )
         .await;
     assert_eq!(refreshed, 20, "every session got new tokens");
+}
+
+#[tokio::test]
+async fn anonymous_sign_in_starts_are_bounded_per_address_and_store_nothing_past_the_limit() {
+    let stack =
+        spawn_stack_with(TestSettings::default().set("VOXGATE_SIGN_INS_PER_ADDRESS", "5")).await;
+    let long_return = format!("/{}", "a".repeat(3000));
+    let start = |client: reqwest::Client| {
+        let url = stack
+            .app
+            .url(&format!("/auth/login?return_to={long_return}"));
+        async move { client.get(url).send().await.unwrap() }
+    };
+    for _ in 0..5 {
+        assert_eq!(start(crate::stack::browser()).await.status(), 303);
+    }
+    // A forwarded address from a peer that is not a trusted proxy changes
+    // nothing.
+    let spoofed = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(
+            [(
+                "x-forwarded-for".parse().unwrap(),
+                "203.0.113.9".parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap();
+    let refused = start(spoofed).await;
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("wait a minute"), "a readable page: {page}");
+    assert_eq!(stack.app.count("SELECT count(*) FROM login_flows").await, 5);
+    // Another address is not held back by the first one's limit.
+    let elsewhere = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(start(elsewhere).await.status(), 303);
+    // An overlong return path is not stored: it falls back to the home page.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT return_to FROM login_flows")
+        .fetch_all(&stack.app.db)
+        .await
+        .unwrap();
+    assert!(stored.iter().all(|r| r == "/"), "{stored:?}");
 }
 
 /// Signs bob in, ages his session with `statement`, and says whether the

@@ -14,6 +14,7 @@ mod refresh;
 mod role;
 mod routes;
 pub mod session;
+pub mod throttle;
 pub mod token;
 pub mod users;
 
@@ -35,6 +36,7 @@ pub struct Auth {
     pub provider: Provider,
     pub validator: Arc<TokenValidator>,
     pub principals: Arc<PrincipalCache>,
+    pub sign_ins: Arc<throttle::SignInThrottle>,
     pub http: reqwest::Client,
 }
 
@@ -61,6 +63,10 @@ impl Auth {
             provider,
             validator: Arc::new(validator),
             principals: Arc::new(PrincipalCache::default()),
+            sign_ins: Arc::new(throttle::SignInThrottle::new(
+                config.session.sign_ins_per_address,
+                config.session.sign_ins_per_instance,
+            )),
             http,
         }
     }

@@ -60,6 +60,30 @@ pub(super) fn is_unsafe(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// The browser's address: the peer, or the last address a trusted proxy
+/// appended to `X-Forwarded-For` (the one hop we can believe).
+pub fn client_address(parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())?;
+    let trusted = state
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(peer));
+    if !trusted {
+        return Some(peer);
+    }
+    parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|ip| ip.trim().parse().ok())
+        .or(Some(peer))
+}
+
 /// Same-origin proof for cookie-authenticated state changes.
 pub(super) fn check_same_origin(parts: &Parts, state: &AppState) -> Result<(), &'static str> {
     let base = external_base(parts, state);

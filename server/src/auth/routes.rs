@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::extract::{CurrentUser, MeView};
 use super::oidc::{self, ExchangeError};
-use super::origin::{check_same_origin, constant_time_eq, external_base};
+use super::origin::{check_same_origin, client_address, constant_time_eq, external_base};
 use super::refresh::session_for;
 use super::session::{self, LOGIN_FLOW_LIFETIME_MINUTES, LoginFlow, NewSession};
 use super::token::Expect;
@@ -111,6 +111,14 @@ async fn login(
     parts: Parts,
 ) -> Result<Response, PageError> {
     let return_to = safe_return_to(q.return_to.as_deref());
+    if let Some(address) = client_address(&parts, &state)
+        && let Err(retry_after) = state.auth.sign_ins.admit(address)
+    {
+        return Err(PageError::Busy {
+            message: "Too many sign-ins were started from your network just now. Please wait a minute and try again.".into(),
+            retry_after,
+        });
+    }
     let Some(endpoints) = state.auth.provider.endpoints().await else {
         return Err(unavailable_page());
     };

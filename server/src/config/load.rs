@@ -265,6 +265,10 @@ impl Config {
                 absolute: Duration::from_secs(
                     3600 * positive("session.absolute_hours", "a number of hours")?,
                 ),
+                sign_ins_per_address: positive("session.sign_ins_per_address", "a whole number")?
+                    as u32,
+                sign_ins_per_instance: positive("session.sign_ins_per_instance", "a whole number")?
+                    as u32,
             },
             keycloak: KeycloakAdminConfig {
                 base_url: keycloak_base,

@@ -149,6 +149,8 @@ pub struct SessionConfig {
     pub secure: bool,
     pub idle: Duration,
     pub absolute: Duration,
+    pub sign_ins_per_address: u32,
+    pub sign_ins_per_instance: u32,
 }
 
 #[derive(Clone, Debug)]

@@ -162,6 +162,18 @@ pub const SETTINGS: &[Setting] = &[
         "A browser session ends this long after sign-in, whatever the activity.",
     ),
     s(
+        "session.sign_ins_per_address",
+        "VOXGATE_SIGN_INS_PER_ADDRESS",
+        Some("20"),
+        "Sign-ins a client address may start per minute on one instance (each stores a pending sign-in for 15 minutes).",
+    ),
+    s(
+        "session.sign_ins_per_instance",
+        "VOXGATE_SIGN_INS_PER_INSTANCE",
+        Some("600"),
+        "Sign-ins one instance starts per minute from all addresses together.",
+    ),
+    s(
         "keycloak.url",
         "VOXGATE_KEYCLOAK_URL",
         None,
