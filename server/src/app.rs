@@ -137,15 +137,24 @@ async fn shutdown_signal() {
     }
 }
 
-/// Removes expired sessions and abandoned sign-ins every few minutes.
+/// Every few minutes removes rows that nothing reads any more: expired
+/// sessions and abandoned sign-ins, old limit windows and days, and
+/// registered speech no stored reply points at.
 fn spawn_sweeper(db: sqlx::PgPool) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(300));
         loop {
             interval.tick().await;
-            if let Err(e) = crate::auth::session::sweep(&db).await {
-                tracing::warn!(error = %e, "session sweep failed");
+            if let Err(e) = sweep(&db).await {
+                tracing::warn!(error = %e, "sweep failed");
             }
         }
     })
+}
+
+/// One pass of the sweeper.
+pub async fn sweep(db: &sqlx::PgPool) -> sqlx::Result<()> {
+    crate::auth::session::sweep(db).await?;
+    crate::limits::sweep(db).await?;
+    crate::tts::request::sweep(db).await
 }

@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod pages;
 pub mod realm;
 pub mod router;

@@ -601,6 +601,108 @@ async fn llm_stack(url: &str) -> Stack {
 }
 
 #[tokio::test]
+async fn chat_messages_per_minute_are_limited_and_a_refused_one_is_not_stored() {
+    let stack =
+        spawn_stack_with(TestSettings::default().set("VOXGATE_CHAT_RATE_PER_MINUTE", "3")).await;
+    let bob = stack.password_token("bob", "bob").await;
+    for i in 0..3 {
+        stack.chat_ok(&bob, &format!("hello number {i}")).await;
+    }
+    let refused = stack.chat(&bob, "one too many").await;
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let p = problem(refused, 429).await;
+    detail_has(&p, "at most 3 a minute");
+    assert_eq!(
+        stack.app.count("SELECT count(*) FROM chat_messages").await,
+        6
+    );
+    stack
+        .app
+        .sql("UPDATE chat_rate SET window_start = window_start - interval '61 seconds'")
+        .await;
+    stack.chat_ok(&bob, "one too many").await;
+}
+
+#[tokio::test]
+async fn the_language_model_has_a_daily_budget_per_user() {
+    // The model answers "Hello Bob. voxgate speaks replies." (34 characters).
+    let pieces = vec!["Hello", " Bob", ".", " voxgate", " speaks", " replies", "."];
+    let (url, requests) = spawn_upstream(Behaviour::Stream(pieces)).await;
+    let stack = spawn_stack_with(
+        TestSettings::default()
+            .set("VOXGATE_LLM_URL", url.as_str())
+            .set("VOXGATE_LLM_MODEL", "tiny-test-model")
+            .set("VOXGATE_LLM_DAILY_CHARS", "60"),
+    )
+    .await;
+    let bob = stack.password_token("bob", "bob").await;
+    // Sent 14, received 34.
+    stack.chat_ok(&bob, "first question").await;
+    assert_eq!(stack.app.count("SELECT chars FROM llm_usage").await, 48);
+    // The next one would send its 12 characters with 48 of context.
+    let p = problem(stack.chat(&bob, "tell me more").await, 429).await;
+    detail_has(&p, "language-model budget of 60 characters");
+    assert_eq!(
+        requests.lock().unwrap().len(),
+        1,
+        "the model was not called"
+    );
+    assert_eq!(
+        stack.app.count("SELECT count(*) FROM chat_messages").await,
+        2
+    );
+    // Staff are not metered.
+    let alice = stack.password_token("alice", "alice").await;
+    stack.chat_ok(&alice, "tell me more").await;
+    assert_eq!(
+        stack
+            .app
+            .count("SELECT sum(chars)::bigint FROM llm_usage")
+            .await,
+        48
+    );
+}
+
+#[tokio::test]
+async fn the_sweeper_drops_rows_nothing_reads_and_keeps_speech_a_reply_points_at() {
+    let stack = spawn_stack().await;
+    let bob = stack.password_token("bob", "bob").await;
+    let reply = stack.chat_ok(&bob, "who am i").await;
+    let kept = reply["speech"]["key"].as_str().unwrap().to_string();
+    let registered = stack
+        .register_speech(&bob, &json!({"text": "Nobody keeps this one."}))
+        .await;
+    let dropped = registered["key"].as_str().unwrap().to_string();
+    stack
+        .app
+        .sql("UPDATE tts_requests SET created_at = now() - interval '31 days'")
+        .await;
+    stack
+        .app
+        .sql("UPDATE chat_rate SET window_start = now() - interval '2 hours'")
+        .await;
+    voxgate::app::sweep(&stack.app.db).await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM tts_requests")
+        .fetch_all(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(left, [kept], "{dropped} swept, the reply's speech kept");
+    assert_eq!(stack.app.count("SELECT count(*) FROM chat_rate").await, 0);
+    // The kept reply still plays.
+    let audio = stack
+        .app
+        .caller(&bob)
+        .get(format!("/api/tts/{}", left[0]))
+        .await;
+    assert_eq!(audio.status(), 200);
+}
+
+#[tokio::test]
 async fn the_llm_bot_streams_tokens_and_speaks_the_first_sentence_early() {
     let pieces = vec!["Hello", " Bob", ".", " voxgate", " speaks", " replies", "."];
     let (url, requests) = spawn_upstream(Behaviour::Stream(pieces)).await;
@@ -681,6 +783,7 @@ fn quick_bot(url: &str) -> voxgate::chat::llm::LlmBot {
     let config = voxgate::config::LlmConfig {
         url: url::Url::parse(url).unwrap(),
         model: "m".into(),
+        daily_chars: 1000,
         api_key: None,
     };
     voxgate::chat::llm::LlmBot::new(

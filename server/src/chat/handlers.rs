@@ -19,9 +19,10 @@ use super::model::{
     ChatReply, HistoryPage, MAX_REPLY_CHARS, SendMessage, Settings, Speech, StreamDone,
 };
 use super::store;
-use crate::auth::CurrentUser;
+use crate::auth::{AppRole, CurrentUser};
 use crate::error::{ApiError, Problem};
 use crate::extract::{AppJson, AppQuery};
+use crate::limits::{self, Meter};
 use crate::state::AppState;
 use crate::tts::SpeechParams;
 use crate::tts::text::{first_sentence, normalise};
@@ -53,7 +54,8 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
         (status = 200, description = "The reply", content(
             (ChatReply = "application/json"),
             (String = "text/event-stream"))),
-        (status = 401, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
+        (status = 401, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem)))]
 async fn send(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -61,8 +63,10 @@ async fn send(
     AppJson(request): AppJson<SendMessage>,
 ) -> Result<Response, ApiError> {
     let message = request.checked()?;
+    let rate = state.config.chat.rate_per_minute;
+    limits::check_rate(&state.db, Meter::Chat, user.id, rate).await?;
     let settings = store::settings(&state.db, user.id).await?;
-    let history = store::recent(&state.db, user.id, CONTEXT_MESSAGES)
+    let history: Vec<Turn> = store::recent(&state.db, user.id, CONTEXT_MESSAGES)
         .await?
         .into_iter()
         .map(|(author, text)| Turn {
@@ -70,6 +74,22 @@ async fn send(
             text,
         })
         .collect();
+    // What the model is sent is charged before anything is stored; its
+    // reply is added when it is complete.
+    let exempt = user.has_role(AppRole::Agent) || user.has_role(AppRole::Admin);
+    let metered = match &state.config.chat.llm {
+        Some(llm) if !exempt => {
+            let sent = message.chars().count()
+                + history
+                    .iter()
+                    .map(|t| t.text.chars().count())
+                    .sum::<usize>();
+            let daily = llm.daily_chars;
+            limits::charge(&state.db, Meter::Chat, user.id, sent as i64, daily).await?;
+            true
+        }
+        _ => false,
+    };
     let (user_message_id, _) = store::insert_user_message(&state.db, user.id, &message).await?;
     let reply = state
         .chat
@@ -85,6 +105,7 @@ async fn send(
         user: user.id,
         settings,
         user_message_id,
+        metered,
     };
     if wants_event_stream(&headers) {
         return Ok(stream_reply(pending, reply).into_response());
@@ -100,6 +121,8 @@ struct Pending {
     user: Uuid,
     settings: Settings,
     user_message_id: i64,
+    /// The reply counts against the user's language-model budget.
+    metered: bool,
 }
 
 impl Pending {
@@ -126,6 +149,17 @@ impl Pending {
         let mut text = text.trim().to_string();
         if text.chars().count() > MAX_REPLY_CHARS {
             text = text.chars().take(MAX_REPLY_CHARS).collect::<String>() + "…";
+        }
+        if self.metered
+            && let Err(e) = limits::record(
+                &self.state.db,
+                Meter::Chat,
+                self.user,
+                text.chars().count() as i64,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "recording the model's reply in the budget failed");
         }
         if text.is_empty() {
             text = "Sorry, I have no answer to that.".into();

@@ -219,6 +219,7 @@ impl Config {
             Some(_) => Some(LlmConfig {
                 url: url("llm.url")?,
                 model: text("llm.model")?,
+                daily_chars: positive("llm.daily_chars", "a whole number")? as i64,
                 api_key: secret_opt("llm.api_key"),
             }),
             None => None,
@@ -306,6 +307,7 @@ impl Config {
             },
             chat: ChatConfig {
                 knowledge_base: opt("chat.knowledge_base").map(PathBuf::from),
+                rate_per_minute: positive("chat.rate_per_minute", "a whole number")? as u32,
                 llm,
             },
         })

@@ -231,6 +231,7 @@ pub struct PiperConfig {
 #[derive(Clone, Debug)]
 pub struct ChatConfig {
     pub knowledge_base: Option<PathBuf>,
+    pub rate_per_minute: u32,
     pub llm: Option<LlmConfig>,
 }
 
@@ -238,6 +239,7 @@ pub struct ChatConfig {
 pub struct LlmConfig {
     pub url: Url,
     pub model: String,
+    pub daily_chars: i64,
     pub api_key: Option<SecretString>,
 }
 

@@ -321,6 +321,18 @@ pub const SETTINGS: &[Setting] = &[
         "Knowledge-base file for the built-in bot (default: the one shipped in the binary).",
     ),
     s(
+        "chat.rate_per_minute",
+        "VOXGATE_CHAT_RATE_PER_MINUTE",
+        Some("30"),
+        "Chat messages a user may send per minute.",
+    ),
+    s(
+        "llm.daily_chars",
+        "VOXGATE_LLM_DAILY_CHARS",
+        Some("200000"),
+        "Characters a user may exchange with the language model per day (the message and its context sent, the reply received); agents and admins are exempt.",
+    ),
+    s(
         "llm.url",
         "VOXGATE_LLM_URL",
         None,

@@ -17,7 +17,6 @@ pub mod engine;
 mod flight;
 mod handlers;
 mod http_cache;
-pub mod limits;
 pub mod local;
 mod marks;
 pub mod neural;

@@ -9,9 +9,10 @@ use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
+use super::Tts;
 use super::engine::{TtsError, VoiceEngine};
-use super::{Tts, limits};
 use crate::error::ApiError;
+use crate::limits::{self, Meter};
 
 /// Who speech is for, as far as limits go.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +42,7 @@ impl Charge {
     /// else's identical synthesis is being shared).
     pub async fn refund(self) {
         if self.charged {
-            limits::refund(&self.db, self.user_id, self.chars).await;
+            limits::refund(&self.db, Meter::Speech, self.user_id, self.chars).await;
         }
     }
 }
@@ -49,7 +50,13 @@ impl Charge {
 impl Tts {
     /// Counts a speech request against the user's rate limit.
     pub async fn check_rate(&self, user_id: Uuid) -> Result<(), ApiError> {
-        limits::check_rate(&self.inner.db, user_id, self.inner.config.rate_per_minute).await
+        limits::check_rate(
+            &self.inner.db,
+            Meter::Speech,
+            user_id,
+            self.inner.config.rate_per_minute,
+        )
+        .await
     }
 
     /// Admits a billed synthesis of `text` with Polly engine `engine` for
@@ -68,6 +75,7 @@ impl Tts {
             let weight = weights.weight(engine.as_str());
             limits::charge(
                 &self.inner.db,
+                Meter::Speech,
                 speaker.user_id,
                 chars,
                 self.inner.config.daily_chars,

@@ -141,6 +141,25 @@ pub async fn lookup(db: &PgPool, key: &str) -> Result<Keyed, ApiError> {
     })
 }
 
+/// How long a registration no stored chat reply points at is kept: a
+/// client that registered speech plays it within minutes, not months.
+pub const UNREFERENCED_DAYS: i32 = 30;
+
+/// Drops registrations older than [`UNREFERENCED_DAYS`] that no stored chat
+/// reply points at (their audio, if cached, ages out of the cache by
+/// itself).
+pub async fn sweep(db: &PgPool) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM tts_requests r WHERE r.created_at < now() - make_interval(days => $1)
+           AND NOT EXISTS (SELECT 1 FROM chat_messages m
+                            WHERE m.speech IS NOT NULL AND m.speech ->> 'key' = r.key)",
+    )
+    .bind(UNREFERENCED_DAYS)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,174 @@
+//! Per-user cost bounds, kept in Postgres so they hold across instances:
+//! requests per minute and a daily budget, for speech (characters
+//! synthesised) and for chat (messages, and characters sent to and from
+//! the language model). Every statement on the meters' tables is here.
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// What is being metered. Each meter has its own pair of tables; their
+/// names come from this enum, never from input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meter {
+    /// Speech requests, and characters synthesised.
+    Speech,
+    /// Chat messages, and characters exchanged with the language model.
+    Chat,
+}
+
+impl Meter {
+    fn rate_table(self) -> &'static str {
+        match self {
+            Meter::Speech => "tts_rate",
+            Meter::Chat => "chat_rate",
+        }
+    }
+
+    fn usage_table(self) -> &'static str {
+        match self {
+            Meter::Speech => "tts_usage",
+            Meter::Chat => "llm_usage",
+        }
+    }
+
+    fn requests(self) -> &'static str {
+        match self {
+            Meter::Speech => "speech requests",
+            Meter::Chat => "chat messages",
+        }
+    }
+
+    fn budget(self) -> &'static str {
+        match self {
+            Meter::Speech => "speech quota",
+            Meter::Chat => "language-model budget",
+        }
+    }
+
+    fn metric(self) -> &'static str {
+        match self {
+            Meter::Speech => "voxgate_tts_rejected_total",
+            Meter::Chat => "voxgate_chat_rejected_total",
+        }
+    }
+}
+
+/// Counts a request in the user's current one-minute window.
+pub async fn check_rate(
+    db: &PgPool,
+    meter: Meter,
+    user: Uuid,
+    per_minute: u32,
+) -> Result<(), ApiError> {
+    let table = meter.rate_table();
+    let (count, window_start): (i32, OffsetDateTime) = sqlx::query_as(&format!(
+        "INSERT INTO {table} (user_id, window_start, count) VALUES ($1, now(), 1)
+         ON CONFLICT (user_id) DO UPDATE SET
+           count = CASE WHEN {table}.window_start <= now() - interval '1 minute' THEN 1 ELSE {table}.count + 1 END,
+           window_start = CASE WHEN {table}.window_start <= now() - interval '1 minute' THEN now() ELSE {table}.window_start END
+         RETURNING count, window_start"
+    ))
+    .bind(user)
+    .fetch_one(db)
+    .await?;
+    if count as u32 > per_minute {
+        let reset = window_start + time::Duration::minutes(1) - OffsetDateTime::now_utc();
+        let retry_after = reset.whole_seconds().clamp(1, 60) as u64;
+        metrics::counter!(meter.metric(), "reason" => "rate").increment(1);
+        return Err(ApiError::TooManyRequests {
+            detail: format!(
+                "Too many {}: at most {per_minute} a minute. Try again in {retry_after} s.",
+                meter.requests()
+            ),
+            retry_after,
+        });
+    }
+    Ok(())
+}
+
+/// Charges `amount` to today's budget, refusing if it would go over.
+pub async fn charge(
+    db: &PgPool,
+    meter: Meter,
+    user: Uuid,
+    amount: i64,
+    daily: i64,
+) -> Result<(), ApiError> {
+    let table = meter.usage_table();
+    let charged: Option<i64> = sqlx::query_scalar(&format!(
+        "INSERT INTO {table} (user_id, day, chars) SELECT $1, (now() AT TIME ZONE 'UTC')::date, $2 WHERE $2 <= $3
+         ON CONFLICT (user_id, day) DO UPDATE SET chars = {table}.chars + EXCLUDED.chars
+           WHERE {table}.chars + EXCLUDED.chars <= $3
+         RETURNING chars"
+    ))
+    .bind(user)
+    .bind(amount)
+    .bind(daily)
+    .fetch_optional(db)
+    .await?;
+    if charged.is_none() {
+        let now = OffsetDateTime::now_utc();
+        let midnight = (now.date() + time::Duration::days(1))
+            .midnight()
+            .assume_utc();
+        let retry_after = (midnight - now).whole_seconds().max(1) as u64;
+        metrics::counter!(meter.metric(), "reason" => "quota").increment(1);
+        return Err(ApiError::TooManyRequests {
+            detail: format!(
+                "Daily {} of {daily} characters used up; it resets at midnight UTC.",
+                meter.budget()
+            ),
+            retry_after,
+        });
+    }
+    Ok(())
+}
+
+/// Adds `amount` to today's usage without refusing (what was already
+/// spent, such as a model's reply).
+pub async fn record(db: &PgPool, meter: Meter, user: Uuid, amount: i64) -> sqlx::Result<()> {
+    let table = meter.usage_table();
+    sqlx::query(&format!(
+        "INSERT INTO {table} (user_id, day, chars) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2)
+         ON CONFLICT (user_id, day) DO UPDATE SET chars = {table}.chars + EXCLUDED.chars"
+    ))
+    .bind(user)
+    .bind(amount)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Gives an amount back when what it paid for did not happen.
+pub async fn refund(db: &PgPool, meter: Meter, user: Uuid, amount: i64) {
+    let table = meter.usage_table();
+    let _ = sqlx::query(&format!(
+        "UPDATE {table} SET chars = greatest(chars - $2, 0) WHERE user_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date"
+    ))
+    .bind(user)
+    .bind(amount)
+    .execute(db)
+    .await;
+}
+
+/// Drops windows and days that no limit reads any more.
+pub async fn sweep(db: &PgPool) -> sqlx::Result<()> {
+    for meter in [Meter::Speech, Meter::Chat] {
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE window_start < now() - interval '1 hour'",
+            meter.rate_table()
+        ))
+        .execute(db)
+        .await?;
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE day < (now() AT TIME ZONE 'UTC')::date - 1",
+            meter.usage_table()
+        ))
+        .execute(db)
+        .await?;
+    }
+    Ok(())
+}
