@@ -120,6 +120,18 @@ async fn who_am_i_answers_with_the_callers_identity_and_roles() {
     assert!(text.contains("admin and user"), "{text}");
     assert!(text.contains("alice@example.com"), "{text}");
 
+    // Said in writing, not aloud: the email address never reaches the
+    // speech engine or the shared audio cache.
+    let key = reply["speech"]["key"].as_str().unwrap();
+    let spoken: String = sqlx::query_scalar("SELECT text FROM tts_requests WHERE key = $1")
+        .bind(key)
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    assert!(!spoken.contains("alice@example.com"), "{spoken}");
+    assert!(spoken.contains("your email address"), "{spoken}");
+    assert!(spoken.contains("Alice Admin"), "{spoken}");
+
     let bob = stack.password_token("bob", "bob").await;
     let text = stack.chat_ok(&bob, "WHO am I").await["reply"]
         .as_str()

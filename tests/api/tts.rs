@@ -531,6 +531,105 @@ async fn the_quota_weighs_characters_by_the_polly_engine() {
 }
 
 #[tokio::test]
+async fn the_shared_cache_tells_nobody_what_somebody_else_had_spoken() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let alice = stack.password_token("alice", "alice").await;
+    let bob = stack.password_token("bob", "bob").await;
+    let text = "A reply that only alice asked for.";
+    let speech = stack
+        .register_speech(&alice, &json!({"text": text, "voice": "Joanna"}))
+        .await;
+    let url = speech["url"].as_str().unwrap().to_string();
+    stack
+        .app
+        .caller(&alice)
+        .get(&url)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let again = stack.app.caller(&alice).get(&url).await;
+    assert_eq!(again.headers()["x-voxgate-cache"], "hit");
+    assert!(again.headers().contains_key("etag"));
+
+    // Another user cannot fetch it by key: it is as unknown as a key never
+    // registered.
+    let theirs = problem(stack.app.caller(&bob).get(&url).await, 404).await;
+    let unknown = format!("/api/tts/{}", "A".repeat(27));
+    let none = problem(stack.app.caller(&bob).get(&unknown).await, 404).await;
+    let strip = |p: &Value| {
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .replace(speech["key"].as_str().unwrap(), "K")
+            .replace(&"A".repeat(27), "K")
+    };
+    assert_eq!(strip(&theirs), strip(&none));
+    let marks = stack.app.caller(&bob).get(format!("{url}/marks")).await;
+    assert_eq!(marks.status(), 404);
+
+    // Asking for the same words is a miss to bob in every visible way,
+    // and costs his quota like one; only his second hearing is a hit.
+    let synthesized = polly(&stack).synth_calls();
+    let first = stack
+        .tts_get(&bob, &[("Text", text), ("VoiceId", "Joanna")])
+        .await;
+    assert_eq!(first.status(), 200);
+    let h = first.headers().clone();
+    assert_eq!(h["x-voxgate-cache"], "miss");
+    assert_eq!(h["cache-control"], "private, no-cache");
+    for hidden in ["etag", "accept-ranges", "content-length"] {
+        assert!(!h.contains_key(hidden), "{hidden} would tell: {h:?}");
+    }
+    let audio = first.bytes().await.unwrap();
+    assert!(!audio.is_empty());
+    assert_eq!(
+        polly(&stack).synth_calls(),
+        synthesized,
+        "served from the cache"
+    );
+    let bob_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE username = 'bob'")
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    let used: i64 = sqlx::query_scalar("SELECT chars FROM tts_usage WHERE user_id = $1")
+        .bind(bob_id)
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    assert_eq!(used, text.len() as i64);
+    let second = stack
+        .tts_get(&bob, &[("Text", text), ("VoiceId", "Joanna")])
+        .await;
+    assert_eq!(second.headers()["x-voxgate-cache"], "hit");
+    assert_eq!(second.bytes().await.unwrap(), audio);
+}
+
+#[tokio::test]
+async fn registering_speech_counts_against_the_quota_once_per_text() {
+    let stack =
+        spawn_polly_stack(TestSettings::default().set("VOXGATE_TTS_DAILY_CHARS", "50")).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let thirty = json!({"text": "Thirty characters of speech..."});
+    stack.register_speech(&bob, &thirty).await;
+    stack.register_speech(&bob, &thirty).await;
+    assert_eq!(stack.app.count("SELECT chars FROM tts_usage").await, 30);
+    let other = json!({"text": "Another thirty characters here"});
+    let refused = stack.app.caller(&bob).post("/api/tts", &other).await;
+    problem(refused, 429).await;
+    // Hearing what was registered is paid for already.
+    let speech = stack.register_speech(&bob, &thirty).await;
+    let audio = stack
+        .app
+        .caller(&bob)
+        .get(speech["url"].as_str().unwrap())
+        .await;
+    assert_eq!(audio.status(), 200);
+    audio.bytes().await.unwrap();
+    assert_eq!(stack.app.count("SELECT chars FROM tts_usage").await, 30);
+}
+
+#[tokio::test]
 async fn the_per_minute_rate_limit_returns_429_and_resets() {
     let stack =
         spawn_polly_stack(TestSettings::default().set("VOXGATE_TTS_RATE_PER_MINUTE", "3")).await;

@@ -100,12 +100,20 @@ async fn send(
             history,
         })
         .await;
+    let mut private = Vec::new();
+    if let Some(email) = &user.email {
+        private.push((email.clone(), "your email address"));
+    }
+    if !user.username.eq_ignore_ascii_case(&user.first_name) {
+        private.push((user.username.clone(), "your username"));
+    }
     let pending = Pending {
         state,
         user: user.id,
         settings,
         user_message_id,
         metered,
+        private,
     };
     if wants_event_stream(&headers) {
         return Ok(stream_reply(pending, reply).into_response());
@@ -123,6 +131,33 @@ struct Pending {
     user_message_id: i64,
     /// The reply counts against the user's language-model budget.
     metered: bool,
+    /// Personal details said in writing but not aloud, with what is
+    /// spoken instead.
+    private: Vec<(String, &'static str)>,
+}
+
+/// The reply as spoken: personal details (the email address, the
+/// username) are named rather than read out, so they never reach the
+/// speech engine or the audio cache.
+fn speakable(text: &str, private: &[(String, &'static str)]) -> String {
+    let mut spoken = text.to_string();
+    for (value, instead) in private {
+        if value.is_empty() {
+            continue;
+        }
+        let lower = spoken.to_ascii_lowercase();
+        let needle = value.to_ascii_lowercase();
+        let mut out = String::with_capacity(spoken.len());
+        let mut at = 0;
+        while let Some(found) = lower[at..].find(&needle) {
+            out.push_str(&spoken[at..at + found]);
+            out.push_str(instead);
+            at += found + needle.len();
+        }
+        out.push_str(&spoken[at..]);
+        spoken = out;
+    }
+    spoken
 }
 
 impl Pending {
@@ -130,13 +165,13 @@ impl Pending {
     /// rather than failing the chat.
     async fn speak(&self, text: &str) -> Option<Speech> {
         let params = SpeechParams {
-            text: text.to_string(),
+            text: speakable(text, &self.private),
             voice: self.settings.voice.clone(),
             language: self.settings.language.clone(),
             format: None,
             engine_kind: None,
         };
-        match self.state.tts.speak(params, true).await {
+        match self.state.tts.speak(params, true, self.user).await {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "reply speech could not be registered");

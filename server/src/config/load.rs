@@ -448,17 +448,13 @@ mod tests {
     fn engine_weights_default_to_polly_prices_and_are_checked() {
         let c = load(&[]).unwrap();
         let w = &c.tts.engine_weights;
-        assert_eq!(w.cost("standard", 10), 10);
-        assert_eq!(w.cost("neural", 10), 40);
-        assert_eq!(w.cost("long-form", 10), 250);
-        assert_eq!(w.cost("generative", 3), 23, "rounded up");
+        assert_eq!(w.weight("standard"), 1.0);
+        assert_eq!(w.weight("neural"), 4.0);
+        assert_eq!(w.weight("long-form"), 25.0);
+        assert_eq!(w.weight("generative"), 7.5);
         let c = load(&[("VOXGATE_TTS_ENGINE_WEIGHTS", "neural=1")]).unwrap();
-        assert_eq!(c.tts.engine_weights.cost("neural", 10), 10);
-        assert_eq!(
-            c.tts.engine_weights.cost("long-form", 10),
-            10,
-            "unlisted weigh 1"
-        );
+        assert_eq!(c.tts.engine_weights.weight("neural"), 1.0);
+        assert_eq!(c.tts.engine_weights.weight("long-form"), 1.0, "unlisted");
         let e = err(&[("VOXGATE_TTS_ENGINE_WEIGHTS", "turbo=2")]);
         assert!(
             e.starts_with("VOXGATE_TTS_ENGINE_WEIGHTS:") && e.contains("turbo"),

@@ -213,11 +213,6 @@ impl EngineWeights {
             .find(|(name, _)| name == engine)
             .map_or(1.0, |(_, w)| *w)
     }
-
-    /// Quota characters for `chars` spoken with `engine`, rounded up.
-    pub fn cost(&self, engine: &str, chars: usize) -> i64 {
-        (chars as f64 * self.weight(engine)).ceil() as i64
-    }
 }
 
 /// The neural voice's worker processes.

@@ -122,20 +122,14 @@ async fn create_speech(
     user: CurrentUser,
     AppJson(body): AppJson<CreateSpeech>,
 ) -> Result<Response, ApiError> {
-    state.tts.check_rate(user.id).await?;
-    let speech = state
-        .tts
-        .speak(
-            SpeechParams {
-                text: body.text,
-                voice: body.voice,
-                language: body.language,
-                format: body.format,
-                engine_kind: body.engine,
-            },
-            false,
-        )
-        .await?;
+    let params = SpeechParams {
+        text: body.text,
+        voice: body.voice,
+        language: body.language,
+        format: body.format,
+        engine_kind: body.engine,
+    };
+    let speech = state.tts.register(params, speaker(&user)).await?;
     Ok((
         StatusCode::CREATED,
         [("location", speech.url.clone())],

@@ -67,6 +67,32 @@ pub(super) fn serve_cached(
     response
 }
 
+/// A cached entry sent the way a fresh synthesis is: streamed in pieces,
+/// without a length, validator or byte ranges. A listener hearing a key
+/// for the first time gets this, so they cannot tell that it was cached.
+pub(super) fn serve_as_miss(entry: &cache::Entry) -> Response {
+    let data = entry.data.clone();
+    let pieces = (0..data.len())
+        .step_by(16 * 1024)
+        .map(move |at| Ok::<_, std::io::Error>(data.slice(at..(at + 16 * 1024).min(data.len()))))
+        .collect::<Vec<_>>();
+    let mut response = (
+        StatusCode::OK,
+        axum::body::Body::from_stream(futures::stream::iter(pieces)),
+    )
+        .into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&entry.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    h.insert("x-voxgate-cache", HeaderValue::from_static("miss"));
+    response
+}
+
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n` → inclusive range. `None`: not a
 /// single byte range (ignored); `Err`: unsatisfiable.
 fn parse_range(value: &str, total: usize) -> Option<Result<(usize, usize), ()>> {

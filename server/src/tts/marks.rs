@@ -12,6 +12,9 @@ impl Tts {
     /// Computing Polly marks is a billed synthesis, so it counts against
     /// the user's rate limit and quota and takes a concurrency permit.
     pub async fn marks(&self, speaker: Speaker, key: &str) -> Result<Vec<Mark>, ApiError> {
+        if self.is_paid(speaker.user_id, key).await?.is_none() {
+            return Err(request::not_registered(key));
+        }
         let marks_key = format!("{key}.marks");
         if let Some(entry) = self.inner.memory.get(&marks_key) {
             return serde_json::from_slice(&entry.data).map_err(|e| ApiError::Internal(e.into()));

@@ -30,6 +30,7 @@ pub use handlers::routes;
 pub use quota::{QuotaClass, Speaker};
 pub use request::{Keyed, SpeechParams, SpeechRef};
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,12 +40,12 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
+use uuid::Uuid;
 
 use crate::config::{Config, TtsConfig, TtsEngineChoice};
 use crate::error::ApiError;
 use engine::{EngineKind, Format, SpeechEngine, TtsError, Voice};
 use flight::{Finish, Flights};
-use request::remember;
 
 /// The speech service as the rest of the app sees it.
 #[derive(Clone)]
@@ -60,6 +61,9 @@ struct Inner {
     flights: Arc<Flights>,
     permits: Arc<Semaphore>,
     readiness: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// (user, key) pairs known to be paid: a repeat hearing is then a
+    /// lookup here, not a database read.
+    paid: Mutex<HashSet<(Uuid, String)>>,
     /// Why the engine asked for is not the one running, when it is not.
     fallback: Option<String>,
 }
@@ -141,6 +145,7 @@ impl Tts {
                 memory: cache::Memory::default(),
                 flights: Arc::new(Flights::default()),
                 readiness: Mutex::new(None),
+                paid: Mutex::new(HashSet::new()),
                 fallback,
             }),
         }
@@ -196,17 +201,69 @@ impl Tts {
         })
     }
 
-    /// Registers a synthesis and returns where to fetch it. `long_text`
-    /// lifts the direct-endpoint length limit (the chat speaks long replies
-    /// in several upstream requests).
+    /// Registers a synthesis for `listener` and returns where to fetch it;
+    /// they pay at the first hearing. `long_text` lifts the direct-endpoint
+    /// length limit (the chat speaks long replies in several upstream
+    /// requests).
     pub async fn speak(
         &self,
         params: SpeechParams,
         long_text: bool,
+        listener: Uuid,
     ) -> Result<SpeechRef, ApiError> {
         let keyed = self.resolve(params, long_text).await?;
-        let key = remember(&self.inner.db, &keyed).await?;
+        request::register(&self.inner.db, &keyed, listener, false).await?;
+        let key = keyed.key();
         Ok(keyed.reference(key))
+    }
+
+    /// `POST /api/tts`: registers a synthesis and charges `speaker` for it
+    /// now, like a first hearing (registering the same text again is free).
+    pub async fn register(
+        &self,
+        params: SpeechParams,
+        speaker: Speaker,
+    ) -> Result<SpeechRef, ApiError> {
+        let keyed = self.resolve(params, false).await?;
+        let key = keyed.key();
+        if self.is_paid(speaker.user_id, &key).await? != Some(true) {
+            let charge = self.admit(speaker, &keyed.text, keyed.engine_kind).await?;
+            if !request::register(&self.inner.db, &keyed, speaker.user_id, true).await? {
+                charge.refund().await;
+            }
+            self.remember_paid(speaker.user_id, &key);
+        } else {
+            self.check_rate(speaker.user_id).await?;
+        }
+        Ok(keyed.reference(key))
+    }
+
+    /// Whether `user` registered `key` (`None` if not) and has paid.
+    async fn is_paid(&self, user: Uuid, key: &str) -> Result<Option<bool>, ApiError> {
+        let pair = (user, key.to_string());
+        if self.inner.paid.lock().is_ok_and(|p| p.contains(&pair)) {
+            return Ok(Some(true));
+        }
+        let paid = request::registration(&self.inner.db, user, key).await?;
+        if paid == Some(true) {
+            self.remember_paid(user, key);
+        }
+        Ok(paid)
+    }
+
+    fn remember_paid(&self, user: Uuid, key: &str) {
+        if let Ok(mut paid) = self.inner.paid.lock() {
+            if paid.len() > 100_000 {
+                paid.clear();
+            }
+            paid.insert((user, key.to_string()));
+        }
+    }
+
+    fn forget_paid(&self, user: Uuid, key: &str) {
+        if let Ok(mut paid) = self.inner.paid.lock() {
+            paid.remove(&(user, key.to_string()));
+        }
     }
 
     /// The audio of a registered key (`GET /api/tts/{key}`).
@@ -220,8 +277,9 @@ impl Tts {
         self.serve(speaker, key, None, headers, cache_control).await
     }
 
-    /// Speaks `params` and serves the audio in one go (`/textToSpeech`):
-    /// a cache hit costs no database write and no rate-limit count.
+    /// Speaks `params` and serves the audio in one go (`/textToSpeech`): a
+    /// repeat hearing of cached audio costs no database write and no
+    /// rate-limit count.
     pub async fn speak_and_serve(
         &self,
         speaker: Speaker,
@@ -246,47 +304,61 @@ impl Tts {
         headers: &HeaderMap,
         cache_control: &'static str,
     ) -> Result<Response, ApiError> {
-        let etag = format!("\"{key}\"");
+        let user = speaker.user_id;
+        // Only those who registered a key may hear it; to anyone else it
+        // does not exist, as an unknown key.
+        let paid: bool = match self.is_paid(user, key).await? {
+            None if known.is_none() => return Err(request::not_registered(key)),
+            p => p == Some(true),
+        };
         let cached = match self.inner.memory.get(key) {
             Some(e) => Some(e),
             None => cache::load(&self.inner.db, key)
                 .await?
                 .map(|e| self.inner.memory.put(key, e)),
         };
-        if let Some(entry) = cached {
+        if paid && let Some(entry) = &cached {
             metrics::counter!("voxgate_tts_cache_total", "result" => "hit").increment(1);
             // The ETag names the stored bytes: a later re-synthesis of the
             // same key may encode differently.
             let etag = entry
                 .etag
                 .as_deref()
-                .map(|e| format!("\"{e}\""))
-                .unwrap_or(etag);
+                .map_or_else(|| format!("\"{key}\""), |e| format!("\"{e}\""));
             return Ok(http_cache::serve_cached(
-                &entry,
+                entry,
                 &etag,
                 headers,
                 cache_control,
             ));
         }
         let keyed = match known {
-            Some(k) => {
-                // Recorded for /api/tts/{key}/marks; off the critical path.
-                let db = self.inner.db.clone();
-                let record = k.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = remember(&db, &record).await {
-                        tracing::warn!(error = %e, "recording a speech request failed");
-                    }
-                });
-                k
-            }
+            Some(k) => k,
             None => request::lookup(&self.inner.db, key).await?,
         };
         let synthesis = self.synthesis(&keyed)?;
-        metrics::counter!("voxgate_tts_cache_total", "result" => "miss").increment(1);
         let chars = keyed.text.chars().count() as i64;
-        let charge = self.admit(speaker, &keyed.text, keyed.engine_kind).await?;
+        // A first hearing costs what a synthesis costs, cached or not, so
+        // nothing tells whether somebody else had this spoken before.
+        let charge = if paid {
+            self.check_rate(user).await?;
+            None
+        } else {
+            let charge = self.admit(speaker, &keyed.text, keyed.engine_kind).await?;
+            if request::register(&self.inner.db, &keyed, user, true).await? {
+                self.remember_paid(user, key);
+                Some(charge)
+            } else {
+                // A concurrent request of the same user paid already.
+                charge.refund().await;
+                None
+            }
+        };
+        if let Some(entry) = cached {
+            metrics::counter!("voxgate_tts_cache_total", "result" => "hit").increment(1);
+            return Ok(http_cache::serve_as_miss(&entry));
+        }
+        metrics::counter!("voxgate_tts_cache_total", "result" => "miss").increment(1);
         if self.engine_kind().on_machine() {
             // Polly's billed count comes from its response; voices on this
             // machine "bill" what they speak.
@@ -317,20 +389,22 @@ impl Tts {
             finish,
             start,
         );
-        // Joining a synthesis someone else started costs nothing.
-        let charge = match leader {
-            true => Some(charge),
-            false => {
-                charge.refund().await;
-                None
-            }
-        };
         if let Err(e) = flight.wait_started().await {
             if let Some(charge) = charge {
                 charge.refund().await;
+                self.forget_paid(user, key);
+                let _ = request::unpay(&self.inner.db, user, key).await;
             }
             return Err(e.into());
         }
+        // Only a listener who paid for this key before (or just now, in a
+        // concurrent request of their own) learns that they joined a
+        // synthesis already under way.
+        let label = if leader || charge.is_some() {
+            "miss"
+        } else {
+            "shared"
+        };
         let body = Body::from_stream(
             flight
                 .follow(self.inner.db.clone())
@@ -348,10 +422,7 @@ impl Tts {
             header::CACHE_CONTROL,
             HeaderValue::from_static("private, no-cache"),
         );
-        h.insert(
-            "x-voxgate-cache",
-            HeaderValue::from_static(if leader { "miss" } else { "shared" }),
-        );
+        h.insert("x-voxgate-cache", HeaderValue::from_static(label));
         Ok(response)
     }
 }

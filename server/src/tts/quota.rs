@@ -68,11 +68,15 @@ impl Tts {
         engine: VoiceEngine,
     ) -> Result<Charge, ApiError> {
         self.check_rate(speaker.user_id).await?;
-        let weights = &self.inner.config.engine_weights;
-        let chars = weights.cost(engine.as_str(), text.chars().count());
+        // Polly's engines cost differently; voices on this machine cost
+        // nothing, whatever their voice list calls them.
+        let weight = match self.engine_kind().on_machine() {
+            true => 1.0,
+            false => self.inner.config.engine_weights.weight(engine.as_str()),
+        };
+        let chars = (text.chars().count() as f64 * weight).ceil() as i64;
         let charged = speaker.quota == QuotaClass::Daily;
         if charged {
-            let weight = weights.weight(engine.as_str());
             limits::charge(
                 &self.inner.db,
                 Meter::Speech,

@@ -1,8 +1,11 @@
 //! Registered syntheses: what a cache key stands for, kept in
-//! `tts_requests` so `GET /api/tts/{key}` can synthesize it later.
+//! `tts_requests` so `GET /api/tts/{key}` can synthesize it later, and who
+//! registered it (`tts_registrations`): only they may hear it, and each of
+//! them pays once, cached or not, so the shared cache is no oracle.
 
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::engine::{EngineKind, Format, VoiceEngine};
 use crate::error::ApiError;
@@ -84,12 +87,21 @@ fn base64_url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Stores what a key stands for so `GET /api/tts/{key}` can synthesize it.
-pub async fn remember(db: &PgPool, k: &Keyed) -> Result<String, ApiError> {
+/// Registers `k` for `user`, who may then fetch it (and pays at the first
+/// hearing). `paid`: the caller has charged the user already; returns
+/// whether this call made the registration paid (false when it already
+/// was, so the caller refunds).
+pub async fn register(db: &PgPool, k: &Keyed, user: Uuid, paid: bool) -> Result<bool, ApiError> {
     let key = k.key();
-    sqlx::query(
-        "INSERT INTO tts_requests (key, engine, voice, language, format, engine_kind, text)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key) DO NOTHING",
+    let became_paid: Option<bool> = sqlx::query_scalar(
+        "WITH request AS (
+             INSERT INTO tts_requests (key, engine, voice, language, format, engine_kind, text)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key) DO NOTHING
+         )
+         INSERT INTO tts_registrations (user_id, key, paid) VALUES ($8, $1, $9)
+         ON CONFLICT (user_id, key) DO UPDATE SET paid = true
+           WHERE $9 AND NOT tts_registrations.paid
+         RETURNING paid",
     )
     .bind(&key)
     .bind(k.engine.name())
@@ -98,18 +110,44 @@ pub async fn remember(db: &PgPool, k: &Keyed) -> Result<String, ApiError> {
     .bind(k.format.name())
     .bind(k.engine_kind.as_str())
     .bind(&k.text)
-    .execute(db)
+    .bind(user)
+    .bind(paid)
+    .fetch_optional(db)
     .await?;
-    Ok(key)
+    Ok(became_paid == Some(true) && paid)
+}
+
+/// Whether `user` registered `key`: `None` if not, else whether they
+/// have paid for hearing it.
+pub async fn registration(db: &PgPool, user: Uuid, key: &str) -> sqlx::Result<Option<bool>> {
+    sqlx::query_scalar("SELECT paid FROM tts_registrations WHERE user_id = $1 AND key = $2")
+        .bind(user)
+        .bind(key)
+        .fetch_optional(db)
+        .await
+}
+
+/// Takes a payment back (the synthesis it paid for did not happen).
+pub async fn unpay(db: &PgPool, user: Uuid, key: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE tts_registrations SET paid = false WHERE user_id = $1 AND key = $2")
+        .bind(user)
+        .bind(key)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The answer for a key that is unknown, or that the caller did not
+/// register: the same in both cases.
+pub fn not_registered(key: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "No speech is registered under `{key}` for you; create it with POST /api/tts."
+    ))
 }
 
 /// What `key` was registered for.
 pub async fn lookup(db: &PgPool, key: &str) -> Result<Keyed, ApiError> {
-    let not_found = || {
-        ApiError::NotFound(format!(
-            "No speech is registered under `{key}`; create it with POST /api/tts."
-        ))
-    };
+    let not_found = || not_registered(key);
     if key.len() != 27
         || !key
             .bytes()
