@@ -703,6 +703,49 @@ async fn listing_searches_pages_and_keeps_a_stable_order() {
 }
 
 #[tokio::test]
+async fn realm_users_who_never_signed_in_are_listed_and_can_be_managed() {
+    let stack = spawn_stack().await;
+    let token = stack.admin_token().await;
+    let admin = stack.app.admin(&token);
+    // bob is in the realm but has never used voxgate.
+    let page = stack
+        .app
+        .caller(&token)
+        .get_json("/api/admin/users?search=bob")
+        .await;
+    let bob = &page["items"][0];
+    assert_eq!(bob["username"], "bob", "{page}");
+    assert_eq!(bob["lastLoginAt"], Value::Null, "never signed in");
+    assert_eq!(bob["roles"], json!(["user"]), "the roles his tokens carry");
+    let id = bob["id"].as_str().unwrap();
+    let kc_id = bob["keycloakId"].as_str().unwrap().to_string();
+    // When he signs in, his row is the one that was listed.
+    let bob_token = stack.password_token("bob", "bob").await;
+    let me = stack.app.caller(&bob_token).get_json("/api/me").await;
+    assert_eq!(me["id"].as_str(), Some(id));
+
+    // Every action works on him.
+    let r = admin
+        .update_user(id, &json!({"roles": ["agent", "user"]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        stack
+            .kc
+            .user_realm_roles(REALM, &kc_id)
+            .contains(&"agent".to_string())
+    );
+    let r = admin.update_user(id, &json!({"enabled": false})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        stack.kc.user_by_username(REALM, "bob").unwrap()["enabled"],
+        false
+    );
+    assert_eq!(admin.delete_user(id).await.status(), 204);
+    assert!(stack.kc.user_by_username(REALM, "bob").is_none());
+}
+
+#[tokio::test]
 async fn disabling_applies_to_both_systems_and_ends_sessions() {
     let stack = spawn_stack().await;
     let token = stack.admin_token().await;

@@ -110,6 +110,7 @@
     const badge = el('span', `badge ${user.enabled ? 'ok' : 'off'}`, user.enabled ? 'Enabled' : 'Disabled');
     state.append(badge);
     if (user.status !== 'active') state.append(el('span', 'badge warn', user.status));
+    if (!user.lastLoginAt) state.append(el('span', 'badge off', 'Never signed in'));
     const roleCell = el('td', null);
     roleCell.append(roleEditor(user));
     const actions = el('td', 'actions');

@@ -465,21 +465,25 @@ pub async fn clear_roles(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result
     Ok(())
 }
 
-/// Records a Keycloak user voxgate had no row for.
+/// Records a Keycloak user voxgate had no row for, with the realm roles
+/// they hold in effect; they have not signed in yet.
 pub async fn insert_from_keycloak(
     db: impl PgExecutor<'_>,
     keycloak_id: &str,
     username: &str,
     email: Option<&str>,
     enabled: bool,
+    realm_roles: &[String],
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO users (keycloak_id, username, email, enabled, status) VALUES ($1, $2, $3, $4, 'active')",
+        "INSERT INTO users (keycloak_id, username, email, enabled, status, keycloak_roles)
+         VALUES ($1, $2, $3, $4, 'active', $5) ON CONFLICT (keycloak_id) DO NOTHING",
     )
     .bind(keycloak_id)
     .bind(username)
     .bind(email)
     .bind(enabled)
+    .bind(realm_roles)
     .execute(db)
     .await?;
     Ok(())

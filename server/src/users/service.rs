@@ -51,6 +51,9 @@ pub struct Users {
     pub(super) db: PgPool,
     pub(super) config: Arc<Config>,
     pub(super) principals: Arc<PrincipalCache>,
+    /// When this instance last recorded the realm's users (see
+    /// [`Users::record_realm_users`]).
+    pub(super) realm_seen: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// Maps a failed Keycloak call outside the creation saga to the client's
@@ -88,6 +91,66 @@ impl Users {
             db,
             config,
             principals,
+            realm_seen: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+
+    /// Keycloak holds the identities: a realm user who never signed in to
+    /// voxgate is recorded here too (no sign-in time yet), so listings show
+    /// them and every action works on them. Done at most every 30 seconds
+    /// per instance; a Keycloak that cannot be reached leaves the listing
+    /// as it is.
+    async fn record_realm_users(&self) {
+        let due = self
+            .realm_seen
+            .lock()
+            .map(|seen| seen.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(30)))
+            .unwrap_or(false);
+        if !due {
+            return;
+        }
+        let realm_users = match self.kc.list_all().await {
+            Ok(users) => users,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the realm's users failed; showing known users only");
+                return;
+            }
+        };
+        if let Ok(mut seen) = self.realm_seen.lock() {
+            *seen = Some(std::time::Instant::now());
+        }
+        for kc in realm_users {
+            if kc.username.starts_with("service-account-") {
+                continue;
+            }
+            match repo::find_user_by_keycloak_id(&self.db, &kc.id).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording realm users failed");
+                    return;
+                }
+            }
+            // Their effective realm roles, as a token would carry them.
+            let roles = self
+                .kc
+                .user_effective_realm_roles(&kc.id)
+                .await
+                .unwrap_or_default();
+            if let Err(e) = repo::insert_from_keycloak(
+                &self.db,
+                &kc.id,
+                &kc.username,
+                kc.email.as_deref(),
+                kc.enabled,
+                &roles,
+            )
+            .await
+            {
+                // A live local user with the same name (a creation in flight)
+                // keeps it; reconcile reports the clash.
+                tracing::info!(error = %e, username = %kc.username, "a realm user was not recorded");
+            }
         }
     }
 
@@ -136,6 +199,7 @@ impl Users {
         per_page: i64,
     ) -> Result<UserPage, ApiError> {
         let status = status.map(UserStatus::parse_filter).transpose()?;
+        self.record_realm_users().await;
         if page < 1 {
             return Err(ApiError::bad_request("page starts at 1."));
         }
