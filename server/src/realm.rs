@@ -78,6 +78,19 @@ pub struct ImportArgs {
     /// What to do with users, clients and roles that already exist.
     #[arg(long, value_enum, default_value_t = IfExists::Skip)]
     pub if_exists: IfExists,
+    /// `production` imports the clients marked dev-only in the file (the
+    /// `voxgate.dev-only` attribute; the password-grant tool client) turned
+    /// off, so nobody can guess passwords through them.
+    #[arg(long, value_enum, default_value_t = Profile::Dev)]
+    pub profile: Profile,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    /// Everything as the file has it.
+    Dev,
+    /// Dev-only clients disabled, their direct grants off.
+    Production,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -155,7 +168,10 @@ pub async fn run(command: RealmCommand) -> ExitCode {
 /// Runs the import; the report lines (standard output) go to `report`,
 /// also when it fails (a dry run under `fail` lists the conflicts).
 pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), Failure> {
-    let realm_file = RealmFile::read(&args.file)?;
+    let mut realm_file = RealmFile::read(&args.file)?;
+    if args.profile == Profile::Production {
+        realm_file.disable_dev_only_clients(report);
+    }
     let base = keycloak_base(&args.url)?;
     let http = reqwest::Client::builder()
         .user_agent(concat!(
@@ -250,6 +266,27 @@ impl RealmFile {
             )));
         }
         Ok(RealmFile { name, json })
+    }
+
+    /// Turns off every client marked `voxgate.dev-only`, naming each.
+    fn disable_dev_only_clients(&mut self, report: &mut Vec<String>) {
+        let Some(clients) = self.json.get_mut("clients").and_then(Value::as_array_mut) else {
+            return;
+        };
+        for client in clients {
+            let dev_only = client
+                .pointer("/attributes/voxgate.dev-only")
+                .and_then(Value::as_str)
+                == Some("true");
+            if dev_only && let Some(c) = client.as_object_mut() {
+                c.insert("enabled".into(), json!(false));
+                c.insert("directAccessGrantsEnabled".into(), json!(false));
+                let id = c.get("clientId").and_then(Value::as_str).unwrap_or("?");
+                report.push(format!(
+                    "production profile: client {id} is imported disabled"
+                ));
+            }
+        }
     }
 
     fn list(&self, key: &str) -> &[Value] {

@@ -190,6 +190,27 @@ async fn import_creates_a_missing_realm_whose_seeded_users_can_then_sign_in() {
 }
 
 #[tokio::test]
+async fn the_production_profile_imports_the_password_grant_client_disabled() {
+    let kc = keycloak(vec![]).await;
+    let file = RealmFile::write(&project_realm());
+
+    let run = import_as_admin(&kc, &file, &["--profile", "production"]).await;
+
+    run.exits(0)
+        .stdout_has("production profile: client voxgate-cli is imported disabled");
+    assert_ne!(
+        password_grant(&kc, "alice", "alice").await,
+        200,
+        "no password grant in production"
+    );
+
+    // The development default keeps it, for local tooling and tests.
+    let dev = keycloak(vec![]).await;
+    import_as_admin(&dev, &file, &[]).await.exits(0);
+    assert_eq!(password_grant(&dev, "alice", "alice").await, 200);
+}
+
+#[tokio::test]
 async fn a_second_import_with_skip_changes_nothing_and_says_so() {
     let kc = keycloak(vec![]).await;
     let file = RealmFile::write(&project_realm());

@@ -248,6 +248,10 @@ fn nginx_vars(
                 .join(" "),
         ),
         ("NGINX_KEYCLOAK_SERVER", keycloak.to_string()),
+        ("NGINX_CREDENTIALS_RATE", "20r/m".to_string()),
+        // voxgate's instances; a test's "client from elsewhere" binds
+        // 127.0.0.2.
+        ("NGINX_CREDENTIALS_EXEMPT", "127.0.0.1/32 1;".to_string()),
     ])
 }
 
@@ -776,6 +780,51 @@ async fn keycloak_sign_in_is_proxied_but_its_admin_api_and_the_metrics_are_not()
         .get(&d.url("/api/version"))
         .await;
     assert_eq!(other_host.status(), 421);
+}
+
+#[tokio::test]
+async fn password_guessing_at_keycloak_through_the_edge_is_rate_limited() {
+    if nginx_missing() {
+        return;
+    }
+    let d = Deployment::start().await;
+    let elsewhere = d
+        .client()
+        .local_address("127.0.0.2".parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let token_url = d.url("/realms/voxgate/protocol/openid-connect/token");
+    let guess = [
+        ("grant_type", "password"),
+        ("client_id", "voxgate-cli"),
+        ("username", "alice"),
+        ("password", "wrong"),
+    ];
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let r = Caller::at("", elsewhere.clone())
+            .post_form(&token_url, &guess)
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    // Keycloak 26.7 answers a wrong password with 400 invalid_grant.
+    let refused = statuses.iter().filter(|s| **s == 400).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(refused >= 10 && limited >= 10, "{statuses:?}");
+    // The login form's action is limited by the same zone.
+    let action = d.url("/realms/voxgate/login-actions/authenticate");
+    let r = Caller::at("", elsewhere.clone())
+        .post_form(&action, &guess)
+        .await;
+    assert_eq!(r.status(), 429);
+    // voxgate's own address is not held back.
+    let own = d.client().build().unwrap();
+    let r = Caller::at("", own).post_form(&token_url, &guess).await;
+    assert_eq!(r.status(), 400);
+    // Nor can a regular expression open the master realm.
+    let master = d.url("/realms/master/protocol/openid-connect/token");
+    let r = Caller::at("", elsewhere).post_form(&master, &guess).await;
+    assert_eq!(r.status(), 403);
 }
 
 #[tokio::test]

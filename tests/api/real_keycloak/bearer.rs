@@ -112,3 +112,67 @@ async fn an_expired_real_token_is_refused() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(stack.app.bearer_status(&token).await, 401);
 }
+
+#[tokio::test]
+async fn the_shipped_realm_locks_an_account_after_repeated_wrong_passwords() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    let token_url = format!("{}/protocol/openid-connect/token", stack.issuer());
+    let grant = |password: &'static str| {
+        let url = token_url.clone();
+        async move {
+            let form = [
+                ("grant_type", "password"),
+                ("client_id", "voxgate-cli"),
+                ("username", "bob"),
+                ("password", password),
+            ];
+            let r = Caller::at("", reqwest::Client::new())
+                .post_form(&url, &form)
+                .await;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    // Keycloak 26.7 answers a wrong password with 400 invalid_grant.
+    for _ in 0..10 {
+        let (status, body) = grant("guess").await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error_description"], "Invalid user credentials");
+    }
+    // Locked: the right password is refused with the same answer, so a
+    // guesser learns nothing from it.
+    let (status, body) = grant("bob").await;
+    assert_eq!(
+        (status, body["error_description"].clone()),
+        (400, json!("Invalid user credentials"))
+    );
+    let bob_id = stack.admin.get("/users?username=bob&exact=true").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let detection = stack
+        .admin
+        .get(&format!("/attack-detection/brute-force/users/{bob_id}"))
+        .await;
+    assert_eq!(detection["disabled"], true, "{detection}");
+    // Guesses faster than one a second lock the account at the second
+    // (the quick-login check); later ones are not even counted.
+    assert!(
+        detection["numFailures"].as_u64().unwrap() >= 2,
+        "{detection}"
+    );
+    // An admin can lift the lock at once.
+    let cleared = stack
+        .admin
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/attack-detection/brute-force/users/{bob_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(cleared.status(), 204);
+    assert_eq!(grant("bob").await.0, 200);
+}
