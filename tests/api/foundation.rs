@@ -216,6 +216,47 @@ async fn openapi_document_lists_the_api() {
     }
 }
 
+#[tokio::test]
+async fn the_api_description_declares_its_parameters_and_problem_answers() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get_json("/api/openapi.json").await;
+    let mut wrong = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let templated: Vec<&str> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for (method, op) in item.as_object().unwrap() {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let in_path: Vec<&str> = params
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            if in_path != templated {
+                wrong.push(format!("{method} {path}: path parameters {in_path:?}"));
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let content = response["content"].as_object().cloned().unwrap_or_default();
+                let problem_as_json = content
+                    .get("application/json")
+                    .is_some_and(|c| c["schema"]["$ref"] == "#/components/schemas/Problem");
+                if problem_as_json {
+                    wrong.push(format!(
+                        "{method} {path} {status}: a problem as application/json"
+                    ));
+                }
+            }
+            for status in ["401", "500"] {
+                if path != "/api/version" && !op["responses"][status].is_object() {
+                    wrong.push(format!("{method} {path}: {status} undocumented"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 #[test]
 fn no_api_route_bypasses_the_openapi_router() {
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src");

@@ -321,6 +321,7 @@ fn stream_reply(pending: Pending, reply: Reply) -> impl IntoResponse {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct HistoryQuery {
     /// Only messages with a smaller id (the `nextBefore` of the page after).

@@ -56,6 +56,7 @@ const KEYED_CACHE: &str = "private, max-age=31536000, immutable";
 const LEGACY_CACHE: &str = "private, max-age=86400";
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LegacyQuery {
     #[serde(rename = "Text")]
     text: Option<String>,
@@ -141,6 +142,7 @@ async fn create_speech(
 /// The audio of a registered synthesis: cached (with `Range`, `ETag`) or
 /// streamed while it is synthesized.
 #[utoipa::path(get, path = "/api/tts/{key}", tag = "speech",
+    params(("key" = String, Path, description = "A key returned by POST /api/tts")),
     responses((status = 200, description = "Audio", content_type = "audio/mpeg"), (status = 206, description = "Part of the audio"),
         (status = 304, description = "Not modified"), (status = 404, body = Problem)))]
 async fn speech_audio(
@@ -159,6 +161,7 @@ async fn speech_audio(
 /// Word and sentence timings of a registered synthesis (Polly speech-mark
 /// shape; estimated for the local voice).
 #[utoipa::path(get, path = "/api/tts/{key}/marks", tag = "speech",
+    params(("key" = String, Path, description = "A key returned by POST /api/tts")),
     responses((status = 200, body = Vec<Mark>), (status = 404, body = Problem)))]
 async fn speech_marks(
     State(state): State<AppState>,
@@ -171,6 +174,7 @@ async fn speech_marks(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct VoicesQuery {
     /// Only voices for this language, e.g. `en-US` or `en`.

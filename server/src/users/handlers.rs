@@ -35,6 +35,7 @@ fn actor(user: &crate::auth::CurrentUser) -> Actor {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Part of a username, email or name.
@@ -67,7 +68,7 @@ async fn list_users(
 
 /// Creates a user in Keycloak and voxgate (all or nothing).
 #[utoipa::path(post, path = "/api/admin/users", tag = "admin", request_body = CreateUserRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body return the first result")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Retries with the same key and body return the first result (1 to 255 characters)")),
     responses((status = 201, body = UserView), (status = 409, body = Problem), (status = 422, body = Problem),
         (status = 502, body = Problem), (status = 503, body = Problem)))]
 async fn create_user(
@@ -101,6 +102,7 @@ async fn create_user(
 
 /// One user.
 #[utoipa::path(get, path = "/api/admin/users/{id}", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
     responses((status = 200, body = UserView), (status = 404, body = Problem)))]
 async fn get_user(
     State(state): State<AppState>,
@@ -112,7 +114,8 @@ async fn get_user(
 
 /// Enables/disables a user, replaces their roles or changes their names, in
 /// both systems. Disabling also ends their sessions.
-#[utoipa::path(patch, path = "/api/admin/users/{id}", tag = "admin", request_body = UpdateUserRequest,
+#[utoipa::path(patch, path = "/api/admin/users/{id}", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")), request_body = UpdateUserRequest,
     responses((status = 200, body = UserView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn update_user(
     State(state): State<AppState>,
@@ -127,6 +130,7 @@ async fn update_user(
 
 /// Deletes a user from both systems; the audit trail keeps the record.
 #[utoipa::path(delete, path = "/api/admin/users/{id}", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete_user(
     State(state): State<AppState>,
@@ -147,6 +151,7 @@ async fn list_roles(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     /// Only entries about this user id.
