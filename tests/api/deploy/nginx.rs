@@ -828,6 +828,40 @@ async fn password_guessing_at_keycloak_through_the_edge_is_rate_limited() {
 }
 
 #[tokio::test]
+async fn the_master_realm_is_refused_at_the_edge_in_every_spelling() {
+    if nginx_missing() {
+        return;
+    }
+    let d = Deployment::start().await;
+    let client = d.client().build().unwrap();
+    for path in [
+        "/realms/master",
+        "/realms/master/",
+        "/realms/master/.well-known/openid-configuration",
+        "/realms/master;x/.well-known/openid-configuration",
+        "/realms/master;jsessionid=1/protocol/openid-connect/token",
+        "/realms/MASTER/.well-known/openid-configuration",
+        "/realms/Master/protocol/openid-connect/auth",
+        "/realms/%6daster/.well-known/openid-configuration",
+        "/realms//master/.well-known/openid-configuration",
+        "/realms/./master/.well-known/openid-configuration",
+        "/realms/voxgate/../master/.well-known/openid-configuration",
+    ] {
+        // Sent as written: reqwest would otherwise normalise some of them.
+        let url = format!("{}{path}", d.origin());
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{path} is closed at the edge");
+    }
+    // The project realm itself stays open.
+    let open = client
+        .get(d.url("/realms/voxgate/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+}
+
+#[tokio::test]
 async fn cookies_are_secure_when_a_trusted_proxy_reports_https() {
     // A public URL of plain http (e.g. an internal name) behind a TLS proxy:
     // the browser still reached us over https, so cookies must be Secure.
