@@ -223,6 +223,9 @@ fn compose_gives_voxgate_only_settings_it_reads() {
 fn compose_wiring_agrees_between_nginx_keycloak_voxgate_and_the_realm() {
     let compose = compose();
     let public_host = env_str(&compose, "nginx", "NGINX_PUBLIC_HOST");
+    // A development stack must not pin a developer's browser to https for
+    // every localhost port.
+    assert_eq!(env_str(&compose, "nginx", "NGINX_HSTS_MAX_AGE"), "0");
     let public_url = env_str(&compose, "voxgate", "VOXGATE_PUBLIC_URL");
     assert_eq!(public_url, format!("https://{public_host}"));
     assert_eq!(

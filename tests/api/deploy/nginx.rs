@@ -249,6 +249,8 @@ fn nginx_vars(
         ),
         ("NGINX_KEYCLOAK_SERVER", keycloak.to_string()),
         ("NGINX_CREDENTIALS_RATE", "20r/m".to_string()),
+        // Production's value; the dev compose file sets 0.
+        ("NGINX_HSTS_MAX_AGE", "63072000".to_string()),
         // voxgate's instances; a test's "client from elsewhere" binds
         // 127.0.0.2.
         ("NGINX_CREDENTIALS_EXEMPT", "127.0.0.1/32 1;".to_string()),
