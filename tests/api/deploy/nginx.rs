@@ -830,6 +830,56 @@ async fn password_guessing_at_keycloak_through_the_edge_is_rate_limited() {
 }
 
 #[tokio::test]
+async fn another_name_of_ours_is_redirected_to_the_public_origin_before_sign_in() {
+    if nginx_missing() {
+        return;
+    }
+    let d = Deployment::start().await;
+    let client = d.client().build().unwrap();
+    let port = d.origin().rsplit(':').next().unwrap().to_string();
+    // `localhost` is one of our names, but the public origin is 127.0.0.1.
+    for (method, path) in [
+        ("GET", "/auth/login?return_to=%2Fchat"),
+        ("POST", "/api/chat"),
+    ] {
+        let url = format!("{}{path}", d.origin());
+        let response = client
+            .request(method.parse().unwrap(), &url)
+            .header("host", format!("localhost:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 308, "{method} {path}");
+        assert_eq!(
+            response.headers()["location"],
+            format!("{}{path}", d.origin()).as_str(),
+            "{method} {path}"
+        );
+    }
+    // The public origin itself goes through, over HTTP/1.1 and HTTP/2
+    // (whose :authority is not a Host header).
+    let login = client.get(d.url("/auth/login")).send().await.unwrap();
+    assert_eq!(login.status(), 303);
+    let h2 = std::process::Command::new("curl")
+        .args([
+            "--http2",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(d.certs.path("ca.pem"))
+        .arg(d.url("/api/version"))
+        .output();
+    match h2 {
+        Ok(out) => assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200"),
+        Err(e) => eprintln!("skipping the HTTP/2 check: curl cannot run ({e})"),
+    }
+}
+
+#[tokio::test]
 async fn the_master_realm_is_refused_at_the_edge_in_every_spelling() {
     if nginx_missing() {
         return;
