@@ -143,6 +143,28 @@ ensure_piper() {
     export VOXGATE_PIPER_PYTHON="$venv/bin/python"
 }
 
+# ensure_schemathesis installs the property-based API fuzzer (the version
+# pinned in tests/fuzz/requirements.txt) into .local/schemathesis, once per
+# change of that file, and exports VOXGATE_SCHEMATHESIS (its `st` command).
+ensure_schemathesis() {
+    local venv="$ROOT/.local/schemathesis" requirements="$ROOT/tests/fuzz/requirements.txt"
+    local stamp="$venv/.requirements"
+    if ! [ -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
+        command -v python3 >/dev/null || ensure_packages python3
+        python3 -c 'import venv, ensurepip' 2>/dev/null || ensure_packages python3-venv
+        log "installing the API fuzzer (schemathesis) into .local/schemathesis"
+        rm -rf "$venv"
+        if ! { python3 -m venv "$venv" \
+            && "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"; }; then
+            echo "installing schemathesis failed" >&2
+            rm -rf "$venv"
+            return 1
+        fi
+        cp "$requirements" "$stamp"
+    fi
+    export VOXGATE_SCHEMATHESIS="$venv/bin/st"
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null; then
         log "installing Rust"

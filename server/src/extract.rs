@@ -51,6 +51,16 @@ where
         {
             return Err(nul_error(&field));
         }
+        // Every body this API takes is an object; serde would otherwise
+        // read a struct from an array of its fields in order.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+            && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok()
+        {
+            return Err(ApiError::Validation {
+                detail: "The JSON body must be an object.".into(),
+                errors: Vec::new(),
+            });
+        }
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(AppJson(v)),
             Err(rejection) => Err(json_rejection(rejection)),

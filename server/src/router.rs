@@ -42,6 +42,7 @@ pub fn api() -> OpenApiRouter<AppState> {
 /// limit (413), text Postgres cannot store (422), a dependency down (503)
 /// and our own failure (500). Problems are `application/problem+json`.
 pub fn complete(mut doc: serde_json::Value) -> serde_json::Value {
+    refuse_nul_in_strings(&mut doc);
     let problem = serde_json::json!({
         "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
     });
@@ -103,6 +104,32 @@ pub fn complete(mut doc: serde_json::Value) -> serde_json::Value {
         }
     }
     doc
+}
+
+/// Every free-text string in the document says what the extractors
+/// enforce: no NUL character (Postgres cannot store one; it is a 422).
+fn refuse_nul_in_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let string = match map.get("type") {
+                Some(serde_json::Value::String(t)) => t == "string",
+                Some(serde_json::Value::Array(ts)) => ts.iter().any(|t| t == "string"),
+                _ => false,
+            };
+            let free_text = string
+                && !map.contains_key("pattern")
+                && !map.contains_key("format")
+                && !map.contains_key("enum");
+            if free_text {
+                map.insert("pattern".into(), serde_json::json!("^[^\\u0000]*$"));
+            }
+            for v in map.values_mut() {
+                refuse_nul_in_strings(v);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(refuse_nul_in_strings),
+        _ => {}
+    }
 }
 
 pub fn router(state: AppState) -> Router {

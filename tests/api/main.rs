@@ -10,6 +10,7 @@ mod auth;
 mod chat;
 mod deploy;
 mod foundation;
+mod fuzz;
 mod neural;
 mod pages;
 mod provisioning;

@@ -325,8 +325,10 @@ fn stream_reply(pending: Pending, reply: Reply) -> impl IntoResponse {
 #[serde(deny_unknown_fields)]
 struct HistoryQuery {
     /// Only messages with a smaller id (the `nextBefore` of the page after).
+    #[param(minimum = 1)]
     before: Option<i64>,
     /// 1–100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 
@@ -342,6 +344,12 @@ async fn history(
     let limit = q.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::validation("limit", "must be between 1 and 100"));
+    }
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::validation(
+            "before",
+            "must be a message id (1 or more)",
+        ));
     }
     let (items, more) = store::page(&state.db, user.id, q.before, limit).await?;
     let next_before = if more {

@@ -9,7 +9,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::IdempotencyKey;
-use super::model::{AuditPage, CreateUserRequest, RoleView, UpdateUserRequest, UserPage, UserView};
+use super::model::{
+    AuditPage, CreateUserRequest, RoleView, UpdateUserRequest, UserPage, UserStatus, UserView,
+};
 use super::service::Actor;
 use crate::auth::{Admin, AppRole, RequireRole};
 use crate::error::{ApiError, Problem};
@@ -41,8 +43,13 @@ struct ListQuery {
     /// Part of a username, email or name.
     search: Option<String>,
     /// pending, active, failed or deleted (default: pending and active).
+    #[param(value_type = Option<UserStatus>)]
     status: Option<String>,
+    /// 1 or more (default 1).
+    #[param(minimum = 1, maximum = 100000)]
     page: Option<i64>,
+    /// 1–100 (default 25).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<i64>,
 }
 
@@ -158,7 +165,11 @@ struct AuditQuery {
     target: Option<Uuid>,
     /// Only this action, e.g. `user.create`.
     action: Option<String>,
+    /// 1 or more (default 1).
+    #[param(minimum = 1, maximum = 100000)]
     page: Option<i64>,
+    /// 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     per_page: Option<i64>,
 }
 

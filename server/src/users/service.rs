@@ -200,8 +200,8 @@ impl Users {
     ) -> Result<UserPage, ApiError> {
         let status = status.map(UserStatus::parse_filter).transpose()?;
         self.record_realm_users().await;
-        if page < 1 {
-            return Err(ApiError::bad_request("page starts at 1."));
+        if !(1..=100_000).contains(&page) {
+            return Err(ApiError::bad_request("page must be between 1 and 100000."));
         }
         if !(1..=100).contains(&per_page) {
             return Err(ApiError::bad_request("per_page must be between 1 and 100."));
@@ -232,9 +232,9 @@ impl Users {
         page: i64,
         per_page: i64,
     ) -> Result<AuditPage, ApiError> {
-        if page < 1 || !(1..=200).contains(&per_page) {
+        if !(1..=100_000).contains(&page) || !(1..=200).contains(&per_page) {
             return Err(ApiError::bad_request(
-                "page starts at 1 and per_page must be between 1 and 200.",
+                "page must be between 1 and 100000 and per_page between 1 and 200.",
             ));
         }
         let (items, total) = repo::list_audit(
