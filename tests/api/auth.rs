@@ -995,6 +995,28 @@ async fn bearer_requests_keep_working_while_many_sessions_refresh_against_a_slow
 }
 
 #[tokio::test]
+async fn bearer_tokens_of_clients_not_on_the_allowed_list_are_refused() {
+    let only_reports = TestSettings::default().set("VOXGATE_OIDC_ALLOWED_CLIENTS", "reports-api");
+    let stack = spawn_stack_with(only_reports).await;
+    // The password-grant tool client is not on the list.
+    let token = stack.password_token("bob", "bob").await;
+    let p = problem(stack.app.caller(&token).get("/api/me").await, 401).await;
+    detail_has(
+        &p,
+        "issued to the client `voxgate-cli`, which may not call this API",
+    );
+    // voxgate's own client always is: browser sessions work.
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    assert_eq!(stack.me_status(&client).await, 200);
+
+    let with_tool =
+        TestSettings::default().set("VOXGATE_OIDC_ALLOWED_CLIENTS", "reports-api, voxgate-cli");
+    let stack = spawn_stack_with(with_tool).await;
+    let token = stack.password_token("bob", "bob").await;
+    assert_eq!(stack.app.bearer_status(&token).await, 200);
+}
+
+#[tokio::test]
 async fn anonymous_sign_in_starts_are_bounded_per_address_and_store_nothing_past_the_limit() {
     let stack =
         spawn_stack_with(TestSettings::default().set("VOXGATE_SIGN_INS_PER_ADDRESS", "5")).await;

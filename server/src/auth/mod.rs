@@ -58,7 +58,8 @@ impl Auth {
             config.oidc.audience.clone(),
             config.oidc.client_id.clone(),
             config.oidc.leeway.as_secs(),
-        );
+        )
+        .allowing_clients(config.oidc.allowed_clients.clone());
         Auth {
             provider,
             validator: Arc::new(validator),

@@ -106,6 +106,8 @@ pub enum TokenError {
     WrongIssuer,
     #[error("the token is not meant for this server (audience)")]
     WrongAudience,
+    #[error("the token was issued to the client `{0}`, which may not call this API")]
+    ClientNotAllowed(String),
     #[error("the token lacks the required claim `{0}`")]
     MissingClaim(String),
     #[error("the claim `{0}` must be a number")]
@@ -133,6 +135,8 @@ pub struct TokenValidator {
     issuers: Vec<String>,
     audience: String,
     client_id: String,
+    /// Clients (`azp`) whose access tokens are accepted; empty: any.
+    allowed_clients: Vec<String>,
     leeway: u64,
     cache: RwLock<HashMap<[u8; 32], Arc<Claims>>>,
 }
@@ -150,9 +154,16 @@ impl TokenValidator {
             issuers,
             audience,
             client_id,
+            allowed_clients: Vec::new(),
             leeway,
             cache: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Accepts access tokens only from these clients (and our own).
+    pub fn allowing_clients(mut self, clients: Vec<String>) -> Self {
+        self.allowed_clients = clients;
+        self
     }
 
     /// Validates a bearer access token, from cache when possible.
@@ -273,6 +284,12 @@ impl TokenValidator {
         let typ = claims.typ.clone().unwrap_or_default();
         match expect {
             Expect::Access if typ != "Bearer" => return Err(TokenError::WrongType(typ)),
+            Expect::Access if !self.allowed_clients.is_empty() => {
+                let azp = claims.azp.clone().unwrap_or_default();
+                if azp != self.client_id && !self.allowed_clients.contains(&azp) {
+                    return Err(TokenError::ClientNotAllowed(azp));
+                }
+            }
             Expect::Id { nonce } => {
                 if typ != "ID" {
                     return Err(TokenError::WrongType(typ));

@@ -243,6 +243,9 @@ impl Config {
             oidc: OidcConfig {
                 issuer,
                 extra_issuers,
+                allowed_clients: split_list(&opt("oidc.allowed_clients").unwrap_or_default())
+                    .map(str::to_string)
+                    .collect(),
                 audience: text("oidc.audience")?,
                 client_id: text("oidc.client_id")?,
                 client_secret: secret_opt("oidc.client_secret"),

@@ -135,6 +135,7 @@ pub struct Config {
 pub struct OidcConfig {
     pub issuer: Url,
     pub extra_issuers: Vec<String>,
+    pub allowed_clients: Vec<String>,
     pub audience: String,
     pub client_id: String,
     pub client_secret: Option<SecretString>,

@@ -126,6 +126,12 @@ pub const SETTINGS: &[Setting] = &[
         "Secret of the browser-login client (confidential client).",
     ),
     s(
+        "oidc.allowed_clients",
+        "VOXGATE_OIDC_ALLOWED_CLIENTS",
+        Some(""),
+        "Comma-separated Keycloak client ids whose bearer tokens (their `azp`) may call the API; empty allows every client whose tokens carry the audience. voxgate's own client is always allowed. Production: name the API clients you run.",
+    ),
+    s(
         "oidc.leeway_seconds",
         "VOXGATE_OIDC_LEEWAY_SECONDS",
         Some("30"),
