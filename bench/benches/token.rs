@@ -55,6 +55,7 @@ fn fixture() -> Fixture {
             OidcConfig {
                 issuer: issuer.parse().expect("issuer URL"),
                 extra_issuers: Vec::new(),
+                allowed_clients: Vec::new(),
                 audience: "voxgate".into(),
                 client_id: "voxgate-web".into(),
                 client_secret: None,
