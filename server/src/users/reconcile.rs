@@ -157,20 +157,7 @@ impl Users {
                     "exists in Keycloak but voxgate has no record",
                 );
                 if fix {
-                    let roles = self
-                        .kc
-                        .user_effective_realm_roles(&kc.id)
-                        .await
-                        .unwrap_or_default();
-                    let inserted = repo::insert_from_keycloak(
-                        &self.db,
-                        &kc.id,
-                        &kc.username,
-                        kc.email.as_deref(),
-                        kc.enabled,
-                        &roles,
-                    )
-                    .await;
+                    let inserted = self.record_keycloak_user(kc).await;
                     d.fixed = Some(match inserted {
                         Ok(()) => "recorded in voxgate".into(),
                         Err(e) => format!("not fixed: {}", crate::error::chain(&e)),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::keycloak::{KcError, KeycloakUsers};
+use super::keycloak::{KcError, KcUser, KeycloakUsers};
 use super::model::{AuditPage, RoleView, UserPage, UserStatus, UserView};
 use super::repo;
 use crate::auth::AppRole;
@@ -95,6 +95,25 @@ impl Users {
         }
     }
 
+    /// Records a Keycloak user voxgate has no row for, with the realm roles
+    /// they hold in effect (as their tokens would carry them).
+    pub(super) async fn record_keycloak_user(&self, kc: &KcUser) -> sqlx::Result<()> {
+        let roles = self
+            .kc
+            .user_effective_realm_roles(&kc.id)
+            .await
+            .unwrap_or_default();
+        repo::insert_from_keycloak(
+            &self.db,
+            &kc.id,
+            &kc.username,
+            kc.email.as_deref(),
+            kc.enabled,
+            &roles,
+        )
+        .await
+    }
+
     /// Keycloak holds the identities: a realm user who never signed in to
     /// voxgate is recorded here too (no sign-in time yet), so listings show
     /// them and every action works on them. Done at most every 30 seconds
@@ -131,22 +150,7 @@ impl Users {
                     return;
                 }
             }
-            // Their effective realm roles, as a token would carry them.
-            let roles = self
-                .kc
-                .user_effective_realm_roles(&kc.id)
-                .await
-                .unwrap_or_default();
-            if let Err(e) = repo::insert_from_keycloak(
-                &self.db,
-                &kc.id,
-                &kc.username,
-                kc.email.as_deref(),
-                kc.enabled,
-                &roles,
-            )
-            .await
-            {
+            if let Err(e) = self.record_keycloak_user(&kc).await {
                 // A live local user with the same name (a creation in flight)
                 // keeps it; reconcile reports the clash.
                 tracing::info!(error = %e, username = %kc.username, "a realm user was not recorded");
