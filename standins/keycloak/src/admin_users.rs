@@ -827,3 +827,38 @@ pub async fn change_mappings<const ADD: bool>(
 ) -> Response {
     mapping_change(s, p.realm, p.id, p.client, ADD, headers, body).await
 }
+
+/// `GET …/attack-detection/brute-force/users/{id}`: the brute-force
+/// detector's view of one user.
+pub async fn login_failures(
+    Admin(shared, (realm, id), headers): Admin<(String, String)>,
+) -> Response {
+    let (caller, world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let r = or_respond!(realm_in(&world, &realm));
+    or_respond!(admit_user(&caller, r, &id, None, Caller::can_view_users));
+    let f = r.login_failures.get(&id).cloned().unwrap_or_default();
+    let disabled = r.login_locked(&id);
+    json_response(
+        StatusCode::OK,
+        json!({
+            "failedLoginNotBefore": f.not_before,
+            "numFailures": f.num_failures,
+            "numTemporaryLockouts": 0,
+            "disabled": disabled,
+            "numSecondaryAuthFailures": 0,
+            "lastIPFailure": if f.last_ip.is_empty() { "n/a".to_string() } else { f.last_ip },
+            "lastFailure": f.last_failure_ms,
+        }),
+    )
+}
+
+/// `DELETE …/attack-detection/brute-force/users/{id}`: lifts a lock.
+pub async fn clear_login_failures(
+    Admin(shared, (realm, id), headers): Admin<(String, String)>,
+) -> Response {
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let r = or_respond!(realm_in_mut(&mut world, &realm));
+    or_respond!(admit_user(&caller, r, &id, None, Caller::can_manage_users));
+    r.clear_login_failures(&id);
+    no_content()
+}

@@ -419,8 +419,17 @@ pub async fn authenticate(
     let action = form_action(&shared, &realm_name, "authenticate", &req.client_id, &tab);
     let email_allowed = realm.login_with_email_allowed;
     let user = realm.find_login_user(username.trim());
-    let verified = user.is_some_and(|u| u.password.as_ref().is_some_and(|p| p.verify(&password)));
+    // A locked account reads as a wrong password, and the attempt is not
+    // counted (Keycloak's brute-force detector).
+    let locked = user.is_some_and(|u| realm.login_locked(&u.id));
+    let verified =
+        !locked && user.is_some_and(|u| u.password.as_ref().is_some_and(|p| p.verify(&password)));
     let Some(user) = user.filter(|_| verified) else {
+        if let Some(id) = user.filter(|_| !locked).map(|u| u.id.clone())
+            && let Some(realm) = world.realm_mut(&realm_name)
+        {
+            realm.record_login_failure(&id, &addr.ip().to_string());
+        }
         return html(
             StatusCode::OK,
             pages::login(
@@ -446,6 +455,9 @@ pub async fn authenticate(
     }
     let user_id = user.id.clone();
     let pending = user.required_actions.clone();
+    if let Some(realm) = world.realm_mut(&realm_name) {
+        realm.clear_login_failures(&user_id);
+    }
     if let Some(f) = world.flows.get_mut(&tab) {
         f.user_id = Some(user_id.clone());
     }

@@ -258,9 +258,81 @@ pub struct Realm {
     pub default_default_client_scopes: Vec<String>,
     pub users: Vec<User>,
     pub keys: RealmKeys,
+    /// Brute-force detection, when the realm turns it on.
+    #[serde(default)]
+    pub brute_force: Option<BruteForce>,
+    /// Login failures per user id (memory only, as Keycloak's are per node).
+    #[serde(skip)]
+    pub login_failures: std::collections::HashMap<String, LoginFailures>,
+}
+
+/// The realm's brute-force settings (Keycloak's names, in seconds and ms).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BruteForce {
+    pub failure_factor: i64,
+    pub wait_increment_seconds: i64,
+    pub max_failure_wait_seconds: i64,
+    pub quick_login_check_ms: i64,
+    pub minimum_quick_login_wait_seconds: i64,
+    pub max_delta_time_seconds: i64,
+}
+
+/// Keycloak's `UserLoginFailureModel`.
+#[derive(Clone, Debug, Default)]
+pub struct LoginFailures {
+    pub num_failures: i64,
+    pub last_failure_ms: i64,
+    pub last_ip: String,
+    /// Locked until this time (seconds); 0 when not locked.
+    pub not_before: i64,
 }
 
 impl Realm {
+    /// Whether brute-force detection holds `user_id` back right now.
+    pub fn login_locked(&self, user_id: &str) -> bool {
+        self.brute_force.is_some()
+            && self
+                .login_failures
+                .get(user_id)
+                .is_some_and(|f| f.not_before > now_secs())
+    }
+
+    /// Counts a failed login as Keycloak's BruteForceProtector does: a
+    /// failure within the quick-login window of the previous one locks for
+    /// the minimum quick-login wait; every `failureFactor`th failure locks
+    /// for a growing wait, up to the maximum. Failures older than the delta
+    /// time are forgotten.
+    pub fn record_login_failure(&mut self, user_id: &str, ip: &str) {
+        let Some(bf) = self.brute_force.clone() else {
+            return;
+        };
+        let now = now_ms();
+        let f = self.login_failures.entry(user_id.to_string()).or_default();
+        if f.last_failure_ms > 0 && now - f.last_failure_ms > bf.max_delta_time_seconds * 1000 {
+            *f = LoginFailures::default();
+        }
+        let quick = f.last_failure_ms > 0 && now - f.last_failure_ms < bf.quick_login_check_ms;
+        f.num_failures += 1;
+        f.last_failure_ms = now;
+        f.last_ip = ip.to_string();
+        let mut wait = 0;
+        if bf.failure_factor > 0 && f.num_failures % bf.failure_factor == 0 {
+            wait = (bf.wait_increment_seconds * (f.num_failures / bf.failure_factor))
+                .min(bf.max_failure_wait_seconds);
+        }
+        if quick {
+            wait = wait.max(bf.minimum_quick_login_wait_seconds);
+        }
+        if wait > 0 {
+            f.not_before = now / 1000 + wait;
+        }
+    }
+
+    /// A successful login forgets the failures.
+    pub fn clear_login_failures(&mut self, user_id: &str) {
+        self.login_failures.remove(user_id);
+    }
+
     pub fn client(&self, client_id: &str) -> Option<&Client> {
         self.clients.iter().find(|c| c.client_id == client_id)
     }

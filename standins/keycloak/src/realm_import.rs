@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail};
 use serde_json::{Map, Value, json};
 
 use crate::keys::RealmKeys;
-use crate::model::{Client, ClientScope, Realm, Role, User, new_id};
+use crate::model::{BruteForce, Client, ClientScope, Realm, Role, User, new_id};
 use crate::passwords::PasswordHash;
 
 /// Realm-management client roles and their composites (Keycloak 26 defaults).
@@ -203,6 +203,20 @@ pub fn import(value: &Value) -> anyhow::Result<Realm> {
         edit_username_allowed: root.bool("editUsernameAllowed")?.unwrap_or(false),
         registration_allowed: root.bool("registrationAllowed")?.unwrap_or(false),
         not_before: root.int("notBefore")?.unwrap_or(0),
+        brute_force: match root.bool("bruteForceProtected")?.unwrap_or(false) {
+            true => Some(BruteForce {
+                failure_factor: root.int("failureFactor")?.unwrap_or(30),
+                wait_increment_seconds: root.int("waitIncrementSeconds")?.unwrap_or(60),
+                max_failure_wait_seconds: root.int("maxFailureWaitSeconds")?.unwrap_or(900),
+                quick_login_check_ms: root.int("quickLoginCheckMilliSeconds")?.unwrap_or(1000),
+                minimum_quick_login_wait_seconds: root
+                    .int("minimumQuickLoginWaitSeconds")?
+                    .unwrap_or(60),
+                max_delta_time_seconds: root.int("maxDeltaTimeSeconds")?.unwrap_or(43200),
+            }),
+            false => None,
+        },
+        login_failures: Default::default(),
         revoked_before_seq: 0,
         smtp_server: (!smtp.is_empty()).then(|| {
             smtp.into_iter()

@@ -133,6 +133,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/admin/realms/{realm}/users/count", get(admin_users::count))
         .route(
+            "/admin/realms/{realm}/attack-detection/brute-force/users/{id}",
+            get(admin_users::login_failures).delete(admin_users::clear_login_failures),
+        )
+        .route(
             users,
             get(admin_users::get)
                 .put(admin_users::update)

@@ -422,8 +422,17 @@ fn password_grant(
     if !user.enabled {
         return bad_request("invalid_grant", "Account disabled");
     }
+    // A locked account answers as a wrong password would, and the attempt
+    // is not counted (Keycloak's brute-force detector).
+    if realm.login_locked(&user.id) {
+        return bad_request("invalid_grant", "Invalid user credentials");
+    }
     let password = form_get(form, "password").unwrap_or_default();
     if !user.password.as_ref().is_some_and(|p| p.verify(&password)) {
+        let user_id = user.id.clone();
+        if let Some(realm) = world.realm_mut(realm_name) {
+            realm.record_login_failure(&user_id, &addr.ip().to_string());
+        }
         return bad_request("invalid_grant", "Invalid user credentials");
     }
     if !user.required_actions.is_empty() {
@@ -431,6 +440,9 @@ fn password_grant(
     }
     let user_id = user.id.clone();
     let remote = addr.ip().to_string();
+    if let Some(realm) = world.realm_mut(realm_name) {
+        realm.clear_login_failures(&user_id);
+    }
     let sid = sessions::create_session(world, realm_name, &user_id, &remote, false);
     sessions::attach_client(world, &sid, client_id, None);
     issue(

@@ -2586,3 +2586,48 @@ async fn real_keycloak_tokens_share_the_header_bytes_we_emit() {
         ours["id_token"].as_str().expect("id")
     ));
 }
+
+#[tokio::test]
+async fn brute_force_detection_locks_like_keycloak_and_an_admin_lifts_it() {
+    // The project realm turns brute-force protection on (as the real
+    // server's test in tests/api/real_keycloak/bearer.rs checks).
+    let kc = start_voxgate().await;
+    let grant = |password: &'static str| {
+        let kc = &kc;
+        async move {
+            let form = [
+                ("grant_type", "password"),
+                ("client_id", "voxgate-cli"),
+                ("username", "bob"),
+                ("password", password),
+            ];
+            post_token(kc, "voxgate", &form).await
+        }
+    };
+    for _ in 0..10 {
+        let (status, body, _) = grant("guess").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error_description"], "Invalid user credentials");
+    }
+    let (status, body, _) = grant("bob").await;
+    assert_eq!(
+        (status, body["error_description"].clone()),
+        (StatusCode::BAD_REQUEST, json!("Invalid user credentials")),
+        "locked: the right password gets the same answer"
+    );
+    let token = admin_token(&kc).await;
+    let bob = kc.user_by_username("voxgate", "bob").expect("bob");
+    let url = format!(
+        "{}/admin/realms/voxgate/attack-detection/brute-force/users/{}",
+        kc.base_url(),
+        bob["id"].as_str().expect("id")
+    );
+    let detection = admin_json(&client(), Method::GET, &url, &token, None).await;
+    assert_eq!(detection["disabled"], true, "{detection}");
+    // Failures faster than one a second lock at the second; later
+    // attempts are not counted.
+    assert_eq!(detection["numFailures"], 2, "{detection}");
+    let cleared = admin_request(&client(), Method::DELETE, &url, &token, None).await;
+    assert_eq!(cleared.status(), StatusCode::NO_CONTENT);
+    assert_eq!(grant("bob").await.0, StatusCode::OK);
+}
