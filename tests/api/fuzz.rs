@@ -40,7 +40,12 @@ async fn the_api_description_holds_under_a_property_based_fuzzer() {
     .await;
     let token = stack.password_token("alice", "alice").await;
     let schema = stack.app.url("/api/openapi.json");
+    // schemathesis keeps an example cache in its working directory; it
+    // belongs to this run, not to the repository.
+    let workdir = std::env::temp_dir().join(format!("voxgate-fuzz-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&workdir).unwrap();
     let child = tokio::process::Command::new(&st)
+        .current_dir(&workdir)
         .args(["run", &schema, "--no-color", "--seed", "20261129"])
         .args(["--max-examples", "6", "--request-timeout", "10"])
         .args([
@@ -60,6 +65,7 @@ async fn the_api_description_holds_under_a_property_based_fuzzer() {
         .await
         .expect("the fuzzer finishes within ten minutes")
         .unwrap();
+    let _ = std::fs::remove_dir_all(&workdir);
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
