@@ -458,7 +458,8 @@ async fn concurrent_first_requests_create_exactly_one_user_row() {
     let sub = Stack::claims(&token)["sub"].as_str().unwrap().to_string();
     let calls = (0..20).map(|_| stack.get_with_token("/api/me", &token));
     let statuses = futures::future::join_all(calls).await;
-    assert!(statuses.iter().all(|r| r.status() == 200));
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE keycloak_id = $1")
         .bind(&sub)
         .fetch_one(&stack.app.db)

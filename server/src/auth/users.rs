@@ -100,5 +100,13 @@ pub async fn record_sign_in(db: &PgPool, claims: &Claims) -> sqlx::Result<UserRo
         last_name: claims.family_name.as_deref().unwrap_or_default(),
         realm_roles: &realm_roles,
     };
-    repo::upsert_signed_in(db, &signed_in).await
+    match repo::upsert_signed_in(db, &signed_in).await {
+        // Two first requests at once: the upsert resolves a clash on the
+        // Keycloak id, but the other one may surface first on the unique
+        // username index. By now the row exists, so a second try updates it.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            repo::upsert_signed_in(db, &signed_in).await
+        }
+        result => result,
+    }
 }
