@@ -6,7 +6,6 @@
 //! prepares the machine (packages, Postgres, a fresh database, the Python
 //! venv, local certificates) and runs the criterion token benchmark first.
 
-mod procs;
 mod report;
 mod scenarios;
 mod wrk;
@@ -20,8 +19,8 @@ use anyhow::{Context, bail};
 use aws_sdk_polly::config::{BehaviorVersion, Credentials, Region};
 use clap::Parser;
 
-use procs::{Proc, free_port, wait_http};
 use report::Report;
+use voxgate_bench::procs::{self, Proc, free_port, wait_http};
 
 #[derive(Parser, Clone)]
 #[command(about = "Runs voxgate's load benchmarks and rewrites docs/benchmarks.md")]

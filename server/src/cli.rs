@@ -78,6 +78,14 @@ enum UsersCommand {
     Enable { username: String },
     /// Delete a user from both systems.
     Delete { username: String },
+    /// Finish or undo user creations that an outage left half done (the
+    /// server does this by itself for jobs idle for 10 minutes).
+    Recover {
+        /// Only jobs untouched for this many seconds: a younger job may
+        /// still be in progress on a running server.
+        #[arg(long, default_value_t = 600)]
+        older_than: u64,
+    },
     /// Compare Keycloak and voxgate and report drift.
     Reconcile {
         /// Repair what is safe to repair, and say what was done.
@@ -288,6 +296,15 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
             let user = find(username).await?;
             users.delete(&actor, user.id).await?;
             println!("deleted {}", user.username);
+        }
+        UsersCommand::Recover { older_than } => {
+            let report = users
+                .recover(std::time::Duration::from_secs(older_than))
+                .await?;
+            println!(
+                "finished {}, compensated {}, still pending {}",
+                report.finished, report.compensated, report.pending
+            );
         }
         UsersCommand::Reconcile { fix } => {
             let drift = users.reconcile(fix).await?;
