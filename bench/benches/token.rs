@@ -54,6 +54,7 @@ fn fixture() -> Fixture {
         let provider = Provider::new(
             OidcConfig {
                 issuer: issuer.parse().expect("issuer URL"),
+                discovery_url: None,
                 extra_issuers: Vec::new(),
                 allowed_clients: Vec::new(),
                 audience: "voxgate".into(),

@@ -37,7 +37,7 @@ const WIDTH: f64 = 860.0;
 const PANEL_HEIGHT: f64 = 190.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 170.0;
-const TOP: f64 = 28.0;
+const TOP: f64 = 40.0;
 const GAP: f64 = 34.0;
 const BOTTOM: f64 = 46.0;
 const COLORS: [&str; 6] = [
@@ -122,6 +122,8 @@ impl Figure {
         for (i, panel) in self.panels.iter().enumerate() {
             let top = TOP + i as f64 * (PANEL_HEIGHT + GAP);
             let bottom = top + PANEL_HEIGHT;
+            // Neighbouring bands' labels take turns between two rows.
+            let mut label_row = 0;
             let y_hi = panel
                 .series
                 .iter()
@@ -145,9 +147,10 @@ impl Figure {
                             "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\" \
                              fill=\"#8a2a20\">{}</text>",
                             (a + b) / 2.0,
-                            top - 4.0,
+                            top - 4.0 - 11.0 * label_row as f64,
                             escape(&band.label)
                         );
+                        label_row = 1 - label_row;
                     }
                 }
             }
@@ -184,12 +187,11 @@ impl Figure {
                 "<rect x=\"{LEFT}\" y=\"{top:.1}\" width=\"{plot_w:.1}\" height=\"{PANEL_HEIGHT}\" \
                  fill=\"none\" stroke=\"#333\"/>\
                  <text x=\"{LEFT}\" y=\"{:.1}\" font-weight=\"bold\">{}</text>",
-                top - 14.0
-                    + if self.bands.is_empty() || i > 0 {
-                        10.0
-                    } else {
-                        0.0
-                    },
+                top - if self.bands.is_empty() || i > 0 {
+                    6.0
+                } else {
+                    28.0
+                },
                 escape(&panel.title)
             );
             for (n, series) in panel.series.iter().enumerate() {

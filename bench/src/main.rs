@@ -672,6 +672,14 @@ fn render_nginx(
                 "NGINX_KEYCLOAK_SERVER",
                 format!("127.0.0.1:{}", ports.keycloak),
             ),
+            ("NGINX_CREDENTIALS_RATE", "20r/m".to_string()),
+            ("NGINX_CREDENTIALS_EXEMPT", "127.0.0.1/32 1;".to_string()),
+            ("NGINX_HSTS_MAX_AGE", "63072000".to_string()),
+            ("NGINX_RESOLVER", "127.0.0.1".to_string()),
+            (
+                "NGINX_BACKCHANNEL_PORT",
+                format!("127.0.0.1:{}", free_port()),
+            ),
         ]);
         let template = std::fs::read_to_string(root.join("nginx/templates/voxgate.conf.template"))?;
         let mut rendered = template.clone();

@@ -1176,3 +1176,86 @@ async fn the_login_form_is_keycloaks_and_bad_credentials_are_shown_there() {
             .contains("Invalid username or password.")
     );
 }
+
+/// voxgate on an internal network (the compose stack): Keycloak's hostname
+/// is the public URL browsers use (unreachable from here) and its
+/// back-channel endpoints are dynamic, so discovery, keys and tokens go
+/// through the address voxgate reaches Keycloak at.
+#[tokio::test]
+async fn an_internal_discovery_url_serves_a_public_issuer() {
+    const PUBLIC: &str = "https://id.voxgate.invalid";
+    let port = crate::helpers::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let kc = keycloak_standin::Standin::start(keycloak_standin::StandinConfig {
+        realm_jsons: vec![crate::stack::realm_for(&base)],
+        hostname: Some(PUBLIC.into()),
+        backchannel_dynamic: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let public_issuer = format!("{PUBLIC}/realms/{REALM}");
+    let internal = format!("{}/realms/{REALM}", kc.base_url());
+    assert_eq!(kc.issuer(REALM), public_issuer);
+    let document = crate::stack::discovery_document(&internal).await;
+    assert_eq!(document["issuer"], public_issuer.as_str());
+    assert!(
+        document["authorization_endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with(PUBLIC)
+    );
+    assert!(
+        document["token_endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with(&internal)
+    );
+    assert!(
+        document["jwks_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with(&internal)
+    );
+
+    let settings = crate::stack::internal_discovery_settings(port, &public_issuer, &internal);
+    // Without the internal address the issuer cannot be reached: not ready.
+    let stranded = crate::helpers::try_spawn_app_with(
+        settings
+            .clone()
+            .set("VOXGATE_BIND", "127.0.0.1:0")
+            .set("VOXGATE_OIDC_DISCOVERY_URL", public_issuer.clone()),
+    )
+    .await
+    .unwrap();
+    let idp = stranded.readiness_check("identity_provider").await;
+    assert_eq!(idp["ok"], false, "{idp}");
+
+    let app = crate::helpers::try_spawn_app_with(settings).await.unwrap();
+    app.wait_ready().await;
+    let token = crate::stack::password_grant(&internal, "bob", "bob").await;
+    let token = token["access_token"].as_str().unwrap();
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["iss"], public_issuer.as_str());
+    assert_eq!(app.bearer_status(token).await, 200);
+    // Browsers are sent to the public address.
+    let login = browser().get(app.url("/auth/login")).send().await.unwrap();
+    assert_eq!(login.status(), 303);
+    assert!(
+        location(&login).starts_with(&format!("{public_issuer}/protocol/openid-connect/auth?")),
+        "{}",
+        location(&login)
+    );
+    // The admin API goes to the internal address too.
+    let admin = crate::stack::password_grant(&internal, "alice", "alice").await;
+    let users = app
+        .caller(admin["access_token"].as_str().unwrap())
+        .get("/api/admin/users")
+        .await;
+    assert_eq!(users.status(), 200);
+}

@@ -618,7 +618,9 @@ async fn recovery_finishes_or_compensates_an_interrupted_saga() {
     // the bound may still be running and are left alone.
     let mut young = cli(&stack);
     young.args(["users", "recover"]);
-    let (ok, out, err) = run(young, "");
+    let (ok, out, err) = tokio::task::spawn_blocking(move || run(young, ""))
+        .await
+        .unwrap();
     assert!(ok, "{err}");
     assert_eq!(
         out.trim(),
@@ -630,8 +632,10 @@ async fn recovery_finishes_or_compensates_an_interrupted_saga() {
         3
     );
     let mut recover = cli(&stack);
-    recover.args(["users", "recover", "--older-than", "30"]);
-    let (ok, out, err) = run(recover, "");
+    recover.args(["users", "recover", "--older-than", "0"]);
+    let (ok, out, err) = tokio::task::spawn_blocking(move || run(recover, ""))
+        .await
+        .unwrap();
     assert!(ok, "{err}");
     assert_eq!(
         out.trim(),

@@ -11,8 +11,7 @@ use crate::helpers::Caller;
 const REALM: &str = "voxgate";
 
 fn project_realm() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../keycloak-realm/realm.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("realm file")).expect("realm JSON")
+    serde_json::from_str(&crate::stack::project_realm_text()).expect("realm JSON")
 }
 
 /// A Keycloak holding only the master realm plus `realms`.

@@ -35,9 +35,26 @@ pub async fn spawn_polly_stack(settings: TestSettings) -> Stack {
     stack
 }
 
-fn realm_file() -> Value {
+/// The shipped realm file's text with its `${NAME:default}` placeholders at
+/// their defaults, as `kc.sh --import-realm` and `voxgate realm import` read
+/// it when the environment sets none (the admin API takes JSON as it is).
+pub fn project_realm_text() -> String {
+    project_realm_text_with(&[])
+}
+
+/// The realm file's text with `vars` as the importer's environment.
+pub fn project_realm_text_with(vars: &[(&str, &str)]) -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../keycloak-realm/realm.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("realm file")).expect("realm JSON")
+    let text = std::fs::read_to_string(path).expect("realm file");
+    voxgate::realm::placeholders::substitute(&text, |name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+}
+
+fn realm_file() -> Value {
+    serde_json::from_str(&project_realm_text()).expect("realm JSON")
 }
 
 /// The project's realm, with every local URL moved to the test app's port.
@@ -367,4 +384,26 @@ impl Stack {
         claims["jti"] = json!(format!("onrtro:{}", uuid::Uuid::new_v4()));
         claims
     }
+}
+
+/// A realm's discovery document, fetched from `realm_url`.
+pub async fn discovery_document(realm_url: &str) -> Value {
+    reqwest::get(format!("{realm_url}/.well-known/openid-configuration"))
+        .await
+        .expect("discovery answers")
+        .json()
+        .await
+        .expect("a JSON document")
+}
+
+/// The app on `port` for a realm whose public issuer it cannot reach, with
+/// the realm's internal address as its discovery URL.
+pub fn internal_discovery_settings(port: u16, public_issuer: &str, internal: &str) -> TestSettings {
+    TestSettings::default()
+        .set("VOXGATE_BIND", format!("127.0.0.1:{port}"))
+        .set("VOXGATE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .set("VOXGATE_OIDC_ISSUER", public_issuer)
+        .set("VOXGATE_OIDC_DISCOVERY_URL", internal)
+        .set("VOXGATE_OIDC_CLIENT_SECRET", WEB_SECRET)
+        .set("VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", ADMIN_SECRET)
 }

@@ -195,7 +195,7 @@ impl Provider {
 
     async fn download(&self) -> Result<(Endpoints, HashMap<String, SigningKey>), String> {
         let issuer = self.inner.config.issuer.as_str().trim_end_matches('/');
-        let url = format!("{issuer}/.well-known/openid-configuration");
+        let url = self.inner.config.discovery_document();
         let endpoints: Endpoints = self.get_json(&url).await?;
         if endpoints.issuer != issuer {
             return Err(format!(
@@ -250,8 +250,7 @@ impl Provider {
         {
             return ok;
         }
-        let issuer = self.inner.config.issuer.as_str().trim_end_matches('/');
-        let url = format!("{issuer}/.well-known/openid-configuration");
+        let url = self.inner.config.discovery_document();
         let ok = matches!(
             self.inner.http.get(url).timeout(Duration::from_secs(2)).send().await,
             Ok(r) if r.status().is_success()

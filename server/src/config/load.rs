@@ -160,6 +160,33 @@ impl Config {
         }
 
         let (derived_base, derived_realm) = split_issuer(&issuer);
+        let discovery_url = match opt("oidc.discovery_url") {
+            None => None,
+            Some(v) => {
+                let u = url("oidc.discovery_url")?;
+                if u.query().is_some() || u.fragment().is_some() {
+                    return Err(invalid(
+                        setting("oidc.discovery_url"),
+                        format!("`{v}` must be a realm URL without query or fragment"),
+                    ));
+                }
+                let (_, realm) = split_issuer(&u);
+                if realm.is_none() || realm != derived_realm {
+                    return Err(invalid(
+                        setting("oidc.discovery_url"),
+                        format!(
+                            "`{v}` must name the issuer's realm (…/realms/{})",
+                            derived_realm.as_deref().unwrap_or("<realm>")
+                        ),
+                    ));
+                }
+                Some(u)
+            }
+        };
+        let derived_base = match &discovery_url {
+            Some(u) => split_issuer(u).0,
+            None => derived_base,
+        };
         let keycloak_base = match opt("keycloak.url") {
             Some(_) => url("keycloak.url")?,
             None => derived_base.ok_or_else(|| {
@@ -242,6 +269,7 @@ impl Config {
             )?),
             oidc: OidcConfig {
                 issuer,
+                discovery_url,
                 extra_issuers,
                 allowed_clients: split_list(&opt("oidc.allowed_clients").unwrap_or_default())
                     .map(str::to_string)
@@ -445,6 +473,52 @@ mod tests {
         assert_eq!(c.session.cookie_name, "voxgate_session");
         assert!(!c.session.secure);
         assert_eq!(c.body_limit, 65536);
+    }
+
+    #[test]
+    fn a_discovery_url_must_name_the_realm_and_becomes_the_admin_target() {
+        let issuer = (
+            "VOXGATE_OIDC_ISSUER",
+            "https://id.example.com/realms/voxgate",
+        );
+        let c = load(&[
+            issuer,
+            (
+                "VOXGATE_OIDC_DISCOVERY_URL",
+                "http://keycloak:8080/realms/voxgate",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.oidc.discovery_document(),
+            "http://keycloak:8080/realms/voxgate/.well-known/openid-configuration"
+        );
+        assert_eq!(c.keycloak.base_url.as_str(), "http://keycloak:8080/");
+        assert_eq!(
+            c.oidc.issuer.as_str(),
+            "https://id.example.com/realms/voxgate"
+        );
+        let c = load(&[issuer]).unwrap();
+        assert_eq!(
+            c.oidc.discovery_document(),
+            "https://id.example.com/realms/voxgate/.well-known/openid-configuration"
+        );
+        assert_eq!(c.keycloak.base_url.as_str(), "https://id.example.com/");
+        for (bad, says) in [
+            (
+                "http://keycloak:8080/realms/master",
+                "issuer's realm (…/realms/voxgate)",
+            ),
+            ("http://keycloak:8080/", "issuer's realm"),
+            ("ftp://keycloak/realms/voxgate", "http or https"),
+            ("http://keycloak:8080/realms/voxgate?x=1", "without query"),
+        ] {
+            let e = err(&[issuer, ("VOXGATE_OIDC_DISCOVERY_URL", bad)]);
+            assert!(
+                e.starts_with("VOXGATE_OIDC_DISCOVERY_URL:") && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

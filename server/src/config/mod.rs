@@ -134,6 +134,8 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct OidcConfig {
     pub issuer: Url,
+    /// The realm's URL as voxgate reaches it, when not the issuer.
+    pub discovery_url: Option<Url>,
     pub extra_issuers: Vec<String>,
     pub allowed_clients: Vec<String>,
     pub audience: String,
@@ -142,6 +144,18 @@ pub struct OidcConfig {
     pub leeway: Duration,
     pub jwks_refresh: Duration,
     pub jwks_min_refetch: Duration,
+}
+
+impl OidcConfig {
+    /// Where the discovery document is fetched: the realm as voxgate
+    /// reaches it.
+    pub fn discovery_document(&self) -> String {
+        let base = self.discovery_url.as_ref().unwrap_or(&self.issuer);
+        format!(
+            "{}/.well-known/openid-configuration",
+            base.as_str().trim_end_matches('/')
+        )
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -103,6 +103,12 @@ pub const SETTINGS: &[Setting] = &[
         "Keycloak realm issuer URL; discovery must report exactly this issuer.",
     ),
     s(
+        "oidc.discovery_url",
+        "VOXGATE_OIDC_DISCOVERY_URL",
+        None,
+        "Where voxgate reaches the realm when the issuer's public URL is not the way from voxgate to Keycloak (a container network): the realm's URL there, e.g. `http://keycloak:8080/realms/voxgate`. The discovery document fetched from it must still name VOXGATE_OIDC_ISSUER as issuer; run Keycloak with `KC_HOSTNAME_BACKCHANNEL_DYNAMIC=true` so its token and key endpoints keep this address. Default: the issuer.",
+    ),
+    s(
         "oidc.extra_issuers",
         "VOXGATE_OIDC_EXTRA_ISSUERS",
         Some(""),
@@ -183,7 +189,7 @@ pub const SETTINGS: &[Setting] = &[
         "keycloak.url",
         "VOXGATE_KEYCLOAK_URL",
         None,
-        "Keycloak base URL for the admin API (default: derived from the issuer).",
+        "Keycloak base URL for the admin API (default: derived from VOXGATE_OIDC_DISCOVERY_URL, else from the issuer).",
     ),
     s(
         "keycloak.realm",

@@ -104,7 +104,7 @@ pub fn authenticate<'a>(
     let world = shared.world();
     let claims = validate(
         &world,
-        &shared.base_url,
+        &shared.frontend_base,
         &token_realm,
         &token,
         TokenKind::Access,

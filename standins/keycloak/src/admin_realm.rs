@@ -110,6 +110,7 @@ pub async fn create_realm(
         Ok(r) => r,
         Err(e) => return error_message(StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    shared.note_frontend(&realm);
     world.realms.push(realm);
     created(&format!("{}/admin/realms/{name}", shared.base_url))
 }

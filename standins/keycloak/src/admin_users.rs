@@ -461,7 +461,7 @@ pub async fn delete(Admin(shared, (realm, id), headers): Admin<(String, String)>
         let r = or_respond!(realm_in_mut(&mut world, &realm));
         or_respond!(admit_user(&caller, r, &id, None, Caller::can_manage_users));
         let sids = world.sessions_of(&realm, &id);
-        let notes = crate::sessions::end_sessions(&mut world, &shared.base_url, &sids);
+        let notes = crate::sessions::end_sessions(&mut world, &shared.frontend_base, &sids);
         if let Some(r) = world.realm_mut(&realm) {
             r.users.retain(|u| u.id != id);
         }
@@ -554,7 +554,7 @@ pub async fn execute_actions_email(
     let lifespan = form_get(&params, "lifespan")
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(r.action_token_admin_lifespan);
-    let issuer = r.issuer(&shared.base_url);
+    let issuer = r.issuer(&shared.frontend_base);
     let now = now_secs();
     let client = client_id.clone().unwrap_or_else(|| "account".into());
     let mut claims = Map::new();
@@ -592,7 +592,7 @@ pub async fn logout(Admin(shared, (realm, id), headers): Admin<(String, String)>
         let r = or_respond!(realm_in(&world, &realm));
         or_respond!(admit_user(&caller, r, &id, None, Caller::can_manage_users));
         let sids = world.sessions_of(&realm, &id);
-        crate::sessions::end_sessions(&mut world, &shared.base_url, &sids)
+        crate::sessions::end_sessions(&mut world, &shared.frontend_base, &sids)
     };
     crate::sessions::deliver(&shared.http, notes).await;
     no_content()

@@ -38,19 +38,24 @@ fn with_none(algs: &[&str]) -> Vec<String> {
 }
 
 /// Field order follows a captured Keycloak 24+ document.
-pub fn document(issuer: &str) -> Value {
-    let oidc = format!("{issuer}/protocol/openid-connect");
+/// `issuer` is the realm under its frontend URL, `backend` under the address
+/// the document was asked at: Keycloak gives the browser-facing endpoints
+/// (authorization, end session, session iframe) the first and every
+/// back-channel endpoint the second.
+pub fn document(issuer: &str, backend: &str) -> Value {
+    let front = format!("{issuer}/protocol/openid-connect");
+    let oidc = format!("{backend}/protocol/openid-connect");
     json!({
         "issuer": issuer,
-        "authorization_endpoint": format!("{oidc}/auth"),
+        "authorization_endpoint": format!("{front}/auth"),
         "token_endpoint": format!("{oidc}/token"),
         "introspection_endpoint": format!("{oidc}/token/introspect"),
         "userinfo_endpoint": format!("{oidc}/userinfo"),
-        "end_session_endpoint": format!("{oidc}/logout"),
+        "end_session_endpoint": format!("{front}/logout"),
         "frontchannel_logout_session_supported": true,
         "frontchannel_logout_supported": true,
         "jwks_uri": format!("{oidc}/certs"),
-        "check_session_iframe": format!("{oidc}/login-status-iframe.html"),
+        "check_session_iframe": format!("{front}/login-status-iframe.html"),
         "grant_types_supported": ["authorization_code", "client_credentials", "implicit", "password", "refresh_token",
             "urn:ietf:params:oauth:grant-type:device_code", "urn:openid:params:grant-type:ciba"],
         "acr_values_supported": ["0", "1"],
@@ -67,7 +72,7 @@ pub fn document(issuer: &str) -> Value {
         "request_object_encryption_alg_values_supported": ENC_ALGS,
         "request_object_encryption_enc_values_supported": ENC_ENCS,
         "response_modes_supported": ["query", "fragment", "form_post", "query.jwt", "fragment.jwt", "form_post.jwt", "jwt"],
-        "registration_endpoint": format!("{issuer}/clients-registrations/openid-connect"),
+        "registration_endpoint": format!("{backend}/clients-registrations/openid-connect"),
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
@@ -101,7 +106,7 @@ pub fn document(issuer: &str) -> Value {
             "revocation_endpoint": format!("{oidc}/revoke"),
             "introspection_endpoint": format!("{oidc}/token/introspect"),
             "device_authorization_endpoint": format!("{oidc}/auth/device"),
-            "registration_endpoint": format!("{issuer}/clients-registrations/openid-connect"),
+            "registration_endpoint": format!("{backend}/clients-registrations/openid-connect"),
             "userinfo_endpoint": format!("{oidc}/userinfo"),
             "pushed_authorization_request_endpoint": format!("{oidc}/ext/par/request"),
             "backchannel_authentication_endpoint": format!("{oidc}/ext/ciba/auth"),
@@ -124,7 +129,10 @@ pub async fn openid_configuration(
         return crate::http::realm_not_found();
     }
     no_cache(
-        json_response(StatusCode::OK, document(&shared.issuer(&realm))),
+        json_response(
+            StatusCode::OK,
+            document(&shared.issuer(&realm), &shared.backend_issuer(&realm)),
+        ),
         "no-cache, must-revalidate, no-transform, no-store",
     )
 }

@@ -68,6 +68,11 @@ pub struct StandinConfig {
     pub state_file: Option<PathBuf>,
     /// Serve the `/_standin/...` fault-injection HTTP API.
     pub control_endpoint: bool,
+    /// Keycloak's `hostname`: the public base of the issuer and the
+    /// browser-facing endpoints (a full URL); `None` = the listening address.
+    pub hostname: Option<String>,
+    /// Keycloak's `hostname-backchannel-dynamic`.
+    pub backchannel_dynamic: bool,
 }
 
 impl Default for StandinConfig {
@@ -80,6 +85,8 @@ impl Default for StandinConfig {
             admin_password: "admin".into(),
             state_file: None,
             control_endpoint: false,
+            hostname: None,
+            backchannel_dynamic: false,
         }
     }
 }
@@ -160,6 +167,12 @@ impl Standin {
         let shared = Arc::new(Shared {
             world: Mutex::new(world),
             base_url: format!("http://{host}:{}", addr.port()),
+            frontend_base: config
+                .hostname
+                .as_deref()
+                .map(|h| h.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| format!("http://{host}:{}", addr.port())),
+            backchannel_dynamic: config.backchannel_dynamic,
             faults: faults::Faults::default(),
             http: reqwest::Client::builder()
                 .build()
@@ -168,7 +181,11 @@ impl Standin {
             control: config.control_endpoint,
             addr,
             lifecycle: tokio::sync::Mutex::new(None),
+            frontends: Default::default(),
         });
+        for realm in &shared.world().realms {
+            shared.note_frontend(realm);
+        }
         let handle = server::spawn(&shared, listener);
         *shared.lifecycle.lock().await = Some(handle);
         shared.persist();

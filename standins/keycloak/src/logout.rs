@@ -90,7 +90,7 @@ fn browser_logout(
     let hint = match param(params, "id_token_hint") {
         Some(h) => match validate(
             &world,
-            &shared.base_url,
+            &shared.frontend_base,
             realm_name,
             &h,
             TokenKind::Id,
@@ -139,7 +139,7 @@ fn browser_logout(
             .filter(|sid| world.sessions.contains_key(*sid))
             .map(str::to_string);
         let targets: Vec<String> = hinted.or(browser).into_iter().collect();
-        let notes = sessions::end_sessions(&mut world, &shared.base_url, &targets);
+        let notes = sessions::end_sessions(&mut world, &shared.frontend_base, &targets);
         return Ok((
             notes,
             logged_out(realm_name, redirect_param.as_deref(), state.as_deref()),
@@ -193,7 +193,7 @@ pub async fn logout_confirm(
         let targets: Vec<String> = sessions::browser_session(&world, &headers, &realm_name)
             .into_iter()
             .collect();
-        let notes = sessions::end_sessions(&mut world, &shared.base_url, &targets);
+        let notes = sessions::end_sessions(&mut world, &shared.frontend_base, &targets);
         (
             notes,
             logged_out(
@@ -260,7 +260,7 @@ async fn token_logout(
             ));
         }
         Ok((
-            sessions::end_sessions(&mut world, &shared.base_url, &[sid]),
+            sessions::end_sessions(&mut world, &shared.frontend_base, &[sid]),
             allowed,
         ))
     })();

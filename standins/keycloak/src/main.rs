@@ -23,6 +23,13 @@ struct Args {
     /// Serve the /_standin fault-injection API.
     #[arg(long)]
     control: bool,
+    /// Keycloak's --hostname: public base URL of the issuer and browser pages.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Keycloak's --hostname-backchannel-dynamic: token and key endpoints
+    /// keep the address they are called at.
+    #[arg(long)]
+    hostname_backchannel_dynamic: bool,
 }
 
 #[tokio::main]
@@ -42,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
         admin_password: args.admin_password,
         state_file: args.state_file,
         control_endpoint: args.control,
+        hostname: args.hostname,
+        backchannel_dynamic: args.hostname_backchannel_dynamic,
     })
     .await?;
     println!("keycloak-standin listening on {}", standin.base_url());

@@ -261,6 +261,11 @@ pub struct Realm {
     /// Brute-force detection, when the realm turns it on.
     #[serde(default)]
     pub brute_force: Option<BruteForce>,
+    /// The `frontendUrl` attribute: the base of the issuer and of the
+    /// browser-facing endpoints (the back-channel ones keep the address
+    /// they are called at, as Keycloak's `OIDCWellKnownProvider` does).
+    #[serde(default)]
+    pub frontend_url: Option<String>,
     /// Login failures per user id (memory only, as Keycloak's are per node).
     #[serde(skip)]
     pub login_failures: std::collections::HashMap<String, LoginFailures>,
@@ -455,7 +460,8 @@ impl Realm {
     }
 
     pub fn issuer(&self, base_url: &str) -> String {
-        format!("{base_url}/realms/{}", self.name)
+        let base = self.frontend_url.as_deref().unwrap_or(base_url);
+        format!("{}/realms/{}", base.trim_end_matches('/'), self.name)
     }
 
     pub fn smtp_configured(&self) -> bool {

@@ -164,9 +164,37 @@ impl<'a> Obj<'a> {
 pub fn load_file(path: &std::path::Path) -> anyhow::Result<Realm> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow!("reading realm file {}: {e}", path.display()))?;
+    let text = placeholders(&text, |name| std::env::var(name).ok());
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| anyhow!("realm file {}: invalid JSON: {e}", path.display()))?;
     import(&value).map_err(|e| anyhow!("realm file {}: {e}", path.display()))
+}
+
+/// `${NAME}` / `${NAME:default}` as `kc.sh --import-realm` resolves them in a
+/// realm file (Keycloak's `StringPropertyReplacer`): the variable, else the
+/// text after the first colon, else the reference unchanged.
+fn placeholders(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((head, tail)) = rest.split_once("${") {
+        out.push_str(head);
+        let Some((inner, after)) = tail.split_once('}') else {
+            out.push_str("${");
+            rest = tail;
+            break;
+        };
+        let (name, default) = match inner.split_once(':') {
+            Some((n, d)) if !n.is_empty() => (n, Some(d.to_string())),
+            _ => (inner, None),
+        };
+        match lookup(name).or(default) {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&format!("${{{inner}}}")),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Builds a realm from a RealmRepresentation.
@@ -203,6 +231,10 @@ pub fn import(value: &Value) -> anyhow::Result<Realm> {
         edit_username_allowed: root.bool("editUsernameAllowed")?.unwrap_or(false),
         registration_allowed: root.bool("registrationAllowed")?.unwrap_or(false),
         not_before: root.int("notBefore")?.unwrap_or(0),
+        frontend_url: root
+            .string_map("attributes")?
+            .remove("frontendUrl")
+            .filter(|u| !u.is_empty()),
         brute_force: match root.bool("bruteForceProtected")?.unwrap_or(false) {
             true => Some(BruteForce {
                 failure_factor: root.int("failureFactor")?.unwrap_or(30),
@@ -815,6 +847,17 @@ pub fn master_realm(admin_user: &str, admin_password: &str) -> anyhow::Result<Re
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn realm_file_placeholders_resolve_like_keycloaks() {
+        let env = |n: &str| (n == "SET").then(|| "v".to_string());
+        assert_eq!(
+            placeholders("${SET} ${UNSET:http://a:1/b} ${UNSET}", env),
+            "v http://a:1/b ${UNSET}"
+        );
+        assert_eq!(placeholders("tail ${SET", env), "tail ${SET");
+    }
+
     use super::*;
 
     #[test]

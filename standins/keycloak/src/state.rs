@@ -205,6 +205,14 @@ pub struct Shared {
     pub control: bool,
     pub addr: std::net::SocketAddr,
     pub lifecycle: tokio::sync::Mutex<Option<crate::server::ServerHandle>>,
+    /// Where the browser-facing URLs and the issuer live: the configured
+    /// hostname (`KC_HOSTNAME`), else the listening address.
+    pub frontend_base: String,
+    /// `KC_HOSTNAME_BACKCHANNEL_DYNAMIC`: back-channel endpoints keep the
+    /// address they are called at instead of the frontend one.
+    pub backchannel_dynamic: bool,
+    /// Realm name → `frontendUrl`, for realms that set one.
+    pub frontends: std::sync::RwLock<std::collections::HashMap<String, String>>,
 }
 
 impl Shared {
@@ -214,8 +222,31 @@ impl Shared {
         self.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The realm's issuer: under its `frontendUrl` when it has one. Kept
+    /// apart from the world so that handlers holding the world can ask.
     pub fn issuer(&self, realm: &str) -> String {
-        format!("{}/realms/{realm}", self.base_url)
+        let frontends = self.frontends.read().unwrap_or_else(|e| e.into_inner());
+        let base = frontends.get(realm).unwrap_or(&self.frontend_base);
+        format!("{}/realms/{realm}", base.trim_end_matches('/'))
+    }
+
+    /// The realm under the base of its back-channel endpoints (token, keys,
+    /// userinfo): the frontend one, unless they are dynamic.
+    pub fn backend_issuer(&self, realm: &str) -> String {
+        if self.backchannel_dynamic {
+            format!("{}/realms/{realm}", self.base_url)
+        } else {
+            self.issuer(realm)
+        }
+    }
+
+    /// Records a realm's frontend URL (at start and when a realm is created).
+    pub fn note_frontend(&self, realm: &crate::model::Realm) {
+        let mut frontends = self.frontends.write().unwrap_or_else(|e| e.into_inner());
+        match &realm.frontend_url {
+            Some(url) => frontends.insert(realm.name.clone(), url.clone()),
+            None => frontends.remove(&realm.name),
+        };
     }
 
     /// Writes realms and users to the state file, if one is configured.

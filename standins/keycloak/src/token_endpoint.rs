@@ -194,7 +194,7 @@ fn issue(shared: &Shared, world: &mut World, realm_name: &str, args: IssueArgs) 
         client,
         user,
         session,
-        issuer: realm.issuer(&shared.base_url),
+        issuer: realm.issuer(&shared.frontend_base),
         scope: args.scope,
         nonce: args.nonce,
         jti_prefix: args.jti_prefix.to_string(),
@@ -326,7 +326,7 @@ fn refresh_grant(
     }
     let claims = match crate::tokens::validate(
         world,
-        &shared.base_url,
+        &shared.frontend_base,
         realm_name,
         &token,
         TokenKind::Refresh,

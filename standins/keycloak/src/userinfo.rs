@@ -57,7 +57,7 @@ pub async fn userinfo(
     };
     let claims = match validate(
         &world,
-        &shared.base_url,
+        &shared.frontend_base,
         &realm_name,
         &token,
         TokenKind::Access,
@@ -137,7 +137,7 @@ pub async fn introspect(
     };
     let claims = kinds
         .iter()
-        .find_map(|k| validate(&world, &shared.base_url, &realm_name, &token, *k, true).ok());
+        .find_map(|k| validate(&world, &shared.frontend_base, &realm_name, &token, *k, true).ok());
     let Some(Value::Object(mut m)) = claims else {
         return json_response(StatusCode::OK, json!({"active": false}));
     };
@@ -232,7 +232,7 @@ pub async fn revoke(
                 if empty {
                     notes = crate::sessions::end_sessions(
                         &mut world,
-                        &shared.base_url,
+                        &shared.frontend_base,
                         &[sid.to_string()],
                     );
                 }

@@ -203,7 +203,7 @@ fn compose_gives_voxgate_only_settings_it_reads() {
         "VOXGATE_PUBLIC_URL",
         "VOXGATE_TRUSTED_PROXIES",
         "VOXGATE_OIDC_ISSUER",
-        "VOXGATE_OIDC_EXTRA_ISSUERS",
+        "VOXGATE_OIDC_DISCOVERY_URL",
         "VOXGATE_OIDC_CLIENT_SECRET",
         "VOXGATE_KEYCLOAK_URL",
         "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET",
@@ -239,25 +239,61 @@ fn compose_wiring_agrees_between_nginx_keycloak_voxgate_and_the_realm() {
     );
     let https_port = env_str(&compose, "nginx", "NGINX_HTTPS_PORT");
     assert!(public_host.ends_with(&format!(":{https_port}")));
-    assert_eq!(
-        service(&compose, "voxgate")["network_mode"],
-        "service:nginx"
-    );
-    // In nginx's network namespace nginx reaches voxgate on loopback, the
-    // only trusted proxy address.
-    let bind = env_str(&compose, "voxgate", "VOXGATE_BIND");
-    assert!(bind.starts_with("127.0.0.1:"), "{bind}");
+    // voxgate has a network of its own (a restarted nginx must not take
+    // it along) and is reached by name; nginx looks names up again while it
+    // runs, so recreated containers are found.
+    assert!(service(&compose, "voxgate").get("network_mode").is_none());
     assert!(
-        env_str(&compose, "nginx", "NGINX_VOXGATE_SERVERS").contains(&format!("server {bind}"))
+        service(&compose, "voxgate").get("ports").is_none(),
+        "voxgate is not published"
     );
+    let bind = env_str(&compose, "voxgate", "VOXGATE_BIND");
+    let port = bind.rsplit(':').next().unwrap();
+    assert_eq!(bind, format!("0.0.0.0:{port}"));
+    let servers = env_str(&compose, "nginx", "NGINX_VOXGATE_SERVERS");
+    assert!(
+        servers.contains(&format!("server voxgate:{port} resolve")),
+        "{servers}"
+    );
+    assert!(env_str(&compose, "nginx", "NGINX_KEYCLOAK_SERVER").ends_with(" resolve"));
+    assert_eq!(env_str(&compose, "nginx", "NGINX_RESOLVER"), "127.0.0.11");
+    assert!(
+        service(&compose, "nginx").get("depends_on").is_none(),
+        "nginx starts without waiting for the names it proxies to"
+    );
+    // The one proxy voxgate and Keycloak believe is nginx, at its fixed address.
+    let nginx_ip = service(&compose, "nginx")["networks"]["backend"]["ipv4_address"]
+        .as_str()
+        .unwrap();
     assert_eq!(
         env_str(&compose, "voxgate", "VOXGATE_TRUSTED_PROXIES"),
-        "127.0.0.1"
+        nginx_ip
     );
-    assert!(voxgate_check_uses_port(
-        &compose,
-        bind.rsplit(':').next().unwrap()
-    ));
+    assert_eq!(
+        env_str(&compose, "keycloak", "KC_PROXY_TRUSTED_ADDRESSES"),
+        format!("{nginx_ip}/32")
+    );
+    assert!(voxgate_check_uses_port(&compose, port));
+    // The issuer stays public; discovery, keys and the admin API go inside.
+    assert_eq!(
+        env_str(&compose, "voxgate", "VOXGATE_OIDC_DISCOVERY_URL"),
+        "http://keycloak:8080/realms/voxgate"
+    );
+    assert_eq!(
+        env_str(&compose, "keycloak", "KC_HOSTNAME_BACKCHANNEL_DYNAMIC"),
+        "true"
+    );
+    // Keycloak's logouts reach voxgate through nginx's unpublished
+    // back-channel listener, named in the realm file's placeholder.
+    let backchannel = env_str(&compose, "nginx", "NGINX_BACKCHANNEL_PORT");
+    assert_eq!(
+        env_str(&compose, "keycloak", "VOXGATE_BACKCHANNEL_LOGOUT_URL"),
+        format!("http://nginx:{backchannel}/auth/backchannel-logout")
+    );
+    assert!(
+        read("keycloak-realm/realm.json")
+            .contains("\"backchannel.logout.url\": \"${VOXGATE_BACKCHANNEL_LOGOUT_URL:")
+    );
 
     let realm: Value = serde_json::from_str(&read("keycloak-realm/realm.json")).unwrap();
     let client = |id: &str| {

@@ -141,6 +141,7 @@ struct Nginx {
     _dir: TempDir,
     https_port: u16,
     http_port: u16,
+    backchannel_port: u16,
 }
 
 impl Nginx {
@@ -152,12 +153,20 @@ impl Nginx {
         https_port: u16,
         upstreams: &[SocketAddr],
         keycloak: SocketAddr,
+        backchannel_port: u16,
     ) -> Nginx {
         let http_port = free_port();
         let dir = TempDir::new("nginx");
         let conf = render_nginx(
             &dir,
-            &nginx_vars(certs, https_port, http_port, upstreams, keycloak),
+            &nginx_vars(
+                certs,
+                https_port,
+                http_port,
+                upstreams,
+                keycloak,
+                backchannel_port,
+            ),
         );
         let checked = nginx_test(&dir, &conf);
         assert!(
@@ -192,6 +201,7 @@ impl Nginx {
                     _dir: dir,
                     https_port,
                     http_port,
+                    backchannel_port,
                 };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -228,6 +238,7 @@ fn nginx_vars(
     http_port: u16,
     upstreams: &[SocketAddr],
     keycloak: SocketAddr,
+    backchannel_port: u16,
 ) -> BTreeMap<&'static str, String> {
     let cert = |name: &str| certs.path(name).display().to_string();
     BTreeMap::from([
@@ -254,6 +265,12 @@ fn nginx_vars(
         // voxgate's instances; a test's "client from elsewhere" binds
         // 127.0.0.2.
         ("NGINX_CREDENTIALS_EXEMPT", "127.0.0.1/32 1;".to_string()),
+        // No name to look up here; compose uses Docker's DNS.
+        ("NGINX_RESOLVER", "127.0.0.1".to_string()),
+        (
+            "NGINX_BACKCHANNEL_PORT",
+            format!("127.0.0.1:{backchannel_port}"),
+        ),
     ])
 }
 
@@ -337,12 +354,19 @@ impl Deployment {
     async fn start() -> Deployment {
         let certs = make_certs();
         let https_port = free_port();
+        let backchannel_port = free_port();
         let origin = format!("https://127.0.0.1:{https_port}");
-        // The realm's browser URLs point at the nginx origin, as in production.
+        // The realm's browser URLs point at the nginx origin and its
+        // back-channel logout URL at nginx's internal listener, as in the
+        // compose stack.
+        let backchannel = format!("http://127.0.0.1:{backchannel_port}/auth/backchannel-logout");
         let realm: Value = serde_json::from_str(
-            &read("keycloak-realm/realm.json")
-                .replace("http://127.0.0.1:8080", &origin)
-                .replace("http://localhost:8080", &origin),
+            &crate::stack::project_realm_text_with(&[(
+                "VOXGATE_BACKCHANNEL_LOGOUT_URL",
+                &backchannel,
+            )])
+            .replace("http://127.0.0.1:8080", &origin)
+            .replace("http://localhost:8080", &origin),
         )
         .unwrap();
         let kc = Standin::start(StandinConfig {
@@ -377,7 +401,14 @@ impl Deployment {
         .collect();
         let (a, b) = tokio::join!(Instance::start(&env), Instance::start(&env));
         let kc_addr: SocketAddr = kc.base_url().trim_start_matches("http://").parse().unwrap();
-        let nginx = Nginx::start(&certs, https_port, &[a.addr(), b.addr()], kc_addr).await;
+        let nginx = Nginx::start(
+            &certs,
+            https_port,
+            &[a.addr(), b.addr()],
+            kc_addr,
+            backchannel_port,
+        )
+        .await;
         Deployment {
             nginx,
             apps: [a, b],
@@ -465,6 +496,7 @@ fn the_shipped_nginx_configuration_passes_nginx_t() {
                 "127.0.0.1:18082".parse().unwrap(),
             ],
             "127.0.0.1:18180".parse().unwrap(),
+            free_port(),
         ),
     );
     let out = nginx_test(&dir, &conf);
@@ -942,4 +974,88 @@ async fn cookies_are_secure_when_a_trusted_proxy_reports_https() {
     let direct = login(false).await.unwrap();
     let cookie = set_cookie(&direct, "voxgate_login").expect("login cookie");
     assert!(!cookie.contains("Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn keycloak_logs_out_through_the_internal_back_channel_listener_and_only_there() {
+    if nginx_missing() {
+        return;
+    }
+    let d = Deployment::start().await;
+    let browser = d.client().cookie_store(true).build().unwrap();
+    let start = Caller::at("", browser.clone())
+        .get(&d.url("/auth/login"))
+        .await;
+    let page = Caller::at("", browser.clone()).get(&location(&start)).await;
+    let action = form_action(&page.text().await.unwrap());
+    let submitted = Caller::at("", browser.clone())
+        .post_form(&action, &[("username", "bob"), ("password", "bob")])
+        .await;
+    let done = Caller::at("", browser.clone())
+        .get(&location(&submitted))
+        .await;
+    assert_eq!(done.status(), 303, "signed in");
+    let me = |client: reqwest::Client| {
+        let url = d.url("/api/me");
+        async move { Caller::at("", client).get(&url).await.status() }
+    };
+    assert_eq!(me(browser.clone()).await, 200);
+
+    // The listener answers that one route, to POST only.
+    let internal = format!("http://127.0.0.1:{}", d.nginx.backchannel_port);
+    let plain = || Caller::at(&internal, reqwest::Client::new());
+    assert_eq!(plain().get("/api/me").await.status(), 404);
+    assert_eq!(plain().get("/healthz").await.status(), 404);
+    assert_eq!(plain().get("/auth/backchannel-logout").await.status(), 403);
+    let forged = plain()
+        .post_form("/auth/backchannel-logout", &[("logout_token", "not-a-jwt")])
+        .await;
+    assert_eq!(forged.status(), 400, "voxgate itself answers the route");
+
+    // An admin ends bob's sessions in Keycloak, which calls the listener.
+    let admin = Caller::at("", reqwest::Client::new())
+        .post_form(
+            &format!(
+                "{}/realms/master/protocol/openid-connect/token",
+                d.kc.base_url()
+            ),
+            &[
+                ("grant_type", "password"),
+                ("client_id", "admin-cli"),
+                ("username", "admin"),
+                ("password", "admin"),
+            ],
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let bob = d.kc.user_by_username(REALM, "bob").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logout = Caller::at("", reqwest::Client::new())
+        .bearer(admin["access_token"].as_str().unwrap())
+        .post_raw(
+            &format!(
+                "{}/admin/realms/{REALM}/users/{bob}/logout",
+                d.kc.base_url()
+            ),
+            None,
+            "",
+        )
+        .await;
+    assert_eq!(logout.status(), 204);
+    let mut ended = false;
+    for _ in 0..100 {
+        if me(browser.clone()).await == 401 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ended,
+        "the voxgate session ends after Keycloak's call through nginx"
+    );
 }

@@ -176,3 +176,108 @@ async fn the_shipped_realm_locks_an_account_after_repeated_wrong_passwords() {
     assert_eq!(cleared.status(), 204);
     assert_eq!(grant("bob").await.0, 200);
 }
+
+/// What the real server does with a realm's `frontendUrl` when back-channel
+/// URLs are not dynamic (the stand-in models the same): every endpoint,
+/// token and keys included, moves to the frontend URL.
+#[tokio::test]
+async fn a_realm_frontend_url_moves_every_endpoint_without_dynamic_back_channel() {
+    const PUBLIC: &str = "https://id.voxgate.invalid";
+    let Some(kc) = super::server() else {
+        return;
+    };
+    let realm = format!("vg-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let admin = kc.admin(&realm);
+    let json = test_realm(&realm, "http://127.0.0.1:9", |r| {
+        r["attributes"]["frontendUrl"] = json!(PUBLIC);
+    });
+    assert_eq!(admin.create_realm(&json).await.status(), 201);
+    let standin = keycloak_standin::Standin::start(keycloak_standin::StandinConfig {
+        realm_jsons: vec![json],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let public_issuer = format!("{PUBLIC}/realms/{realm}");
+    for base in [
+        kc.issuer(&realm),
+        standin.issuer(&realm).replace(PUBLIC, &standin.base_url()),
+    ] {
+        let document = crate::stack::discovery_document(&base).await;
+        assert_eq!(document["issuer"], public_issuer.as_str(), "{document}");
+        for endpoint in [
+            "authorization_endpoint",
+            "token_endpoint",
+            "jwks_uri",
+            "end_session_endpoint",
+        ] {
+            let url = document[endpoint].as_str().unwrap();
+            assert!(url.starts_with(&public_issuer), "{base}: {endpoint}: {url}");
+        }
+    }
+    admin.delete_realm_from_drop();
+}
+
+/// The compose stack's Keycloak settings on the real server: `hostname` is
+/// the public URL and back-channel URLs are dynamic, so a client inside the
+/// network gets the public issuer with internal token and key endpoints;
+/// voxgate with that internal address as its discovery URL accepts the
+/// server's tokens.
+#[tokio::test]
+async fn hostname_with_dynamic_back_channel_serves_voxgates_internal_discovery() {
+    const PUBLIC: &str = "https://id.voxgate.invalid";
+    if super::server().is_none() {
+        return;
+    }
+    let process = tokio::task::spawn_blocking(|| {
+        super::KeycloakProcess::start_with(&[
+            ("KC_HOSTNAME", PUBLIC),
+            ("KC_HOSTNAME_BACKCHANNEL_DYNAMIC", "true"),
+        ])
+    })
+    .await
+    .unwrap()
+    .expect("a Keycloak with hostname settings starts");
+    let kc = process.handle();
+    let realm = "voxgate";
+    let port = crate::helpers::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = kc.admin(realm);
+    let json = test_realm(realm, &base, |_| {});
+    assert_eq!(admin.create_realm(&json).await.status(), 201);
+    let internal = kc.issuer(realm);
+    let public_issuer = format!("{PUBLIC}/realms/{realm}");
+    let document = crate::stack::discovery_document(&internal).await;
+    assert_eq!(document["issuer"], public_issuer.as_str(), "{document}");
+    for frontend in ["authorization_endpoint", "end_session_endpoint"] {
+        let url = document[frontend].as_str().unwrap();
+        assert!(url.starts_with(&public_issuer), "{frontend}: {url}");
+    }
+    for backend in ["token_endpoint", "jwks_uri", "userinfo_endpoint"] {
+        let url = document[backend].as_str().unwrap();
+        assert!(url.starts_with(&internal), "{backend}: {url}");
+    }
+
+    let app = crate::helpers::try_spawn_app_with(crate::stack::internal_discovery_settings(
+        port,
+        &public_issuer,
+        &internal,
+    ))
+    .await
+    .unwrap();
+    app.wait_ready().await;
+    let token = password_grant(&internal, "bob", "bob").await;
+    let token = token["access_token"].as_str().unwrap();
+    assert_eq!(app.bearer_status(token).await, 200);
+    // The admin API (service account, internal address) works as well.
+    let alice = password_grant(&internal, "alice", "alice").await;
+    let users = app
+        .caller(alice["access_token"].as_str().unwrap())
+        .get("/api/admin/users")
+        .await;
+    assert_eq!(users.status(), 200);
+    drop(app);
+    tokio::task::spawn_blocking(move || drop(process))
+        .await
+        .unwrap();
+}

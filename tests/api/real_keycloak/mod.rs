@@ -87,10 +87,17 @@ pub struct KeycloakProcess {
     pub management_port: u16,
     data: PathBuf,
     admin_password: String,
+    options: Vec<(String, String)>,
 }
 
 impl KeycloakProcess {
     pub fn start() -> Result<KeycloakProcess, String> {
+        KeycloakProcess::start_with(&[])
+    }
+
+    /// A server of its own with extra Keycloak options as `KC_*`
+    /// environment variables (hostname settings, say).
+    pub fn start_with(options: &[(&str, &str)]) -> Result<KeycloakProcess, String> {
         let data = std::env::temp_dir().join(format!(
             "voxgate-keycloak-{}-{}",
             std::process::id(),
@@ -103,6 +110,10 @@ impl KeycloakProcess {
             management_port: free_port(),
             data,
             admin_password: uuid::Uuid::new_v4().simple().to_string(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         process.launch()?;
         Ok(process)
@@ -130,6 +141,7 @@ impl KeycloakProcess {
             .args(["--watch-pid", &std::process::id().to_string()])
             .env("KC_BOOTSTRAP_ADMIN_USERNAME", MASTER_ADMIN)
             .env("KC_BOOTSTRAP_ADMIN_PASSWORD", &self.admin_password)
+            .envs(self.options.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -216,11 +228,8 @@ fn health_ready(port: u16) -> bool {
 impl RealKeycloak {
     /// The project realm, exactly as shipped, through the admin API.
     fn import_project_realm(&self) -> Result<(), String> {
-        let realm: Value = serde_json::from_str(
-            &std::fs::read_to_string(repo_root().join("keycloak-realm/realm.json"))
-                .map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+        let realm: Value =
+            serde_json::from_str(&crate::stack::project_realm_text()).map_err(|e| e.to_string())?;
         let admin = self.admin("voxgate");
         // The first test to get here is inside its own runtime, which cannot
         // be blocked on: a helper thread with a runtime of its own does it.

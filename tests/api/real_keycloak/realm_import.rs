@@ -9,8 +9,7 @@ use crate::helpers::Caller;
 
 /// The project realm under a name of its own.
 fn realm_file(name: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../keycloak-realm/realm.json");
-    let mut realm: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut realm: Value = serde_json::from_str(&crate::stack::project_realm_text()).unwrap();
     realm["realm"] = json!(name);
     realm
 }

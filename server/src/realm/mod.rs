@@ -22,6 +22,8 @@
 //! Secrets and tokens are never printed: messages carry Keycloak's error
 //! text, never request headers or bodies.
 
+pub mod placeholders;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -248,7 +250,9 @@ impl RealmFile {
         let shown = path.display();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Failure::Usage(format!("--file {shown}: cannot read it: {e}")))?;
-        let json: Value = serde_json::from_str(&text)
+        // Placeholders first, as Keycloak's own import does: a value can
+        // then hold any JSON string.
+        let json: Value = serde_json::from_str(&placeholders::from_env(&text))
             .map_err(|e| Failure::Usage(format!("--file {shown}: not valid JSON: {e}")))?;
         let name = json
             .get("realm")
