@@ -215,3 +215,32 @@ where
         }
     }
 }
+
+/// Whitespace as the API description's patterns mean it: `\s` in the
+/// validators that read the document (Unicode white space plus the
+/// separators U+001C–U+001F), so a value the document calls blank is blank
+/// here too.
+pub fn is_blank_char(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// `s` without leading and trailing [`is_blank_char`] characters.
+pub fn trim_blank(s: &str) -> &str {
+    s.trim_matches(is_blank_char)
+}
+
+#[cfg(test)]
+mod blank_tests {
+    use super::*;
+
+    #[test]
+    fn blank_is_what_a_schema_validator_calls_whitespace() {
+        assert_eq!(trim_blank(" \t\u{1c}a b\u{3000}\n"), "a b");
+        assert_eq!(trim_blank("\u{1f}\u{a0}"), "");
+        assert_eq!(
+            trim_blank("\u{1}x"),
+            "\u{1}x",
+            "control characters are not blank"
+        );
+    }
+}

@@ -18,18 +18,24 @@ pub type Speech = SpeechRef;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
-    /// 1–2000 characters.
+    /// 1–2000 characters, not all blank.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub message: String,
 }
 
 impl SendMessage {
-    /// The message, trimmed; empty or too long is a 422 naming `message`.
+    /// The message, trimmed; blank or too long (as sent) is a 422 naming
+    /// `message`.
     pub fn checked(&self) -> Result<String, ApiError> {
-        let text = self.message.trim();
+        let text = crate::extract::trim_blank(&self.message);
         if text.is_empty() {
             return Err(ApiError::validation("message", "must not be empty"));
         }
-        let chars = text.chars().count();
+        let chars = self.message.chars().count();
         if chars > MAX_MESSAGE_CHARS {
             return Err(ApiError::validation(
                 "message",
@@ -97,17 +103,21 @@ pub struct HistoryPage {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Settings {
-    /// A voice id from `/api/voices`; `null` = the server's default.
+    /// A voice id from `/api/voices`; `null` or blank = the server's default.
     #[serde(default)]
+    #[schema(pattern = r"^\s*(?:[A-Za-z0-9][A-Za-z0-9_+.\-]{0,63})?\s*$")]
     pub voice: Option<String>,
-    /// BCP-47 language such as `en-US`; `null` = the voice's language.
+    /// BCP-47 language such as `en-US` (a language and up to three
+    /// subtags); `null` or blank = the voice's language.
     #[serde(default)]
+    #[schema(pattern = r"^\s*(?:[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,3})?\s*$")]
     pub language: Option<String>,
     /// Play new replies without pressing Play.
     #[serde(default = "yes")]
     pub autoplay: bool,
     /// Playback speed, 0.5–2.0.
     #[serde(default = "normal_rate")]
+    #[schema(minimum = 0.5, maximum = 2.0)]
     pub speech_rate: f64,
 }
 
@@ -139,23 +149,29 @@ pub fn valid_voice_id(v: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c))
 }
 
-/// A BCP-47-shaped tag: a 2–3 letter language, then 1–8 character subtags.
+/// A BCP-47-shaped tag: a 2–3 letter language, then up to three 1–8
+/// character subtags (`en-US`, `zh-Hans-CN`, `sr-Latn-RS`).
 pub fn valid_language(l: &str) -> bool {
     let mut parts = l.split('-');
     let first_ok = parts
         .next()
         .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
+    let subtags: Vec<&str> = parts.collect();
     first_ok
-        && l.len() <= 35
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+        && subtags.len() <= 3
+        && subtags
+            .iter()
+            .all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 impl Settings {
     /// Trims and checks every field, reporting all problems at once.
     pub fn checked(mut self) -> Result<Settings, ApiError> {
         let mut errors = Vec::new();
-        let blank_to_none =
-            |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let blank_to_none = |v: Option<String>| {
+            v.map(|s| crate::extract::trim_blank(&s).to_string())
+                .filter(|s| !s.is_empty())
+        };
         self.voice = blank_to_none(self.voice);
         self.language = blank_to_none(self.language);
         if let Some(v) = &self.voice

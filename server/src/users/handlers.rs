@@ -123,7 +123,7 @@ async fn get_user(
 /// both systems. Disabling also ends their sessions.
 #[utoipa::path(patch, path = "/api/admin/users/{id}", tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")), request_body = UpdateUserRequest,
-    responses((status = 200, body = UserView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = UserView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn update_user(
     State(state): State<AppState>,
     RequireRole(admin, _): RequireRole<Admin>,
@@ -138,7 +138,7 @@ async fn update_user(
 /// Deletes a user from both systems; the audit trail keeps the record.
 #[utoipa::path(delete, path = "/api/admin/users/{id}", tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
-    responses((status = 204), (status = 404, body = Problem)))]
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete_user(
     State(state): State<AppState>,
     RequireRole(admin, _): RequireRole<Admin>,

@@ -73,9 +73,9 @@ impl Users {
             }
         }
         if req.enabled == Some(false) && actor.id == Some(user.id) {
-            return Err(ApiError::validation(
+            return Err(ApiError::conflict(
                 "enabled",
-                "you cannot disable your own account",
+                "You cannot disable your own account.",
             ));
         }
 
@@ -311,9 +311,9 @@ impl Users {
     pub async fn delete(&self, actor: &Actor, id: Uuid) -> Result<(), ApiError> {
         let (user, keycloak_id) = self.live_user(id).await?;
         if actor.id == Some(id) {
-            return Err(ApiError::validation(
+            return Err(ApiError::conflict(
                 "id",
-                "you cannot delete your own account",
+                "You cannot delete your own account.",
             ));
         }
         let target = Some(user.username.as_str());
