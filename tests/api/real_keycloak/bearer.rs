@@ -233,6 +233,7 @@ async fn hostname_with_dynamic_back_channel_serves_voxgates_internal_discovery()
         super::KeycloakProcess::start_with(&[
             ("KC_HOSTNAME", PUBLIC),
             ("KC_HOSTNAME_BACKCHANNEL_DYNAMIC", "true"),
+            ("KC_HOSTNAME_ADMIN", "http://127.0.0.1:{http_port}"),
         ])
     })
     .await
@@ -276,6 +277,54 @@ async fn hostname_with_dynamic_back_channel_serves_voxgates_internal_discovery()
         .get("/api/admin/users")
         .await;
     assert_eq!(users.status(), 200);
+
+    // The admin console: with the public origin as the master realm's
+    // frontend, its sign-in would go where nginx refuses /realms/master;
+    // the compose stack's one-shot script points it at the console's own
+    // address, and the console's sign-in then stays there.
+    let before = crate::stack::discovery_document(&kc.issuer("master")).await;
+    let sign_in = before["authorization_endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(sign_in.starts_with(PUBLIC), "{sign_in}");
+    let admin_url = kc.base.clone();
+    let script = super::repo_root().join("keycloak/admin-console.sh");
+    let (password, url) = (kc.admin_password().to_string(), admin_url.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        let home = std::process::Command::new(super::repo_root().join("scripts/keycloak"))
+            .arg("fetch")
+            .output()
+            .unwrap();
+        let home = String::from_utf8(home.stdout).unwrap().trim().to_string();
+        std::process::Command::new("bash")
+            .arg(script)
+            .env("KCADM", format!("{home}/bin/kcadm.sh"))
+            .env("KEYCLOAK_URL", &url)
+            .env("ADMIN_URL", &url)
+            .env("KC_BOOTSTRAP_ADMIN_USERNAME", super::MASTER_ADMIN)
+            .env("KC_BOOTSTRAP_ADMIN_PASSWORD", password)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = crate::stack::discovery_document(&kc.issuer("master")).await;
+    let sign_in = after["authorization_endpoint"].as_str().unwrap();
+    assert!(
+        sign_in.starts_with(&format!("{admin_url}/realms/master/")),
+        "{sign_in}"
+    );
+    let console = reqwest::get(format!("{admin_url}/admin/master/console/"))
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 200);
     drop(app);
     tokio::task::spawn_blocking(move || drop(process))
         .await

@@ -43,7 +43,7 @@ pub struct RealKeycloak {
 
 static SERVER: OnceLock<Result<RealKeycloak, String>> = OnceLock::new();
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
@@ -96,7 +96,8 @@ impl KeycloakProcess {
     }
 
     /// A server of its own with extra Keycloak options as `KC_*`
-    /// environment variables (hostname settings, say).
+    /// environment variables (hostname settings, say); `{http_port}` in a
+    /// value is the port the server gets.
     pub fn start_with(options: &[(&str, &str)]) -> Result<KeycloakProcess, String> {
         let data = std::env::temp_dir().join(format!(
             "voxgate-keycloak-{}-{}",
@@ -141,7 +142,11 @@ impl KeycloakProcess {
             .args(["--watch-pid", &std::process::id().to_string()])
             .env("KC_BOOTSTRAP_ADMIN_USERNAME", MASTER_ADMIN)
             .env("KC_BOOTSTRAP_ADMIN_PASSWORD", &self.admin_password)
-            .envs(self.options.iter().map(|(k, v)| (k, v)))
+            .envs(
+                self.options
+                    .iter()
+                    .map(|(k, v)| (k, v.replace("{http_port}", &self.http_port.to_string()))),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
