@@ -29,7 +29,11 @@ impl App {
         // Install the recorder before the first request records anything.
         crate::telemetry::metrics_handle();
         let db = crate::db::connect(&config).await?;
-        crate::db::migrate(&db).await?;
+        if config.database_migrate {
+            crate::db::migrate(&db).await?;
+        } else {
+            crate::db::check_schema(&db).await?;
+        }
         let http = reqwest::Client::builder()
             .user_agent(concat!("voxgate/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(3))

@@ -39,6 +39,37 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))
 }
 
+/// Refuses to go on unless every migration this build knows has been
+/// applied (by `voxgate migrate`, run as the owner) unchanged: serving with
+/// a role that cannot change the schema must not find out at the first
+/// query.
+pub async fn check_schema(pool: &PgPool) -> anyhow::Result<()> {
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the schema's migrations ({e}): run `voxgate migrate` as the database owner first"
+                )
+            })?;
+    for migration in MIGRATOR.iter() {
+        match applied.iter().find(|(v, _)| *v == migration.version) {
+            None => anyhow::bail!(
+                "the database lacks migration {} ({}): run `voxgate migrate` as the database owner, or set VOXGATE_DATABASE_MIGRATE=true",
+                migration.version,
+                migration.description
+            ),
+            Some((_, checksum)) if checksum.as_slice() != &*migration.checksum => anyhow::bail!(
+                "migration {} was applied from a different file than this build's",
+                migration.version
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Whether the database answers within a second.
 pub async fn ping(pool: &PgPool) -> Result<(), String> {
     match tokio::time::timeout(

@@ -408,3 +408,84 @@ async fn stopping_closes_the_listener_after_shutdown() {
     let refused = reqwest::Client::new().get(app.url("/healthz")).send().await;
     assert!(refused.is_err(), "no longer listening");
 }
+
+/// voxgate serves as the runtime role the deployment creates
+/// (`scripts/postgres-init-voxgate-app.sql`): rows only, no schema. With
+/// migrations off it checks the schema instead of changing it, and every
+/// kind of write the app makes goes through.
+#[tokio::test]
+async fn the_app_serves_as_a_role_that_cannot_change_the_schema() {
+    use sqlx::{Connection, Executor};
+    let db = TestDatabase::new().await;
+    let grants = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/postgres-init-voxgate-app.sql"
+    ))
+    .unwrap();
+    let mut owner = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(&grants).execute(&mut owner).await.unwrap();
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_username("voxgate_app").unwrap();
+    url.set_password(Some("dev-only-voxgate-app-password"))
+        .unwrap();
+    let url = url.to_string();
+
+    let mut role = sqlx::PgConnection::connect(&url).await.unwrap();
+    for ddl in [
+        "CREATE TABLE intruder (x int)",
+        "ALTER TABLE users ADD COLUMN intruder int",
+        "DROP TABLE audit_log",
+    ] {
+        assert!(role.execute(ddl).await.is_err(), "{ddl} is refused");
+    }
+
+    let stack = crate::stack::spawn_stack_with(
+        crate::helpers::TestSettings::default()
+            .set("DATABASE_URL", url.clone())
+            .set("VOXGATE_DATABASE_MIGRATE", "false"),
+    )
+    .await;
+    let bob = stack.password_token("bob", "bob").await;
+    assert_eq!(stack.app.bearer_status(&bob).await, 200);
+    let reply = stack
+        .app
+        .caller(&bob)
+        .post("/api/chat", &serde_json::json!({"message": "hello"}))
+        .await;
+    assert_eq!(reply.status(), 200);
+    let (browser, _) = stack.browser_login("bob", "bob", "/").await;
+    assert_eq!(stack.me_status(&browser).await, 200);
+    let admin = stack.password_token("alice", "alice").await;
+    stack
+        .app
+        .admin(&admin)
+        .created(&serde_json::json!({
+            "username": "carol", "email": "carol@example.com",
+            "password": {"value": "a long enough password"}
+        }))
+        .await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    voxgate::app::sweep(&pool).await.unwrap();
+    let chats: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(chats, 2, "the message and its reply, written by the role");
+
+    // A schema behind the build: the app refuses to start and says why.
+    owner
+        .execute("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)")
+        .await
+        .unwrap();
+    let behind = crate::helpers::try_spawn_app_with(
+        crate::helpers::TestSettings::default()
+            .set("DATABASE_URL", url)
+            .set("VOXGATE_DATABASE_MIGRATE", "false"),
+    )
+    .await;
+    let error = behind
+        .err()
+        .expect("a schema behind the build is refused")
+        .to_string();
+    assert!(error.contains("run `voxgate migrate`"), "{error}");
+}

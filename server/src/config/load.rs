@@ -252,8 +252,20 @@ impl Config {
             None => None,
         };
 
+        let database_migrate = match text("database.migrate")?.as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(invalid(
+                    setting("database.migrate"),
+                    format!("`{other}` is not true or false"),
+                ));
+            }
+        };
+
         Ok(Config {
             database_url: SecretString::from(database_url),
+            database_migrate,
             database_max_connections: positive("database.max_connections", "a whole number")?
                 as u32,
             bind: parse("bind", text("bind")?, "an address like 127.0.0.1:8080")?,

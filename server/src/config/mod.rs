@@ -116,6 +116,8 @@ impl std::str::FromStr for IpNet {
 pub struct Config {
     pub database_url: SecretString,
     pub database_max_connections: u32,
+    /// Apply pending migrations at start; otherwise only check the schema.
+    pub database_migrate: bool,
     pub bind: SocketAddr,
     pub public_url: Url,
     pub trusted_proxies: Vec<IpNet>,

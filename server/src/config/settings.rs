@@ -49,6 +49,12 @@ pub const SETTINGS: &[Setting] = &[
         "Postgres connection URL.",
     ),
     s(
+        "database.migrate",
+        "VOXGATE_DATABASE_MIGRATE",
+        Some("true"),
+        "Apply pending migrations at start (`true`), or only check that the schema is current and refuse to start if not (`false`: run `voxgate migrate` as the database owner first, and serve as a role that cannot change the schema; docs/deployment.md).",
+    ),
+    s(
         "database.max_connections",
         "VOXGATE_DATABASE_MAX_CONNECTIONS",
         Some("10"),

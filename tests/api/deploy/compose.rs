@@ -72,7 +72,8 @@ fn compose_images_are_pinned_and_every_service_has_a_health_check() {
             "keycloak-admin-console",
             "nginx",
             "postgres",
-            "voxgate"
+            "voxgate",
+            "voxgate-migrate"
         ])
     );
     for (name, s) in services {
@@ -211,6 +212,36 @@ fn compose_mounts_and_ports_point_at_real_files_and_loopback_only() {
         "an init script creates Keycloak's database"
     );
     assert!(read("scripts/postgres-init-keycloak.sql").contains("CREATE DATABASE keycloak"));
+    // voxgate serves as a role that cannot change the schema; the owner
+    // migrates first, in a one-shot.
+    assert!(
+        postgres
+            .iter()
+            .any(|(s, _)| s == "./scripts/postgres-init-voxgate-app.sql"),
+        "the init scripts create voxgate's runtime role"
+    );
+    let serve_url = env_str(&compose, "voxgate", "DATABASE_URL");
+    assert!(
+        serve_url.starts_with("postgres://voxgate_app:"),
+        "{serve_url}"
+    );
+    assert_eq!(
+        env_str(&compose, "voxgate", "VOXGATE_DATABASE_MIGRATE"),
+        "false"
+    );
+    let migrate_url = env_str(&compose, "voxgate-migrate", "DATABASE_URL");
+    assert!(
+        migrate_url.starts_with("postgres://voxgate:"),
+        "{migrate_url}"
+    );
+    assert_eq!(
+        service(&compose, "voxgate-migrate")["command"][0],
+        "migrate"
+    );
+    assert_eq!(
+        service(&compose, "voxgate")["depends_on"]["voxgate-migrate"]["condition"],
+        "service_completed_successfully"
+    );
 }
 
 #[test]

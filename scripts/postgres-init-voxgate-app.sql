@@ -1,0 +1,24 @@
+-- voxgate's runtime role: it reads and writes rows and changes no schema.
+-- `voxgate migrate` runs as the database owner (docker-compose.yml's
+-- voxgate-migrate one-shot); `voxgate serve` connects as voxgate_app with
+-- VOXGATE_DATABASE_MIGRATE=false. Run in voxgate's database by its owner:
+-- the postgres image runs it when its data volume is first created, before
+-- any table exists, so the default privileges below cover the tables the
+-- owner's migrations create later; the GRANTs cover tables that already
+-- exist (a test applies this file to a migrated database).
+-- DEV ONLY: the password is a development value, like the others in
+-- docker-compose.yml.
+DO $$
+BEGIN
+    CREATE ROLE voxgate_app LOGIN PASSWORD 'dev-only-voxgate-app-password';
+EXCEPTION WHEN duplicate_object THEN
+    NULL;
+END
+$$;
+GRANT USAGE ON SCHEMA public TO voxgate_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO voxgate_app;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO voxgate_app;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO voxgate_app;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    GRANT USAGE, SELECT ON SEQUENCES TO voxgate_app;
