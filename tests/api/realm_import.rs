@@ -196,7 +196,14 @@ async fn the_production_profile_imports_the_password_grant_client_disabled() {
     let run = import_as_admin(&kc, &file, &["--profile", "production"]).await;
 
     run.exits(0)
-        .stdout_has("production profile: client voxgate-cli is imported disabled");
+        .stdout_has("production profile: client voxgate-cli is imported disabled")
+        .stdout_has("production profile: dev user alice is left out")
+        .stdout_has("production profile: dev user bob is left out")
+        .stdout_has("production profile: password policy length(12)");
+    assert!(
+        kc.user_by_username(REALM, "alice").is_none(),
+        "no dev users"
+    );
     assert_ne!(
         password_grant(&kc, "alice", "alice").await,
         200,

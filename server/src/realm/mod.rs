@@ -91,7 +91,8 @@ pub struct ImportArgs {
 pub enum Profile {
     /// Everything as the file has it.
     Dev,
-    /// Dev-only clients disabled, their direct grants off.
+    /// Dev-only clients disabled (their direct grants off), dev-only users
+    /// left out, and the realm's production password policy on.
     Production,
 }
 
@@ -173,6 +174,8 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
     let mut realm_file = RealmFile::read(&args.file)?;
     if args.profile == Profile::Production {
         realm_file.disable_dev_only_clients(report);
+        realm_file.leave_out_dev_only_users(report);
+        realm_file.apply_production_password_policy(report);
     }
     let base = keycloak_base(&args.url)?;
     let http = reqwest::Client::builder()
@@ -290,6 +293,44 @@ impl RealmFile {
                     "production profile: client {id} is imported disabled"
                 ));
             }
+        }
+    }
+
+    /// Drops every user marked `voxgate.dev-only` (the seeded users, whose
+    /// passwords are their names), naming each.
+    fn leave_out_dev_only_users(&mut self, report: &mut Vec<String>) {
+        let Some(users) = self.json.get_mut("users").and_then(Value::as_array_mut) else {
+            return;
+        };
+        users.retain(|user| {
+            let dev_only = user
+                .pointer("/attributes/voxgate.dev-only")
+                .and_then(Value::as_array)
+                .is_some_and(|v| v.iter().any(|x| x == "true"));
+            if dev_only {
+                let name = user.get("username").and_then(Value::as_str).unwrap_or("?");
+                report.push(format!("production profile: dev user {name} is left out"));
+            }
+            !dev_only
+        });
+    }
+
+    /// The realm attribute `voxgate.production.passwordPolicy` becomes the
+    /// realm's password policy. It cannot be the file's own policy: Keycloak
+    /// refuses to create a realm whose users break it, and the development
+    /// users' passwords are their names.
+    fn apply_production_password_policy(&mut self, report: &mut Vec<String>) {
+        let Some(policy) = self
+            .json
+            .pointer("/attributes/voxgate.production.passwordPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return;
+        };
+        if let Some(realm) = self.json.as_object_mut() {
+            realm.insert("passwordPolicy".into(), json!(policy));
+            report.push(format!("production profile: password policy {policy}"));
         }
     }
 

@@ -280,3 +280,54 @@ async fn overwrite_keeps_other_users_role_mappings_ids_and_service_accounts() {
         .await;
     assert_eq!(grant.status(), 200);
 }
+
+/// The production profile on the real server: the seeded dev users stay
+/// out, the password grant client is off, and the realm gets the file's
+/// production password policy, which Keycloak then enforces.
+#[tokio::test]
+async fn the_production_profile_leaves_dev_users_out_and_enforces_the_password_policy() {
+    let Some(kc) = server() else {
+        return;
+    };
+    let imported = Imported::new(kc);
+    let file = realm_file(&imported.name);
+    let (code, out) = imported.import(&file, &["--profile", "production"]).await;
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "production profile: dev user alice is left out",
+        "production profile: dev user bob is left out",
+        "production profile: client voxgate-cli is imported disabled",
+        "production profile: password policy length(12)",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    let admin = imported.admin();
+    let realm = admin.get("").await;
+    let policy = realm["passwordPolicy"].as_str().unwrap_or_default();
+    assert!(policy.starts_with("length(12)"), "{realm}");
+    assert!(admin.user_by_username("alice").await.is_none());
+    assert!(admin.user_by_username("bob").await.is_none());
+
+    let short = admin
+        .call(
+            reqwest::Method::POST,
+            "/users",
+            Some(&json!({
+                "username": "carol", "enabled": true,
+                "credentials": [{"type": "password", "value": "too-short", "temporary": false}]
+            })),
+        )
+        .await;
+    assert_eq!(short.status(), 400, "Keycloak enforces the policy");
+    let long = admin
+        .call(
+            reqwest::Method::POST,
+            "/users",
+            Some(&json!({
+                "username": "dave", "enabled": true,
+                "credentials": [{"type": "password", "value": "a long enough password", "temporary": false}]
+            })),
+        )
+        .await;
+    assert_eq!(long.status(), 201);
+}
