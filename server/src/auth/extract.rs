@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -52,7 +53,7 @@ pub struct CurrentUser {
     pub email: Option<String>,
     pub first_name: String,
     pub last_name: String,
-    pub roles: BTreeSet<String>,
+    pub roles: Arc<BTreeSet<String>>,
     pub method: AuthMethod,
 }
 
@@ -67,30 +68,32 @@ impl CurrentUser {
     }
 }
 
+/// Who is calling, as `GET /api/me` shows it; it borrows from the
+/// principal, which is serialized as it is rather than copied first.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct MeView {
+pub struct MeView<'a> {
     pub id: Uuid,
-    pub keycloak_id: String,
-    pub username: String,
-    pub email: Option<String>,
-    pub first_name: String,
-    pub last_name: String,
-    pub roles: Vec<String>,
+    pub keycloak_id: &'a str,
+    pub username: &'a str,
+    pub email: Option<&'a str>,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub roles: &'a BTreeSet<String>,
     /// `session` or `bearer`.
     pub authenticated_by: &'static str,
 }
 
-impl From<&CurrentUser> for MeView {
-    fn from(u: &CurrentUser) -> Self {
+impl<'a> From<&'a CurrentUser> for MeView<'a> {
+    fn from(u: &'a CurrentUser) -> Self {
         MeView {
             id: u.id,
-            keycloak_id: u.keycloak_id.clone(),
-            username: u.username.clone(),
-            email: u.email.clone(),
-            first_name: u.first_name.clone(),
-            last_name: u.last_name.clone(),
-            roles: u.roles.iter().cloned().collect(),
+            keycloak_id: &u.keycloak_id,
+            username: &u.username,
+            email: u.email.as_deref(),
+            first_name: &u.first_name,
+            last_name: &u.last_name,
+            roles: &u.roles,
             authenticated_by: u.method.name(),
         }
     }
@@ -186,29 +189,30 @@ fn bearer_token(parts: &Parts) -> Option<Result<&str, Failure>> {
 
 async fn from_bearer(token: &str, state: &AppState) -> Result<CurrentUser, Failure> {
     let auth = &state.auth;
-    let claims = auth
+    let (claims, key) = auth
         .validator
-        .access_token(token)
+        .access_token_keyed(token)
         .await
         .map_err(Failure::Token)?;
     let resolved = users::resolve(
         &state.db,
         &auth.principals,
         &claims,
+        key,
         &state.config.oidc.client_id,
     )
     .await?;
     principal(
-        resolved.user,
-        resolved.roles,
+        &resolved.user,
+        resolved.roles.clone(),
         &claims.sub,
         AuthMethod::Bearer,
     )
 }
 
 fn principal(
-    user: UserRow,
-    roles: BTreeSet<String>,
+    user: &UserRow,
+    roles: Arc<BTreeSet<String>>,
     sub: &str,
     method: AuthMethod,
 ) -> Result<CurrentUser, Failure> {
@@ -217,11 +221,11 @@ fn principal(
     }
     Ok(CurrentUser {
         id: user.id,
-        keycloak_id: user.keycloak_id.unwrap_or_else(|| sub.to_string()),
-        username: user.username,
-        email: user.email,
-        first_name: user.first_name,
-        last_name: user.last_name,
+        keycloak_id: user.keycloak_id.clone().unwrap_or_else(|| sub.to_string()),
+        username: user.username.clone(),
+        email: user.email.clone(),
+        first_name: user.first_name.clone(),
+        last_name: user.last_name.clone(),
         roles,
         method,
     })
@@ -244,8 +248,8 @@ async fn from_session(parts: &Parts, state: &AppState) -> Result<Option<CurrentU
     let roles = repo::effective_roles(&state.db, user.id, &realm_roles, &client_roles).await?;
     let sub = user.keycloak_id.clone().unwrap_or_default();
     let current = principal(
-        user,
-        roles,
+        &user,
+        Arc::new(roles),
         &sub,
         AuthMethod::Session {
             id_hash: row.id_hash.clone(),

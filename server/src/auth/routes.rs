@@ -40,8 +40,8 @@ pub fn me_routes() -> OpenApiRouter<AppState> {
 /// Who is calling: identity, effective roles and how they authenticated.
 #[utoipa::path(get, path = "/api/me", tag = "auth",
     responses((status = 200, body = MeView), (status = 401, body = crate::error::Problem)))]
-async fn me(user: CurrentUser) -> AppJson<MeView> {
-    AppJson(MeView::from(&user))
+async fn me(user: CurrentUser) -> axum::response::Response {
+    AppJson(MeView::from(&user)).into_response()
 }
 
 fn login_cookie_name(state: &AppState) -> &'static str {

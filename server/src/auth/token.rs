@@ -168,6 +168,17 @@ impl TokenValidator {
 
     /// Validates a bearer access token, from cache when possible.
     pub async fn access_token(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        self.access_token_keyed(token)
+            .await
+            .map(|(claims, _)| claims)
+    }
+
+    /// Like [`Self::access_token`], with the token's SHA-256, which stands
+    /// for the token in caches keyed by it (a principal per token, say).
+    pub async fn access_token_keyed(
+        &self,
+        token: &str,
+    ) -> Result<(Arc<Claims>, TokenKey), TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge);
         }
@@ -177,12 +188,11 @@ impl TokenValidator {
             && let Some(claims) = cache.get(&hash)
             && claims.exp + self.leeway as i64 > now
         {
-            metrics::counter!("voxgate_token_validations_total", "result" => "cached").increment(1);
-            return Ok(claims.clone());
+            validations("cached").increment(1);
+            return Ok((claims.clone(), hash));
         }
         let result = self.validate(token, Expect::Access).await;
-        let outcome = if result.is_ok() { "valid" } else { "invalid" };
-        metrics::counter!("voxgate_token_validations_total", "result" => outcome).increment(1);
+        validations(if result.is_ok() { "valid" } else { "invalid" }).increment(1);
         let claims = Arc::new(result?);
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= CACHE_CAPACITY {
@@ -193,7 +203,7 @@ impl TokenValidator {
             }
             cache.insert(hash, claims.clone());
         }
-        Ok(claims)
+        Ok((claims, hash))
     }
 
     /// Full validation, no cache.
@@ -368,4 +378,26 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
 
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A token's SHA-256.
+pub type TokenKey = [u8; 32];
+
+/// The validation counter for `result`, looked up once: building a metric
+/// key per request costs more than the cached validation it counts.
+fn validations(result: &'static str) -> &'static metrics::Counter {
+    use std::sync::LazyLock;
+    static CACHED: LazyLock<metrics::Counter> = LazyLock::new(
+        || metrics::counter!("voxgate_token_validations_total", "result" => "cached"),
+    );
+    static VALID: LazyLock<metrics::Counter> =
+        LazyLock::new(|| metrics::counter!("voxgate_token_validations_total", "result" => "valid"));
+    static INVALID: LazyLock<metrics::Counter> = LazyLock::new(
+        || metrics::counter!("voxgate_token_validations_total", "result" => "invalid"),
+    );
+    match result {
+        "cached" => &CACHED,
+        "valid" => &VALID,
+        _ => &INVALID,
+    }
 }

@@ -3,34 +3,35 @@
 //! ([`crate::users::repo`]); this module decides when to run it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::token::Claims;
+use super::token::{Claims, TokenKey};
 use crate::users::model::UserRow;
 use crate::users::repo::{self, SignedIn};
 
-/// A resolved principal, cached briefly per subject so a bearer request
-/// does not write to the database every time. Admin changes to a user
-/// evict it; other instances see them within [`PrincipalCache::TTL`].
+/// A resolved principal, cached briefly per token so a bearer request
+/// neither writes to the database nor copies the token's role lists every
+/// time. Admin changes to a user evict it; other instances see them within
+/// [`PrincipalCache::TTL`].
 #[derive(Clone)]
 pub struct Resolved {
     pub user: UserRow,
-    pub roles: BTreeSet<String>,
+    pub roles: Arc<BTreeSet<String>>,
 }
 
 #[derive(Default)]
 pub struct PrincipalCache {
-    entries: Mutex<HashMap<String, (Instant, Resolved)>>,
+    entries: Mutex<HashMap<TokenKey, (Instant, Arc<Resolved>)>>,
 }
 
 impl PrincipalCache {
     pub const TTL: Duration = Duration::from_secs(10);
 
-    pub fn get(&self, key: &str) -> Option<Resolved> {
+    pub fn get(&self, key: &TokenKey) -> Option<Arc<Resolved>> {
         let entries = self.entries.lock().ok()?;
         entries
             .get(key)
@@ -38,7 +39,7 @@ impl PrincipalCache {
             .map(|(_, r)| r.clone())
     }
 
-    pub fn put(&self, key: String, value: Resolved) {
+    pub fn put(&self, key: TokenKey, value: Arc<Resolved>) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() > 100_000 {
                 entries.clear();
@@ -61,27 +62,27 @@ pub async fn resolve(
     db: &PgPool,
     cache: &PrincipalCache,
     claims: &Claims,
+    token: TokenKey,
     client_id: &str,
-) -> sqlx::Result<Resolved> {
+) -> sqlx::Result<Arc<Resolved>> {
+    // The token fixes the subject and its roles, so a token seen before
+    // costs a lookup and an `Arc` clone.
+    if let Some(hit) = cache.get(&token) {
+        return Ok(hit);
+    }
     let realm_roles = claims.realm_access.clone().unwrap_or_default().roles;
     let client_roles = claims
         .resource_access
         .get(client_id)
         .map(|r| r.roles.clone())
         .unwrap_or_default();
-    let key = format!(
-        "{}|{}|{}",
-        claims.sub,
-        realm_roles.join(","),
-        client_roles.join(",")
-    );
-    if let Some(hit) = cache.get(&key) {
-        return Ok(hit);
-    }
     let user = record_sign_in(db, claims).await?;
     let roles = repo::effective_roles(db, user.id, &realm_roles, &client_roles).await?;
-    let resolved = Resolved { user, roles };
-    cache.put(key, resolved.clone());
+    let resolved = Arc::new(Resolved {
+        user,
+        roles: Arc::new(roles),
+    });
+    cache.put(token, resolved.clone());
     Ok(resolved)
 }
 

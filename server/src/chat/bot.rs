@@ -48,7 +48,7 @@ impl From<&CurrentUser> for Identity {
             first_name: u.first_name.clone(),
             last_name: u.last_name.clone(),
             email: u.email.clone(),
-            roles: u.roles.clone(),
+            roles: u.roles.as_ref().clone(),
         }
     }
 }
