@@ -296,22 +296,30 @@ impl RealmFile {
         }
     }
 
-    /// Drops every user marked `voxgate.dev-only` (the seeded users, whose
-    /// passwords are their names), naming each.
+    /// Drops the users the realm attribute `voxgate.dev-only-users` names
+    /// (the seeded users, whose passwords are their names), naming each. The
+    /// mark is on the realm, not the users: Keycloak drops user attributes
+    /// its user profile does not declare.
     fn leave_out_dev_only_users(&mut self, report: &mut Vec<String>) {
+        let dev_only: Vec<String> = self
+            .json
+            .pointer("/attributes/voxgate.dev-only-users")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .split(',')
+            .map(|u| u.trim().to_lowercase())
+            .filter(|u| !u.is_empty())
+            .collect();
         let Some(users) = self.json.get_mut("users").and_then(Value::as_array_mut) else {
             return;
         };
         users.retain(|user| {
-            let dev_only = user
-                .pointer("/attributes/voxgate.dev-only")
-                .and_then(Value::as_array)
-                .is_some_and(|v| v.iter().any(|x| x == "true"));
-            if dev_only {
-                let name = user.get("username").and_then(Value::as_str).unwrap_or("?");
+            let name = user.get("username").and_then(Value::as_str).unwrap_or("?");
+            let dev = dev_only.iter().any(|d| d.eq_ignore_ascii_case(name));
+            if dev {
                 report.push(format!("production profile: dev user {name} is left out"));
             }
-            !dev_only
+            !dev
         });
     }
 
