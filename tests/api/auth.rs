@@ -1259,3 +1259,43 @@ async fn an_internal_discovery_url_serves_a_public_issuer() {
         .await;
     assert_eq!(users.status(), 200);
 }
+
+/// A realm re-created with the same usernames: the token's username is
+/// held by a local user whose Keycloak account is gone. The caller gets a
+/// conflict that says what an admin does, never a 500, on the API and at
+/// the sign-in callback.
+#[tokio::test]
+async fn a_username_held_by_a_vanished_keycloak_account_is_a_conflict_saying_what_to_do() {
+    let stack = spawn_stack().await;
+    sqlx::query(
+        "INSERT INTO users (username, email, keycloak_id, status) \
+         VALUES ('bob', 'old-bob@example.com', 'gone-from-keycloak', 'active')",
+    )
+    .execute(&stack.app.db)
+    .await
+    .unwrap();
+    let token = stack.password_token("bob", "bob").await;
+    let response = stack.app.caller(&token).get("/api/me").await;
+    let body = problem(response, 409).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("voxgate users reconcile --fix"),
+        "{body}"
+    );
+
+    let client = browser();
+    let callback = crate::stack::login_until_callback(
+        &stack.app,
+        &stack.kc.issuer(REALM),
+        &client,
+        "bob",
+        "bob",
+        "/",
+    )
+    .await;
+    let page = client.get(&callback).send().await.unwrap();
+    assert_eq!(page.status(), 409);
+    assert!(page.text().await.unwrap().contains("reconcile --fix"));
+}

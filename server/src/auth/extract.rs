@@ -105,12 +105,22 @@ pub(super) enum Failure {
     BadScheme,
     Disabled,
     Csrf(&'static str),
+    /// The token's username belongs to another local user, one whose
+    /// Keycloak account is gone (a re-created realm, say).
+    UsernameHeld,
     Internal(anyhow::Error),
 }
 
+const USERNAME_HELD: &str = "Your username still belongs to another voxgate user, whose Keycloak account no longer exists (was the realm re-created?). An administrator can run `voxgate users reconcile --fix`, which retires that user; then try again.";
+
 impl From<sqlx::Error> for Failure {
     fn from(e: sqlx::Error) -> Self {
-        Failure::Internal(e.into())
+        match &e {
+            sqlx::Error::Database(d) if d.constraint() == Some("users_username_key") => {
+                Failure::UsernameHeld
+            }
+            _ => Failure::Internal(e.into()),
+        }
     }
 }
 
@@ -143,6 +153,7 @@ impl From<Failure> for ApiError {
             },
             Failure::Disabled => ApiError::Forbidden("This account is disabled.".into()),
             Failure::Csrf(why) => ApiError::Forbidden(why.into()),
+            Failure::UsernameHeld => ApiError::conflict("username", USERNAME_HELD),
             Failure::Internal(e) => ApiError::Internal(e),
         }
     }
@@ -156,6 +167,9 @@ impl From<Failure> for PageError {
                 "Account disabled",
                 "This account has been disabled. Ask an administrator if you think this is a mistake.",
             ),
+            Failure::UsernameHeld => {
+                PageError::page(StatusCode::CONFLICT, "Username in use", USERNAME_HELD)
+            }
             Failure::Internal(e) => PageError::internal(e),
             _ => PageError::page(
                 StatusCode::UNAUTHORIZED,

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{CurrentUser, MeView};
+use super::extract::{CurrentUser, Failure, MeView};
 use super::oidc::{self, ExchangeError};
 use super::origin::{check_same_origin, client_address, constant_time_eq, external_base};
 use super::refresh::session_for;
@@ -253,7 +253,9 @@ async fn callback(
     // ID tokens carry no realm roles; the access token does.
     let mut profile = id_claims.clone();
     profile.realm_access = access_claims.realm_access.clone();
-    let user = users::record_sign_in(&state.db, &profile).await?;
+    let user = users::record_sign_in(&state.db, &profile)
+        .await
+        .map_err(|e| PageError::from(Failure::from(e)))?;
     if !user.enabled || user.status != UserStatus::Active {
         return Err(PageError::page(
             StatusCode::FORBIDDEN,
