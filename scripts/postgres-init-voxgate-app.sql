@@ -8,11 +8,13 @@
 -- exist (a test applies this file to a migrated database).
 -- DEV ONLY: the password is a development value, like the others in
 -- docker-compose.yml.
+-- An existing role is kept as it is (and the owner then needs no right to
+-- create roles).
 DO $$
 BEGIN
-    CREATE ROLE voxgate_app LOGIN PASSWORD 'dev-only-voxgate-app-password';
-EXCEPTION WHEN duplicate_object THEN
-    NULL;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'voxgate_app') THEN
+        CREATE ROLE voxgate_app LOGIN PASSWORD 'dev-only-voxgate-app-password';
+    END IF;
 END
 $$;
 GRANT USAGE ON SCHEMA public TO voxgate_app;

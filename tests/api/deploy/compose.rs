@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::nginx::template_placeholders;
 use super::{read, repo};
 
-fn compose() -> Value {
+pub(super) fn compose() -> Value {
     serde_yaml_ng::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML")
 }
 
@@ -19,17 +19,35 @@ fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("service {name}"))
 }
 
-fn env<'a>(compose: &'a Value, name: &str) -> &'a serde_json::Map<String, Value> {
-    service(compose, name)["environment"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{name}: environment as a map"))
+/// A service's environment as Compose gives it: its `env_file`s in order,
+/// then the inline `environment:` (which wins).
+pub(super) fn env(compose: &Value, name: &str) -> serde_json::Map<String, Value> {
+    let service = service(compose, name);
+    let files: Vec<&str> = match &service["env_file"] {
+        Value::Null => vec![],
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        other => panic!("{name}: env_file as a path or a list: {other}"),
+    };
+    let mut env = serde_json::Map::new();
+    for file in files {
+        for (key, value) in super::env_file(file) {
+            env.insert(key, Value::String(value));
+        }
+    }
+    if let Some(inline) = service["environment"].as_object() {
+        env.extend(inline.clone());
+    }
+    assert!(!env.is_empty(), "{name}: has an environment");
+    env
 }
 
-fn env_str<'a>(compose: &'a Value, name: &str, key: &str) -> &'a str {
+fn env_str(compose: &Value, name: &str, key: &str) -> String {
     env(compose, name)
         .get(key)
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("{name}: {key}"))
+        .to_string()
 }
 
 /// `(repository path, container path)` of every bind mount of a service.
@@ -120,9 +138,11 @@ fn compose_images_are_pinned_and_every_service_has_a_health_check() {
             "{from}"
         );
     }
+    let build = read("keycloak/build.env");
     for option in ["KC_DB=postgres", "KC_HEALTH_ENABLED=true"] {
-        assert!(dockerfile.contains(option), "built with {option}");
+        assert!(build.contains(option), "built with {option}");
     }
+    assert!(dockerfile.contains("COPY build.env "));
     assert!(dockerfile.contains("kc.sh build"));
     assert_eq!(
         service(&compose, "keycloak")["image"].as_str().unwrap(),

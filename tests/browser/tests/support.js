@@ -21,6 +21,9 @@ export async function launch() {
       '--no-first-run',
       '--autoplay-policy=no-user-gesture-required',
     ],
+    // Chromium reads the certificate authorities it trusts from the NSS
+    // database under $HOME (scripts/stack puts its local CA there).
+    env: process.env.BROWSER_HOME ? { ...process.env, HOME: process.env.BROWSER_HOME } : undefined,
   });
 }
 
