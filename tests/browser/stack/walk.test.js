@@ -193,6 +193,8 @@ test('the admin console signs in at its documented address', async () => {
   await submitLogin(page, process.env.KEYCLOAK_ADMIN_USER, process.env.KEYCLOAK_ADMIN_PASSWORD);
   await page.waitForURL(`${ADMIN_CONSOLE}/admin/master/console/**`);
   await realmRead;
+  // The signed-in console renders its navigation.
+  await page.getByRole('link', { name: 'Clients' }).first().waitFor({ timeout: 60000 });
   await screenshot(page, 'stack-admin-console');
   await page.context().close();
 });
