@@ -131,6 +131,9 @@ pub struct Lab {
     pub static_url: String,
     pub tls_url: Option<String>,
     pub tls_static_url: Option<String>,
+    /// The same nginx configuration in front of a second voxgate that
+    /// listens on a Unix socket (VOXGATE_BIND=unix:…).
+    pub tls_unix_url: Option<String>,
     pub tls_client: Option<reqwest::Client>,
     procs: Vec<Proc>,
     logs: PathBuf,
@@ -490,19 +493,11 @@ async fn start_lab(args: Args) -> anyhow::Result<Lab> {
             https: tls_port,
             https_static: tls_static_port,
             http_redirect: free_port(),
-            voxgate: vx_port,
+            voxgate: format!("127.0.0.1:{vx_port}"),
             keycloak: kc_port,
         },
     )?;
-    let mut cmd = Command::new("nginx");
-    cmd.arg("-p")
-        .arg(&nginx_dir)
-        .arg("-c")
-        .arg(nginx_dir.join("nginx.conf"))
-        .arg("-e")
-        .arg(logs.join("nginx-error.log"))
-        .arg("-g")
-        .arg(nginx_globals(&nginx_dir));
+    let cmd = nginx_command(&nginx_dir, &logs.join("nginx-error.log"));
     let test = Command::new("nginx")
         .args(cmd.get_args())
         .arg("-t")
@@ -523,19 +518,76 @@ async fn start_lab(args: Args) -> anyhow::Result<Lab> {
     .await?;
     procs.push(nginx);
 
-    let (tls_url, tls_static_url, tls_client) = if have_certs {
+    // A second voxgate on a Unix socket, behind a second nginx rendered
+    // from the same files (only the upstream differs).
+    let tls_unix_port = free_port();
+    if have_certs {
+        let socket = work.join("voxgate.sock");
+        let mut cmd = Command::new(bin("voxgate"));
+        cmd.arg("serve");
+        for (k, v) in voxgate_env(&args, &vx_url, vx_port, &issuer, &polly_url) {
+            cmd.env(k, v);
+        }
+        for kv in &args.voxgate_env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
+        // nginx's workers run as www-data when the benchmark runs as root.
+        cmd.env("VOXGATE_BIND", format!("unix:{}", socket.display()))
+            .env("VOXGATE_SOCKET_MODE", "0666");
+        let vx_unix = Proc::spawn("voxgate-unix", cmd, &logs)?;
+        procs.push(vx_unix);
+        let dir = work.join("nginx-unix");
+        render_nginx(
+            &root,
+            &dir,
+            &work.join("static"),
+            &certs,
+            true,
+            NginxPorts {
+                static_http: free_port(),
+                https: tls_unix_port,
+                https_static: free_port(),
+                http_redirect: free_port(),
+                voxgate: format!("unix:{}", socket.display()),
+                keycloak: kc_port,
+            },
+        )?;
+        let cmd = nginx_command(&dir, &logs.join("nginx-unix-error.log"));
+        procs.push(Proc::spawn_with("nginx-unix", cmd, &logs, true)?);
+    }
+
+    let (tls_url, tls_static_url, tls_unix_url, tls_client) = if have_certs {
         let ca = std::fs::read(certs.join("ca.pem"))?;
         let client = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
             .timeout(Duration::from_secs(30))
             .build()?;
+        // Ready when voxgate answers /api/me through it (keys loaded).
+        let unix_url = format!("https://127.0.0.1:{tls_unix_port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for p in &mut procs {
+                p.check_alive()?;
+            }
+            let up = client.get(format!("{unix_url}/healthz")).send().await;
+            if up.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("voxgate on the Unix socket never answered through nginx");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         (
             Some(format!("https://127.0.0.1:{tls_port}")),
             Some(format!("https://127.0.0.1:{tls_static_port}")),
+            Some(unix_url),
             Some(client),
         )
     } else {
-        (None, None, None)
+        (None, None, None, None)
     };
 
     let polly_conf = aws_sdk_polly::Config::builder()
@@ -569,6 +621,7 @@ async fn start_lab(args: Args) -> anyhow::Result<Lab> {
         static_url,
         tls_url,
         tls_static_url,
+        tls_unix_url,
         tls_client,
         procs,
         logs,
@@ -614,7 +667,8 @@ struct NginxPorts {
     https: u16,
     https_static: u16,
     http_redirect: u16,
-    voxgate: u16,
+    /// An nginx upstream address: `127.0.0.1:PORT` or `unix:/path`.
+    voxgate: String,
     keycloak: u16,
 }
 
@@ -663,10 +717,7 @@ fn render_nginx(
             ("NGINX_OCSP_STAPLING", "off".to_string()),
             (
                 "NGINX_VOXGATE_SERVERS",
-                format!(
-                    "server 127.0.0.1:{} max_fails=3 fail_timeout=10s;",
-                    ports.voxgate
-                ),
+                format!("server {} max_fails=3 fail_timeout=10s;", ports.voxgate),
             ),
             (
                 "NGINX_KEYCLOAK_SERVER",
@@ -698,6 +749,20 @@ fn render_nginx(
     }
     std::fs::write(dir.join("conf.d/bench-static.conf"), bench)?;
     Ok(())
+}
+
+/// nginx in the foreground on the configuration rendered into `dir`.
+fn nginx_command(dir: &Path, error_log: &Path) -> Command {
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-e")
+        .arg(error_log)
+        .arg("-g")
+        .arg(nginx_globals(dir));
+    cmd
 }
 
 /// Main-context directives for the command line: foreground, a private

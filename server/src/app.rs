@@ -1,31 +1,31 @@
 //! Builds and runs the application: binds the listener (port 0 allowed),
 //! connects and migrates the database, builds the state and the router.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use tokio::net::{TcpListener, UnixListener};
 
 use crate::auth::Auth;
-use crate::config::Config;
+use crate::config::{Bind, Config};
 use crate::state::AppState;
 use crate::users::Users;
 
 pub struct App {
-    listener: TcpListener,
-    address: SocketAddr,
+    listener: Listener,
     state: AppState,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let listener = TcpListener::bind(config.bind)
+        let listener = Listener::bind(&config.bind, config.socket_mode)
             .await
             .map_err(|e| anyhow::anyhow!("VOXGATE_BIND: cannot listen on {}: {e}", config.bind))?;
-        let address = listener.local_addr()?;
         // Install the recorder before the first request records anything.
         crate::telemetry::metrics_handle();
         let db = crate::db::connect(&config).await?;
@@ -59,18 +59,27 @@ impl App {
         });
         Ok(App {
             listener,
-            address,
             state,
             tasks,
         })
     }
 
-    pub fn address(&self) -> SocketAddr {
-        self.address
+    /// The TCP address it listens on; `None` on a Unix socket.
+    pub fn address(&self) -> Option<SocketAddr> {
+        match &self.listener {
+            Listener::Tcp(listener) => listener.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
     }
 
-    pub fn port(&self) -> u16 {
-        self.address.port()
+    /// Where it listens, for people: an address or `unix:/path`.
+    pub fn listening_on(&self) -> String {
+        match &self.listener {
+            Listener::Tcp(listener) => listener
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string()),
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        }
     }
 
     pub fn state(&self) -> &AppState {
@@ -95,12 +104,23 @@ impl App {
             tracing::info!("shutting down; finishing in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let server = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal);
-        let server = tokio::spawn(async move { server.await });
+        let service = router.into_make_service_with_connect_info::<Peer>();
+        let socket_file = match &self.listener {
+            Listener::Unix(_, path) => Some(path.clone()),
+            Listener::Tcp(_) => None,
+        };
+        let server = match self.listener {
+            Listener::Tcp(listener) => tokio::spawn(
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            ),
+            Listener::Unix(listener, _) => tokio::spawn(
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            ),
+        };
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => { result??; }
@@ -110,6 +130,9 @@ impl App {
             } => {
                 tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections");
             }
+        }
+        if let Some(path) = socket_file {
+            let _ = std::fs::remove_file(path);
         }
         for task in &self.tasks {
             task.abort();
@@ -161,4 +184,68 @@ pub async fn sweep(db: &sqlx::PgPool) -> sqlx::Result<()> {
     crate::auth::session::sweep(db).await?;
     crate::limits::sweep(db).await?;
     crate::tts::request::sweep(db).await
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    async fn bind(bind: &Bind, mode: u32) -> std::io::Result<Listener> {
+        match bind {
+            Bind::Tcp(address) => Ok(Listener::Tcp(TcpListener::bind(address).await?)),
+            Bind::Unix(path) => {
+                remove_stale_socket(path).await?;
+                let listener = UnixListener::bind(path)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                Ok(Listener::Unix(listener, path.clone()))
+            }
+        }
+    }
+}
+
+/// A socket file left by an instance that died is removed; one that
+/// another instance still answers on, or a file that is not a socket, is
+/// an error (never deleted).
+async fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket",
+        ));
+    }
+    if tokio::net::UnixStream::connect(path).await.is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another process is listening on this socket",
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+/// Who is on the other end of a connection. A Unix socket's peer is a
+/// process on this machine allowed by the socket file's permissions: the
+/// proxy, so its forwarding headers are believed.
+#[derive(Clone, Copy, Debug)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Peer {
+        Peer::Tcp(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(_: IncomingStream<'_, UnixListener>) -> Peer {
+        Peer::Unix
+    }
 }

@@ -150,7 +150,7 @@ fn load_config(file: Option<&std::path::Path>, server: bool) -> Result<Config, E
 async fn serve(config: Config) -> anyhow::Result<()> {
     let public = config.public_url.clone();
     let app = crate::App::build(config).await?;
-    tracing::info!(address = %app.address(), public_url = %public, "voxgate listening");
+    tracing::info!(address = %app.listening_on(), public_url = %public, "voxgate listening");
     app.run_until_stopped().await
 }
 

@@ -489,3 +489,63 @@ async fn the_app_serves_as_a_role_that_cannot_change_the_schema() {
         .to_string();
     assert!(error.contains("run `voxgate migrate`"), "{error}");
 }
+
+/// VOXGATE_BIND=unix:/path: the socket gets VOXGATE_SOCKET_MODE (0660 by
+/// default), a socket left by a dead instance is replaced, a live one or a
+/// file that is not a socket is refused and left alone, and a clean stop
+/// removes the socket.
+#[tokio::test]
+async fn the_app_listens_on_a_unix_socket_and_never_takes_over_another_file() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDatabase::new().await;
+    let dir = std::env::temp_dir().join(format!("voxgate-socket-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("http.sock");
+    let settings = crate::helpers::TestSettings::default()
+        .set("VOXGATE_BIND", format!("unix:{}", path.display()));
+    let build = || voxgate::App::build(crate::helpers::config_for(&db, &settings));
+
+    // Left behind by an instance that died: nobody answers on it.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let app = build().await.expect("a stale socket is replaced");
+    assert_eq!(app.address(), None);
+    assert_eq!(app.listening_on(), format!("unix:{}", path.display()));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_with_shutdown(async move {
+        let _ = stopped.await;
+    }));
+
+    let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+
+    let taken = build()
+        .await
+        .err()
+        .expect("a live socket is not taken over");
+    assert!(
+        taken.to_string().contains("another process is listening"),
+        "{taken}"
+    );
+    assert!(path.exists());
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(!path.exists(), "removed at a clean stop");
+
+    std::fs::write(&path, "not a socket").unwrap();
+    let refused = build().await.err().expect("a regular file is refused");
+    assert!(refused.to_string().contains("VOXGATE_BIND"), "{refused}");
+    assert!(refused.to_string().contains("not a socket"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

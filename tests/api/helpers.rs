@@ -216,7 +216,7 @@ pub async fn try_spawn_app_with(settings: TestSettings) -> anyhow::Result<TestAp
     let database = TestDatabase::new().await;
     let config = config_for(&database, &settings);
     let app = App::build(config).await?;
-    let address = app.address();
+    let address = app.address().expect("tests listen on TCP");
     let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_with_shutdown(async move {

@@ -2,13 +2,32 @@
 //! proxy, and the same-origin proof that cookie-authenticated state
 //! changes need (with the CSRF token compared in constant time).
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 
+use crate::app::Peer;
 use crate::state::AppState;
+
+/// The connection's peer, and whether it is a proxy whose forwarding
+/// headers we believe: an address in VOXGATE_TRUSTED_PROXIES, or anyone on
+/// voxgate's Unix socket (whom the socket file's permissions admitted).
+fn peer(parts: &Parts, state: &AppState) -> Option<(Option<IpAddr>, bool)> {
+    match parts.extensions.get::<ConnectInfo<Peer>>()?.0 {
+        Peer::Tcp(address) => {
+            let ip = address.ip();
+            let trusted = state
+                .config
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(ip));
+            Some((Some(ip), trusted))
+        }
+        Peer::Unix => Some((None, true)),
+    }
+}
 
 /// The scheme and host users reach us at: the configured public URL, or
 /// `X-Forwarded-Proto`/`-Host` when the peer is a trusted proxy.
@@ -19,18 +38,7 @@ pub fn external_base(parts: &Parts, state: &AppState) -> String {
         .as_str()
         .trim_end_matches('/')
         .to_string();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let trusted = peer.is_some_and(|ip| {
-        state
-            .config
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(ip))
-    });
-    if !trusted {
+    if !peer(parts, state).is_some_and(|(_, trusted)| trusted) {
         return configured;
     }
     let header_value = |name: &str| {
@@ -62,18 +70,10 @@ pub(super) fn is_unsafe(method: &Method) -> bool {
 
 /// The browser's address: the peer, or the last address a trusted proxy
 /// appended to `X-Forwarded-For` (the one hop we can believe).
-pub fn client_address(parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())?;
-    let trusted = state
-        .config
-        .trusted_proxies
-        .iter()
-        .any(|net| net.contains(peer));
+pub fn client_address(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    let (ip, trusted) = peer(parts, state)?;
     if !trusted {
-        return Some(peer);
+        return ip;
     }
     parts
         .headers
@@ -81,7 +81,7 @@ pub fn client_address(parts: &Parts, state: &AppState) -> Option<std::net::IpAdd
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|ip| ip.trim().parse().ok())
-        .or(Some(peer))
+        .or(ip)
 }
 
 /// Same-origin proof for cookie-authenticated state changes.

@@ -268,7 +268,23 @@ impl Config {
             database_migrate,
             database_max_connections: positive("database.max_connections", "a whole number")?
                 as u32,
-            bind: parse("bind", text("bind")?, "an address like 127.0.0.1:8080")?,
+            bind: parse(
+                "bind",
+                text("bind")?,
+                "an address like 127.0.0.1:8080 or a socket like unix:/run/voxgate/http.sock",
+            )?,
+            socket_mode: {
+                let v = text("http.socket_mode")?;
+                match u32::from_str_radix(&v, 8) {
+                    Ok(mode) if mode <= 0o777 && v.len() == 4 && v.starts_with('0') => mode,
+                    _ => {
+                        return Err(invalid(
+                            setting("http.socket_mode"),
+                            format!("`{v}` is not a file mode like 0660"),
+                        ));
+                    }
+                }
+            },
             public_url,
             trusted_proxies,
             log_format,
@@ -563,6 +579,33 @@ mod tests {
     }
 
     #[test]
+    fn bind_takes_a_unix_socket_by_absolute_path_and_a_socket_mode_in_octal() {
+        let c = load(&[("VOXGATE_BIND", "unix:/run/voxgate/http.sock")]).unwrap();
+        assert_eq!(
+            c.bind,
+            crate::config::Bind::Unix("/run/voxgate/http.sock".into())
+        );
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.bind.to_string(), "unix:/run/voxgate/http.sock");
+        for relative in ["unix:http.sock", "unix:", "unix:/run/voxgate/"] {
+            let e = err(&[("VOXGATE_BIND", relative)]);
+            assert!(
+                e.starts_with("VOXGATE_BIND:") && e.contains("unix:/"),
+                "{e}"
+            );
+        }
+        let c = load(&[("VOXGATE_SOCKET_MODE", "0600")]).unwrap();
+        assert_eq!(c.socket_mode, 0o600);
+        for bad in ["660", "0999", "rw-rw----", "01777"] {
+            let e = err(&[("VOXGATE_SOCKET_MODE", bad)]);
+            assert!(
+                e.starts_with("VOXGATE_SOCKET_MODE:") && e.contains(bad),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn a_required_setting_set_to_empty_is_reported_missing() {
         let e = err(&[("VOXGATE_OIDC_AUDIENCE", "  ")]);
         assert_eq!(e, "VOXGATE_OIDC_AUDIENCE: is required but not set");
@@ -636,7 +679,7 @@ mod tests {
         let env: BTreeMap<String, String> =
             [("VOXGATE_OIDC_AUDIENCE".to_string(), "from-env".to_string())].into();
         let c = Config::load_from(Some(&path), |k| env.get(k).cloned()).unwrap();
-        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.bind.to_string(), "127.0.0.1:9000");
         assert_eq!(c.oidc.audience, "from-env");
 
         std::fs::write(&path, "[oidc]\naudiense = \"typo\"\n").unwrap();

@@ -112,13 +112,46 @@ impl std::str::FromStr for IpNet {
     }
 }
 
+/// Where the HTTP server listens: a TCP address, or a Unix domain socket
+/// (`unix:/absolute/path`) for a proxy on the same machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bind {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Bind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Bind, ()> {
+        match s.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') && path.len() > 1 && !path.ends_with('/') => {
+                Ok(Bind::Unix(PathBuf::from(path)))
+            }
+            Some(_) => Err(()),
+            None => s.parse().map(Bind::Tcp).map_err(|_| ()),
+        }
+    }
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bind::Tcp(address) => address.fmt(f),
+            Bind::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub database_url: SecretString,
     pub database_max_connections: u32,
     /// Apply pending migrations at start; otherwise only check the schema.
     pub database_migrate: bool,
-    pub bind: SocketAddr,
+    pub bind: Bind,
+    /// Permissions of the socket file when `bind` is a Unix socket.
+    pub socket_mode: u32,
     pub public_url: Url,
     pub trusted_proxies: Vec<IpNet>,
     pub log_format: LogFormat,

@@ -64,7 +64,13 @@ pub const SETTINGS: &[Setting] = &[
         "bind",
         "VOXGATE_BIND",
         Some("127.0.0.1:8080"),
-        "Address and port the HTTP server listens on (port 0 picks a free port).",
+        "Address and port the HTTP server listens on (port 0 picks a free port), or `unix:/absolute/path` for a Unix domain socket a proxy on the same machine connects to: its peers count as trusted proxies, and the socket file's permissions (VOXGATE_SOCKET_MODE) decide who may connect (docs/deployment.md).",
+    ),
+    s(
+        "http.socket_mode",
+        "VOXGATE_SOCKET_MODE",
+        Some("0660"),
+        "Permissions of the Unix socket file when VOXGATE_BIND is `unix:…` (octal): 0660 lets the owner and the group connect, so put nginx's user in voxgate's group (or the socket in a directory only they can reach).",
     ),
     s(
         "public_url",

@@ -151,7 +151,7 @@ impl Nginx {
     async fn start(
         certs: &TempDir,
         https_port: u16,
-        upstreams: &[SocketAddr],
+        upstreams: &[String],
         keycloak: SocketAddr,
         backchannel_port: u16,
     ) -> Nginx {
@@ -236,7 +236,7 @@ fn nginx_vars(
     certs: &TempDir,
     https_port: u16,
     http_port: u16,
-    upstreams: &[SocketAddr],
+    upstreams: &[String],
     keycloak: SocketAddr,
     backchannel_port: u16,
 ) -> BTreeMap<&'static str, String> {
@@ -404,7 +404,7 @@ impl Deployment {
         let nginx = Nginx::start(
             &certs,
             https_port,
-            &[a.addr(), b.addr()],
+            &[a.addr().to_string(), b.addr().to_string()],
             kc_addr,
             backchannel_port,
         )
@@ -1058,4 +1058,174 @@ async fn keycloak_logs_out_through_the_internal_back_channel_listener_and_only_t
         ended,
         "the voxgate session ends after Keycloak's call through nginx"
     );
+}
+
+/// `GET path` over a Unix socket, HTTP/1.0: (status, body).
+async fn unix_get(socket: &Path, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+/// 2xx answers to `route` an instance counted, read from its /metrics.
+fn counted(metrics: &str, route: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("voxgate_http_requests_total{"))
+        .filter(|l| l.contains(&format!("route=\"{route}\"")) && l.contains("status=\"200\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn behind_nginx_on_unix_sockets_both_instances_serve_and_the_proxy_is_believed() {
+    if nginx_missing() {
+        return;
+    }
+    let certs = make_certs();
+    let https_port = free_port();
+    let origin = format!("https://127.0.0.1:{https_port}");
+    let kc = Standin::start(StandinConfig {
+        realm_jsons: vec![
+            serde_json::from_str(
+                &crate::stack::project_realm_text().replace("http://127.0.0.1:8080", &origin),
+            )
+            .unwrap(),
+        ],
+        ..StandinConfig::default()
+    })
+    .await
+    .expect("keycloak stand-in starts");
+    let db = TestDatabase::new().await;
+    let sockets = TempDir::new("sockets");
+    let paths = [sockets.path("a.sock"), sockets.path("b.sock")];
+    // nginx's workers run as another user here (www-data when root).
+    let mut children = Vec::new();
+    for path in &paths {
+        children.push(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
+                .arg("serve")
+                .env_clear()
+                .envs(crate::helpers::base_env())
+                .env("DATABASE_URL", &db.url)
+                .env("VOXGATE_BIND", format!("unix:{}", path.display()))
+                .env("VOXGATE_SOCKET_MODE", "0666")
+                // A plain-http internal name: the https origin can only
+                // come from nginx's forwarding headers.
+                .env("VOXGATE_PUBLIC_URL", "http://voxgate.internal")
+                .env("VOXGATE_OIDC_ISSUER", kc.issuer(REALM))
+                .env("VOXGATE_OIDC_CLIENT_SECRET", WEB_SECRET)
+                .env("VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", ADMIN_SECRET)
+                .env("VOXGATE_TTS_ENGINE", "local")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("voxgate starts"),
+        );
+    }
+    for path in &paths {
+        let mut ready = false;
+        for _ in 0..300 {
+            if path.exists() && unix_get(path, "/readyz").await.0 == 200 {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ready, "voxgate on {} became ready", path.display());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666, "the socket has VOXGATE_SOCKET_MODE");
+    }
+    let kc_addr: SocketAddr = kc.base_url().trim_start_matches("http://").parse().unwrap();
+    let nginx = Nginx::start(
+        &certs,
+        https_port,
+        &paths.each_ref().map(|p| format!("unix:{}", p.display())),
+        kc_addr,
+        free_port(),
+    )
+    .await;
+    let pem = std::fs::read(certs.path("ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The peer on the socket is nginx: its X-Forwarded-Proto/-Host decide
+    // the origin (Secure cookies, redirect URI on https).
+    let login = client
+        .get(format!("{}/auth/login", nginx.origin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = set_cookie(&login, "voxgate_login").expect("login cookie");
+    assert!(cookie.contains("Secure"), "{cookie}");
+    assert_eq!(
+        query_param(&location(&login), "redirect_uri"),
+        Some(format!("{origin}/auth/callback"))
+    );
+
+    let token = {
+        let response = client
+            .post(format!(
+                "{}/protocol/openid-connect/token",
+                kc.issuer(REALM)
+            ))
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", "voxgate-cli"),
+                ("username", "bob"),
+                ("password", "bob"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    };
+    let before = [
+        counted(&unix_get(&paths[0], "/metrics").await.1, "/api/me"),
+        counted(&unix_get(&paths[1], "/metrics").await.1, "/api/me"),
+    ];
+    for _ in 0..10 {
+        let me = client
+            .get(format!("{}/api/me", nginx.origin()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status(), 200);
+    }
+    let served = [
+        counted(&unix_get(&paths[0], "/metrics").await.1, "/api/me") - before[0],
+        counted(&unix_get(&paths[1], "/metrics").await.1, "/api/me") - before[1],
+    ];
+    assert_eq!(served[0] + served[1], 10.0, "{served:?}");
+    assert!(served.iter().all(|n| *n >= 1.0), "{served:?}");
+
+    // A clean stop removes the socket file.
+    for child in &children {
+        let pid = child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+    }
+    for (child, path) in children.iter_mut().zip(&paths) {
+        child.wait().await.unwrap();
+        assert!(!path.exists(), "{} removed at shutdown", path.display());
+    }
 }
