@@ -46,6 +46,7 @@ impl App {
             auth.provider.spawn_refresher(),
             spawn_sweeper(db.clone()),
             crate::users::spawn_recovery(users.clone()),
+            crate::telemetry::spawn_metrics_upkeep(Duration::from_secs(5)),
         ];
         let tts = crate::tts::Tts::new(db.clone(), &config).await;
         let chat = crate::chat::Chat::from_config(&config)?;

@@ -8,7 +8,7 @@
 //! tokens and cookies.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
@@ -63,6 +63,22 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Folds recorded histogram samples into their buckets every `every`.
+/// The recorder queues each sample until a render or an upkeep drains it,
+/// so without this task an instance nobody scrapes grows by every request
+/// it serves.
+pub fn spawn_metrics_upkeep(every: Duration) -> tokio::task::JoinHandle<()> {
+    let handle = metrics_handle();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            handle.run_upkeep();
+        }
+    })
 }
 
 fn valid_incoming_id(v: &HeaderValue) -> Option<String> {
