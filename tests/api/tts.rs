@@ -864,3 +864,156 @@ async fn only_the_instance_that_started_a_cache_entry_may_write_it() {
         .unwrap();
     assert!(cache::load(db, "g").await.unwrap().is_none());
 }
+
+/// A cached reply longer than the in-memory limit (here 5 MiB, planted in
+/// the chunk table) is streamed from Postgres chunk by chunk: whole with
+/// its length, any byte range by chunk offsets, 304 and 416 as for small
+/// entries; a damaged one ends the stream early and is discarded.
+#[tokio::test]
+async fn a_long_cached_reply_streams_from_postgres_with_ranges() {
+    let (stack, token) = polly_with_bob().await;
+    let speech = stack
+        .register_speech(
+            &token,
+            &json!({"text": "A reply long enough to stream.", "voice": "Joanna"}),
+        )
+        .await;
+    let url = speech["url"].as_str().unwrap();
+    let key = url.rsplit('/').next().unwrap().to_string();
+    let first = stack.fetch(&token, url, &[]).await;
+    assert_eq!(first.status(), 200);
+    first.bytes().await.unwrap();
+    let complete = format!("SELECT count(*) FROM tts_cache WHERE key = '{key}' AND complete");
+    for _ in 0..100 {
+        if stack.app.count(&complete).await == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        stack.app.count(&complete).await,
+        1,
+        "the synthesis is cached"
+    );
+
+    // 5 MiB in chunks of uneven sizes, as speech arrives.
+    const SIZE: usize = 5 * 1024 * 1024;
+    let data: Vec<u8> = (0..SIZE)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let db = &stack.app.db;
+    sqlx::query("DELETE FROM tts_chunks WHERE key = $1")
+        .bind(&key)
+        .execute(db)
+        .await
+        .unwrap();
+    let (mut at, mut seq) = (0usize, 0i32);
+    while at < SIZE {
+        let len = [7000, 16384, 3001][seq as usize % 3].min(SIZE - at);
+        sqlx::query(
+            "INSERT INTO tts_chunks (key, seq, offset_bytes, data) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&key)
+        .bind(seq)
+        .bind(at as i64)
+        .bind(&data[at..at + len])
+        .execute(db)
+        .await
+        .unwrap();
+        at += len;
+        seq += 1;
+    }
+    sqlx::query("UPDATE tts_cache SET size = $2, etag = 'planted' WHERE key = $1")
+        .bind(&key)
+        .bind(SIZE as i64)
+        .execute(db)
+        .await
+        .unwrap();
+
+    let whole = stack.fetch(&token, url, &[]).await;
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["x-voxgate-cache"], "hit");
+    assert_eq!(whole.headers()["content-length"], SIZE.to_string().as_str());
+    assert_eq!(whole.headers()["etag"], "\"planted\"");
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    // Streamed: the body arrives in many pieces, never as one buffer.
+    let mut pieces = 0;
+    let mut body = Vec::with_capacity(SIZE);
+    let mut stream = whole.bytes_stream();
+    while let Some(piece) = futures::StreamExt::next(&mut stream).await {
+        body.extend_from_slice(&piece.unwrap());
+        pieces += 1;
+    }
+    assert!(body == data, "the whole entry, byte for byte");
+    assert!(pieces > 10, "{pieces} pieces");
+
+    for (range, start, end) in [
+        ("bytes=0-99", 0, 99),
+        // Inside one chunk, across several, to the end, a suffix.
+        ("bytes=7010-7020", 7010, 7020),
+        ("bytes=6999-40000", 6999, 40000),
+        ("bytes=5000000-", 5000000, SIZE - 1),
+        ("bytes=-10", SIZE - 10, SIZE - 1),
+    ] {
+        let partial = stack.fetch(&token, url, &[("range", range)]).await;
+        assert_eq!(partial.status(), 206, "{range}");
+        assert_eq!(
+            partial.headers()["content-range"],
+            format!("bytes {start}-{end}/{SIZE}").as_str()
+        );
+        assert_eq!(
+            partial.headers()["content-length"],
+            (end - start + 1).to_string().as_str()
+        );
+        assert!(
+            partial.bytes().await.unwrap() == data[start..=end],
+            "{range}"
+        );
+    }
+    let not_modified = stack
+        .fetch(&token, url, &[("if-none-match", "\"planted\"")])
+        .await;
+    assert_eq!(not_modified.status(), 304);
+    let unsatisfiable = stack
+        .fetch(&token, url, &[("range", &format!("bytes={SIZE}-"))])
+        .await;
+    assert_eq!(unsatisfiable.status(), 416);
+
+    // Somebody else asking for the same words hears it as a fresh
+    // synthesis (no length, no validator), streamed all the same.
+    let alice = stack.password_token("alice", "alice").await;
+    let first_hearing = stack
+        .tts_get(
+            &alice,
+            &[
+                ("Text", "A reply long enough to stream."),
+                ("VoiceId", "Joanna"),
+            ],
+        )
+        .await;
+    assert_eq!(first_hearing.status(), 200);
+    assert_eq!(first_hearing.headers()["x-voxgate-cache"], "miss");
+    assert!(first_hearing.headers().get("content-length").is_none());
+    assert!(first_hearing.headers().get("etag").is_none());
+    assert!(first_hearing.bytes().await.unwrap() == data);
+
+    // A chunk goes missing: the stream stops short and the entry goes.
+    sqlx::query("DELETE FROM tts_chunks WHERE key = $1 AND seq = 300")
+        .bind(&key)
+        .execute(db)
+        .await
+        .unwrap();
+    let damaged = stack.fetch(&token, url, &[]).await;
+    assert_eq!(damaged.status(), 200);
+    assert!(damaged.bytes().await.is_err(), "the body ends early");
+    assert_eq!(
+        stack
+            .app
+            .count(&format!(
+                "SELECT count(*) FROM tts_cache WHERE key = '{key}'"
+            ))
+            .await,
+        0,
+        "the damaged entry is discarded"
+    );
+}

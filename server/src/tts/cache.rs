@@ -1,7 +1,9 @@
 //! The shared audio cache: content-addressed, in Postgres (so every
 //! instance shares it), stored in chunks as audio streams in, bounded in
 //! size with least-recently-used eviction. Small hot entries are also kept
-//! in a bounded in-process map so a cache hit rarely needs the database.
+//! in a bounded in-process map so a cache hit rarely needs the database;
+//! large ones are streamed from Postgres a few chunks at a time, so a
+//! request holds a bounded amount of memory however long the audio.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,8 +31,27 @@ struct Meta {
     stale_access: bool,
 }
 
-/// Entries larger than this are served from Postgres only.
-const MEMORY_ENTRY_MAX: usize = 1024 * 1024;
+/// Entries larger than this are streamed from Postgres, never held whole.
+pub const MEMORY_ENTRY_MAX: usize = 1024 * 1024;
+/// Chunks read per query when streaming a large entry: with the chunk
+/// sizes speech arrives in (a few KiB to 16 KiB), tens of KiB per stream.
+const STREAM_BATCH: i64 = 4;
+
+/// A complete entry too large to hold in memory: what is known without
+/// reading its bytes.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub content_type: String,
+    pub size: u64,
+    pub duration_ms: Option<i64>,
+    pub etag: Option<String>,
+}
+
+/// What the cache holds for a key.
+pub enum Found {
+    Whole(Entry),
+    Large(Stored),
+}
 const MEMORY_BUDGET: usize = 32 * 1024 * 1024;
 
 #[derive(Default)]
@@ -93,8 +114,32 @@ impl Memory {
     }
 }
 
-/// The complete entry for `key`, if cached and intact.
+/// The complete entry for `key`, if cached and intact, read whole.
 pub async fn load(db: &PgPool, key: &str) -> sqlx::Result<Option<Entry>> {
+    let Some(meta) = meta(db, key).await? else {
+        return Ok(None);
+    };
+    read_whole(db, key, meta).await
+}
+
+/// The entry for `key`: read whole when small, described when large (to
+/// be streamed with [`stream_range`]).
+pub async fn lookup(db: &PgPool, key: &str) -> sqlx::Result<Option<Found>> {
+    let Some(meta) = meta(db, key).await? else {
+        return Ok(None);
+    };
+    if meta.size > MEMORY_ENTRY_MAX as i64 {
+        return Ok(Some(Found::Large(Stored {
+            content_type: meta.content_type,
+            size: meta.size as u64,
+            duration_ms: meta.duration_ms,
+            etag: meta.etag,
+        })));
+    }
+    Ok(read_whole(db, key, meta).await?.map(Found::Whole))
+}
+
+async fn meta(db: &PgPool, key: &str) -> sqlx::Result<Option<Meta>> {
     let meta: Option<Meta> = sqlx::query_as(
         "SELECT content_type, size, duration_ms, etag, last_access_at < now() - interval '1 minute' AS stale_access
            FROM tts_cache WHERE key = $1 AND complete",
@@ -114,6 +159,10 @@ pub async fn load(db: &PgPool, key: &str) -> sqlx::Result<Option<Entry>> {
                 .await;
         });
     }
+    Ok(Some(meta))
+}
+
+async fn read_whole(db: &PgPool, key: &str, meta: Meta) -> sqlx::Result<Option<Entry>> {
     let chunks: Vec<(i32, Vec<u8>)> =
         sqlx::query_as("SELECT seq, data FROM tts_chunks WHERE key = $1 ORDER BY seq")
             .bind(key)
@@ -122,21 +171,13 @@ pub async fn load(db: &PgPool, key: &str) -> sqlx::Result<Option<Entry>> {
     let mut data = BytesMut::with_capacity(meta.size.max(0) as usize);
     for (expected, (seq, c)) in chunks.iter().enumerate() {
         if *seq != expected as i32 {
-            tracing::warn!(key, "cached audio has a gap; discarding it");
-            let _ = sqlx::query("DELETE FROM tts_cache WHERE key = $1")
-                .bind(key)
-                .execute(db)
-                .await;
+            discard(db, key, "has a gap").await;
             return Ok(None);
         }
         data.extend_from_slice(c);
     }
     if data.len() as i64 != meta.size {
-        tracing::warn!(key, "cached audio has the wrong size; discarding it");
-        let _ = sqlx::query("DELETE FROM tts_cache WHERE key = $1")
-            .bind(key)
-            .execute(db)
-            .await;
+        discard(db, key, "has the wrong size").await;
         return Ok(None);
     }
     Ok(Some(Entry {
@@ -145,6 +186,100 @@ pub async fn load(db: &PgPool, key: &str) -> sqlx::Result<Option<Entry>> {
         duration_ms: meta.duration_ms,
         etag: meta.etag,
     }))
+}
+
+/// A damaged entry goes: the next request synthesizes it again.
+async fn discard(db: &PgPool, key: &str, why: &str) {
+    tracing::warn!(key, "cached audio {why}; discarding it");
+    let _ = sqlx::query("DELETE FROM tts_cache WHERE key = $1")
+        .bind(key)
+        .execute(db)
+        .await;
+}
+
+/// Bytes `start..=end` of a complete entry, read from Postgres
+/// [`STREAM_BATCH`] chunks at a time as the client takes them. The first
+/// chunk is found by its offset, so a range costs what it sends. A gap or a
+/// short entry ends the stream with an error (the client sees fewer bytes
+/// than Content-Length) and discards the entry.
+pub fn stream_range(
+    db: PgPool,
+    key: String,
+    start: u64,
+    end: u64,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    struct Reader {
+        db: PgPool,
+        key: String,
+        /// The next byte to send.
+        at: u64,
+        end: u64,
+        next_seq: Option<i32>,
+        /// Where the next chunk must begin.
+        expected: Option<u64>,
+        batch: std::collections::VecDeque<(i32, i64, Vec<u8>)>,
+    }
+    let reader = Reader {
+        db,
+        key,
+        at: start,
+        end,
+        next_seq: None,
+        expected: None,
+        batch: Default::default(),
+    };
+    futures::stream::try_unfold(reader, |mut r| async move {
+        loop {
+            if r.at > r.end {
+                return Ok(None);
+            }
+            if let Some((seq, offset, data)) = r.batch.pop_front() {
+                let (offset, len) = (offset as u64, data.len() as u64);
+                let starts_right = match r.expected {
+                    Some(expected) => offset == expected,
+                    None => offset <= r.at && r.at < offset + len,
+                };
+                if !starts_right || len == 0 {
+                    discard(&r.db, &r.key, "has a gap").await;
+                    return Err(std::io::Error::other("cached audio has a gap"));
+                }
+                r.expected = Some(offset + len);
+                r.next_seq = Some(seq + 1);
+                let from = (r.at - offset) as usize;
+                let to = (r.end - offset).min(len - 1) as usize;
+                r.at = offset + to as u64 + 1;
+                return Ok(Some((Bytes::from(data).slice(from..=to), r)));
+            }
+            let rows: Vec<(i32, i64, Vec<u8>)> = match r.next_seq {
+                Some(seq) => sqlx::query_as(
+                    "SELECT seq, offset_bytes, data FROM tts_chunks
+                      WHERE key = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+                )
+                .bind(&r.key)
+                .bind(seq)
+                .bind(STREAM_BATCH),
+                None => sqlx::query_as(
+                    "SELECT seq, offset_bytes, data FROM tts_chunks
+                      WHERE key = $1 AND seq >= (SELECT coalesce(max(seq), 0) FROM tts_chunks
+                                                  WHERE key = $1 AND offset_bytes <= $2)
+                      ORDER BY seq LIMIT $3",
+                )
+                .bind(&r.key)
+                .bind(r.at as i64)
+                .bind(STREAM_BATCH),
+            }
+            .fetch_all(&r.db)
+            .await
+            .map_err(std::io::Error::other)?;
+            if rows.is_empty() {
+                discard(&r.db, &r.key, "is shorter than recorded").await;
+                return Err(std::io::Error::other(
+                    "cached audio is shorter than recorded",
+                ));
+            }
+            r.batch.extend(rows);
+        }
+    })
 }
 
 pub async fn duration_ms(db: &PgPool, key: &str) -> sqlx::Result<Option<i64>> {

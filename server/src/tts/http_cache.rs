@@ -1,14 +1,66 @@
 //! Serving a cached entry over HTTP: whole, one byte range (`Range`,
-//! `If-Range`), or 304 (`If-None-Match`).
+//! `If-Range`), or 304 (`If-None-Match`), from memory or streamed from
+//! Postgres.
 
+use std::sync::Arc;
+
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use sqlx::PgPool;
 
 use super::cache;
 
+/// A complete cached entry and where its bytes come from.
+pub(super) enum Cached {
+    Memory(Arc<cache::Entry>),
+    /// Too large to hold: streamed from Postgres chunk by chunk.
+    Postgres {
+        db: PgPool,
+        key: String,
+        stored: cache::Stored,
+    },
+}
+
+impl Cached {
+    pub(super) fn etag(&self) -> Option<&str> {
+        match self {
+            Cached::Memory(entry) => entry.etag.as_deref(),
+            Cached::Postgres { stored, .. } => stored.etag.as_deref(),
+        }
+    }
+
+    fn content_type(&self) -> &str {
+        match self {
+            Cached::Memory(entry) => &entry.content_type,
+            Cached::Postgres { stored, .. } => &stored.content_type,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Cached::Memory(entry) => entry.data.len(),
+            Cached::Postgres { stored, .. } => stored.size as usize,
+        }
+    }
+
+    /// Bytes `start..=end` as a body.
+    fn body(&self, start: usize, end: usize) -> Body {
+        match self {
+            Cached::Memory(entry) => Body::from(entry.data.slice(start..=end)),
+            Cached::Postgres { db, key, .. } => Body::from_stream(cache::stream_range(
+                db.clone(),
+                key.clone(),
+                start as u64,
+                end as u64,
+            )),
+        }
+    }
+}
+
 /// A cached entry as a response: whole, a byte range, or 304.
 pub(super) fn serve_cached(
-    entry: &cache::Entry,
+    entry: &Cached,
     etag: &str,
     headers: &HeaderMap,
     cache_control: &'static str,
@@ -33,7 +85,7 @@ pub(super) fn serve_cached(
         common(r.headers_mut());
         return r;
     }
-    let total = entry.data.len();
+    let total = entry.len();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let if_range_ok = headers
         .get(header::IF_RANGE)
@@ -41,11 +93,12 @@ pub(super) fn serve_cached(
         .is_none_or(|v| v.trim() == etag);
     let mut response = match range.filter(|_| if_range_ok).map(|r| parse_range(r, total)) {
         Some(Some(Ok((start, end)))) => {
-            let mut r =
-                (StatusCode::PARTIAL_CONTENT, entry.data.slice(start..=end)).into_response();
+            let mut r = (StatusCode::PARTIAL_CONTENT, entry.body(start, end)).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
             r
         }
         Some(Some(Err(()))) => {
@@ -57,10 +110,16 @@ pub(super) fn serve_cached(
             return r;
         }
         // No range, or a form we do not serve (several ranges): the whole.
-        _ => (StatusCode::OK, entry.data.clone()).into_response(),
+        _ if total == 0 => StatusCode::OK.into_response(),
+        _ => {
+            let mut r = (StatusCode::OK, entry.body(0, total - 1)).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            r
+        }
     };
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&entry.content_type) {
+    if let Ok(v) = HeaderValue::from_str(entry.content_type()) {
         h.insert(header::CONTENT_TYPE, v);
     }
     common(h);
@@ -70,19 +129,28 @@ pub(super) fn serve_cached(
 /// A cached entry sent the way a fresh synthesis is: streamed in pieces,
 /// without a length, validator or byte ranges. A listener hearing a key
 /// for the first time gets this, so they cannot tell that it was cached.
-pub(super) fn serve_as_miss(entry: &cache::Entry) -> Response {
-    let data = entry.data.clone();
-    let pieces = (0..data.len())
-        .step_by(16 * 1024)
-        .map(move |at| Ok::<_, std::io::Error>(data.slice(at..(at + 16 * 1024).min(data.len()))))
-        .collect::<Vec<_>>();
-    let mut response = (
-        StatusCode::OK,
-        axum::body::Body::from_stream(futures::stream::iter(pieces)),
-    )
-        .into_response();
+pub(super) fn serve_as_miss(entry: &Cached) -> Response {
+    let body = match entry {
+        Cached::Memory(entry) => {
+            let data = entry.data.clone();
+            let pieces = (0..data.len())
+                .step_by(16 * 1024)
+                .map(move |at| {
+                    Ok::<_, std::io::Error>(data.slice(at..(at + 16 * 1024).min(data.len())))
+                })
+                .collect::<Vec<_>>();
+            Body::from_stream(futures::stream::iter(pieces))
+        }
+        Cached::Postgres { db, key, stored } => Body::from_stream(cache::stream_range(
+            db.clone(),
+            key.clone(),
+            0,
+            stored.size.saturating_sub(1),
+        )),
+    };
+    let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&entry.content_type) {
+    if let Ok(v) = HeaderValue::from_str(entry.content_type()) {
         h.insert(header::CONTENT_TYPE, v);
     }
     h.insert(

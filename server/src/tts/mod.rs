@@ -312,18 +312,25 @@ impl Tts {
             p => p == Some(true),
         };
         let cached = match self.inner.memory.get(key) {
-            Some(e) => Some(e),
-            None => cache::load(&self.inner.db, key)
-                .await?
-                .map(|e| self.inner.memory.put(key, e)),
+            Some(e) => Some(http_cache::Cached::Memory(e)),
+            None => match cache::lookup(&self.inner.db, key).await? {
+                Some(cache::Found::Whole(e)) => {
+                    Some(http_cache::Cached::Memory(self.inner.memory.put(key, e)))
+                }
+                Some(cache::Found::Large(stored)) => Some(http_cache::Cached::Postgres {
+                    db: self.inner.db.clone(),
+                    key: key.to_string(),
+                    stored,
+                }),
+                None => None,
+            },
         };
         if paid && let Some(entry) = &cached {
             metrics::counter!("voxgate_tts_cache_total", "result" => "hit").increment(1);
             // The ETag names the stored bytes: a later re-synthesis of the
             // same key may encode differently.
             let etag = entry
-                .etag
-                .as_deref()
+                .etag()
                 .map_or_else(|| format!("\"{key}\""), |e| format!("\"{e}\""));
             return Ok(http_cache::serve_cached(
                 entry,
