@@ -318,6 +318,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     section!("hit", scenarios::cache_hit);
     section!("ttfb", scenarios::ttfb_miss);
     section!("rss", scenarios::rss_streams);
+    section!("long", scenarios::long_hits);
     section!("flight", scenarios::single_flight);
     section!("original", scenarios::original);
     section!("token", scenarios::token_micro);
