@@ -52,6 +52,9 @@ pub struct Args {
     /// Length of one wrk run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Length of one point of the concurrency curves.
+    #[arg(long, default_value_t = 5)]
+    curve_seconds: u64,
     /// Warm-up before each series of wrk runs.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
@@ -324,6 +327,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     section!("token", scenarios::token_micro);
     section!("provision", scenarios::provisioning);
     section!("voices", scenarios::voices);
+    section!("curves", scenarios::curves);
     let elapsed = started.elapsed().as_secs() + a.setup_seconds;
     let doc = scenarios::document(&lab, &rep, elapsed)?;
     let out = lab.path(&a.out.to_string_lossy());
