@@ -1017,3 +1017,69 @@ async fn a_long_cached_reply_streams_from_postgres_with_ranges() {
         "the damaged entry is discarded"
     );
 }
+
+/// The cache keeps to VOXGATE_TTS_CACHE_MAX_BYTES by evicting the least
+/// recently used entries, the fewest that free enough; its total is kept
+/// by a trigger, so checking the bound does not sum the whole cache.
+#[tokio::test]
+async fn the_cache_bound_evicts_the_least_recently_used_entries_only() {
+    let stack =
+        spawn_polly_stack(TestSettings::default().set("VOXGATE_TTS_CACHE_MAX_BYTES", "100000"))
+            .await;
+    let bob = stack.password_token("bob", "bob").await;
+    let usage = "SELECT bytes FROM tts_cache_usage";
+    let total = "SELECT coalesce(sum(size), 0)::bigint FROM tts_cache WHERE complete";
+    assert_eq!(stack.app.count(usage).await, 0);
+    // Ten entries of 20 000 bytes, planted-10 the least recently used.
+    stack
+        .app
+        .sql(
+            "INSERT INTO tts_cache (key, content_type, size, complete, writer, last_access_at)
+             SELECT 'planted-' || g, 'audio/mpeg', 20000, true, gen_random_uuid(),
+                    now() - g * interval '1 hour'
+               FROM generate_series(1, 10) g",
+        )
+        .await;
+    assert_eq!(stack.app.count(usage).await, 200_000);
+    // Unfinished entries do not count; finished ones count once.
+    stack
+        .app
+        .sql("INSERT INTO tts_cache (key, content_type, size, writer) VALUES ('open', 'audio/mpeg', 5, gen_random_uuid())")
+        .await;
+    assert_eq!(stack.app.count(usage).await, 200_000);
+    stack
+        .app
+        .sql("DELETE FROM tts_cache WHERE key = 'open'")
+        .await;
+
+    // A new synthesis finishes over the bound: the oldest go, no more than
+    // needed, and the new entry stays.
+    let fresh = stack.say(&bob, "Evict the oldest entries, please.").await;
+    assert_eq!(fresh.status(), 200);
+    let audio = fresh.bytes().await.unwrap();
+    assert!(!audio.is_empty() && audio.len() < 20_000, "{}", audio.len());
+    let kept = "SELECT count(*) FROM tts_cache WHERE complete AND key NOT LIKE 'planted-%'";
+    for _ in 0..100 {
+        if stack.app.count(kept).await == 1
+            && stack
+                .app
+                .count("SELECT count(*) FROM tts_cache WHERE key LIKE 'planted-%'")
+                .await
+                < 10
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(stack.app.count(kept).await, 1, "the new entry is cached");
+    // 200 000 + new > 100 000: six of 20 000 free enough, five would not.
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT key FROM tts_cache WHERE key LIKE 'planted-%' ORDER BY last_access_at DESC",
+    )
+    .fetch_all(&stack.app.db)
+    .await
+    .unwrap();
+    assert_eq!(left, ["planted-1", "planted-2", "planted-3", "planted-4"]);
+    assert_eq!(stack.app.count(usage).await, stack.app.count(total).await);
+    assert!(stack.app.count(usage).await <= 100_000);
+}

@@ -426,18 +426,49 @@ pub async fn finish(
     if done.rows_affected() != 1 {
         return Err(sqlx::Error::RowNotFound);
     }
-    sqlx::query(
-        "DELETE FROM tts_cache WHERE key IN (
-           SELECT key FROM (
-             SELECT key, sum(size) OVER (ORDER BY last_access_at DESC, key) AS running
-               FROM tts_cache WHERE complete
-           ) ranked WHERE running > $1)",
-    )
-    .bind(max_bytes)
-    .execute(db)
-    .await?;
-    Ok(())
+    evict(db, max_bytes).await
 }
+
+/// Least recently used entries go until the cache fits `max_bytes`. The
+/// total is kept by a trigger (`tts_cache_usage`), so a cache under its
+/// bound costs one row read; over it, the fewest oldest entries that free
+/// enough are found through the LRU index, at most [`EVICT_BATCH`] per
+/// round.
+pub async fn evict(db: &PgPool, max_bytes: i64) -> sqlx::Result<()> {
+    loop {
+        let over: bool = sqlx::query_scalar("SELECT bytes > $1 FROM tts_cache_usage")
+            .bind(max_bytes)
+            .fetch_optional(db)
+            .await?
+            .unwrap_or(false);
+        if !over {
+            return Ok(());
+        }
+        let evicted = sqlx::query(
+            "WITH excess AS (
+               SELECT bytes - $1 AS bytes FROM tts_cache_usage
+             ), oldest AS (
+               SELECT key, size, last_access_at FROM tts_cache WHERE complete
+                ORDER BY last_access_at, key LIMIT $2
+             ), freed AS (
+               SELECT key, sum(size) OVER (ORDER BY last_access_at, key) - size AS before
+                 FROM oldest
+             )
+             DELETE FROM tts_cache WHERE key IN (
+               SELECT key FROM freed, excess WHERE freed.before < excess.bytes)",
+        )
+        .bind(max_bytes)
+        .bind(EVICT_BATCH)
+        .execute(db)
+        .await?;
+        if evicted.rows_affected() < EVICT_BATCH as u64 {
+            return Ok(());
+        }
+    }
+}
+
+/// Entries one eviction round may delete.
+const EVICT_BATCH: i64 = 500;
 
 /// Drops this writer's unfinished entry (failed or cut stream): never cached.
 pub async fn abandon(db: &PgPool, key: &str, writer: Uuid) -> sqlx::Result<()> {
