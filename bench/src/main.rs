@@ -111,6 +111,8 @@ pub const POLLY_REGION: &str = "us-east-1";
 /// Generous limits so per-user rate limits and quotas never interfere.
 pub const RATE_PER_MINUTE: &str = "100000000";
 pub const DAILY_CHARS: &str = "100000000000";
+/// The speech cache's bound (256 MiB): the growth section fills it.
+pub const CACHE_MAX_BYTES: &str = "268435456";
 /// Enough upstream syntheses at once for the 100-stream memory test.
 pub const TTS_CONCURRENCY: &str = "128";
 
@@ -328,6 +330,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     section!("provision", scenarios::provisioning);
     section!("voices", scenarios::voices);
     section!("curves", scenarios::curves);
+    section!("growth", scenarios::growth);
     let elapsed = started.elapsed().as_secs() + a.setup_seconds;
     let doc = scenarios::document(&lab, &rep, elapsed)?;
     let out = lab.path(&a.out.to_string_lossy());
@@ -663,6 +666,7 @@ pub fn voxgate_env(
         ("VOXGATE_TTS_RATE_PER_MINUTE", RATE_PER_MINUTE.to_string()),
         ("VOXGATE_TTS_DAILY_CHARS", DAILY_CHARS.to_string()),
         ("VOXGATE_TTS_CONCURRENCY", TTS_CONCURRENCY.to_string()),
+        ("VOXGATE_TTS_CACHE_MAX_BYTES", CACHE_MAX_BYTES.to_string()),
         ("VOXGATE_LOG", "warn".to_string()),
     ])
 }
