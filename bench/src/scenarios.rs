@@ -644,6 +644,40 @@ pub async fn long_hits(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A line chart over a log₂ x axis, written beside the report.
+type Line<'a> = (&'a str, Vec<(f64, f64)>);
+
+fn write_chart(
+    lab: &Lab,
+    file: &str,
+    x_label: &str,
+    panels: Vec<(&str, Vec<Line<'_>>)>,
+) -> anyhow::Result<()> {
+    use voxgate_bench::chart::{Figure, Panel, Series};
+    let figure = Figure {
+        x_label: x_label.into(),
+        x_log2: true,
+        panels: panels
+            .into_iter()
+            .map(|(title, lines)| Panel {
+                title: title.into(),
+                series: lines
+                    .into_iter()
+                    .map(|(name, points)| Series {
+                        name: name.into(),
+                        points,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        bands: vec![],
+    };
+    let path = lab
+        .path(&lab.args.out.to_string_lossy())
+        .with_file_name(file);
+    std::fs::write(&path, figure.svg()).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Concurrent connections of the curves.
 const CURVE_CONNECTIONS: [u32; 6] = [1, 4, 16, 64, 256, 1024];
 
@@ -692,35 +726,30 @@ pub async fn curves(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
             results[t].push(checked(name, l.run().await?)?);
         }
     }
-    let series = |k: usize, value: fn(&WrkResult) -> f64| voxgate_bench::chart::Series {
-        name: targets[k].0.to_string(),
-        points: CURVE_CONNECTIONS
-            .iter()
-            .zip(&results[k])
-            .map(|(c, r)| (f64::from(*c), value(r)))
-            .collect(),
+    let series = |k: usize, value: fn(&WrkResult) -> f64| {
+        let points = CURVE_CONNECTIONS.iter().zip(&results[k]);
+        (
+            targets[k].0,
+            points.map(|(c, r)| (f64::from(*c), value(r))).collect(),
+        )
     };
-    let figure = voxgate_bench::chart::Figure {
-        x_label: "concurrent connections (wrk, keep-alive)".into(),
-        x_log2: true,
-        panels: vec![
-            voxgate_bench::chart::Panel {
-                title: "Throughput (requests/s)".into(),
-                series: (0..targets.len()).map(|k| series(k, |r| r.rps)).collect(),
-            },
-            voxgate_bench::chart::Panel {
-                title: "p99 latency (ms)".into(),
-                series: (0..targets.len())
+    write_chart(
+        lab,
+        CURVES_SVG,
+        "concurrent connections (wrk, keep-alive)",
+        vec![
+            (
+                "Throughput (requests/s)",
+                (0..targets.len()).map(|k| series(k, |r| r.rps)).collect(),
+            ),
+            (
+                "p99 latency (ms)",
+                (0..targets.len())
                     .map(|k| series(k, |r| r.p99_ms))
                     .collect(),
-            },
+            ),
         ],
-        bands: vec![],
-    };
-    let chart = lab
-        .path(&lab.args.out.to_string_lossy())
-        .with_file_name(CURVES_SVG);
-    std::fs::write(&chart, figure.svg()).with_context(|| format!("writing {}", chart.display()))?;
+    )?;
 
     let at = |k: usize, c: u32| {
         let i = CURVE_CONNECTIONS.iter().position(|x| *x == c).unwrap();
@@ -925,33 +954,22 @@ pub async fn growth(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
         results[5].push(median_sql_ms(&db, &evict_check_sql, 50).await?);
         results[6].push(median_sql_ms(&db, &old_evict_sql, 5).await?);
     }
-    let series = |k: usize| voxgate_bench::chart::Series {
-        name: names[k].to_string(),
-        points: GROWTH_SIZES
-            .iter()
-            .zip(&results[k])
-            .map(|(n, v)| (*n as f64, *v))
-            .collect(),
+    let series = |k: usize| {
+        let points = GROWTH_SIZES.iter().zip(&results[k]);
+        (names[k], points.map(|(n, v)| (*n as f64, *v)).collect())
     };
-    let figure = voxgate_bench::chart::Figure {
-        x_label: "rows (users, sessions, cache entries)".into(),
-        x_log2: true,
-        panels: vec![
-            voxgate_bench::chart::Panel {
-                title: "Admin API (median ms)".into(),
-                series: (0..3).map(series).collect(),
-            },
-            voxgate_bench::chart::Panel {
-                title: "Sessions and the speech cache (median ms)".into(),
-                series: (3..7).map(series).collect(),
-            },
+    write_chart(
+        lab,
+        GROWTH_SVG,
+        "rows (users, sessions, cache entries)",
+        vec![
+            ("Admin API (median ms)", (0..3).map(series).collect()),
+            (
+                "Sessions and the speech cache (median ms)",
+                (3..7).map(series).collect(),
+            ),
         ],
-        bands: vec![],
-    };
-    let chart = lab
-        .path(&lab.args.out.to_string_lossy())
-        .with_file_name(GROWTH_SVG);
-    std::fs::write(&chart, figure.svg()).with_context(|| format!("writing {}", chart.display()))?;
+    )?;
     let growth = |k: usize| results[k][2] / results[k][0].max(0.001);
     rep.row(
         "Cost at 100k rows ÷ at 1k: admin list first page / admin search / session lookup (SQL) / miss at the cache bound",
