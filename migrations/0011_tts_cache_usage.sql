@@ -1,4 +1,4 @@
--- The audio cache's total size, kept up to date by a trigger, so that
+-- The audio cache's total size, kept up to date by triggers, so that
 -- finishing an entry checks the bound in constant time and evicts by
 -- walking the least-recently-used index from its old end, instead of
 -- summing every entry on every miss.
@@ -9,26 +9,33 @@ CREATE TABLE tts_cache_usage (
 INSERT INTO tts_cache_usage (bytes)
     SELECT coalesce(sum(size), 0) FROM tts_cache WHERE complete;
 
+-- Once per statement, from its transition tables: a statement touching many
+-- entries (an eviction, a bulk load) updates the usage row once, not once
+-- per entry. Only complete entries count.
 CREATE FUNCTION tts_cache_usage_track() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     delta bigint := 0;
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.complete THEN
-        delta := delta - OLD.size;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        delta := delta - coalesce((SELECT sum(size) FROM old_rows WHERE complete), 0);
     END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.complete THEN
-        delta := delta + NEW.size;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        delta := delta + coalesce((SELECT sum(size) FROM new_rows WHERE complete), 0);
     END IF;
     IF delta <> 0 THEN
-        UPDATE tts_cache_usage SET bytes = bytes + delta;
+        UPDATE tts_cache_usage SET bytes = bytes + delta WHERE id;
     END IF;
     RETURN NULL;
 END
 $$;
 
--- Only changes of size or completeness count: the LRU bookkeeping of a
--- cache hit (last_access_at) does not touch the usage row.
-CREATE TRIGGER tts_cache_usage_track
-    AFTER INSERT OR UPDATE OF size, complete OR DELETE ON tts_cache
-    FOR EACH ROW EXECUTE FUNCTION tts_cache_usage_track();
+CREATE TRIGGER tts_cache_usage_insert AFTER INSERT ON tts_cache
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tts_cache_usage_track();
+CREATE TRIGGER tts_cache_usage_update AFTER UPDATE ON tts_cache
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tts_cache_usage_track();
+CREATE TRIGGER tts_cache_usage_delete AFTER DELETE ON tts_cache
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tts_cache_usage_track();

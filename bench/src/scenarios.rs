@@ -847,7 +847,7 @@ pub async fn growth(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
                        AND expires_at > now() AND last_seen_at > now() - make_interval(secs => 3600)";
     // The eviction check this version runs after a miss, and the whole-cache
     // window sum the previous version ran instead.
-    let evict_check_sql = format!("SELECT bytes > {bound} FROM tts_cache_usage");
+    let evict_check_sql = format!("SELECT bytes > {bound} FROM tts_cache_usage WHERE id");
     let old_evict_sql = format!(
         "SELECT count(*) FROM (SELECT key, sum(size) OVER (ORDER BY last_access_at DESC, key) \
          AS running FROM tts_cache WHERE complete) ranked WHERE running > {bound}"

@@ -436,7 +436,7 @@ pub async fn finish(
 /// round.
 pub async fn evict(db: &PgPool, max_bytes: i64) -> sqlx::Result<()> {
     loop {
-        let over: bool = sqlx::query_scalar("SELECT bytes > $1 FROM tts_cache_usage")
+        let over: bool = sqlx::query_scalar("SELECT bytes > $1 FROM tts_cache_usage WHERE id")
             .bind(max_bytes)
             .fetch_optional(db)
             .await?
@@ -446,7 +446,7 @@ pub async fn evict(db: &PgPool, max_bytes: i64) -> sqlx::Result<()> {
         }
         let evicted = sqlx::query(
             "WITH excess AS (
-               SELECT bytes - $1 AS bytes FROM tts_cache_usage
+               SELECT bytes - $1 AS bytes FROM tts_cache_usage WHERE id
              ), oldest AS (
                SELECT key, size, last_access_at FROM tts_cache WHERE complete
                 ORDER BY last_access_at, key LIMIT $2
