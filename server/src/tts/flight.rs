@@ -197,6 +197,11 @@ impl Flight {
             match item {
                 Ok(bytes) if bytes.is_empty() => continue,
                 Ok(bytes) => {
+                    // A chunk from the SDK is a view into its connection's
+                    // read buffer: kept in the window as is, it would pin
+                    // that whole buffer while the connection allocates the
+                    // next. An exact-size copy lets it go.
+                    let bytes = Bytes::copy_from_slice(&bytes);
                     if seq == 0 {
                         metrics::histogram!("voxgate_tts_first_byte_seconds")
                             .record(began.elapsed().as_secs_f64());
