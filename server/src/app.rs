@@ -218,13 +218,13 @@ async fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
     if !meta.file_type().is_socket() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
-            "the path exists and is not a socket",
+            "the path exists and is not a socket; it is left alone: choose another path",
         ));
     }
     if tokio::net::UnixStream::connect(path).await.is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
-            "another process is listening on this socket",
+            "another process is listening on this socket: stop it, or give this instance another path",
         ));
     }
     std::fs::remove_file(path)

@@ -199,7 +199,9 @@ async fn discard(db: &PgPool, key: &str, why: &str) {
 
 /// Bytes `start..=end` of a complete entry, read from Postgres
 /// [`STREAM_BATCH`] chunks at a time as the client takes them. The first
-/// chunk is found by its offset, so a range costs what it sends. A gap or a
+/// chunk of a range is found by offset among the entry's chunks (an index
+/// walk over the chunks before it, no data read); from there on by `seq`.
+/// A gap or a
 /// short entry ends the stream with an error (the client sees fewer bytes
 /// than Content-Length) and discards the entry.
 pub fn stream_range(

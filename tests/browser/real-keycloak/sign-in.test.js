@@ -5,7 +5,7 @@
 // Keycloak's end-session endpoint back to voxgate's signed-out page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, launch, newPage, signIn, submitLogin, screenshot, unexpectedProblems } from '../tests/support.js';
+import { BASE, launch, newPage, signIn, submitLogin, screenshot, unexpectedProblems, createUser } from '../tests/support.js';
 
 const KEYCLOAK = process.env.KEYCLOAK_URL;
 let browser;
@@ -45,13 +45,7 @@ test('a user created by an admin with a temporary password must choose a new one
   const admin = await newPage(browser);
   await signIn(admin, 'alice', 'alice', '/admin');
   await admin.waitForSelector('#user-rows tr[data-username="alice"]');
-  await admin.fill('#new-username', username);
-  await admin.fill('#new-email', `${username}@example.com`);
-  await admin.fill('#new-first', 'Kay');
-  await admin.fill('#new-last', 'Real');
-  await admin.fill('#new-password', 'a temporary password 1');
-  await admin.click('#create-user');
-  await admin.waitForSelector(`#user-rows tr[data-username="${username}"]`);
+  await createUser(admin, { username, first: 'Kay', last: 'Real', password: 'a temporary password 1' });
   await admin.context().close();
 
   const user = await newPage(browser);

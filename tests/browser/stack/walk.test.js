@@ -6,7 +6,7 @@
 // browser: each step starts where the one before left off.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, launch, newPage, submitLogin, screenshot, unexpectedProblems } from '../tests/support.js';
+import { BASE, launch, newPage, submitLogin, screenshot, unexpectedProblems, createUser, waitForSpeech } from '../tests/support.js';
 
 const ADMIN_CONSOLE = process.env.KEYCLOAK_ADMIN_URL;
 const INSTANCES = process.env.VOXGATE_INSTANCES.split(' ').map((entry) => {
@@ -54,14 +54,7 @@ async function chat(page, text) {
     (n) => document.querySelectorAll('.message.bot[data-id]').length > n, count, { timeout: 20000 });
   // The reply is spoken by itself (autoplay): the player gets past half a
   // second of decoded audio.
-  await page.waitForFunction(() => {
-    const audio = document.getElementById('player');
-    return audio.currentTime > 0.5 && !audio.paused;
-  }, null, { timeout: 30000 });
-  const audio = await page.evaluate(() => {
-    const a = document.getElementById('player');
-    return { duration: a.duration, src: a.currentSrc };
-  });
+  const audio = await waitForSpeech(page, 30000);
   assert.ok(audio.duration > 1, `decoded duration ${audio.duration}`);
   assert.ok(audio.src.startsWith(`${BASE}/api/tts/`), audio.src);
   return page.locator('.message.bot[data-id]').last();
@@ -137,13 +130,7 @@ test('an admin creates a user with a temporary password; the user signs in and m
   await submitLogin(admin, 'alice', 'alice');
   await admin.waitForURL(`${BASE}/admin`);
   await admin.waitForSelector('#user-rows tr[data-username="alice"]');
-  await admin.fill('#new-username', created);
-  await admin.fill('#new-email', `${created}@example.com`);
-  await admin.fill('#new-first', 'Walk');
-  await admin.fill('#new-last', 'Er');
-  await admin.fill('#new-password', 'a temporary password 1');
-  await admin.click('#create-user');
-  await admin.waitForSelector(`#user-rows tr[data-username="${created}"]`);
+  await createUser(admin, { username: created, first: 'Walk', last: 'Er', password: 'a temporary password 1' });
   await screenshot(admin, 'stack-admin');
   assert.deepEqual(unexpectedProblems(admin), []);
   await admin.context().close();

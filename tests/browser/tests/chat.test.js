@@ -3,7 +3,7 @@
 // use, small screens and sign-out.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, launch, newPage, signIn, screenshot, unexpectedProblems } from './support.js';
+import { BASE, launch, newPage, signIn, screenshot, unexpectedProblems, waitForSpeech } from './support.js';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -47,14 +47,7 @@ test('a user signs in through the Keycloak form, chats, and hears the reply with
   assert.match(await page.textContent('#announcer'), /voxgate says: I can explain/, 'the reply is announced');
 
   // Autoplay is on by default: the reply starts speaking by itself.
-  await page.waitForFunction(() => {
-    const audio = document.getElementById('player');
-    return audio.currentTime > 0.5 && !audio.paused;
-  }, null, { timeout: 20000 });
-  const audio = await page.evaluate(() => {
-    const a = document.getElementById('player');
-    return { duration: a.duration, src: a.currentSrc, rate: a.playbackRate };
-  });
+  const audio = await waitForSpeech(page);
   assert.ok(audio.duration > 1, `decoded duration ${audio.duration}`);
   assert.match(audio.src, /\/api\/tts\//);
   assert.equal(await reply.getAttribute('data-audio'), 'playing');

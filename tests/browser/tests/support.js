@@ -73,3 +73,28 @@ export async function screenshot(page, name) {
 export function unexpectedProblems(page, expectedStatuses = []) {
   return page.problems.filter((p) => !expectedStatuses.some((s) => p.includes(`status of ${s}`)));
 }
+
+// On the admin page: creates a user with a temporary password and waits
+// for the new row.
+export async function createUser(admin, { username, first, last, password }) {
+  await admin.fill('#new-username', username);
+  await admin.fill('#new-email', `${username}@example.com`);
+  await admin.fill('#new-first', first);
+  await admin.fill('#new-last', last);
+  await admin.fill('#new-password', password);
+  await admin.click('#create-user');
+  await admin.waitForSelector(`#user-rows tr[data-username="${username}"]`);
+}
+
+// Waits until the chat page's player is past half a second of the reply
+// and playing; returns what it plays.
+export async function waitForSpeech(page, timeout = 20000) {
+  await page.waitForFunction(() => {
+    const audio = document.getElementById('player');
+    return audio.currentTime > 0.5 && !audio.paused;
+  }, null, { timeout });
+  return page.evaluate(() => {
+    const a = document.getElementById('player');
+    return { duration: a.duration, src: a.currentSrc, rate: a.playbackRate };
+  });
+}
