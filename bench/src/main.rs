@@ -6,6 +6,7 @@
 //! prepares the machine (packages, Postgres, a fresh database, the Python
 //! venv, local certificates) and runs the criterion token benchmark first.
 
+mod provision;
 mod report;
 mod scenarios;
 mod wrk;
@@ -157,9 +158,14 @@ impl Lab {
     /// series asks for its own). alice is an admin: speech quotas do not
     /// apply to her.
     pub async fn token(&self, user: &str) -> anyhow::Result<String> {
+        self.token_from(&self.issuer, user).await
+    }
+
+    /// A fresh access token from another issuer's `voxgate-cli` client.
+    pub async fn token_from(&self, issuer: &str, user: &str) -> anyhow::Result<String> {
         let response = self
             .http
-            .post(format!("{}/protocol/openid-connect/token", self.issuer))
+            .post(format!("{issuer}/protocol/openid-connect/token"))
             .form(&[
                 ("grant_type", "password"),
                 ("client_id", "voxgate-cli"),
@@ -250,6 +256,18 @@ impl Lab {
         Ok((url, pid))
     }
 
+    /// Stops a process this lab started (by pid) before the lab ends.
+    pub fn stop(&mut self, pid: u32) {
+        self.procs.retain_mut(|p| {
+            if p.pid() == pid {
+                p.stop();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     pub fn vx_port(&self) -> u16 {
         self.vx_url
             .rsplit(':')
@@ -327,7 +345,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     section!("flight", scenarios::single_flight);
     section!("original", scenarios::original);
     section!("token", scenarios::token_micro);
-    section!("provision", scenarios::provisioning);
+    section!("provision", provision::provisioning);
     section!("voices", scenarios::voices);
     section!("curves", scenarios::curves);
     section!("growth", scenarios::growth);
