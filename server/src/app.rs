@@ -48,7 +48,8 @@ impl App {
             crate::users::spawn_recovery(users.clone()),
             crate::telemetry::spawn_metrics_upkeep(Duration::from_secs(5)),
         ];
-        let tts = crate::tts::Tts::new(db.clone(), &config).await;
+        let tts =
+            crate::tts::Tts::new(db.clone(), crate::db::connect_cache(&config)?, &config).await;
         let chat = crate::chat::Chat::from_config(&config)?;
         let state = AppState::new(crate::state::Parts {
             config,

@@ -32,6 +32,23 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
+/// The speech cache's writer pool: lazy, at most half the main pool's size
+/// (at least 2), and its commits do not wait for the WAL flush
+/// (`synchronous_commit=off`). A cache entry can always be synthesized
+/// again, so a database crash may lose the last moment of cache writes but
+/// nothing else: WAL order still holds, so an entry recorded as complete
+/// always has its chunks. Users, sessions, quotas and audit records stay on
+/// the durable pool.
+pub fn connect_cache(config: &Config) -> anyhow::Result<PgPool> {
+    let options = connect_options(config)?
+        .application_name("voxgate-cache")
+        .options([("synchronous_commit", "off")]);
+    Ok(PgPoolOptions::new()
+        .max_connections((config.database_max_connections / 2).max(2))
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
+}
+
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR
         .run(pool)

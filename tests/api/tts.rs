@@ -865,6 +865,121 @@ async fn only_the_instance_that_started_a_cache_entry_may_write_it() {
     assert!(cache::load(db, "g").await.unwrap().is_none());
 }
 
+/// While a cache write waits (its entry's row held by another
+/// transaction), the audio keeps flowing: the chunks that arrive meanwhile
+/// go to the table together in the next write, and a listener who joins
+/// then still gets every byte, from memory, because no chunk leaves memory
+/// before it is stored.
+#[tokio::test]
+async fn chunks_that_arrive_during_a_slow_cache_write_are_stored_together_and_reach_late_listeners()
+{
+    let (stack, token) = polly_with_bob().await;
+    // The claim (the entry's row) is made before the first chunk arrives.
+    polly(&stack).set_first_byte_delay(Duration::from_millis(400));
+    let text = "While the database is slow, the audio keeps coming and no one misses a byte. ";
+    let query = joanna(text);
+    let db = stack.app.db.clone();
+    let first = async {
+        let r = stack.tts_get(&token, &query).await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap()
+    };
+    let late = async {
+        for _ in 0..200 {
+            if stack.app.count("SELECT count(*) FROM tts_cache").await == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Chunk inserts check the entry's row (a foreign key): holding it
+        // makes every cache write wait.
+        let mut held = db.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM tts_cache FOR UPDATE")
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(
+            stack.app.count("SELECT count(*) FROM tts_chunks").await,
+            0,
+            "the cache writes are waiting"
+        );
+        let joined = stack.tts_get(&token, &query).await;
+        assert_eq!(joined.status(), 200);
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            held.rollback().await.unwrap();
+        };
+        let (body, ()) = tokio::join!(joined.bytes(), release);
+        body.expect("the late listener gets the whole stream")
+    };
+    let (first, late) = tokio::join!(first, late);
+    assert!(
+        first.len() > 8 * 1024,
+        "several chunks ({} bytes)",
+        first.len()
+    );
+    assert_eq!(late, first, "the late listener got every byte");
+    assert_eq!(polly(&stack).synth_calls(), 1, "one synthesis for both");
+    for _ in 0..100 {
+        if stack
+            .app
+            .count("SELECT count(*) FROM tts_cache WHERE complete")
+            .await
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (chunks, writes): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT xmin::text) FROM tts_chunks")
+            .fetch_one(&stack.app.db)
+            .await
+            .unwrap();
+    assert!(
+        writes < chunks,
+        "chunks that waited were stored in fewer statements ({chunks} chunks, {writes} writes)"
+    );
+    let cached = stack.tts_get(&token, &query).await;
+    assert_eq!(cached.headers()["x-voxgate-cache"], "hit");
+    assert_eq!(
+        cached.bytes().await.unwrap(),
+        first,
+        "the cached copy is whole"
+    );
+}
+
+/// Cache writes go through their own pool, whose commits do not wait for
+/// the disk; everything else stays on the durable pool.
+#[tokio::test]
+async fn the_speech_cache_writes_through_its_own_pool_without_waiting_for_the_disk() {
+    let (stack, token) = polly_with_bob().await;
+    let cache_connections = "SELECT count(*) FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = 'voxgate-cache'";
+    assert_eq!(
+        stack.app.count(cache_connections).await,
+        0,
+        "the cache pool connects on first use"
+    );
+    let r = stack.say(&token, "Stored through the cache pool.").await;
+    assert_eq!(r.headers()["x-voxgate-cache"], "miss");
+    r.bytes().await.unwrap();
+    assert!(
+        stack.app.count(cache_connections).await > 0,
+        "the cache write went through the cache pool"
+    );
+    let setting = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>("SHOW synchronous_commit")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let cache = voxgate::db::connect_cache(&stack.app.state.config).unwrap();
+    assert_eq!(setting(cache).await, "off");
+    assert_eq!(setting(stack.app.state.db.clone()).await, "on");
+}
+
 /// A cached reply longer than the in-memory limit (here 5 MiB, planted in
 /// the chunk table) is streamed from Postgres chunk by chunk: whole with
 /// its length, any byte range by chunk offsets, 304 and 416 as for small

@@ -58,7 +58,7 @@ pub const SETTINGS: &[Setting] = &[
         "database.max_connections",
         "VOXGATE_DATABASE_MAX_CONNECTIONS",
         Some("10"),
-        "Size of the Postgres connection pool.",
+        "Size of the Postgres connection pool. The speech cache writes through a second pool of half this size (at least 2), opened on first use, whose commits do not wait for the disk (`synchronous_commit=off`): plan for 1.5× this many connections per instance.",
     ),
     s(
         "bind",

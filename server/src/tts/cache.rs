@@ -359,6 +359,13 @@ pub async fn begin(
     })
 }
 
+/// One piece of an entry: its place in the sequence and in the bytes.
+pub struct Chunk<'a> {
+    pub seq: i32,
+    pub offset: i64,
+    pub data: &'a [u8],
+}
+
 /// Appends a chunk; fails unless `writer` owns the unfinished entry.
 pub async fn append(
     db: &PgPool,
@@ -368,18 +375,34 @@ pub async fn append(
     offset: i64,
     data: &[u8],
 ) -> sqlx::Result<()> {
+    append_all(db, key, writer, &[Chunk { seq, offset, data }]).await
+}
+
+/// Appends chunks in one statement (one commit, however many chunks);
+/// fails, storing none, unless `writer` owns the unfinished entry.
+pub async fn append_all(
+    db: &PgPool,
+    key: &str,
+    writer: Uuid,
+    chunks: &[Chunk<'_>],
+) -> sqlx::Result<()> {
+    let seqs: Vec<i32> = chunks.iter().map(|c| c.seq).collect();
+    let offsets: Vec<i64> = chunks.iter().map(|c| c.offset).collect();
+    let data: Vec<&[u8]> = chunks.iter().map(|c| c.data).collect();
     let done = sqlx::query(
         "INSERT INTO tts_chunks (key, seq, offset_bytes, data)
-         SELECT $1, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete)",
+         SELECT $1, c.seq, c.offset_bytes, c.data
+           FROM unnest($3::int4[], $4::int8[], $5::bytea[]) AS c(seq, offset_bytes, data)
+          WHERE EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete)",
     )
     .bind(key)
     .bind(writer)
-    .bind(seq)
-    .bind(offset)
+    .bind(seqs)
+    .bind(offsets)
     .bind(data)
     .execute(db)
     .await?;
-    if done.rows_affected() == 1 {
+    if done.rows_affected() == chunks.len() as u64 {
         Ok(())
     } else {
         Err(sqlx::Error::RowNotFound)

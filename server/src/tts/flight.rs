@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
@@ -23,19 +24,39 @@ use tokio::sync::{Notify, watch};
 use super::cache;
 use super::engine::{AudioStream, TtsError};
 
-/// Chunks kept in memory for followers that are keeping up.
+/// Stored chunks kept in memory for followers that are keeping up.
 const WINDOW: usize = 2;
+
+/// Bytes read ahead of the cache write before reading waits for it.
+const MAX_UNSAVED_BYTES: usize = 32 * 1024;
 
 #[derive(Default)]
 struct Progress {
-    /// Chunks published so far (all persisted unless `persist_failed`).
+    /// Chunks published so far.
     published: i32,
+    /// Chunks stored in the cache table so far; the window keeps the rest.
+    saved: i32,
     window: VecDeque<(i32, Bytes)>,
     done: bool,
     failed: Option<TtsError>,
     /// If the cache cannot be written, keep everything in memory instead
     /// so followers still get every byte.
     persist_failed: bool,
+}
+
+impl Progress {
+    /// Drops the oldest chunks beyond the window, but only stored ones: a
+    /// chunk that left the window must be readable from the table.
+    fn trim(&mut self) {
+        if self.persist_failed {
+            return;
+        }
+        while self.window.len() > WINDOW
+            && self.window.front().is_some_and(|(s, _)| *s < self.saved)
+        {
+            self.window.pop_front();
+        }
+    }
 }
 
 pub struct Flight {
@@ -188,10 +209,62 @@ impl Flight {
         let mut offset: i64 = 0;
         let mut duration_ms: i64 = 0;
         let mut hash = Sha256::new();
+        // Published chunks not yet handed to the database, and the write in
+        // flight. Chunks that arrive while a write runs go together in the
+        // next one: one statement and one commit for several chunks when
+        // the database is the slower side, no waiting when it is not.
+        let mut unsaved: Vec<(i32, i64, Bytes)> = Vec::new();
+        let mut unsaved_bytes = 0usize;
+        let mut write: Option<BoxFuture<'_, sqlx::Result<i32>>> = None;
+        let mut ended = false;
         loop {
-            let item = match tokio::time::timeout(IDLE_LIMIT, audio.next()).await {
+            if write.is_none() && persist && !unsaved.is_empty() {
+                let batch = std::mem::take(&mut unsaved);
+                unsaved_bytes = 0;
+                let (key, saved_to) = (&self.key, seq);
+                write = Some(Box::pin(async move {
+                    let chunks: Vec<cache::Chunk<'_>> = batch
+                        .iter()
+                        .map(|(seq, offset, data)| cache::Chunk {
+                            seq: *seq,
+                            offset: *offset,
+                            data,
+                        })
+                        .collect();
+                    cache::append_all(db, key, writer, &chunks).await?;
+                    Ok(saved_to)
+                }));
+            }
+            if ended && write.is_none() {
+                break;
+            }
+            // A full batch waits for the write before reading on, so a slow
+            // database bounds memory instead of letting it grow.
+            let read = !ended && unsaved_bytes < MAX_UNSAVED_BYTES;
+            let item = tokio::select! {
+                saved = async { write.as_mut().expect("guarded").await }, if write.is_some() => {
+                    write = None;
+                    match saved {
+                        Ok(saved_to) => self.saved(saved_to),
+                        Err(_) => {
+                            tracing::warn!(
+                                "audio cache write failed; this synthesis will not be cached"
+                            );
+                            persist = false;
+                            unsaved.clear();
+                            self.keep_everything();
+                        }
+                    }
+                    continue;
+                }
+                item = tokio::time::timeout(IDLE_LIMIT, audio.next()), if read => item,
+            };
+            let item = match item {
                 Ok(Some(item)) => item,
-                Ok(None) => break,
+                Ok(None) => {
+                    ended = true;
+                    continue;
+                }
                 Err(_) => Err(TtsError::Upstream("the speech stream stalled".into())),
             };
             match item {
@@ -214,28 +287,24 @@ impl Flight {
                     hash.update(&bytes);
                     let chunk_offset = offset;
                     offset += bytes.len() as i64;
-                    // Publish first, store second: the newest chunk always
-                    // stays in the window until the next one is published,
-                    // and by then it is stored.
+                    // Published before it is stored: the window keeps every
+                    // chunk until it is stored, so a follower always finds
+                    // it in one place or the other.
                     self.publish(seq, bytes.clone(), !persist);
                     if seq == 0 {
                         let _ = self.started.send(Some(Ok(())));
                     }
-                    if persist
-                        && cache::append(db, &self.key, writer, seq, chunk_offset, &bytes)
-                            .await
-                            .is_err()
-                    {
-                        tracing::warn!(
-                            "audio cache write failed; this synthesis will not be cached"
-                        );
-                        persist = false;
-                        self.keep_everything();
+                    if persist {
+                        unsaved_bytes += bytes.len();
+                        unsaved.push((seq, chunk_offset, bytes));
                     }
                     seq += 1;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "audio stream failed mid-way; aborting it");
+                    if let Some(write) = write.take() {
+                        let _ = write.await;
+                    }
                     let _ = cache::abandon(db, &self.key, writer).await;
                     guard.retire();
                     self.fail(e.clone());
@@ -320,14 +389,18 @@ impl Flight {
         if let Ok(mut p) = self.progress.lock() {
             p.window.push_back((seq, bytes));
             p.persist_failed |= keep_all;
-            if !p.persist_failed {
-                while p.window.len() > WINDOW {
-                    p.window.pop_front();
-                }
-            }
             p.published = seq + 1;
+            p.trim();
         }
         self.notify.notify_waiters();
+    }
+
+    /// Chunks before `seq` are in the cache table.
+    fn saved(&self, seq: i32) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.saved = seq;
+            p.trim();
+        }
     }
 
     fn fail(&self, e: TtsError) {

@@ -55,6 +55,8 @@ pub struct Tts {
 
 struct Inner {
     db: PgPool,
+    /// Cache writes only (`db::connect_cache`).
+    cache_db: PgPool,
     engine: Arc<dyn SpeechEngine>,
     config: TtsConfig,
     memory: cache::Memory,
@@ -99,7 +101,7 @@ impl Tts {
     /// settings are present, else the neural voice when it is installed,
     /// else espeak-ng. A neural voice that cannot start falls back to
     /// espeak-ng, said once in the log and always in `/readyz`.
-    pub async fn new(db: PgPool, config: &Config) -> Tts {
+    pub async fn new(db: PgPool, cache_db: PgPool, config: &Config) -> Tts {
         let tts = config.tts.clone();
         let kind = match tts.engine {
             TtsEngineChoice::Polly => EngineKind::Polly,
@@ -139,6 +141,7 @@ impl Tts {
         Tts {
             inner: Arc::new(Inner {
                 db,
+                cache_db,
                 permits: Arc::new(Semaphore::new(tts.concurrency)),
                 engine,
                 config: tts,
@@ -390,7 +393,7 @@ impl Tts {
             mp3_frames: format == Format::Mp3 && self.engine_kind().on_machine(),
         };
         let (flight, leader) = self.inner.flights.join_or_start(
-            &self.inner.db,
+            &self.inner.cache_db,
             key,
             format.content_type(),
             finish,
