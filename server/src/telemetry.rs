@@ -7,6 +7,8 @@
 //! raw path, to keep cardinality low. Headers are never logged: they carry
 //! tokens and cookies.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -22,12 +24,15 @@ use crate::config::LogFormat;
 pub const REQUEST_ID: &str = "x-request-id";
 
 tokio::task_local! {
-    static CURRENT_REQUEST_ID: String;
+    static CURRENT_REQUEST_ID: HeaderValue;
 }
 
 /// The id of the request being handled, if any.
 pub fn current_request_id() -> Option<String> {
-    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+    CURRENT_REQUEST_ID
+        .try_with(|id| id.to_str().ok().map(str::to_string))
+        .ok()
+        .flatten()
 }
 
 /// Installs the global subscriber. Safe to call more than once (tests).
@@ -81,38 +86,50 @@ pub fn spawn_metrics_upkeep(every: Duration) -> tokio::task::JoinHandle<()> {
     })
 }
 
-fn valid_incoming_id(v: &HeaderValue) -> Option<String> {
-    let s = v.to_str().ok()?;
-    let ok = !s.is_empty()
+fn valid_incoming_id(v: &HeaderValue) -> bool {
+    let s = v.as_bytes();
+    !s.is_empty()
         && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    ok.then(|| s.to_string())
+        && s.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+}
+
+/// A fresh v4 UUID from the thread-local generator (uuid's own v4 asks the
+/// OS for randomness on every call), formatted without a heap string.
+fn fresh_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let text = uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// Request id, span, access log and HTTP metrics for every request.
+///
+/// This runs for every request, so it avoids per-request heap work where
+/// it can: the id is one header value shared by the request, the response
+/// and the task-local; the route is the router's shared string; metric
+/// handles are looked up once per thread and label set.
 pub async fn observe(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(valid_incoming_id)
-        .unwrap_or_else(|| {
-            // A v4 UUID from the thread-local generator: uuid's own v4 asks
-            // the OS for randomness on every call.
-            uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .to_string()
-        });
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        req.headers_mut().insert(REQUEST_ID, v);
-    }
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().clone();
-    let span = tracing::info_span!("http", request_id = %id, method = %method, route = %route, status = tracing::field::Empty);
+    let id = match req.headers().get(REQUEST_ID) {
+        Some(incoming) if valid_incoming_id(incoming) => incoming.clone(),
+        _ => {
+            let id = fresh_request_id();
+            req.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        }
+    };
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = method_label(req.method());
+    let span = tracing::info_span!(
+        "http",
+        request_id = id.to_str().unwrap_or_default(),
+        method = %req.method(),
+        route = route,
+        status = tracing::field::Empty
+    );
     let started = Instant::now();
     let mut response = CURRENT_REQUEST_ID
         .scope(id.clone(), next.run(req).instrument(span.clone()))
@@ -120,17 +137,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let status = response.status();
     let elapsed = started.elapsed();
     span.record("status", status.as_u16());
-    // Every label comes from a fixed set: any token is a valid HTTP method
-    // and any path can be asked for, so raw values would let a client
-    // create metric series (memory) without end.
-    let labels = [
-        ("route", route.clone()),
-        ("method", method_label(&method).to_string()),
-        ("status", status.as_u16().to_string()),
-    ];
-    metrics::counter!("voxgate_http_requests_total", &labels).increment(1);
-    metrics::histogram!("voxgate_http_request_duration_seconds", &labels)
-        .record(elapsed.as_secs_f64());
+    record_http(route, method, status.as_u16(), elapsed.as_secs_f64());
     let quiet = route == "/healthz" || route == "/readyz" || route == "/metrics";
     span.in_scope(|| {
         let ms = elapsed.as_secs_f64() * 1000.0;
@@ -140,10 +147,47 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
             tracing::info!(status = status.as_u16(), ms, "request");
         }
     });
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, v);
-    }
+    response.headers_mut().insert(REQUEST_ID, id);
     response
+}
+
+type HttpHandles = (metrics::Counter, metrics::Histogram);
+/// By method and status, for one route.
+type RouteHandles = HashMap<(&'static str, u16), HttpHandles>;
+
+thread_local! {
+    /// Metric handles by route, then method and status. Every label comes
+    /// from a fixed set (matched routes, standard methods, status codes),
+    /// so this stays small.
+    static HTTP_METRICS: RefCell<HashMap<String, RouteHandles>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Counts a request and records its duration. Any token is a valid HTTP
+/// method and any path can be asked for, so labels are never raw values: a
+/// client could otherwise create metric series (memory) without end.
+fn record_http(route: &str, method: &'static str, status: u16, seconds: f64) {
+    HTTP_METRICS.with_borrow_mut(|routes| {
+        if !routes.contains_key(route) {
+            routes.insert(route.to_string(), HashMap::new());
+        }
+        let Some(by_method) = routes.get_mut(route) else {
+            return;
+        };
+        let (requests, duration) = by_method.entry((method, status)).or_insert_with(|| {
+            let labels = [
+                ("route", route.to_string()),
+                ("method", method.to_string()),
+                ("status", status.to_string()),
+            ];
+            (
+                metrics::counter!("voxgate_http_requests_total", &labels),
+                metrics::histogram!("voxgate_http_request_duration_seconds", &labels),
+            )
+        });
+        requests.increment(1);
+        duration.record(seconds);
+    });
 }
 
 /// The method as a metric label: the standard methods by name, any other
