@@ -875,7 +875,7 @@ async fn chunks_that_arrive_during_a_slow_cache_write_are_stored_together_and_re
 {
     let (stack, token) = polly_with_bob().await;
     // The claim (the entry's row) is made before the first chunk arrives.
-    polly(&stack).set_first_byte_delay(Duration::from_millis(400));
+    polly(&stack).set_first_byte_delay(Duration::from_millis(1500));
     let text = "While the database is slow, the audio keeps coming and no one misses a byte. ";
     let query = joanna(text);
     let db = stack.app.db.clone();
@@ -885,12 +885,7 @@ async fn chunks_that_arrive_during_a_slow_cache_write_are_stored_together_and_re
         r.bytes().await.unwrap()
     };
     let late = async {
-        for _ in 0..200 {
-            if stack.app.count("SELECT count(*) FROM tts_cache").await == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for_claim(&stack).await;
         // Chunk inserts check the entry's row (a foreign key): holding it
         // makes every cache write wait.
         let mut held = db.begin().await.unwrap();
@@ -947,6 +942,89 @@ async fn chunks_that_arrive_during_a_slow_cache_write_are_stored_together_and_re
         cached.bytes().await.unwrap(),
         first,
         "the cached copy is whole"
+    );
+}
+
+/// Waits until a synthesis has claimed its cache entry (the row exists).
+async fn wait_for_claim(stack: &Stack) {
+    for _ in 0..300 {
+        if stack.app.count("SELECT count(*) FROM tts_cache").await == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the synthesis never claimed its cache entry");
+}
+
+/// A cache write that fails while reading is paused for it (the read-ahead
+/// limit reached) ends caching for that synthesis, not the synthesis: every
+/// listener still gets the whole stream.
+#[tokio::test]
+async fn a_cache_write_that_fails_while_reading_waits_for_it_still_delivers_every_byte() {
+    let (stack, token) = polly_with_bob().await;
+    polly(&stack).set_first_byte_delay(Duration::from_millis(1500));
+    let text = "This reply is long enough that its audio is several times larger than \
+                what may be read ahead of the cache table while a write is waiting, \
+                so the leader has to stop and wait for that write to end. When the \
+                write fails, caching ends, and the rest of the audio still flows.";
+    let query = joanna(text);
+    let db = stack.app.db.clone();
+    let received = std::sync::atomic::AtomicUsize::new(0);
+    let listen = async {
+        let r = stack.tts_get(&token, &query).await;
+        assert_eq!(r.status(), 200);
+        let mut body = r.bytes_stream();
+        let mut all = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.expect("the stream goes on after the cache write failed");
+            all.extend_from_slice(&chunk);
+            received.store(all.len(), std::sync::atomic::Ordering::SeqCst);
+        }
+        all
+    };
+    let break_the_write = async {
+        wait_for_claim(&stack).await;
+        let mut held = db.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM tts_cache FOR UPDATE")
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        // Everything read so far waits for the first write.
+        for _ in 0..400 {
+            if received.load(std::sync::atomic::Ordering::SeqCst) >= 32 * 1024 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            received.load(std::sync::atomic::Ordering::SeqCst) >= 32 * 1024,
+            "the listener got the read-ahead before the write ended"
+        );
+        // The waiting insert's foreign key now finds no entry: it fails.
+        sqlx::query("DELETE FROM tts_cache")
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        held.commit().await.unwrap();
+    };
+    let (heard, ()) = tokio::join!(listen, break_the_write);
+    assert!(
+        heard.len() > 64 * 1024,
+        "a long reply ({} bytes)",
+        heard.len()
+    );
+    assert_eq!(stack.app.count("SELECT count(*) FROM tts_cache").await, 0);
+    polly(&stack).set_first_byte_delay(Duration::ZERO);
+    let again = stack.tts_get(&token, &query).await;
+    assert_eq!(
+        again.headers()["x-voxgate-cache"],
+        "miss",
+        "nothing was cached"
+    );
+    assert_eq!(
+        again.bytes().await.unwrap(),
+        heard,
+        "every byte was delivered"
     );
 }
 

@@ -240,7 +240,7 @@ impl Flight {
             }
             // A full batch waits for the write before reading on, so a slow
             // database bounds memory instead of letting it grow.
-            let read = !ended && unsaved_bytes < MAX_UNSAVED_BYTES;
+            let read = !ended && (!persist || unsaved_bytes < MAX_UNSAVED_BYTES);
             let item = tokio::select! {
                 saved = async { write.as_mut().expect("guarded").await }, if write.is_some() => {
                     write = None;
@@ -252,6 +252,7 @@ impl Flight {
                             );
                             persist = false;
                             unsaved.clear();
+                            unsaved_bytes = 0;
                             self.keep_everything();
                         }
                     }

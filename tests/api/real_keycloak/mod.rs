@@ -116,8 +116,20 @@ impl KeycloakProcess {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        process.launch()?;
-        Ok(process)
+        // The ports are free when picked, but the server binds them only
+        // after several seconds of start-up: another test may take one in
+        // between. Then it starts again on other ports.
+        for attempt in 1.. {
+            match process.launch() {
+                Err(e) if e.contains("Address already in use") && attempt < 4 => {
+                    eprintln!("real Keycloak: a port was taken during start-up; new ports");
+                    process.http_port = free_port();
+                    process.management_port = free_port();
+                }
+                result => return result.map(|()| process),
+            }
+        }
+        unreachable!("the loop returns")
     }
 
     pub fn base(&self) -> String {
