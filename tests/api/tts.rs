@@ -885,14 +885,7 @@ async fn chunks_that_arrive_during_a_slow_cache_write_are_stored_together_and_re
         r.bytes().await.unwrap()
     };
     let late = async {
-        wait_for_claim(&stack).await;
-        // Chunk inserts check the entry's row (a foreign key): holding it
-        // makes every cache write wait.
-        let mut held = db.begin().await.unwrap();
-        sqlx::query("SELECT 1 FROM tts_cache FOR UPDATE")
-            .execute(&mut *held)
-            .await
-            .unwrap();
+        let held = hold_the_claimed_entry(&stack, &db).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(
             stack.app.count("SELECT count(*) FROM tts_chunks").await,
@@ -945,11 +938,21 @@ async fn chunks_that_arrive_during_a_slow_cache_write_are_stored_together_and_re
     );
 }
 
-/// Waits until a synthesis has claimed its cache entry (the row exists).
-async fn wait_for_claim(stack: &Stack) {
+/// Waits until a synthesis has claimed its cache entry, then locks the
+/// entry's row. Chunk inserts check that row (a foreign key), so every cache
+/// write waits until the returned transaction ends.
+async fn hold_the_claimed_entry(
+    stack: &Stack,
+    db: &sqlx::PgPool,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
     for _ in 0..300 {
         if stack.app.count("SELECT count(*) FROM tts_cache").await == 1 {
-            return;
+            let mut held = db.begin().await.unwrap();
+            sqlx::query("SELECT 1 FROM tts_cache FOR UPDATE")
+                .execute(&mut *held)
+                .await
+                .unwrap();
+            return held;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -983,12 +986,7 @@ async fn a_cache_write_that_fails_while_reading_waits_for_it_still_delivers_ever
         all
     };
     let break_the_write = async {
-        wait_for_claim(&stack).await;
-        let mut held = db.begin().await.unwrap();
-        sqlx::query("SELECT 1 FROM tts_cache FOR UPDATE")
-            .execute(&mut *held)
-            .await
-            .unwrap();
+        let mut held = hold_the_claimed_entry(&stack, &db).await;
         // Everything read so far waits for the first write.
         for _ in 0..400 {
             if received.load(std::sync::atomic::Ordering::SeqCst) >= 32 * 1024 {
