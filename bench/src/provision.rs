@@ -301,14 +301,20 @@ pub async fn provisioning(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()>
     let keycloak = start_keycloak(lab).await?;
     let issuer = format!("{}/realms/{REALM}", keycloak.base);
     let database = fresh_database(&lab.args.database_url).await?;
-    let (vx_url, vx_pid) = lab
+    let started = lab
         .start_voxgate(&[
             ("VOXGATE_OIDC_ISSUER", issuer.clone()),
             ("DATABASE_URL", database),
         ])
-        .await?;
-    let result = measure(lab, rep, &keycloak.base, &issuer, &vx_url).await;
-    lab.stop(vx_pid);
+        .await;
+    let result = match started {
+        Ok((vx_url, vx_pid)) => {
+            let result = measure(lab, rep, &keycloak.base, &issuer, &vx_url).await;
+            lab.stop(vx_pid);
+            result
+        }
+        Err(e) => Err(e),
+    };
     drop(keycloak);
     drop_database(&lab.args.database_url).await?;
     result
