@@ -129,7 +129,8 @@ impl Report {
 }
 
 /// A markdown table from a header and rows.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub fn table<S: AsRef<str>>(header: &[S], rows: &[Vec<String>]) -> String {
+    let header: Vec<&str> = header.iter().map(AsRef::as_ref).collect();
     let mut s = format!("| {} |\n", header.join(" | "));
     s.push_str(&format!("|{}\n", "---|".repeat(header.len())));
     for r in rows {

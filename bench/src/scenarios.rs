@@ -796,10 +796,7 @@ pub async fn curves(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
             row
         })
         .collect();
-    s.push_str(&table(
-        &header.iter().map(String::as_str).collect::<Vec<_>>(),
-        &rows,
-    ));
+    s.push_str(&table(&header, &rows));
     rep.section(s);
     Ok(())
 }
@@ -1008,10 +1005,7 @@ pub async fn growth(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
             row
         })
         .collect();
-    s.push_str(&table(
-        &header.iter().map(String::as_str).collect::<Vec<_>>(),
-        &rows,
-    ));
+    s.push_str(&table(&header, &rows));
     rep.section(s);
     sqlx::query("DELETE FROM tts_cache WHERE key LIKE 'growth-%'")
         .execute(&db)

@@ -360,10 +360,10 @@ pub async fn begin(
 }
 
 /// One piece of an entry: its place in the sequence and in the bytes.
-pub struct Chunk<'a> {
+pub struct Chunk {
     pub seq: i32,
     pub offset: i64,
-    pub data: &'a [u8],
+    pub data: Bytes,
 }
 
 /// Appends a chunk; fails unless `writer` owns the unfinished entry.
@@ -375,6 +375,7 @@ pub async fn append(
     offset: i64,
     data: &[u8],
 ) -> sqlx::Result<()> {
+    let data = Bytes::copy_from_slice(data);
     append_all(db, key, writer, &[Chunk { seq, offset, data }]).await
 }
 
@@ -384,11 +385,11 @@ pub async fn append_all(
     db: &PgPool,
     key: &str,
     writer: Uuid,
-    chunks: &[Chunk<'_>],
+    chunks: &[Chunk],
 ) -> sqlx::Result<()> {
     let seqs: Vec<i32> = chunks.iter().map(|c| c.seq).collect();
     let offsets: Vec<i64> = chunks.iter().map(|c| c.offset).collect();
-    let data: Vec<&[u8]> = chunks.iter().map(|c| c.data).collect();
+    let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_ref()).collect();
     let done = sqlx::query(
         "INSERT INTO tts_chunks (key, seq, offset_bytes, data)
          SELECT $1, c.seq, c.offset_bytes, c.data

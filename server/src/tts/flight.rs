@@ -213,25 +213,15 @@ impl Flight {
         // flight. Chunks that arrive while a write runs go together in the
         // next one: one statement and one commit for several chunks when
         // the database is the slower side, no waiting when it is not.
-        let mut unsaved: Vec<(i32, i64, Bytes)> = Vec::new();
-        let mut unsaved_bytes = 0usize;
+        let mut unsaved: Vec<cache::Chunk> = Vec::new();
         let mut write: Option<BoxFuture<'_, sqlx::Result<i32>>> = None;
         let mut ended = false;
         loop {
             if write.is_none() && persist && !unsaved.is_empty() {
                 let batch = std::mem::take(&mut unsaved);
-                unsaved_bytes = 0;
                 let (key, saved_to) = (&self.key, seq);
                 write = Some(Box::pin(async move {
-                    let chunks: Vec<cache::Chunk<'_>> = batch
-                        .iter()
-                        .map(|(seq, offset, data)| cache::Chunk {
-                            seq: *seq,
-                            offset: *offset,
-                            data,
-                        })
-                        .collect();
-                    cache::append_all(db, key, writer, &chunks).await?;
+                    cache::append_all(db, key, writer, &batch).await?;
                     Ok(saved_to)
                 }));
             }
@@ -240,7 +230,8 @@ impl Flight {
             }
             // A full batch waits for the write before reading on, so a slow
             // database bounds memory instead of letting it grow.
-            let read = !ended && (!persist || unsaved_bytes < MAX_UNSAVED_BYTES);
+            let unsaved_bytes: usize = unsaved.iter().map(|c| c.data.len()).sum();
+            let read = !ended && unsaved_bytes < MAX_UNSAVED_BYTES;
             let item = tokio::select! {
                 saved = async { write.as_mut().expect("guarded").await }, if write.is_some() => {
                     write = None;
@@ -252,7 +243,6 @@ impl Flight {
                             );
                             persist = false;
                             unsaved.clear();
-                            unsaved_bytes = 0;
                             self.keep_everything();
                         }
                     }
@@ -296,8 +286,11 @@ impl Flight {
                         let _ = self.started.send(Some(Ok(())));
                     }
                     if persist {
-                        unsaved_bytes += bytes.len();
-                        unsaved.push((seq, chunk_offset, bytes));
+                        unsaved.push(cache::Chunk {
+                            seq,
+                            offset: chunk_offset,
+                            data: bytes,
+                        });
                     }
                     seq += 1;
                 }
