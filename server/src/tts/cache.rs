@@ -201,9 +201,8 @@ async fn discard(db: &PgPool, key: &str, why: &str) {
 /// [`STREAM_BATCH`] chunks at a time as the client takes them. The first
 /// chunk of a range is found by offset among the entry's chunks (an index
 /// walk over the chunks before it, no data read); from there on by `seq`.
-/// A gap or a
-/// short entry ends the stream with an error (the client sees fewer bytes
-/// than Content-Length) and discards the entry.
+/// A gap or a short entry ends the stream with an error (the client sees
+/// fewer bytes than Content-Length) and discards the entry.
 pub fn stream_range(
     db: PgPool,
     key: String,

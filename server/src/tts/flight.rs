@@ -237,8 +237,12 @@ impl Flight {
                     write = None;
                     match saved {
                         Ok(saved_to) => self.saved(saved_to),
-                        Err(_) => {
+                        Err(e) => {
+                            // Speech goes on; only caching stops. The cause
+                            // (pool exhausted, database down) is what an
+                            // operator needs to act on.
                             tracing::warn!(
+                                error = %e,
                                 "audio cache write failed; this synthesis will not be cached"
                             );
                             persist = false;
