@@ -23,6 +23,7 @@
 //! text, never request headers or bodies.
 
 pub mod placeholders;
+mod production;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,9 +81,9 @@ pub struct ImportArgs {
     /// What to do with users, clients and roles that already exist.
     #[arg(long, value_enum, default_value_t = IfExists::Skip)]
     pub if_exists: IfExists,
-    /// `production` imports the clients marked dev-only in the file (the
-    /// `voxgate.dev-only` attribute; the password-grant tool client) turned
-    /// off, so nobody can guess passwords through them.
+    /// `production` leaves the realm in the production state whatever it
+    /// holds: the dev-only users gone, the dev-only clients disabled, the
+    /// file's dev-only secrets never used, the production password policy on.
     #[arg(long, value_enum, default_value_t = Profile::Dev)]
     pub profile: Profile,
 }
@@ -91,8 +92,9 @@ pub struct ImportArgs {
 pub enum Profile {
     /// Everything as the file has it.
     Dev,
-    /// Dev-only clients disabled (their direct grants off), dev-only users
-    /// left out, and the realm's production password policy on.
+    /// Dev-only users left out (and deleted from an existing realm),
+    /// dev-only clients disabled with direct grants off, dev-only client
+    /// secrets generated anew by Keycloak, the production password policy on.
     Production,
 }
 
@@ -172,11 +174,7 @@ pub async fn run(command: RealmCommand) -> ExitCode {
 /// also when it fails (a dry run under `fail` lists the conflicts).
 pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), Failure> {
     let mut realm_file = RealmFile::read(&args.file)?;
-    if args.profile == Profile::Production {
-        realm_file.disable_dev_only_clients(report);
-        realm_file.leave_out_dev_only_users(report);
-        realm_file.apply_production_password_policy(report);
-    }
+    let production = (args.profile == Profile::Production).then(|| realm_file.production(report));
     let base = keycloak_base(&args.url)?;
     let http = reqwest::Client::builder()
         .user_agent(concat!(
@@ -211,8 +209,22 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
         ));
         return Ok(());
     }
-    let plan = plan(&admin, &realm_file).await?;
+    // The production state is enforced before anything else is compared:
+    // whatever an earlier (development) import left, the dev logins go.
+    let enforced = match &production {
+        Some(rules) => production::enforce(&admin, rules, args.dry_run, report).await?,
+        None => production::Enforced::default(),
+    };
+    let mut plan = plan(&admin, &realm_file).await?;
     if args.dry_run {
+        // The dry run changed nothing, so Keycloak still has the dev-only
+        // clients enabled; the enforcement lines above already say so.
+        for item in plan.iter_mut() {
+            if item.kind == Kind::Client && enforced.disabled_clients.contains(&item.name) {
+                item.differs
+                    .retain(|f| f != "enabled" && f != "directAccessGrantsEnabled");
+            }
+        }
         return dry_run(&admin, &realm_file, &plan, args.if_exists, report);
     }
     // Additions (and the fail policy's all-or-nothing check) go through
@@ -275,71 +287,14 @@ impl RealmFile {
         Ok(RealmFile { name, json })
     }
 
-    /// Turns off every client marked `voxgate.dev-only`, naming each.
-    fn disable_dev_only_clients(&mut self, report: &mut Vec<String>) {
-        let Some(clients) = self.json.get_mut("clients").and_then(Value::as_array_mut) else {
-            return;
-        };
-        for client in clients {
-            let dev_only = client
-                .pointer("/attributes/voxgate.dev-only")
-                .and_then(Value::as_str)
-                == Some("true");
-            if dev_only && let Some(c) = client.as_object_mut() {
-                c.insert("enabled".into(), json!(false));
-                c.insert("directAccessGrantsEnabled".into(), json!(false));
-                let id = c.get("clientId").and_then(Value::as_str).unwrap_or("?");
-                report.push(format!(
-                    "production profile: client {id} is imported disabled"
-                ));
-            }
-        }
-    }
-
-    /// Drops the users the realm attribute `voxgate.dev-only-users` names
-    /// (the seeded users, whose passwords are their names), naming each. The
-    /// mark is on the realm, not the users: Keycloak drops user attributes
-    /// its user profile does not declare.
-    fn leave_out_dev_only_users(&mut self, report: &mut Vec<String>) {
-        let dev_only: Vec<String> = self
-            .json
-            .pointer("/attributes/voxgate.dev-only-users")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .split(',')
-            .map(|u| u.trim().to_lowercase())
-            .filter(|u| !u.is_empty())
-            .collect();
-        let Some(users) = self.json.get_mut("users").and_then(Value::as_array_mut) else {
-            return;
-        };
-        users.retain(|user| {
-            let name = user.get("username").and_then(Value::as_str).unwrap_or("?");
-            let dev = dev_only.iter().any(|d| d.eq_ignore_ascii_case(name));
-            if dev {
-                report.push(format!("production profile: dev user {name} is left out"));
-            }
-            !dev
-        });
-    }
-
-    /// The realm attribute `voxgate.production.passwordPolicy` becomes the
-    /// realm's password policy. It cannot be the file's own policy: Keycloak
-    /// refuses to create a realm whose users break it, and the development
-    /// users' passwords are their names.
-    fn apply_production_password_policy(&mut self, report: &mut Vec<String>) {
-        let Some(policy) = self
-            .json
-            .pointer("/attributes/voxgate.production.passwordPolicy")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            return;
-        };
-        if let Some(realm) = self.json.as_object_mut() {
-            realm.insert("passwordPolicy".into(), json!(policy));
-            report.push(format!("production profile: password policy {policy}"));
-        }
+    /// Applies the production profile to the file (dev-only clients off,
+    /// dev-only users out, the production password policy on, dev-only
+    /// secrets left for Keycloak to generate), naming each change, and
+    /// returns what an existing realm must be brought to.
+    fn production(&mut self, report: &mut Vec<String>) -> production::Rules {
+        let rules = production::Rules::of(&self.json);
+        production::apply_to_file(&mut self.json, &rules, report);
+        rules
     }
 
     fn list(&self, key: &str) -> &[Value] {
@@ -748,8 +703,11 @@ impl Kind {
     /// in place must not send (ids, credentials, mappings, sub-resources).
     fn ignored(self) -> &'static [&'static str] {
         match self {
+            // A secret is a credential: whatever the file says, the one
+            // Keycloak holds (rotated, generated) stays.
             Kind::Client => &[
                 "id",
+                "secret",
                 "protocolMappers",
                 "defaultClientScopes",
                 "optionalClientScopes",

@@ -387,7 +387,9 @@ fn compose_wiring_agrees_between_nginx_keycloak_voxgate_and_the_realm() {
             .contains("\"backchannel.logout.url\": \"${VOXGATE_BACKCHANNEL_LOGOUT_URL:")
     );
 
-    let realm: Value = serde_json::from_str(&read("keycloak-realm/realm.json")).unwrap();
+    // As Keycloak's own import reads it: the secrets' placeholders fall
+    // back to their dev-only defaults, which compose's voxgate must hold.
+    let realm: Value = serde_json::from_str(&crate::stack::project_realm_text()).unwrap();
     let client = |id: &str| {
         realm["clients"]
             .as_array()
@@ -551,4 +553,78 @@ fn pinned_keycloak_version() -> String {
         .expect("scripts/keycloak pins KEYCLOAK_VERSION");
     assert!(line.starts_with("26."), "a Keycloak 26 release: {line}");
     line.to_string()
+}
+
+/// The production variant (docker-compose.production.yml over the base
+/// file) never lets Keycloak import the development realm: the realm comes
+/// from `voxgate realm import --profile production`, which finishes before
+/// voxgate starts, and the client secrets must be given (compose refuses
+/// to start without them) rather than fall back to the dev values.
+#[test]
+fn the_production_variant_never_imports_the_development_realm() {
+    let text = read("docker-compose.production.yml");
+    assert!(
+        text.contains("volumes: !reset []"),
+        "Keycloak's realm mount is removed, not merged with the base file's"
+    );
+    // serde's JSON values have no YAML tags; the reset is checked above.
+    let production: Value = serde_yaml_ng::from_str(&text.replace("!reset ", ""))
+        .expect("docker-compose.production.yml is YAML");
+    let keycloak = service(&production, "keycloak");
+    let command = keycloak["command"].to_string();
+    assert!(!command.contains("--import-realm"), "{command}");
+    assert!(command.contains("--optimized"), "{command}");
+    assert_eq!(keycloak["volumes"], serde_json::json!([]));
+
+    let import = service(&production, "keycloak-realm");
+    let entrypoint = import["entrypoint"].to_string();
+    for part in [
+        "voxgate realm import",
+        "--profile production",
+        "--url http://keycloak:8080",
+        "VOXGATE_REALM_ADMIN_PASSWORD=",
+    ] {
+        assert!(entrypoint.contains(part), "{part}: {entrypoint}");
+    }
+    assert!(
+        !entrypoint.contains("--admin-password"),
+        "the password stays out of the command line"
+    );
+    for (source, _) in bind_mounts(import) {
+        assert!(repo(source.trim_start_matches("./")).exists(), "{source}");
+    }
+    assert_eq!(
+        import["depends_on"]["keycloak"]["condition"],
+        "service_healthy"
+    );
+    let voxgate = service(&production, "voxgate");
+    assert_eq!(
+        voxgate["depends_on"]["keycloak-realm"]["condition"],
+        "service_completed_successfully"
+    );
+    for service in [import, voxgate] {
+        for secret in [
+            "VOXGATE_OIDC_CLIENT_SECRET",
+            "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET",
+        ] {
+            let value = service["environment"][secret].as_str().unwrap_or_default();
+            assert!(
+                value.starts_with(&format!("${{{secret}:?")),
+                "{secret} is required, never defaulted: {value}"
+            );
+        }
+    }
+    // Where the operator puts them: a file git never takes.
+    let example = read("deploy/production.env.example");
+    for secret in [
+        "VOXGATE_OIDC_CLIENT_SECRET=",
+        "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET=",
+    ] {
+        let line = example
+            .lines()
+            .find(|l| l.starts_with(secret))
+            .unwrap_or_else(|| panic!("{secret} in the example"));
+        assert_eq!(line, secret, "the example holds no value");
+    }
+    assert!(read(".gitignore").lines().any(|l| l == "/.env"));
 }

@@ -60,6 +60,56 @@ impl Imported {
     }
 }
 
+/// The status of a token request at `realm` (200 means a token was issued).
+async fn grant_status(kc: &RealKeycloak, realm: &str, form: &[(&str, &str)]) -> u16 {
+    Caller::at("", reqwest::Client::new())
+        .post_form(
+            &format!("{}/protocol/openid-connect/token", kc.issuer(realm)),
+            form,
+        )
+        .await
+        .status()
+        .as_u16()
+}
+
+/// Whether `username`/`password` gets a token through `client` (a public
+/// client: the direct grant voxgate-cli offers, or admin-cli, which every
+/// realm has).
+async fn password_works(
+    kc: &RealKeycloak,
+    realm: &str,
+    client: &str,
+    user: &str,
+    pw: &str,
+) -> bool {
+    grant_status(
+        kc,
+        realm,
+        &[
+            ("grant_type", "password"),
+            ("client_id", client),
+            ("username", user),
+            ("password", pw),
+        ],
+    )
+    .await
+        == 200
+}
+
+async fn secret_works(kc: &RealKeycloak, realm: &str, client: &str, secret: &str) -> bool {
+    grant_status(
+        kc,
+        realm,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", client),
+            ("client_secret", secret),
+        ],
+    )
+    .await
+        == 200
+}
+
 impl Drop for Imported {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -223,6 +273,19 @@ async fn overwrite_keeps_other_users_role_mappings_ids_and_service_accounts() {
             user["firstName"] = json!("Robert");
         }
     }
+    // An operator rotates the service account's secret, as production asks.
+    let rotated = admin
+        .call(
+            reqwest::Method::POST,
+            &format!("/clients/{client_uuid}/client-secret"),
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status(), 200);
+    let rotated: Value = rotated.json().await.unwrap();
+    let rotated = rotated["value"].as_str().unwrap().to_string();
+    assert_ne!(rotated, crate::stack::ADMIN_SECRET);
+
     let (code, out) = imported.import(&file, &["--if-exists", "overwrite"]).await;
     assert_eq!(code, 0, "{out}");
     for line in [
@@ -264,21 +327,19 @@ async fn overwrite_keeps_other_users_role_mappings_ids_and_service_accounts() {
         ))
         .await;
     assert_eq!(mappings(&sa_roles_after), mappings(&sa_roles_before));
-    // The service account still signs in with the file's secret.
-    let grant = Caller::at("", reqwest::Client::new())
-        .post_form(
-            &format!(
-                "{}/protocol/openid-connect/token",
-                kc.issuer(&imported.name)
-            ),
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "voxgate-admin"),
-                ("client_secret", crate::stack::ADMIN_SECRET),
-            ],
+    // Secrets are never overwritten from the file: the rotated one still
+    // signs in, and the file's dev value does not come back.
+    assert!(secret_works(kc, &imported.name, "voxgate-admin", &rotated).await);
+    assert!(
+        !secret_works(
+            kc,
+            &imported.name,
+            "voxgate-admin",
+            crate::stack::ADMIN_SECRET
         )
-        .await;
-    assert_eq!(grant.status(), 200);
+        .await,
+        "the dev secret must not work after a re-import"
+    );
 }
 
 /// The production profile on the real server: the seeded dev users stay
@@ -330,4 +391,95 @@ async fn the_production_profile_leaves_dev_users_out_and_enforces_the_password_p
         )
         .await;
     assert_eq!(long.status(), 201);
+}
+
+/// The path docker compose takes: Keycloak imports the development realm on
+/// its first start, then the operator applies the production profile. The
+/// dry run says what it would change and changes nothing; the run leaves no
+/// dev login: alice and bob get no token through any client, the file's
+/// client secrets get none, the password-grant client is off, and the
+/// policy is on. A second run finds nothing left to do.
+#[tokio::test]
+async fn the_production_profile_on_a_dev_realm_leaves_no_dev_login() {
+    let Some(kc) = server() else {
+        return;
+    };
+    let imported = Imported::new(kc);
+    let file = realm_file(&imported.name);
+    assert_eq!(imported.import(&file, &[]).await.0, 0);
+    let realm = imported.name.as_str();
+    assert!(password_works(kc, realm, "voxgate-cli", "alice", "alice").await);
+    assert!(secret_works(kc, realm, "voxgate-admin", crate::stack::ADMIN_SECRET).await);
+
+    let (code, out) = imported
+        .import(&file, &["--profile", "production", "--dry-run"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "dry run: production profile: would delete dev user alice",
+        "dry run: production profile: would delete dev user bob",
+        "dry run: production profile: would disable client voxgate-cli",
+        "dry run: production profile: would regenerate the secret of client voxgate-admin",
+        "dry run: production profile: would regenerate the secret of client voxgate-web",
+        "dry run: production profile: would set password policy length(12)",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    assert!(
+        !out.contains("voxgate-cli: enabled"),
+        "the dry run does not also list the client as differing: {out}"
+    );
+    assert!(
+        password_works(kc, realm, "voxgate-cli", "alice", "alice").await,
+        "a dry run changes nothing"
+    );
+
+    let (code, out) = imported.import(&file, &["--profile", "production"]).await;
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "production profile: deleted dev user alice",
+        "production profile: deleted dev user bob",
+        "production profile: disabled client voxgate-cli",
+        "production profile: regenerated the secret of client voxgate-admin",
+        "production profile: set password policy length(12)",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    assert!(
+        !out.contains("dev-only-voxgate"),
+        "secrets are never printed: {out}"
+    );
+    for (user, client) in [
+        ("alice", "voxgate-cli"),
+        ("alice", "admin-cli"),
+        ("bob", "voxgate-cli"),
+        ("bob", "admin-cli"),
+    ] {
+        assert!(
+            !password_works(kc, realm, client, user, user).await,
+            "{user}/{user} must get no token through {client}"
+        );
+    }
+    assert!(!secret_works(kc, realm, "voxgate-admin", crate::stack::ADMIN_SECRET).await);
+    assert!(!secret_works(kc, realm, "voxgate-web", crate::stack::WEB_SECRET).await);
+    let admin = imported.admin();
+    let cli = admin.get("/clients?clientId=voxgate-cli").await[0].clone();
+    assert_eq!(cli["enabled"], false);
+    assert_eq!(cli["directAccessGrantsEnabled"], false);
+    let policy = admin.get("").await["passwordPolicy"].clone();
+    assert!(
+        policy
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("length(12)"),
+        "{policy}"
+    );
+
+    let (code, out) = imported.import(&file, &["--profile", "production"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("has no dev user, dev client or dev secret"),
+        "a second run changes nothing: {out}"
+    );
+    assert!(!out.contains("differs"), "{out}");
 }
