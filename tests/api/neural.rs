@@ -284,3 +284,79 @@ async fn the_workers_stop_with_the_app() {
     }
     assert!(stopped, "the worker outlived the app");
 }
+
+/// The names of a process's environment (`/proc/PID/environ`).
+fn environment_of(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    raw.split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            let v = String::from_utf8_lossy(v);
+            v.split_once('=')
+                .map_or(v.to_string(), |(k, _)| k.to_string())
+        })
+        .collect()
+}
+
+/// Speech subprocesses parse untrusted text: they start with only what
+/// they need, never voxgate's environment (this test process has HOME,
+/// CARGO_* and, in CI, whatever the runner sets; a deployment has its
+/// database URL, client secrets and cloud keys there).
+#[tokio::test]
+async fn speech_subprocesses_get_none_of_voxgates_environment() {
+    let allowed = |name: &str| {
+        voxgate_audio::environment::INHERITED.contains(&name)
+            || voxgate::tts::neural::WORKER_SETTINGS.contains(&name)
+    };
+    assert!(std::env::var("HOME").is_ok() || std::env::var("CARGO").is_ok());
+
+    let stack = neural_stack().await;
+    let pids = stack.app.state.tts.worker_pids();
+    assert!(!pids.is_empty(), "the neural voice runs warm workers");
+    for pid in pids {
+        let names = environment_of(pid);
+        let leaked: Vec<&String> = names.iter().filter(|n| !allowed(n)).collect();
+        assert!(leaked.is_empty(), "worker {pid} inherited {leaked:?}");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(
+            cmdline.split(|b| *b == 0).any(|a| a == b"-I"),
+            "Python runs isolated"
+        );
+    }
+
+    // espeak-ng runs once per request: a wrapper records what it was given.
+    let dir = std::env::temp_dir().join(format!("voxgate-env-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seen = dir.join("seen");
+    let wrapper = dir.join("espeak-ng");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nenv > '{}'\nexec espeak-ng \"$@\"\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let local = spawn_stack_with(
+        TestSettings::default()
+            .set("VOXGATE_TTS_ENGINE", "local")
+            .set("VOXGATE_ESPEAK_PROGRAM", wrapper.display().to_string()),
+    )
+    .await;
+    let token = local.password_token("bob", "bob").await;
+    assert_eq!(
+        local.say(&token, "Nothing to see here.").await.status(),
+        200
+    );
+    let env = std::fs::read_to_string(&seen).unwrap();
+    // The shell itself adds PWD (and may add SHLVL, _).
+    let leaked: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| !allowed(k) && !["PWD", "SHLVL", "_"].contains(k))
+        .collect();
+    assert!(leaked.is_empty(), "espeak-ng inherited {leaked:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -152,7 +152,9 @@ impl Espeak {
             .await
             .map_err(|_| AudioError::Failed("synthesis engine shut down".into()))?;
         let mut cmd = Command::new(&self.cfg.program);
-        cmd.args(args)
+        cmd.env_clear()
+            .envs(crate::worker_env())
+            .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

@@ -15,11 +15,13 @@
 //! The Polly stand-in (`polly-standin`) uses the same pieces to return real,
 //! decodable audio.
 
+pub mod environment;
 pub mod espeak;
 pub mod marks;
 pub mod mp3;
 pub mod wav;
 
+pub use environment::worker_env;
 pub use espeak::{Espeak, EspeakConfig, LocalVoice, parse_voices};
 pub use marks::{SpeechMark, estimate_speech_marks};
 pub use mp3::{encode_mp3, mp3_duration_estimate, split_mp3_frames, wav_to_mp3, wav_to_mp3_chunks};

@@ -44,6 +44,10 @@ const MAX_MESSAGE: u32 = 64 << 10;
 /// About 19 characters a second (measured on the bundled voice).
 const CHARS_PER_SECOND: u64 = 19;
 
+/// The worker's own tuning variables (threads, log level), passed on when
+/// set; nothing else of voxgate's environment reaches it.
+pub const WORKER_SETTINGS: &[&str] = &["VOXGATE_PIPER_THREADS", "VOXGATE_PIPER_LOG"];
+
 /// The worker's first line, once its voice is loaded.
 #[derive(serde::Deserialize)]
 struct Ready {
@@ -73,7 +77,19 @@ impl Worker {
             .as_ref()
             .ok_or("VOXGATE_PIPER_PYTHON is not set")?;
         let mut command = Command::new(python);
-        command.arg("-c").arg(WORKER);
+        // Isolated (-I: no PYTHON* variables, no user site, no current
+        // directory on the path) and with none of voxgate's secrets.
+        command
+            .env_clear()
+            .envs(voxgate_audio::worker_env())
+            .envs(
+                WORKER_SETTINGS
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+            )
+            .arg("-I")
+            .arg("-c")
+            .arg(WORKER);
         if let Some(model) = &config.model {
             command.arg("--model").arg(model);
         }
