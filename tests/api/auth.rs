@@ -909,6 +909,22 @@ async fn logout_tokens_follow_back_channel_logout_1_0_strictly_and_cannot_be_rep
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("already used"), "{body}");
     assert_eq!(stack.me_status(&client).await, 200);
+
+    // A token past its exp but within the validation leeway is still
+    // accepted once; its jti is remembered until exp + leeway, so a replay
+    // meanwhile (after any other logout call swept expired ids) is refused.
+    let mut late = with("exp", json!(now() - 5));
+    late["jti"] = json!(format!("late:{}", uuid::Uuid::new_v4()));
+    let token = stack.kc.sign_jws(REALM, &header, &late);
+    assert_eq!(post(token.clone()).await.0, 200, "within the leeway");
+    let (client, _) = stack.browser_login("bob", "bob", "/").await;
+    let mut other = with("jti", json!(format!("other:{}", uuid::Uuid::new_v4())));
+    other["sid"] = json!("no-such-session");
+    assert_eq!(post(stack.kc.sign_jws(REALM, &header, &other)).await.0, 200);
+    let (status, body) = post(token).await;
+    assert_eq!(status, 400, "a replay within the leeway: {body}");
+    assert!(body.contains("already used"), "{body}");
+    assert_eq!(stack.me_status(&client).await, 200);
 }
 
 #[tokio::test]

@@ -408,7 +408,9 @@ async fn backchannel_logout(State(state): State<AppState>, body: axum::body::Byt
         Err(e) => return bad(e.to_string()),
     };
     let jti = claims.jti.as_deref().unwrap_or_default();
-    match session::remember_logout_token(&state.db, &claims.iss, jti, claims.exp).await {
+    // Remembered as long as the token is accepted: past exp by the leeway.
+    let replayable_until = claims.exp + state.auth.validator.leeway() as i64;
+    match session::remember_logout_token(&state.db, &claims.iss, jti, replayable_until).await {
         Ok(true) => {}
         Ok(false) => return bad("this logout token was already used".into()),
         Err(e) => return ApiError::from(e).into_response(),

@@ -126,9 +126,10 @@ pub async fn delete_by_keycloak_sid(db: impl PgExecutor<'_>, sid: &str) -> sqlx:
         .rows_affected())
 }
 
-/// Records a back-channel logout token's `jti` until the token expires;
-/// `false` when it was already used (a replay). Expired entries go at the
-/// same time, so the table holds only tokens that could still be replayed.
+/// Records a back-channel logout token's `jti` until `expires_at` (the
+/// last moment the token is accepted: its `exp` plus the leeway); `false`
+/// when it was already used (a replay). Expired entries go at the same
+/// time, so the table holds only tokens that could still be replayed.
 pub async fn remember_logout_token(
     db: &sqlx::PgPool,
     issuer: &str,

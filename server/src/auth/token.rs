@@ -142,6 +142,11 @@ pub struct TokenValidator {
 }
 
 impl TokenValidator {
+    /// Seconds a token is still accepted after its `exp`.
+    pub fn leeway(&self) -> u64 {
+        self.leeway
+    }
+
     pub fn new(
         provider: Provider,
         issuers: Vec<String>,
