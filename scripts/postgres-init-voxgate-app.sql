@@ -24,3 +24,16 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO voxgate_app;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public
     GRANT USAGE, SELECT ON SEQUENCES TO voxgate_app;
+-- The audit log is append-only for the runtime role and the migration
+-- history is the owner's (migration 0013 does the same for tables created
+-- after this runs).
+DO $$
+BEGIN
+    IF to_regclass('public.audit_log') IS NOT NULL THEN
+        REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM voxgate_app;
+    END IF;
+    IF to_regclass('public._sqlx_migrations') IS NOT NULL THEN
+        REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON _sqlx_migrations FROM voxgate_app;
+    END IF;
+END
+$$;

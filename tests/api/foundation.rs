@@ -409,6 +409,82 @@ async fn stopping_closes_the_listener_after_shutdown() {
     assert!(refused.is_err(), "no longer listening");
 }
 
+/// Runs SQL as the owner while no other test does: the init script creates
+/// a role, which is cluster-wide, and two "create if missing" at once race.
+async fn as_owner_alone(owner: &mut sqlx::PgConnection, sql: &[String]) {
+    use sqlx::Executor;
+    owner
+        .execute("SELECT pg_advisory_lock(7342001)")
+        .await
+        .unwrap();
+    for s in sql {
+        sqlx::raw_sql(s).execute(&mut *owner).await.unwrap();
+    }
+    owner
+        .execute("SELECT pg_advisory_unlock(7342001)")
+        .await
+        .unwrap();
+}
+
+/// The runtime role may add audit records but never change or remove them,
+/// nor touch the migration history; both through the init script (tables
+/// that exist when it runs) and through migration 0013 (a deployment whose
+/// role was given everything before).
+#[tokio::test]
+async fn the_runtime_role_cannot_rewrite_the_audit_log_or_the_migration_history() {
+    use sqlx::{Connection, Executor};
+    let read = |path: &str| {
+        std::fs::read_to_string(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let init = read("scripts/postgres-init-voxgate-app.sql");
+    let migration = read("migrations/0013_audit_log_append_only.sql");
+    let everything =
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO voxgate_app";
+    for (how, setup) in [
+        ("the init script", vec![init.clone()]),
+        (
+            "migration 0013",
+            vec![init.clone(), everything.to_string(), migration.clone()],
+        ),
+    ] {
+        let db = TestDatabase::new().await;
+        let mut owner = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        as_owner_alone(&mut owner, &setup).await;
+        owner
+            .execute(
+                "INSERT INTO audit_log (actor, action, outcome) VALUES ('t', 'seed', 'success')",
+            )
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&db.url).unwrap();
+        url.set_username("voxgate_app").unwrap();
+        url.set_password(Some("dev-only-voxgate-app-password"))
+            .unwrap();
+        let mut role = sqlx::PgConnection::connect(url.as_str()).await.unwrap();
+        role.execute(
+            "INSERT INTO audit_log (actor, action, outcome) VALUES ('app', 'added', 'success')",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{how}: the role still appends: {e}"));
+        for sql in [
+            "UPDATE audit_log SET actor = 'someone else'",
+            "DELETE FROM audit_log",
+            "TRUNCATE audit_log",
+            "UPDATE _sqlx_migrations SET checksum = ''::bytea",
+            "DELETE FROM _sqlx_migrations",
+            "INSERT INTO _sqlx_migrations SELECT version + 1000, description, installed_on, success, checksum, execution_time FROM _sqlx_migrations LIMIT 1",
+        ] {
+            let refused = role.execute(sql).await;
+            assert!(refused.is_err(), "{how}: `{sql}` is refused");
+        }
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+        assert_eq!(count, 2, "{how}");
+    }
+}
+
 /// voxgate serves as the runtime role the deployment creates
 /// (`scripts/postgres-init-voxgate-app.sql`): rows only, no schema. With
 /// migrations off it checks the schema instead of changing it, and every
@@ -423,7 +499,7 @@ async fn the_app_serves_as_a_role_that_cannot_change_the_schema() {
     ))
     .unwrap();
     let mut owner = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(&grants).execute(&mut owner).await.unwrap();
+    as_owner_alone(&mut owner, &[grants]).await;
     let mut url = url::Url::parse(&db.url).unwrap();
     url.set_username("voxgate_app").unwrap();
     url.set_password(Some("dev-only-voxgate-app-password"))
