@@ -12,8 +12,8 @@ use crate::app::Peer;
 use crate::state::AppState;
 
 /// The connection's peer, and whether it is a proxy whose forwarding
-/// headers we believe: an address in VOXGATE_TRUSTED_PROXIES, or anyone on
-/// voxgate's Unix socket (whom the socket file's permissions admitted).
+/// headers we believe: an address in VOXGATE_TRUSTED_PROXIES, or a peer on
+/// voxgate's Unix socket whose credentials say it is (`app::UnixPeer`).
 fn peer(parts: &Parts, state: &AppState) -> Option<(Option<IpAddr>, bool)> {
     match parts.extensions.get::<ConnectInfo<Peer>>()?.0 {
         Peer::Tcp(address) => {
@@ -25,7 +25,7 @@ fn peer(parts: &Parts, state: &AppState) -> Option<(Option<IpAddr>, bool)> {
                 .any(|net| net.contains(ip));
             Some((Some(ip), trusted))
         }
-        Peer::Unix => Some((None, true)),
+        Peer::Unix(unix) => Some((None, unix.is_proxy(&state.config.socket_proxy_uids))),
     }
 }
 

@@ -285,6 +285,16 @@ impl Config {
                     }
                 }
             },
+            socket_proxy_uids: split_list(&text("http.socket_proxy_uids")?)
+                .map(|u| {
+                    u.parse::<u32>().map_err(|_| {
+                        invalid(
+                            setting("http.socket_proxy_uids"),
+                            format!("`{u}` is not a numeric user id"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             public_url,
             trusted_proxies,
             log_format,
@@ -596,6 +606,11 @@ mod tests {
         }
         let c = load(&[("VOXGATE_SOCKET_MODE", "0600")]).unwrap();
         assert_eq!(c.socket_mode, 0o600);
+        assert!(c.socket_proxy_uids.is_empty());
+        let c = load(&[("VOXGATE_SOCKET_PROXY_UIDS", "33, 101")]).unwrap();
+        assert_eq!(c.socket_proxy_uids, [33, 101]);
+        let e = err(&[("VOXGATE_SOCKET_PROXY_UIDS", "www-data")]);
+        assert!(e.starts_with("VOXGATE_SOCKET_PROXY_UIDS:"), "{e}");
         for bad in ["660", "0999", "rw-rw----", "01777"] {
             let e = err(&[("VOXGATE_SOCKET_MODE", bad)]);
             assert!(

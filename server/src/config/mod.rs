@@ -152,6 +152,9 @@ pub struct Config {
     pub bind: Bind,
     /// Permissions of the socket file when `bind` is a Unix socket.
     pub socket_mode: u32,
+    /// Users whose Unix-socket connections count as the proxy; empty: the
+    /// socket's own user and group (see `app::Peer`).
+    pub socket_proxy_uids: Vec<u32>,
     pub public_url: Url,
     pub trusted_proxies: Vec<IpNet>,
     pub log_format: LogFormat,

@@ -64,13 +64,19 @@ pub const SETTINGS: &[Setting] = &[
         "bind",
         "VOXGATE_BIND",
         Some("127.0.0.1:8080"),
-        "Address and port the HTTP server listens on (port 0 picks a free port), or `unix:/absolute/path` for a Unix domain socket a proxy on the same machine connects to: its peers count as trusted proxies, and the socket file's permissions (VOXGATE_SOCKET_MODE) decide who may connect (docs/deployment.md).",
+        "Address and port the HTTP server listens on (port 0 picks a free port), or `unix:/absolute/path` for a Unix domain socket a proxy on the same machine connects to: the socket file's permissions (VOXGATE_SOCKET_MODE) decide who may connect and VOXGATE_SOCKET_PROXY_UIDS which peers count as trusted proxies (docs/deployment.md).",
     ),
     s(
         "http.socket_mode",
         "VOXGATE_SOCKET_MODE",
         Some("0660"),
         "Permissions of the Unix socket file when VOXGATE_BIND is `unix:…` (octal): 0660 lets the owner and the group connect, so put nginx's user in voxgate's group (or the socket in a directory only they can reach).",
+    ),
+    s(
+        "http.socket_proxy_uids",
+        "VOXGATE_SOCKET_PROXY_UIDS",
+        Some(""),
+        "Comma-separated user ids whose connections on the Unix socket count as the trusted proxy (their X-Forwarded-* headers are believed), checked with SO_PEERCRED. Empty: voxgate's own user, root, and members of voxgate's group (the users VOXGATE_SOCKET_MODE 0660 admits); anyone else the mode admits is served but not believed.",
     ),
     s(
         "public_url",

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 mod compose;
 mod nginx;
+mod socket;
 mod stack;
 
 fn repo(path: &str) -> PathBuf {

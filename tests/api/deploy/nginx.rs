@@ -34,16 +34,16 @@ fn nginx_missing() -> bool {
 }
 
 /// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new(what: &str) -> TempDir {
+    pub(super) fn new(what: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!("voxgate-{what}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(super) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -108,18 +108,29 @@ fn render_nginx(dir: &TempDir, vars: &BTreeMap<&str, String>) -> PathBuf {
 /// pid file, and Debian's unprivileged user for the workers when root.
 fn nginx_globals(dir: &TempDir) -> String {
     let mut globals = format!("daemon off; pid {};", dir.path("nginx.pid").display());
+    if nginx_worker_uid().is_some() {
+        globals.push_str(" user www-data;");
+    }
+    globals
+}
+
+/// www-data's user id when nginx's workers run as www-data (tests run as
+/// root and the user exists); `None` when they run as the test's own user.
+fn nginx_worker_uid() -> Option<u32> {
     let root = std::process::Command::new("id")
         .arg("-u")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
-    let www_data = std::fs::read_to_string("/etc/passwd")
-        .map(|p| p.lines().any(|l| l.starts_with("www-data:")))
-        .unwrap_or(false);
-    if root && www_data {
-        globals.push_str(" user www-data;");
-    }
-    globals
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let uid = passwd
+        .lines()
+        .find_map(|l| l.strip_prefix("www-data:"))?
+        .split(':')
+        .nth(1)?
+        .parse()
+        .ok()?;
+    root.then_some(uid)
 }
 
 /// `nginx -t` on a rendered configuration.
@@ -1061,7 +1072,7 @@ async fn keycloak_logs_out_through_the_internal_back_channel_listener_and_only_t
 }
 
 /// `GET path` over a Unix socket, HTTP/1.0: (status, body).
-async fn unix_get(socket: &Path, path: &str) -> (u16, String) {
+pub(super) async fn unix_get(socket: &Path, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
     stream
@@ -1107,7 +1118,11 @@ async fn behind_nginx_on_unix_sockets_both_instances_serve_and_the_proxy_is_beli
     let db = TestDatabase::new().await;
     let sockets = TempDir::new("sockets");
     let paths = [sockets.path("a.sock"), sockets.path("b.sock")];
-    // nginx's workers run as another user here (www-data when root).
+    // nginx's workers run as another user here (www-data when root): that
+    // user is named as the proxy, as a deployment would.
+    let proxy_uids = nginx_worker_uid()
+        .map(|u| u.to_string())
+        .unwrap_or_default();
     let mut children = Vec::new();
     for path in &paths {
         children.push(
@@ -1115,6 +1130,7 @@ async fn behind_nginx_on_unix_sockets_both_instances_serve_and_the_proxy_is_beli
                 .arg("serve")
                 .env_clear()
                 .envs(crate::helpers::base_env())
+                .env("VOXGATE_SOCKET_PROXY_UIDS", &proxy_uids)
                 .env("DATABASE_URL", &db.url)
                 .env("VOXGATE_BIND", format!("unix:{}", path.display()))
                 .env("VOXGATE_SOCKET_MODE", "0666")
