@@ -120,6 +120,50 @@ ensure_postgres() {
     fi
 }
 
+# pg_dev_role ADMIN_URL NAME PASSWORD: the role NAME can log in with the
+# dev-only PASSWORD. A role these scripts created (marked by its comment)
+# gets the password; a missing one is created and marked. A role somebody
+# else made is never changed: if PASSWORD is not already its password, this
+# fails (status 1) and says so, rather than reset a password on a cluster
+# these scripts do not own.
+PG_DEV_ROLE_MARK="made by voxgate's scripts: dev-only password"
+pg_dev_role() {
+    local admin="$1" name="$2" password="$3" state host port
+    state="$(psql "$admin" -X -Atq -v ON_ERROR_STOP=1 -v name="$name" -v mark="$PG_DEV_ROLE_MARK" <<'SQL'
+SELECT CASE WHEN r.oid IS NULL THEN 'missing'
+            WHEN shobj_description(r.oid, 'pg_authid') = :'mark' THEN 'ours'
+            ELSE 'theirs' END
+  FROM (SELECT (SELECT oid FROM pg_roles WHERE rolname = :'name') AS oid) r
+SQL
+)" || return 1
+    case "$state" in
+        missing | ours)
+            psql "$admin" -X -q -v ON_ERROR_STOP=1 -v name="$name" -v password="$password" \
+                -v mark="$PG_DEV_ROLE_MARK" >/dev/null <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN', :'name')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'name') \gexec
+SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'name', :'password') \gexec
+SELECT format('COMMENT ON ROLE %I IS %L', :'name', :'mark') \gexec
+SQL
+            ;;
+        theirs)
+            host="$(printf '%s' "$admin" | sed -E 's#^[a-z]+://([^@/]*@)?([^/:?]+).*#\2#')"
+            port="$(printf '%s' "$admin" | sed -nE 's#^[a-z]+://([^@/]*@)?[^/:?]+:([0-9]+).*#\2#p')"
+            if ! PGPASSWORD="$password" psql -X -Atq -h "$host" -p "${port:-5432}" -U "$name" \
+                -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
+                echo "The Postgres role $name exists on $host:${port:-5432} and was not made by these scripts;" >&2
+                echo "its password is left alone. Use a cluster of your own (unset VOXGATE_TEST_DATABASE_URL)" >&2
+                echo "or give $name the dev-only password of deploy/*.env yourself." >&2
+                return 1
+            fi
+            ;;
+        *)
+            echo "cannot tell whether Postgres role $name exists" >&2
+            return 1
+            ;;
+    esac
+}
+
 # ensure_piper installs the neural voice (Piper and its bundled voice, the
 # versions pinned in server/piper/requirements.txt) into .local/piper, once
 # per change of that file, and exports VOXGATE_PIPER_PYTHON. It needs

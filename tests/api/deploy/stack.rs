@@ -221,3 +221,87 @@ fn the_database_init_scripts_create_the_roles_the_env_files_name() {
         )
     );
 }
+
+/// Runs `pg_dev_role` (scripts/lib.sh) against the test cluster.
+fn pg_dev_role(name: &str, password: &str) -> std::process::Output {
+    std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"source scripts/lib.sh && pg_dev_role "$1" "$2" "$3""#)
+        .args([
+            "pg_dev_role",
+            &crate::helpers::admin_database_url(),
+            name,
+            password,
+        ])
+        .current_dir(repo(""))
+        .output()
+        .unwrap()
+}
+
+/// Whether `name` logs in to the test cluster with `password`.
+async fn logs_in(name: &str, password: &str) -> bool {
+    let mut url = url::Url::parse(&crate::helpers::admin_database_url()).unwrap();
+    url.set_username(name).unwrap();
+    url.set_password(Some(password)).unwrap();
+    url.set_path("/postgres");
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url.as_str()).await.is_ok()
+}
+
+/// The stack gives its roles dev-only passwords, but only roles it made
+/// itself: a role of the same name somebody else made keeps its password,
+/// and the stack refuses to run with a reason instead.
+#[tokio::test]
+async fn the_stack_never_resets_the_password_of_a_role_it_did_not_make() {
+    let admin = sqlx::PgPool::connect(&crate::helpers::admin_database_url())
+        .await
+        .unwrap();
+    let theirs = format!(
+        "vg_theirs_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let ours = format!(
+        "vg_ours_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    sqlx::query(&format!(
+        "CREATE ROLE {theirs} LOGIN PASSWORD 'their own password'"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+
+    let out = pg_dev_role(&theirs, "dev-only-password");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused");
+    assert!(stderr.contains("was not made by these scripts"), "{stderr}");
+    assert!(
+        logs_in(&theirs, "their own password").await,
+        "password kept"
+    );
+    assert!(!logs_in(&theirs, "dev-only-password").await);
+    // Already the dev password: nothing to change, the stack may go on.
+    sqlx::query(&format!("ALTER ROLE {theirs} PASSWORD 'dev-only-password'"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert!(pg_dev_role(&theirs, "dev-only-password").status.success());
+
+    // A role the stack makes is its own to set again.
+    let made = pg_dev_role(&ours, "first");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert!(logs_in(&ours, "first").await);
+    assert!(pg_dev_role(&ours, "second").status.success());
+    assert!(logs_in(&ours, "second").await);
+
+    for role in [theirs, ours] {
+        sqlx::query(&format!("DROP ROLE {role}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}
