@@ -7,6 +7,7 @@ mod helpers;
 mod stack;
 
 mod auth;
+mod cache_oracle;
 mod chat;
 mod deploy;
 mod foundation;

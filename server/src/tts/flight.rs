@@ -61,6 +61,9 @@ impl Progress {
 
 pub struct Flight {
     key: String,
+    /// Whose request started it: their own concurrent requests may learn
+    /// that they joined it, nobody else's.
+    pub started_by: uuid::Uuid,
     progress: Mutex<Progress>,
     notify: Notify,
     /// `None` until the engine answered: `Ok` once audio flows, or the
@@ -87,6 +90,7 @@ impl Flights {
         self: &Arc<Self>,
         db: &PgPool,
         key: &str,
+        started_by: uuid::Uuid,
         content_type: &str,
         finish: Finish,
         start: F,
@@ -105,6 +109,7 @@ impl Flights {
         let (started, _) = watch::channel(None);
         let flight = Arc::new(Flight {
             key: key.to_string(),
+            started_by,
             progress: Mutex::new(Progress::default()),
             notify: Notify::new(),
             started,

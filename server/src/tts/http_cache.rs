@@ -7,6 +7,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use sqlx::PgPool;
 
 use super::cache;
@@ -126,38 +129,42 @@ pub(super) fn serve_cached(
     response
 }
 
-/// A cached entry sent the way a fresh synthesis is: streamed in pieces,
-/// without a length, validator or byte ranges. A listener hearing a key
-/// for the first time gets this, so they cannot tell that it was cached.
-pub(super) fn serve_as_miss(entry: &Cached) -> Response {
-    let body = match entry {
+/// A complete cached entry's bytes, a few chunks at a time, as a first
+/// hearing streams them (see [`streamed`]).
+pub(super) fn whole_stream(entry: &Cached) -> BoxStream<'static, std::io::Result<Bytes>> {
+    match entry {
         Cached::Memory(entry) => {
             let data = entry.data.clone();
             let pieces = (0..data.len())
                 .step_by(16 * 1024)
-                .map(move |at| {
-                    Ok::<_, std::io::Error>(data.slice(at..(at + 16 * 1024).min(data.len())))
-                })
+                .map(move |at| Ok(data.slice(at..(at + 16 * 1024).min(data.len()))))
                 .collect::<Vec<_>>();
-            Body::from_stream(futures::stream::iter(pieces))
+            futures::stream::iter(pieces).boxed()
         }
-        Cached::Postgres { db, key, stored } => Body::from_stream(cache::stream_range(
-            db.clone(),
-            key.clone(),
-            0,
-            stored.size.saturating_sub(1),
-        )),
-    };
-    let mut response = (StatusCode::OK, body).into_response();
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(entry.content_type()) {
-        h.insert(header::CONTENT_TYPE, v);
+        Cached::Postgres { db, key, stored } => {
+            cache::stream_range(db.clone(), key.clone(), 0, stored.size.saturating_sub(1)).boxed()
+        }
     }
+}
+
+/// A streamed response: a synthesis in progress, or a user's first hearing
+/// of cached audio, which must look exactly like one (no length, no
+/// validator, no ranges), so both are built here and nowhere else.
+pub(super) fn streamed(
+    content_type: &'static str,
+    label: &'static str,
+    body: BoxStream<'static, std::io::Result<Bytes>>,
+) -> Response {
+    let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // No validator while streaming: the final bytes are not known yet, and
+    // a later synthesis of the same key may encode differently.
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
     );
-    h.insert("x-voxgate-cache", HeaderValue::from_static("miss"));
+    h.insert("x-voxgate-cache", HeaderValue::from_static(label));
     response
 }
 

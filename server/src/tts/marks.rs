@@ -9,55 +9,88 @@ use super::{Tts, cache, request};
 use crate::error::ApiError;
 
 impl Tts {
-    /// Computing Polly marks is a billed synthesis, so it counts against
-    /// the user's rate limit and quota and takes a concurrency permit.
+    /// Word and sentence timings of a registered key. What a user gets
+    /// never depends on what others did: Polly's marks are a billed call,
+    /// charged at each user's first request whether cached or not; the
+    /// local voices' estimates use the stored audio's length only once the
+    /// user has heard that audio themselves (before, from the text alone).
     pub async fn marks(&self, speaker: Speaker, key: &str) -> Result<Vec<Mark>, ApiError> {
-        if self.is_paid(speaker.user_id, key).await?.is_none() {
+        let user = speaker.user_id;
+        let Some(registration) = request::registration(&self.inner.db, user, key).await? else {
             return Err(request::not_registered(key));
-        }
-        let marks_key = format!("{key}.marks");
-        if let Some(entry) = self.inner.memory.get(&marks_key) {
-            return serde_json::from_slice(&entry.data).map_err(|e| ApiError::Internal(e.into()));
-        }
-        if let Some(entry) = cache::load(&self.inner.db, &marks_key).await? {
-            let marks =
-                serde_json::from_slice(&entry.data).map_err(|e| ApiError::Internal(e.into()))?;
-            self.inner.memory.put(&marks_key, entry);
-            return Ok(marks);
-        }
+        };
         let keyed = request::lookup(&self.inner.db, key).await?;
         let synthesis = self.synthesis(&keyed)?;
-        let duration = cache::duration_ms(&self.inner.db, key)
-            .await?
-            .map(|ms| Duration::from_millis(ms.max(0) as u64));
-        let billed = self.engine_kind() == EngineKind::Polly;
-        let charge = if billed {
-            Some(self.admit(speaker, &keyed.text, keyed.engine_kind).await?)
-        } else {
-            None
-        };
-        let computed = async {
-            let _permit = match billed {
-                true => Some(permit(self.inner.permits.clone()).await?),
-                false => None,
-            };
-            self.inner.engine.speech_marks(&synthesis, duration).await
+        let marks_key = format!("{key}.marks");
+        if self.engine_kind() != EngineKind::Polly {
+            if !registration.heard {
+                return Ok(self.inner.engine.speech_marks(&synthesis, None).await?);
+            }
+            if let Some(marks) = self.cached_marks(&marks_key).await? {
+                return Ok(marks);
+            }
+            let duration = cache::duration_ms(&self.inner.db, key)
+                .await?
+                .map(|ms| Duration::from_millis(ms.max(0) as u64));
+            let marks = self.inner.engine.speech_marks(&synthesis, duration).await?;
+            // Estimates are kept only once the real duration is known.
+            if duration.is_some() {
+                self.store_marks(&marks_key, &marks).await?;
+            }
+            return Ok(marks);
         }
-        .await;
-        let marks = match computed {
-            Ok(m) => m,
-            Err(e) => {
-                if let Some(c) = charge {
-                    c.refund().await;
+
+        let charge = match registration.marks_paid {
+            true => {
+                self.check_rate(user).await?;
+                None
+            }
+            false => {
+                let charge = self.admit(speaker, &keyed.text, keyed.engine_kind).await?;
+                if request::pay_marks(&self.inner.db, user, key, true).await? {
+                    Some(charge)
+                } else {
+                    charge.refund().await;
+                    None
                 }
-                return Err(e.into());
             }
         };
-        // Estimates are kept only once the real duration is known.
-        if billed || duration.is_some() {
-            self.store_marks(&marks_key, &marks).await?;
+        if let Some(marks) = self.cached_marks(&marks_key).await? {
+            return Ok(marks);
         }
-        Ok(marks)
+        let computed = async {
+            let _permit = permit(self.inner.permits.clone()).await?;
+            self.inner.engine.speech_marks(&synthesis, None).await
+        }
+        .await;
+        match computed {
+            Ok(marks) => {
+                self.store_marks(&marks_key, &marks).await?;
+                Ok(marks)
+            }
+            Err(e) => {
+                if let Some(charge) = charge {
+                    charge.refund().await;
+                    let _ = request::pay_marks(&self.inner.db, user, key, false).await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn cached_marks(&self, marks_key: &str) -> Result<Option<Vec<Mark>>, ApiError> {
+        if let Some(entry) = self.inner.memory.get(marks_key) {
+            return serde_json::from_slice(&entry.data)
+                .map(Some)
+                .map_err(|e| ApiError::Internal(e.into()));
+        }
+        let Some(entry) = cache::load(&self.inner.db, marks_key).await? else {
+            return Ok(None);
+        };
+        let marks =
+            serde_json::from_slice(&entry.data).map_err(|e| ApiError::Internal(e.into()))?;
+        self.inner.memory.put(marks_key, entry);
+        Ok(Some(marks))
     }
 
     async fn store_marks(&self, marks_key: &str, marks: &[Mark]) -> Result<(), ApiError> {

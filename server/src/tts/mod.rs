@@ -34,10 +34,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -63,9 +66,9 @@ struct Inner {
     flights: Arc<Flights>,
     permits: Arc<Semaphore>,
     readiness: Mutex<Option<(Instant, Result<(), String>)>>,
-    /// (user, key) pairs known to be paid: a repeat hearing is then a
+    /// (user, key) pairs known to be heard: a repeat hearing is then a
     /// lookup here, not a database read.
-    paid: Mutex<HashSet<(Uuid, String)>>,
+    heard: Mutex<HashSet<(Uuid, String)>>,
     /// Why the engine asked for is not the one running, when it is not.
     fallback: Option<String>,
 }
@@ -148,7 +151,7 @@ impl Tts {
                 memory: cache::Memory::default(),
                 flights: Arc::new(Flights::default()),
                 readiness: Mutex::new(None),
-                paid: Mutex::new(HashSet::new()),
+                heard: Mutex::new(HashSet::new()),
                 fallback,
             }),
         }
@@ -229,44 +232,80 @@ impl Tts {
     ) -> Result<SpeechRef, ApiError> {
         let keyed = self.resolve(params, false).await?;
         let key = keyed.key();
-        if self.is_paid(speaker.user_id, &key).await? != Some(true) {
+        let registered = self.registration(speaker.user_id, &key).await?;
+        if !registered.is_some_and(|r| r.paid) {
             let charge = self.admit(speaker, &keyed.text, keyed.engine_kind).await?;
             if !request::register(&self.inner.db, &keyed, speaker.user_id, true).await? {
                 charge.refund().await;
             }
-            self.remember_paid(speaker.user_id, &key);
         } else {
             self.check_rate(speaker.user_id).await?;
         }
         Ok(keyed.reference(key))
     }
 
-    /// Whether `user` registered `key` (`None` if not) and has paid.
-    async fn is_paid(&self, user: Uuid, key: &str) -> Result<Option<bool>, ApiError> {
+    /// `user`'s registration of `key`; one that is known heard is answered
+    /// from memory.
+    async fn registration(
+        &self,
+        user: Uuid,
+        key: &str,
+    ) -> Result<Option<request::Registration>, ApiError> {
         let pair = (user, key.to_string());
-        if self.inner.paid.lock().is_ok_and(|p| p.contains(&pair)) {
-            return Ok(Some(true));
+        if self.inner.heard.lock().is_ok_and(|h| h.contains(&pair)) {
+            return Ok(Some(request::Registration {
+                paid: true,
+                heard: true,
+                marks_paid: false,
+            }));
         }
-        let paid = request::registration(&self.inner.db, user, key).await?;
-        if paid == Some(true) {
-            self.remember_paid(user, key);
+        let registration = request::registration(&self.inner.db, user, key).await?;
+        if registration.is_some_and(|r| r.heard) {
+            self.remember_heard(user, key);
         }
-        Ok(paid)
+        Ok(registration)
     }
 
-    fn remember_paid(&self, user: Uuid, key: &str) {
-        if let Ok(mut paid) = self.inner.paid.lock() {
-            if paid.len() > 100_000 {
-                paid.clear();
+    fn remember_heard(&self, user: Uuid, key: &str) {
+        if let Ok(mut heard) = self.inner.heard.lock() {
+            if heard.len() > 100_000 {
+                heard.clear();
             }
-            paid.insert((user, key.to_string()));
+            heard.insert((user, key.to_string()));
         }
     }
 
-    fn forget_paid(&self, user: Uuid, key: &str) {
-        if let Ok(mut paid) = self.inner.paid.lock() {
-            paid.remove(&(user, key.to_string()));
-        }
+    /// Ends `body` by recording that `user` heard `key`, once every byte
+    /// went out: the client sees the end only after the record, so its
+    /// next request is a `hit`. A body that failed or was dropped records
+    /// nothing.
+    fn recording_heard(
+        &self,
+        user: Uuid,
+        key: &str,
+        body: BoxStream<'static, std::io::Result<Bytes>>,
+    ) -> BoxStream<'static, std::io::Result<Bytes>> {
+        let tts = self.clone();
+        let key = key.to_string();
+        let failed = Arc::new(AtomicBool::new(false));
+        let seen = failed.clone();
+        body.inspect(move |item| {
+            if item.is_err() {
+                seen.store(true, Ordering::Relaxed);
+            }
+        })
+        .chain(
+            futures::stream::once(async move {
+                if !failed.load(Ordering::Relaxed) {
+                    match request::mark_heard(&tts.inner.db, user, &key).await {
+                        Ok(()) => tts.remember_heard(user, &key),
+                        Err(e) => tracing::warn!(error = %e, "recording a hearing failed"),
+                    }
+                }
+            })
+            .filter_map(|()| async { None }),
+        )
+        .boxed()
     }
 
     /// The audio of a registered key (`GET /api/tts/{key}`).
@@ -310,9 +349,10 @@ impl Tts {
         let user = speaker.user_id;
         // Only those who registered a key may hear it; to anyone else it
         // does not exist, as an unknown key.
-        let paid: bool = match self.is_paid(user, key).await? {
+        let (paid, heard) = match self.registration(user, key).await? {
             None if known.is_none() => return Err(request::not_registered(key)),
-            p => p == Some(true),
+            None => (false, false),
+            Some(r) => (r.paid, r.heard),
         };
         let cached = match self.inner.memory.get(key) {
             Some(e) => Some(http_cache::Cached::Memory(e)),
@@ -328,7 +368,8 @@ impl Tts {
                 None => None,
             },
         };
-        if paid && let Some(entry) = &cached {
+        // Only a user who heard this key before learns that it is cached.
+        if heard && let Some(entry) = &cached {
             metrics::counter!("voxgate_tts_cache_total", "result" => "hit").increment(1);
             // The ETag names the stored bytes: a later re-synthesis of the
             // same key may encode differently.
@@ -356,7 +397,6 @@ impl Tts {
         } else {
             let charge = self.admit(speaker, &keyed.text, keyed.engine_kind).await?;
             if request::register(&self.inner.db, &keyed, user, true).await? {
-                self.remember_paid(user, key);
                 Some(charge)
             } else {
                 // A concurrent request of the same user paid already.
@@ -364,9 +404,12 @@ impl Tts {
                 None
             }
         };
+        let format = keyed.format;
         if let Some(entry) = cached {
             metrics::counter!("voxgate_tts_cache_total", "result" => "hit").increment(1);
-            return Ok(http_cache::serve_as_miss(&entry));
+            // A first hearing of cached audio: streamed as a synthesis is.
+            let body = self.recording_heard(user, key, http_cache::whole_stream(&entry));
+            return Ok(http_cache::streamed(format.content_type(), "miss", body));
         }
         metrics::counter!("voxgate_tts_cache_total", "result" => "miss").increment(1);
         if self.engine_kind().on_machine() {
@@ -387,7 +430,6 @@ impl Tts {
                 })
                 .boxed())
         };
-        let format = keyed.format;
         let finish = Finish {
             max_cache_bytes: self.inner.config.cache_max_bytes,
             mp3_frames: format == Format::Mp3 && self.engine_kind().on_machine(),
@@ -395,6 +437,7 @@ impl Tts {
         let (flight, leader) = self.inner.flights.join_or_start(
             &self.inner.cache_db,
             key,
+            user,
             format.content_type(),
             finish,
             start,
@@ -402,37 +445,24 @@ impl Tts {
         if let Err(e) = flight.wait_started().await {
             if let Some(charge) = charge {
                 charge.refund().await;
-                self.forget_paid(user, key);
                 let _ = request::unpay(&self.inner.db, user, key).await;
             }
             return Err(e.into());
         }
-        // Only a listener who paid for this key before (or just now, in a
-        // concurrent request of their own) learns that they joined a
-        // synthesis already under way.
-        let label = if leader || charge.is_some() {
-            "miss"
-        } else {
-            "shared"
+        // Only a listener who heard this key before, or whose own request
+        // started this synthesis, learns that they joined it.
+        let label = match leader || !(heard || flight.started_by == user) {
+            true => "miss",
+            false => "shared",
         };
-        let body = Body::from_stream(
-            flight
-                .follow(self.inner.db.clone())
-                .map(|r| r.map_err(std::io::Error::other)),
-        );
-        let mut response = (StatusCode::OK, body).into_response();
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(format.content_type()),
-        );
-        // No validator while streaming: the final bytes are not known yet,
-        // and a later synthesis of the same key may encode differently.
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("private, no-cache"),
-        );
-        h.insert("x-voxgate-cache", HeaderValue::from_static(label));
-        Ok(response)
+        let body = flight
+            .follow(self.inner.db.clone())
+            .map(|r| r.map_err(std::io::Error::other))
+            .boxed();
+        let body = match heard {
+            true => body,
+            false => self.recording_heard(user, key, body),
+        };
+        Ok(http_cache::streamed(format.content_type(), label, body))
     }
 }

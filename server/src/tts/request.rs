@@ -117,14 +117,59 @@ pub async fn register(db: &PgPool, k: &Keyed, user: Uuid, paid: bool) -> Result<
     Ok(became_paid == Some(true) && paid)
 }
 
-/// Whether `user` registered `key`: `None` if not, else whether they
-/// have paid for hearing it.
-pub async fn registration(db: &PgPool, user: Uuid, key: &str) -> sqlx::Result<Option<bool>> {
-    sqlx::query_scalar("SELECT paid FROM tts_registrations WHERE user_id = $1 AND key = $2")
-        .bind(user)
-        .bind(key)
-        .fetch_optional(db)
-        .await
+/// What a user's registration of a key says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Registration {
+    /// They were charged for hearing it.
+    pub paid: bool,
+    /// A hearing of theirs delivered every byte: later ones may be `hit`s.
+    pub heard: bool,
+    /// They were charged for its (billed) speech marks.
+    pub marks_paid: bool,
+}
+
+/// `user`'s registration of `key`, if any.
+pub async fn registration(
+    db: &PgPool,
+    user: Uuid,
+    key: &str,
+) -> sqlx::Result<Option<Registration>> {
+    sqlx::query_as(
+        "SELECT paid, heard, marks_paid FROM tts_registrations WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user)
+    .bind(key)
+    .fetch_optional(db)
+    .await
+}
+
+/// Records that a hearing of `key` delivered every byte to `user`.
+pub async fn mark_heard(db: &PgPool, user: Uuid, key: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE tts_registrations SET heard = true
+          WHERE user_id = $1 AND key = $2 AND NOT heard",
+    )
+    .bind(user)
+    .bind(key)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records that `user` paid for the speech marks of `key`; false when a
+/// concurrent request of theirs did already (the caller refunds).
+pub async fn pay_marks(db: &PgPool, user: Uuid, key: &str, paid: bool) -> sqlx::Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE tts_registrations SET marks_paid = $3
+          WHERE user_id = $1 AND key = $2 AND marks_paid <> $3",
+    )
+    .bind(user)
+    .bind(key)
+    .bind(paid)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
 }
 
 /// Takes a payment back (the synthesis it paid for did not happen).
