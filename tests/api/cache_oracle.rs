@@ -206,14 +206,10 @@ fn assert_same(primed: Vec<(&str, Seen)>, fresh: Vec<(&str, Seen)>) {
     assert_eq!(audio.headers["x-voxgate-cache"], "miss");
 }
 
-fn local() -> TestSettings {
-    TestSettings::default().set("VOXGATE_TTS_ENGINE", "local")
-}
-
-#[tokio::test]
-async fn a_first_hearing_on_the_local_voice_does_not_tell_whether_anyone_spoke_it_before() {
-    let primed = spawn_stack_with(local()).await;
-    let fresh = spawn_stack_with(local()).await;
+/// Bob's first hearings on two fresh stacks, one where alice spoke
+/// everything first, must be the same.
+async fn compare_on<F: std::future::Future<Output = Stack>>(primed: F, fresh: F) {
+    let (primed, fresh) = tokio::join!(primed, fresh);
     let (primed, fresh) = tokio::join!(
         bobs_first_hearings(&primed, true),
         bobs_first_hearings(&fresh, false)
@@ -222,14 +218,15 @@ async fn a_first_hearing_on_the_local_voice_does_not_tell_whether_anyone_spoke_i
 }
 
 #[tokio::test]
+async fn a_first_hearing_on_the_local_voice_does_not_tell_whether_anyone_spoke_it_before() {
+    let local = || spawn_stack_with(TestSettings::default().set("VOXGATE_TTS_ENGINE", "local"));
+    compare_on(local(), local()).await;
+}
+
+#[tokio::test]
 async fn a_first_hearing_through_polly_does_not_tell_whether_anyone_spoke_it_before() {
-    let primed = spawn_polly_stack(TestSettings::default()).await;
-    let fresh = spawn_polly_stack(TestSettings::default()).await;
-    let (primed_seen, fresh_seen) = tokio::join!(
-        bobs_first_hearings(&primed, true),
-        bobs_first_hearings(&fresh, false)
-    );
-    assert_same(primed_seen, fresh_seen);
+    let polly = || spawn_polly_stack(TestSettings::default());
+    compare_on(polly(), polly()).await;
 }
 
 /// While somebody else's synthesis of the same words is still running, a
