@@ -18,6 +18,7 @@ mod provisioning;
 mod real_keycloak;
 mod realm_import;
 mod tts;
+mod tts_capacity;
 
 /// Every operation the API must document in `/api/openapi.json`.
 pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[

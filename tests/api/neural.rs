@@ -2,6 +2,8 @@
 //! endpoint, its fallback to espeak-ng, and a worker killed mid-request.
 //! Piper comes from `.local/piper`, which scripts/test installs.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -359,4 +361,43 @@ async fn speech_subprocesses_get_none_of_voxgates_environment() {
         .collect();
     assert!(leaked.is_empty(), "espeak-ng inherited {leaked:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With one worker, a long text does not keep it to its end: the worker
+/// goes back to the pool between pieces of text, so bob's one sentence is
+/// spoken while alice's long answer (she is an admin: no quota, the same
+/// bounds) is still being synthesized.
+#[tokio::test]
+async fn a_long_text_shares_the_only_worker_piece_by_piece() {
+    let stack = spawn_stack_with(
+        TestSettings::default()
+            .set("VOXGATE_TTS_ENGINE", "neural")
+            .set("VOXGATE_PIPER_PYTHON", piper_python())
+            .set("VOXGATE_PIPER_WORKERS", "1"),
+    )
+    .await;
+    let alice = stack.password_token("alice", "alice").await;
+    let bob = stack.password_token("bob", "bob").await;
+    let long =
+        "This sentence is one of many in a long answer that takes a while to speak. ".repeat(24);
+    let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let alices = {
+        let caller = stack.app.caller(&alice);
+        let done = done.clone();
+        let query = serde_urlencoded::to_string([("Text", long.as_str())]).unwrap();
+        tokio::spawn(async move {
+            let r = caller.get(format!("/textToSpeech?{query}")).await;
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+            done.lock().unwrap().push("alice");
+        })
+    };
+    // alice's synthesis holds the worker for its first piece.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = stack.say(&bob, "Short and sweet.").await;
+    assert_eq!(r.status(), 200);
+    assert_speech(&r.bytes().await.unwrap(), "Short and sweet.");
+    done.lock().unwrap().push("bob");
+    alices.await.unwrap();
+    assert_eq!(*done.lock().unwrap(), ["bob", "alice"]);
 }

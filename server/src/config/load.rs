@@ -110,6 +110,10 @@ impl Config {
             Ok(n)
         };
 
+        let worker_wait = Duration::from_secs(positive(
+            "tts.worker_wait_seconds",
+            "a whole number of seconds",
+        )?);
         let database_url = text("database.url")?;
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
             return Err(invalid(
@@ -367,11 +371,19 @@ impl Config {
                 daily_chars: positive("tts.daily_chars", "a whole number")? as i64,
                 engine_weights: engine_weights(&text("tts.engine_weights")?)?,
                 concurrency: positive("tts.concurrency", "a whole number")? as usize,
+                user_concurrency: positive("tts.user_concurrency", "a whole number")? as usize,
+                worker_wait,
+                detached: Duration::from_secs(parse(
+                    "tts.detached_seconds",
+                    text("tts.detached_seconds")?,
+                    "a whole number of seconds",
+                )?),
                 espeak_program: PathBuf::from(text("tts.espeak_program")?),
                 piper: PiperConfig {
                     python: opt("tts.piper_python").map(PathBuf::from),
                     model: opt("tts.piper_model").map(PathBuf::from),
                     workers: positive("tts.piper_workers", "a whole number")? as usize,
+                    wait: worker_wait,
                 },
             },
             chat: ChatConfig {

@@ -249,6 +249,12 @@ pub struct TtsConfig {
     pub daily_chars: i64,
     pub engine_weights: EngineWeights,
     pub concurrency: usize,
+    /// Syntheses one user may lead at once on this instance.
+    pub user_concurrency: usize,
+    /// Longest wait for a synthesis slot or a worker.
+    pub worker_wait: std::time::Duration,
+    /// How long a registered synthesis outlives its last listener.
+    pub detached: std::time::Duration,
     pub espeak_program: PathBuf,
     pub piper: PiperConfig,
 }
@@ -274,6 +280,8 @@ pub struct PiperConfig {
     pub python: Option<PathBuf>,
     pub model: Option<PathBuf>,
     pub workers: usize,
+    /// Longest wait for a free worker (per piece of text).
+    pub wait: std::time::Duration,
 }
 
 #[derive(Clone, Debug)]

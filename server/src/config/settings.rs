@@ -281,6 +281,24 @@ pub const SETTINGS: &[Setting] = &[
         "Concurrent upstream syntheses per instance (keep below the Polly TPS quota).",
     ),
     s(
+        "tts.user_concurrency",
+        "VOXGATE_TTS_USER_CONCURRENCY",
+        Some("2"),
+        "Syntheses one user may have in progress per instance, agents and admins included (joining somebody's identical synthesis does not count); one more is a 429.",
+    ),
+    s(
+        "tts.worker_wait_seconds",
+        "VOXGATE_TTS_WORKER_WAIT_SECONDS",
+        Some("10"),
+        "Longest wait for a synthesis slot (VOXGATE_TTS_CONCURRENCY) or a neural-voice worker before the request is refused with 503.",
+    ),
+    s(
+        "tts.detached_seconds",
+        "VOXGATE_TTS_DETACHED_SECONDS",
+        Some("20"),
+        "How long a synthesis of registered speech (`GET /api/tts/{key}`, chat replies) goes on after its last listener left, so that it can still be cached; past that, and at once for `/textToSpeech`, it stops. 0: stop at once.",
+    ),
+    s(
         "tts.espeak_program",
         "VOXGATE_ESPEAK_PROGRAM",
         Some("espeak-ng"),

@@ -165,6 +165,9 @@ pub enum TtsError {
     Upstream(String),
     #[error("the speech engine is not available: {0}")]
     Unavailable(String),
+    /// The user has as many syntheses in progress as one user may.
+    #[error("you already have {0} syntheses in progress")]
+    UserBusy(usize),
 }
 
 /// A speech engine. Implementations must never interpret user text as

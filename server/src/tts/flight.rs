@@ -11,8 +11,9 @@
 //! from the cache.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -69,6 +70,51 @@ pub struct Flight {
     /// `None` until the engine answered: `Ok` once audio flows, or the
     /// error that happened before the first byte.
     started: watch::Sender<Option<Result<(), TtsError>>>,
+    /// Clients following it now; changed only under `Flights::active`'s lock
+    /// when rising, so a flight stopped for want of listeners gains none.
+    listeners: AtomicUsize,
+    /// Woken when the last listener leaves.
+    deserted: Notify,
+}
+
+/// A client's place on a flight: counted from the moment it joins, so a
+/// flight whose every client left (or failed before following) can stop.
+pub struct Listener {
+    flight: Arc<Flight>,
+}
+
+impl Listener {
+    fn join(flight: &Arc<Flight>) -> Listener {
+        flight.listeners.fetch_add(1, Ordering::SeqCst);
+        Listener {
+            flight: flight.clone(),
+        }
+    }
+
+    pub fn flight(&self) -> &Arc<Flight> {
+        &self.flight
+    }
+
+    /// Every byte of the synthesis, from the start, as it becomes
+    /// available; the listener leaves when the stream is dropped.
+    pub fn follow(self, db: PgPool) -> AudioStream {
+        let flight = self.flight.clone();
+        flight
+            .follow(db)
+            .map(move |chunk| {
+                let _here = &self;
+                chunk
+            })
+            .boxed()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if self.flight.listeners.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.flight.deserted.notify_waiters();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -81,31 +127,40 @@ pub struct Finish {
     pub max_cache_bytes: i64,
     /// Whether audio chunks are MP3 frames whose duration can be summed.
     pub mp3_frames: bool,
+    /// How long the synthesis goes on after its last listener left (to be
+    /// cached); then it stops and nothing of it is kept.
+    pub detached: Duration,
 }
 
 impl Flights {
     /// Joins the flight for `key`, or starts one with `start` (called only
-    /// by the leader). Returns the flight and whether this call leads it.
-    pub fn join_or_start<F, Fut>(
+    /// by the leader) after `claim` gave what a leader holds for the
+    /// flight's whole life (the user's synthesis slot); a refused claim
+    /// starts nothing. Returns the listener and whether this call leads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join_or_start<F, Fut, G>(
         self: &Arc<Self>,
         db: &PgPool,
         key: &str,
         started_by: uuid::Uuid,
         content_type: &str,
         finish: Finish,
+        claim: impl FnOnce() -> Result<G, TtsError>,
         start: F,
-    ) -> (Arc<Flight>, bool)
+    ) -> Result<(Listener, bool), TtsError>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<AudioStream, TtsError>> + Send + 'static,
+        G: Send + 'static,
     {
         let mut active = match self.active.lock() {
             Ok(a) => a,
             Err(p) => p.into_inner(),
         };
         if let Some(flight) = active.get(key) {
-            return (flight.clone(), false);
+            return Ok((Listener::join(flight), false));
         }
+        let held = claim()?;
         let (started, _) = watch::channel(None);
         let flight = Arc::new(Flight {
             key: key.to_string(),
@@ -113,7 +168,10 @@ impl Flights {
             progress: Mutex::new(Progress::default()),
             notify: Notify::new(),
             started,
+            listeners: AtomicUsize::new(0),
+            deserted: Notify::new(),
         });
+        let listener = Listener::join(&flight);
         active.insert(key.to_string(), flight.clone());
         drop(active);
         let leader = flight.clone();
@@ -126,8 +184,9 @@ impl Flights {
         tokio::spawn(async move {
             leader.lead(&db, &content_type, finish, start, &guard).await;
             drop(guard);
+            drop(held);
         });
-        (flight, true)
+        Ok((listener, true))
     }
 
     fn remove(&self, key: &str) {
@@ -148,6 +207,19 @@ struct FlightGuard {
 impl FlightGuard {
     fn retire(&self) {
         self.flights.remove(&self.flight.key);
+    }
+
+    /// Retires the flight if nobody follows it, atomically with joins:
+    /// false when somebody joined meanwhile.
+    fn retire_if_deserted(&self) -> bool {
+        let Ok(mut active) = self.flights.active.lock() else {
+            return false;
+        };
+        if self.flight.listeners.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        active.remove(&self.flight.key);
+        true
     }
 }
 
@@ -221,7 +293,19 @@ impl Flight {
         let mut unsaved: Vec<cache::Chunk> = Vec::new();
         let mut write: Option<BoxFuture<'_, sqlx::Result<i32>>> = None;
         let mut ended = false;
+        // When nobody has listened since: the synthesis stops at this
+        // deadline (at once for unregistered speech).
+        let mut deserted_until: Option<tokio::time::Instant> = None;
         loop {
+            let deserted = self.deserted.notified();
+            tokio::pin!(deserted);
+            deserted.as_mut().enable();
+            let nobody = self.listeners.load(Ordering::SeqCst) == 0;
+            deserted_until = match (nobody, deserted_until) {
+                (false, _) => None,
+                (true, Some(at)) => Some(at),
+                (true, None) => Some(tokio::time::Instant::now() + finish.detached),
+            };
             if write.is_none() && persist && !unsaved.is_empty() {
                 let batch = std::mem::take(&mut unsaved);
                 let (key, saved_to) = (&self.key, seq);
@@ -258,6 +342,24 @@ impl Flight {
                     continue;
                 }
                 item = tokio::time::timeout(IDLE_LIMIT, audio.next()), if read => item,
+                _ = &mut deserted, if !nobody => continue,
+                _ = tokio::time::sleep_until(deserted_until.unwrap_or_else(tokio::time::Instant::now)),
+                    if deserted_until.is_some() =>
+                {
+                    if !guard.retire_if_deserted() {
+                        continue;
+                    }
+                    // Nobody listens: the upstream call (and a voice worker)
+                    // is freed, and nothing half-spoken is cached.
+                    tracing::info!("synthesis stopped: nobody is listening");
+                    drop(audio);
+                    if let Some(write) = write.take() {
+                        let _ = write.await;
+                    }
+                    let _ = cache::abandon(db, &self.key, writer).await;
+                    self.fail(TtsError::Upstream("nobody is listening".into()));
+                    return;
+                }
             };
             let item = match item {
                 Ok(Some(item)) => item,
@@ -429,7 +531,7 @@ impl Flight {
     }
 
     /// Every byte of the synthesis, from the start, as it becomes available.
-    pub fn follow(self: Arc<Self>, db: PgPool) -> AudioStream {
+    fn follow(self: Arc<Self>, db: PgPool) -> AudioStream {
         futures::stream::unfold(
             (self, db, 0i32, VecDeque::<Bytes>::new()),
             |(flight, db, mut next, mut pending)| async move {

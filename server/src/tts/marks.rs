@@ -59,7 +59,7 @@ impl Tts {
             return Ok(marks);
         }
         let computed = async {
-            let _permit = permit(self.inner.permits.clone()).await?;
+            let _permit = permit(self.inner.permits.clone(), self.inner.config.worker_wait).await?;
             self.inner.engine.speech_marks(&synthesis, None).await
         }
         .await;

@@ -65,6 +65,7 @@ struct Inner {
     memory: cache::Memory,
     flights: Arc<Flights>,
     permits: Arc<Semaphore>,
+    user_slots: Arc<quota::UserSlots>,
     readiness: Mutex<Option<(Instant, Result<(), String>)>>,
     /// (user, key) pairs known to be heard: a repeat hearing is then a
     /// lookup here, not a database read.
@@ -94,6 +95,12 @@ impl From<TtsError> for ApiError {
             TtsError::Unavailable(m) => ApiError::Unavailable {
                 detail: format!("The speech engine is not available: {m}."),
                 retry_after: Some(5),
+            },
+            TtsError::UserBusy(n) => ApiError::TooManyRequests {
+                detail: format!(
+                    "You already have {n} syntheses in progress; wait for one to finish (or stop listening to it)."
+                ),
+                retry_after: 2,
             },
         }
     }
@@ -146,6 +153,7 @@ impl Tts {
                 db,
                 cache_db,
                 permits: Arc::new(Semaphore::new(tts.concurrency)),
+                user_slots: quota::UserSlots::new(tts.user_concurrency),
                 engine,
                 config: tts,
                 memory: cache::Memory::default(),
@@ -242,6 +250,14 @@ impl Tts {
             self.check_rate(speaker.user_id).await?;
         }
         Ok(keyed.reference(key))
+    }
+
+    /// Undoes a first hearing's payment: the synthesis did not happen.
+    async fn take_back(&self, charge: Option<quota::Charge>, user: Uuid, key: &str) {
+        if let Some(charge) = charge {
+            charge.refund().await;
+            let _ = request::unpay(&self.inner.db, user, key).await;
+        }
     }
 
     /// `user`'s registration of `key`; one that is known heard is answered
@@ -347,6 +363,7 @@ impl Tts {
         cache_control: &'static str,
     ) -> Result<Response, ApiError> {
         let user = speaker.user_id;
+        let legacy = known.is_some();
         // Only those who registered a key may hear it; to anyone else it
         // does not exist, as an unknown key.
         let (paid, heard) = match self.registration(user, key).await? {
@@ -420,8 +437,9 @@ impl Tts {
         }
         let engine = self.inner.engine.clone();
         let permits = self.inner.permits.clone();
+        let wait = self.inner.config.worker_wait;
         let start = move || async move {
-            let permit = quota::permit(permits).await?;
+            let permit = quota::permit(permits, wait).await?;
             let stream = engine.synthesize(&synthesis).await?;
             Ok(stream
                 .map(move |chunk| {
@@ -433,20 +451,34 @@ impl Tts {
         let finish = Finish {
             max_cache_bytes: self.inner.config.cache_max_bytes,
             mp3_frames: format == Format::Mp3 && self.engine_kind().on_machine(),
+            // Registered speech (chat replies, `POST /api/tts`) is worth
+            // finishing for the cache a little while; `/textToSpeech` not.
+            detached: match legacy {
+                true => Duration::ZERO,
+                false => self.inner.config.detached,
+            },
         };
-        let (flight, leader) = self.inner.flights.join_or_start(
+        // Leading a synthesis takes one of the user's slots for its whole
+        // life; joining one does not.
+        let joined = self.inner.flights.join_or_start(
             &self.inner.cache_db,
             key,
             user,
             format.content_type(),
             finish,
+            || self.inner.user_slots.take(user),
             start,
         );
-        if let Err(e) = flight.wait_started().await {
-            if let Some(charge) = charge {
-                charge.refund().await;
-                let _ = request::unpay(&self.inner.db, user, key).await;
+        let (listener, leader) = match joined {
+            Ok(joined) => joined,
+            Err(e) => {
+                self.take_back(charge, user, key).await;
+                return Err(e.into());
             }
+        };
+        let flight = listener.flight().clone();
+        if let Err(e) = flight.wait_started().await {
+            self.take_back(charge, user, key).await;
             return Err(e.into());
         }
         // Only a listener who heard this key before, or whose own request
@@ -455,7 +487,7 @@ impl Tts {
             true => "miss",
             false => "shared",
         };
-        let body = flight
+        let body = listener
             .follow(self.inner.db.clone())
             .map(|r| r.map_err(std::io::Error::other))
             .boxed();

@@ -201,12 +201,12 @@ struct Lease {
 }
 
 impl Pool {
+    /// A free worker, waiting at most the configured time (the wait is
+    /// first come, first served).
     async fn lease(&self) -> Result<Lease, TtsError> {
-        let permit = self
-            .free
-            .clone()
-            .acquire_owned()
+        let permit = tokio::time::timeout(self.config.wait, self.free.clone().acquire_owned())
             .await
+            .map_err(|_| TtsError::Unavailable("every neural-voice worker is busy".into()))?
             .map_err(|_| TtsError::Unavailable("shutting down".into()))?;
         let (index, slot) = self
             .slots
@@ -349,10 +349,13 @@ async fn encode(pcm: Vec<u8>, sample_rate: u32, format: Format) -> Result<Bytes,
     .map_err(|e| TtsError::Upstream(e.to_string()))
 }
 
-/// Where a synthesis stands between two frames.
+/// Where a synthesis stands between two frames. The worker is leased one
+/// piece of text at a time: between pieces it goes back to the pool, so a
+/// long text shares the workers with everybody else's instead of holding
+/// one to its end.
 struct Speaking {
     pool: Arc<Pool>,
-    lease: Lease,
+    lease: Option<Lease>,
     pieces: std::vec::IntoIter<String>,
     sample_rate: u32,
     format: Format,
@@ -376,9 +379,10 @@ impl Speaking {
 
     async fn read(&mut self) -> Option<Result<Bytes, TtsError>> {
         loop {
-            let frame = match self.lease.worker() {
-                Ok(worker) => worker.frame().await,
-                Err(e) => return Some(Err(e)),
+            let frame = match self.lease.as_mut().map(Lease::worker) {
+                Some(Ok(worker)) => worker.frame().await,
+                Some(Err(e)) => return Some(Err(e)),
+                None => return Some(Err(TtsError::Upstream("no worker leased".into()))),
             };
             match frame {
                 Ok(Frame::Audio(pcm)) => {
@@ -386,21 +390,42 @@ impl Speaking {
                 }
                 Ok(Frame::End) => {
                     let piece = self.pieces.next()?;
-                    let sent = match self.lease.worker() {
-                        Ok(worker) => worker.send(&piece).await,
-                        Err(e) => Err(e),
+                    // The worker owes nothing now: back to the pool, and
+                    // the next piece waits its turn like anybody's.
+                    self.lease = None;
+                    let lease = match self.pool.lease().await {
+                        Ok(lease) => lease,
+                        Err(e) => return Some(Err(e)),
                     };
-                    if let Err(e) = sent {
-                        self.lease.discard(&self.pool);
-                        return Some(Err(e));
+                    match send(&self.pool, lease, &piece).await {
+                        Ok(lease) => self.lease = Some(lease),
+                        Err(e) => return Some(Err(e)),
                     }
                 }
                 Ok(Frame::Failed(message)) => return Some(Err(TtsError::Upstream(message))),
                 Err(e) => {
-                    self.lease.discard(&self.pool);
+                    if let Some(lease) = self.lease.as_mut() {
+                        lease.discard(&self.pool);
+                    }
                     return Some(Err(e));
                 }
             }
+        }
+    }
+}
+
+/// Sends a piece of text on a leased worker; a worker that cannot take it
+/// is discarded.
+async fn send(pool: &Pool, mut lease: Lease, piece: &str) -> Result<Lease, TtsError> {
+    let sent = match lease.worker() {
+        Ok(worker) => worker.send(piece).await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(()) => Ok(lease),
+        Err(e) => {
+            lease.discard(pool);
+            Err(e)
         }
     }
 }
@@ -434,14 +459,10 @@ impl SpeechEngine for NeuralEngine {
         let Some(first) = pieces.next() else {
             return Ok(futures::stream::empty().boxed());
         };
-        let mut lease = self.pool.lease().await?;
-        if let Err(e) = lease.worker()?.send(&first).await {
-            lease.discard(&self.pool);
-            return Err(e);
-        }
+        let lease = send(&self.pool, self.pool.lease().await?, &first).await?;
         let mut speaking = Speaking {
             pool: self.pool.clone(),
-            lease,
+            lease: Some(lease),
             pieces,
             sample_rate: self.sample_rate,
             format: s.format,

@@ -2,7 +2,8 @@
 //! character quota (charged up front, refunded when the synthesis does not
 //! happen), and a permit from the bounded pool of concurrent syntheses.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -109,10 +110,80 @@ impl Tts {
 }
 
 /// A slot among the concurrent syntheses, which keeps us under the
-/// upstream's request quota; waits at most ten seconds.
-pub(super) async fn permit(permits: Arc<Semaphore>) -> Result<OwnedSemaphorePermit, TtsError> {
-    tokio::time::timeout(Duration::from_secs(10), permits.acquire_owned())
+/// upstream's request quota; waits at most `wait`.
+pub(super) async fn permit(
+    permits: Arc<Semaphore>,
+    wait: Duration,
+) -> Result<OwnedSemaphorePermit, TtsError> {
+    tokio::time::timeout(wait, permits.acquire_owned())
         .await
         .map_err(|_| TtsError::Unavailable("too many syntheses in progress".into()))?
         .map_err(|_| TtsError::Unavailable("shutting down".into()))
+}
+
+/// How many syntheses each user leads on this instance, so that one user
+/// (staff included: the quota exemption is about money, not capacity)
+/// cannot hold every synthesis slot or voice worker.
+pub(super) struct UserSlots {
+    limit: usize,
+    held: Mutex<HashMap<Uuid, usize>>,
+}
+
+/// One of a user's slots, given back when dropped (when the synthesis
+/// ends, fails or is stopped).
+pub(super) struct UserSlot {
+    slots: Arc<UserSlots>,
+    user: Uuid,
+}
+
+impl UserSlots {
+    pub fn new(limit: usize) -> Arc<UserSlots> {
+        Arc::new(UserSlots {
+            limit,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for `user`, or `UserBusy` when they hold them all.
+    pub fn take(self: &Arc<Self>, user: Uuid) -> Result<UserSlot, TtsError> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(user).or_insert(0);
+        if *n >= self.limit {
+            return Err(TtsError::UserBusy(self.limit));
+        }
+        *n += 1;
+        Ok(UserSlot {
+            slots: self.clone(),
+            user,
+        })
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_holds_at_most_the_limit_and_dropping_gives_a_slot_back() {
+        let slots = UserSlots::new(2);
+        let (bob, alice) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = slots.take(bob).unwrap();
+        let _second = slots.take(bob).unwrap();
+        assert!(matches!(slots.take(bob), Err(TtsError::UserBusy(2))));
+        assert!(slots.take(alice).is_ok(), "others are not affected");
+        drop(first);
+        assert!(slots.take(bob).is_ok());
+    }
 }
