@@ -1315,3 +1315,52 @@ async fn a_username_held_by_a_vanished_keycloak_account_is_a_conflict_saying_wha
     assert_eq!(page.status(), 409);
     assert!(page.text().await.unwrap().contains("reconcile --fix"));
 }
+
+/// A flood from a few clients reaches the instance's sign-in limit; the
+/// busiest are shed, and somebody else can still start a sign-in. An IPv6
+/// network counts as one client, whichever of its addresses it uses.
+#[tokio::test]
+async fn a_sign_in_flood_sheds_its_own_clients_not_everyone() {
+    let stack = spawn_stack_with(
+        TestSettings::default()
+            .set("VOXGATE_SIGN_INS_PER_ADDRESS", "4")
+            .set("VOXGATE_SIGN_INS_PER_INSTANCE", "8")
+            .set("VOXGATE_TRUSTED_PROXIES", "127.0.0.9"),
+    )
+    .await;
+    let from = |local: &str, forwarded: Option<&str>| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(f) = forwarded {
+            headers.insert("x-forwarded-for", f.parse().unwrap());
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(local.parse::<std::net::IpAddr>().unwrap())
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        let url = stack.app.url("/auth/login");
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    for flooder in ["127.0.0.2", "127.0.0.3"] {
+        for _ in 0..4 {
+            assert_eq!(from(flooder, None).await, 303);
+        }
+        assert_eq!(from(flooder, None).await, 429, "{flooder} at its limit");
+    }
+    // The instance's limit (8) is reached: a person elsewhere still signs in.
+    assert_eq!(from("127.0.0.4", None).await, 303);
+
+    // Behind the trusted proxy, one IPv6 /64 is one client whichever
+    // address it uses; another /64 is another client.
+    for host in 1..=3 {
+        let address = format!("2001:db8:5:6::{host}");
+        assert_eq!(from("127.0.0.9", Some(&address)).await, 303, "{address}");
+    }
+    assert_eq!(
+        from("127.0.0.9", Some("2001:db8:5:6:abcd::1")).await,
+        429,
+        "the /64 is no longer light"
+    );
+    assert_eq!(from("127.0.0.9", Some("2001:db8:5:7::1")).await, 303);
+}

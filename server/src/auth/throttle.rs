@@ -1,18 +1,29 @@
 //! A bound on anonymous sign-in starts. Each `GET /auth/login` stores a
 //! pending sign-in row (state, nonce, PKCE verifier) that lives fifteen
 //! minutes, so an anonymous flood would otherwise fill the table. Counted
-//! per client address and per instance in fixed one-minute windows, in
-//! memory: the limit exists to protect this instance's writes, and a
-//! shared counter would itself be a write per request.
+//! per client and per instance in fixed one-minute windows, in memory: the
+//! limit exists to protect this instance's writes, and a shared counter
+//! would itself be a write per request.
+//!
+//! A client is an IPv4 address or an IPv6 /64 (one host may use any
+//! address of its network's prefix). When the instance's limit is reached,
+//! the busiest clients are shed, not everyone: a client that has started
+//! fewer than [`LIGHT`] sign-ins this minute still may, up to as many
+//! again as the limit, so a flood from a few networks does not lock out
+//! the people signing in meanwhile.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Addresses remembered in one window at most; past this, new addresses
-/// are refused until the window ends (a flood from many addresses).
+/// Clients remembered in one window at most; past this, new clients are
+/// refused until the window ends (a flood from very many addresses).
 const MAX_ADDRESSES: usize = 50_000;
+
+/// Sign-ins this minute below which a client still gets in when the
+/// instance's limit is reached (a person retrying counts a few).
+const LIGHT: u32 = 3;
 
 pub struct SignInThrottle {
     per_address: u32,
@@ -23,7 +34,24 @@ pub struct SignInThrottle {
 struct Window {
     started: Instant,
     total: u32,
-    by_address: HashMap<IpAddr, u32>,
+    /// Admitted past the instance's limit, for light clients.
+    overflow: u32,
+    by_client: HashMap<IpAddr, u32>,
+}
+
+/// Who counts as one client: the IPv4 address (also when written as an
+/// IPv4-mapped IPv6 one), or the IPv6 address's /64.
+pub fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
 }
 
 impl SignInThrottle {
@@ -34,7 +62,8 @@ impl SignInThrottle {
             window: Mutex::new(Window {
                 started: Instant::now(),
                 total: 0,
-                by_address: HashMap::new(),
+                overflow: 0,
+                by_client: HashMap::new(),
             }),
         }
     }
@@ -49,19 +78,30 @@ impl SignInThrottle {
         if elapsed >= 60 {
             w.started = Instant::now();
             w.total = 0;
-            w.by_address.clear();
+            w.overflow = 0;
+            w.by_client.clear();
         }
         let retry_after = 60u64.saturating_sub(elapsed % 60).max(1);
-        let known = w.by_address.contains_key(&address);
-        if w.total >= self.per_instance || (!known && w.by_address.len() >= MAX_ADDRESSES) {
+        let client = client_key(address);
+        let count = w.by_client.get(&client).copied();
+        if count.is_none() && w.by_client.len() >= MAX_ADDRESSES {
             return Err(retry_after);
         }
-        let count = w.by_address.entry(address).or_insert(0);
-        if *count >= self.per_address {
+        let count = count.unwrap_or(0);
+        if count >= self.per_address {
             return Err(retry_after);
         }
-        *count += 1;
-        w.total += 1;
+        if w.total >= self.per_instance {
+            // Over the limit: only light clients, within an overflow as
+            // large as the limit itself.
+            if count >= LIGHT || w.overflow >= self.per_instance {
+                return Err(retry_after);
+            }
+            w.overflow += 1;
+        } else {
+            w.total += 1;
+        }
+        *w.by_client.entry(client).or_insert(0) += 1;
         Ok(())
     }
 }
@@ -80,9 +120,59 @@ mod tests {
         let retry = throttle.admit(a).unwrap_err();
         assert!((1..=60).contains(&retry));
         assert!(throttle.admit(b).is_ok(), "another address still may");
+        // The instance's limit (3) is reached: b is light and still gets
+        // in; a is not.
+        assert!(throttle.admit(a).is_err());
+        assert!(throttle.admit(b).is_ok(), "light clients pass the limit");
+    }
+
+    #[test]
+    fn past_the_instance_limit_the_busiest_clients_are_shed_not_everyone() {
+        let throttle = SignInThrottle::new(20, 60);
+        let flooders: Vec<IpAddr> = (1..=3)
+            .map(|i| format!("198.51.100.{i}").parse().unwrap())
+            .collect();
+        for f in &flooders {
+            for _ in 0..20 {
+                assert!(throttle.admit(*f).is_ok());
+            }
+        }
+        for f in &flooders {
+            assert!(throttle.admit(*f).is_err(), "at their own limit");
+        }
+        let person: IpAddr = "192.0.2.7".parse().unwrap();
+        for attempt in 0..LIGHT {
+            assert!(throttle.admit(person).is_ok(), "attempt {attempt}");
+        }
+        assert!(throttle.admit(person).is_err(), "no longer light");
+        // Many fresh clients use up the overflow, which is bounded.
+        let admitted = (0..200u32)
+            .filter(|i| {
+                let a: IpAddr = format!("10.0.{}.{}", i / 250, i % 250).parse().unwrap();
+                throttle.admit(a).is_ok()
+            })
+            .count();
+        assert_eq!(
+            admitted as u32,
+            60 - LIGHT,
+            "the overflow is as large as the limit"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_client() {
+        let throttle = SignInThrottle::new(2, 100);
+        for host in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"] {
+            assert!(throttle.admit(host.parse().unwrap()).is_ok());
+        }
         assert!(
-            throttle.admit(b).is_err(),
-            "the instance's limit is reached"
+            throttle.admit("2001:db8:1:2::77".parse().unwrap()).is_err(),
+            "another address of the same /64"
+        );
+        assert!(throttle.admit("2001:db8:1:3::1".parse().unwrap()).is_ok());
+        assert_eq!(
+            client_key("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
         );
     }
 }

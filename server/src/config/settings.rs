@@ -195,13 +195,13 @@ pub const SETTINGS: &[Setting] = &[
         "session.sign_ins_per_address",
         "VOXGATE_SIGN_INS_PER_ADDRESS",
         Some("20"),
-        "Sign-ins a client address may start per minute on one instance (each stores a pending sign-in for 15 minutes).",
+        "Sign-ins a client (an IPv4 address, or an IPv6 /64) may start per minute on one instance (each stores a pending sign-in for 15 minutes).",
     ),
     s(
         "session.sign_ins_per_instance",
         "VOXGATE_SIGN_INS_PER_INSTANCE",
         Some("600"),
-        "Sign-ins one instance starts per minute from all addresses together.",
+        "Sign-ins one instance starts per minute from all clients together; past it, only clients with fewer than three this minute still may (up to as many again), so a flood sheds its own clients rather than everyone.",
     ),
     s(
         "keycloak.url",
