@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 mod compose;
-mod nginx;
+pub(crate) mod nginx;
 mod socket;
 mod stack;
 

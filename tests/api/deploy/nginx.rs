@@ -25,7 +25,7 @@ const NGINX: &str = "/usr/sbin/nginx";
 const WEB_SECRET: &str = crate::stack::WEB_SECRET;
 const ADMIN_SECRET: &str = crate::stack::ADMIN_SECRET;
 
-fn nginx_missing() -> bool {
+pub(crate) fn nginx_missing() -> bool {
     if Path::new(NGINX).exists() {
         return false;
     }
@@ -34,16 +34,16 @@ fn nginx_missing() -> bool {
 }
 
 /// A temporary directory, removed on drop.
-pub(super) struct TempDir(pub(super) PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    pub(super) fn new(what: &str) -> TempDir {
+    pub(crate) fn new(what: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!("voxgate-{what}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
 
-    pub(super) fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -55,7 +55,7 @@ impl Drop for TempDir {
 }
 
 /// A local CA and server certificate made by scripts/make-certs.
-fn make_certs() -> TempDir {
+pub(crate) fn make_certs() -> TempDir {
     let dir = TempDir::new("certs");
     let out = std::process::Command::new(repo("scripts/make-certs"))
         .arg(&dir.0)
@@ -147,7 +147,7 @@ fn nginx_test(dir: &TempDir, conf: &Path) -> std::process::Output {
         .expect("nginx runs")
 }
 
-struct Nginx {
+pub(crate) struct Nginx {
     child: tokio::process::Child,
     _dir: TempDir,
     https_port: u16,
@@ -159,7 +159,7 @@ impl Nginx {
     /// Renders the configuration for `https_port` (fixed by the caller: the
     /// realm and voxgate need the origin first), checks it with `nginx -t`
     /// and starts nginx in the foreground.
-    async fn start(
+    pub(crate) async fn start(
         certs: &TempDir,
         https_port: u16,
         upstreams: &[String],
@@ -220,7 +220,7 @@ impl Nginx {
         panic!("nginx did not start listening on {https_port}");
     }
 
-    fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("https://127.0.0.1:{}", self.https_port)
     }
 }

@@ -14,6 +14,7 @@
 
 mod bearer;
 mod differential;
+mod edge;
 mod logout;
 mod provisioning;
 mod realm_import;
