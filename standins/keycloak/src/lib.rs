@@ -117,7 +117,11 @@ fn load_realms(config: &StandinConfig) -> anyhow::Result<World> {
         imported.push(realm_import::load_file(path)?);
     }
     for (i, json) in config.realm_jsons.iter().enumerate() {
-        imported.push(realm_import::import(json).with_context(|| format!("realm JSON #{i}"))?);
+        // Realms given at start are imported as `--import-realm` imports a
+        // file: `${NAME:default}` placeholders resolved first.
+        let json =
+            realm_import::resolve_placeholders(json).with_context(|| format!("realm JSON #{i}"))?;
+        imported.push(realm_import::import(&json).with_context(|| format!("realm JSON #{i}"))?);
     }
     for realm in imported {
         // Like `--import-realm`: realms that already exist (from the state file) are kept.

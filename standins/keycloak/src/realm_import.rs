@@ -170,6 +170,13 @@ pub fn load_file(path: &std::path::Path) -> anyhow::Result<Realm> {
     import(&value).map_err(|e| anyhow!("realm file {}: {e}", path.display()))
 }
 
+/// A realm given as JSON with its placeholders resolved from the
+/// environment, as if it had been read from a file.
+pub fn resolve_placeholders(realm: &Value) -> anyhow::Result<Value> {
+    let text = placeholders(&realm.to_string(), |name| std::env::var(name).ok());
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// `${NAME}` / `${NAME:default}` as `kc.sh --import-realm` resolves them in a
 /// realm file (Keycloak's `StringPropertyReplacer`): the variable, else the
 /// text after the first colon, else the reference unchanged.
