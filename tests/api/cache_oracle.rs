@@ -275,3 +275,97 @@ async fn joining_somebody_elses_synthesis_in_flight_looks_like_a_miss() {
         "his second hearing"
     );
 }
+
+/// What bob sees when he already holds every slot a user may (two long
+/// hearings he reads slowly) and asks for words alice had spoken (primed)
+/// or that nobody had: the same refusal either way.
+async fn bobs_refusal(primed: bool) -> (u16, String) {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let polly = stack.polly.as_ref().unwrap();
+    let alice = stack.password_token("alice", "alice").await;
+    let bob = stack.password_token("bob", "bob").await;
+    let probe = "Words that may or may not have been spoken.";
+    let path = |text: &str| {
+        format!(
+            "/textToSpeech?{}",
+            serde_urlencoded::to_string([("Text", text), ("VoiceId", "Joanna")]).unwrap()
+        )
+    };
+    if primed {
+        let r = stack.app.caller(&alice).get(path(probe)).await;
+        r.bytes().await.unwrap();
+    }
+    polly.set_chunk_delay(Duration::from_millis(200));
+    let mut held = Vec::new();
+    for n in 0..2 {
+        let text = format!("A long answer bob keeps open, number {n}. ").repeat(40);
+        let r = stack.app.caller(&bob).get(path(&text)).await;
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let probed = stack.app.caller(&bob).get(path(probe)).await;
+    let status = probed.status().as_u16();
+    let body: Value = probed.json().await.unwrap_or(Value::Null);
+    drop(held);
+    (
+        status,
+        body["detail"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_refusal_for_holding_every_slot_does_not_tell_whether_the_words_are_cached() {
+    let (primed, fresh) = tokio::join!(bobs_refusal(true), bobs_refusal(false));
+    assert_eq!(primed.0, 429);
+    assert_eq!(primed, fresh);
+}
+
+/// Bob's two concurrent requests for the same words, while alice's
+/// synthesis of them is under way (primed) or while nobody else's is: the
+/// same labels, one `miss` and one `shared`.
+async fn bobs_two_requests(primed: bool) -> Vec<String> {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let polly = stack.polly.as_ref().unwrap();
+    polly.set_first_byte_delay(Duration::from_millis(1000));
+    let alice = stack.password_token("alice", "alice").await;
+    let bob = stack.password_token("bob", "bob").await;
+    let path = format!(
+        "/textToSpeech?{}",
+        serde_urlencoded::to_string([("Text", "Spoken twice at once."), ("VoiceId", "Joanna")])
+            .unwrap()
+    );
+    let alices = primed.then(|| {
+        let caller = stack.app.caller(&alice);
+        let path = path.clone();
+        tokio::spawn(async move { caller.get(&path).await.bytes().await.unwrap() })
+    });
+    if primed {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = {
+        let caller = stack.app.caller(&bob);
+        let path = path.clone();
+        tokio::spawn(async move { caller.get(&path).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = stack.app.caller(&bob).get(&path).await;
+    let first = first.await.unwrap();
+    let mut labels: Vec<String> = [&first, &second]
+        .iter()
+        .map(|r| r.headers()["x-voxgate-cache"].to_str().unwrap().to_string())
+        .collect();
+    first.bytes().await.unwrap();
+    second.bytes().await.unwrap();
+    if let Some(a) = alices {
+        a.await.unwrap();
+    }
+    labels.sort();
+    labels
+}
+
+#[tokio::test]
+async fn a_users_own_concurrent_requests_do_not_tell_whether_somebody_else_speaks_the_words() {
+    let (primed, fresh) = tokio::join!(bobs_two_requests(true), bobs_two_requests(false));
+    assert_eq!(fresh, ["miss", "shared"]);
+    assert_eq!(primed, fresh);
+}

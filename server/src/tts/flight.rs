@@ -62,9 +62,9 @@ impl Progress {
 
 pub struct Flight {
     key: String,
-    /// Whose request started it: their own concurrent requests may learn
-    /// that they joined it, nobody else's.
-    pub started_by: uuid::Uuid,
+    /// Listeners by user: a user learns that they joined a synthesis only
+    /// when another request of their own already follows it.
+    by_user: Mutex<HashMap<uuid::Uuid, usize>>,
     progress: Mutex<Progress>,
     notify: Notify,
     /// `None` until the engine answered: `Ok` once audio flows, or the
@@ -81,13 +81,21 @@ pub struct Flight {
 /// flight whose every client left (or failed before following) can stop.
 pub struct Listener {
     flight: Arc<Flight>,
+    user: uuid::Uuid,
+    /// Another request of the same user was already following.
+    pub(super) accompanied: bool,
 }
 
 impl Listener {
-    fn join(flight: &Arc<Flight>) -> Listener {
+    fn join(flight: &Arc<Flight>, user: uuid::Uuid) -> Listener {
         flight.listeners.fetch_add(1, Ordering::SeqCst);
+        let mut by_user = flight.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = by_user.entry(user).or_insert(0);
+        *mine += 1;
         Listener {
             flight: flight.clone(),
+            user,
+            accompanied: *mine > 1,
         }
     }
 
@@ -111,6 +119,19 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        {
+            let mut by_user = self
+                .flight
+                .by_user
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = by_user.get_mut(&self.user) {
+                *n -= 1;
+                if *n == 0 {
+                    by_user.remove(&self.user);
+                }
+            }
+        }
         if self.flight.listeners.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.flight.deserted.notify_waiters();
         }
@@ -142,7 +163,7 @@ impl Flights {
         self: &Arc<Self>,
         db: &PgPool,
         key: &str,
-        started_by: uuid::Uuid,
+        user: uuid::Uuid,
         content_type: &str,
         finish: Finish,
         claim: impl FnOnce() -> Result<G, TtsError>,
@@ -158,20 +179,20 @@ impl Flights {
             Err(p) => p.into_inner(),
         };
         if let Some(flight) = active.get(key) {
-            return Ok((Listener::join(flight), false));
+            return Ok((Listener::join(flight, user), false));
         }
         let held = claim()?;
         let (started, _) = watch::channel(None);
         let flight = Arc::new(Flight {
             key: key.to_string(),
-            started_by,
+            by_user: Mutex::new(HashMap::new()),
             progress: Mutex::new(Progress::default()),
             notify: Notify::new(),
             started,
             listeners: AtomicUsize::new(0),
             deserted: Notify::new(),
         });
-        let listener = Listener::join(&flight);
+        let listener = Listener::join(&flight, user);
         active.insert(key.to_string(), flight.clone());
         drop(active);
         let leader = flight.clone();
@@ -189,9 +210,15 @@ impl Flights {
         Ok((listener, true))
     }
 
-    fn remove(&self, key: &str) {
-        if let Ok(mut active) = self.active.lock() {
-            active.remove(key);
+    /// Takes `flight` out of the map, and only it: a newer flight of the
+    /// same key may stand there already.
+    fn remove(&self, flight: &Arc<Flight>) {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if active
+            .get(&flight.key)
+            .is_some_and(|f| Arc::ptr_eq(f, flight))
+        {
+            active.remove(&flight.key);
         }
     }
 }
@@ -206,19 +233,26 @@ struct FlightGuard {
 
 impl FlightGuard {
     fn retire(&self) {
-        self.flights.remove(&self.flight.key);
+        self.flights.remove(&self.flight);
     }
 
     /// Retires the flight if nobody follows it, atomically with joins:
     /// false when somebody joined meanwhile.
     fn retire_if_deserted(&self) -> bool {
-        let Ok(mut active) = self.flights.active.lock() else {
-            return false;
-        };
+        let mut active = self
+            .flights
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if self.flight.listeners.load(Ordering::SeqCst) > 0 {
             return false;
         }
-        active.remove(&self.flight.key);
+        if active
+            .get(&self.flight.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            active.remove(&self.flight.key);
+        }
         true
     }
 }
@@ -304,7 +338,16 @@ impl Flight {
             deserted_until = match (nobody, deserted_until) {
                 (false, _) => None,
                 (true, Some(at)) => Some(at),
-                (true, None) => Some(tokio::time::Instant::now() + finish.detached),
+                // Nothing to cache (another instance writes this entry, or
+                // writing failed): no reason to go on at all.
+                (true, None) => Some(
+                    tokio::time::Instant::now()
+                        + if persist {
+                            finish.detached
+                        } else {
+                            Duration::ZERO
+                        },
+                ),
             };
             if write.is_none() && persist && !unsaved.is_empty() {
                 let batch = std::mem::take(&mut unsaved);

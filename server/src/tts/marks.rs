@@ -40,6 +40,12 @@ impl Tts {
             return Ok(marks);
         }
 
+        // A first request for the marks holds one of the user's slots (and
+        // a permit, when computed) as a synthesis does, cached or not.
+        let _slot = match registration.marks_paid {
+            false => Some(self.inner.user_slots.take(user, &marks_key)?),
+            true => None,
+        };
         let charge = match registration.marks_paid {
             true => {
                 self.check_rate(user).await?;

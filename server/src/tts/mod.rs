@@ -260,26 +260,30 @@ impl Tts {
         }
     }
 
-    /// `user`'s registration of `key`; one that is known heard is answered
-    /// from memory.
+    /// `user`'s registration of `key` (from the database).
     async fn registration(
         &self,
         user: Uuid,
         key: &str,
     ) -> Result<Option<request::Registration>, ApiError> {
-        let pair = (user, key.to_string());
-        if self.inner.heard.lock().is_ok_and(|h| h.contains(&pair)) {
-            return Ok(Some(request::Registration {
-                paid: true,
-                heard: true,
-                marks_paid: false,
-            }));
-        }
         let registration = request::registration(&self.inner.db, user, key).await?;
         if registration.is_some_and(|r| r.heard) {
             self.remember_heard(user, key);
         }
         Ok(registration)
+    }
+
+    /// `(paid, heard)` of `user`'s registration of `key`, `None` if there is
+    /// none; a key known heard is answered from memory.
+    async fn hearing(&self, user: Uuid, key: &str) -> Result<Option<(bool, bool)>, ApiError> {
+        let pair = (user, key.to_string());
+        if self.inner.heard.lock().is_ok_and(|h| h.contains(&pair)) {
+            return Ok(Some((true, true)));
+        }
+        Ok(self
+            .registration(user, key)
+            .await?
+            .map(|r| (r.paid, r.heard)))
     }
 
     fn remember_heard(&self, user: Uuid, key: &str) {
@@ -366,10 +370,17 @@ impl Tts {
         let legacy = known.is_some();
         // Only those who registered a key may hear it; to anyone else it
         // does not exist, as an unknown key.
-        let (paid, heard) = match self.registration(user, key).await? {
+        let (paid, heard) = match self.hearing(user, key).await? {
             None if known.is_none() => return Err(request::not_registered(key)),
             None => (false, false),
-            Some(r) => (r.paid, r.heard),
+            Some(hearing) => hearing,
+        };
+        // A hearing that is not a repeat takes one of the user's slots
+        // before anything else, cached or not, so that a refusal cannot
+        // tell whether somebody else had these words spoken.
+        let mut slot = match heard {
+            false => Some(self.inner.user_slots.take(user, key)?),
+            true => None,
         };
         let cached = match self.inner.memory.get(key) {
             Some(e) => Some(http_cache::Cached::Memory(e)),
@@ -425,7 +436,8 @@ impl Tts {
         if let Some(entry) = cached {
             metrics::counter!("voxgate_tts_cache_total", "result" => "hit").increment(1);
             // A first hearing of cached audio: streamed as a synthesis is.
-            let body = self.recording_heard(user, key, http_cache::whole_stream(&entry));
+            let body = holding(http_cache::whole_stream(&entry), slot);
+            let body = self.recording_heard(user, key, body);
             return Ok(http_cache::streamed(format.content_type(), "miss", body));
         }
         metrics::counter!("voxgate_tts_cache_total", "result" => "miss").increment(1);
@@ -466,7 +478,10 @@ impl Tts {
             user,
             format.content_type(),
             finish,
-            || self.inner.user_slots.take(user),
+            || match slot.take() {
+                Some(slot) => Ok(slot),
+                None => self.inner.user_slots.take(user, key),
+            },
             start,
         );
         let (listener, leader) = match joined {
@@ -481,20 +496,38 @@ impl Tts {
             self.take_back(charge, user, key).await;
             return Err(e.into());
         }
-        // Only a listener who heard this key before, or whose own request
-        // started this synthesis, learns that they joined it.
-        let label = match leader || !(heard || flight.started_by == user) {
+        // Only a listener who heard this key before, or who follows it with
+        // another request already, learns that they joined a synthesis.
+        let label = match leader || !(heard || listener.accompanied) {
             true => "miss",
             false => "shared",
         };
+        // A listener that joined keeps its own slot while it listens.
         let body = listener
             .follow(self.inner.db.clone())
             .map(|r| r.map_err(std::io::Error::other))
             .boxed();
+        let body = holding(body, slot);
         let body = match heard {
             true => body,
             false => self.recording_heard(user, key, body),
         };
         Ok(http_cache::streamed(format.content_type(), label, body))
+    }
+}
+
+/// `body`, holding `slot` until it ends or is dropped.
+fn holding(
+    body: BoxStream<'static, std::io::Result<Bytes>>,
+    slot: Option<quota::UserSlot>,
+) -> BoxStream<'static, std::io::Result<Bytes>> {
+    match slot {
+        None => body,
+        Some(slot) => body
+            .map(move |chunk| {
+                let _held = &slot;
+                chunk
+            })
+            .boxed(),
     }
 }

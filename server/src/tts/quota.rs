@@ -121,19 +121,23 @@ pub(super) async fn permit(
         .map_err(|_| TtsError::Unavailable("shutting down".into()))
 }
 
-/// How many syntheses each user leads on this instance, so that one user
-/// (staff included: the quota exemption is about money, not capacity)
-/// cannot hold every synthesis slot or voice worker.
+/// The hearings each user has in progress on this instance, by key, so
+/// that one user (staff included: the quota exemption is about money, not
+/// capacity) cannot hold every synthesis slot or voice worker. Every
+/// hearing that is not a repeat takes a slot, served from the cache or
+/// not, so a refusal tells nothing about the cache; the same user's
+/// concurrent hearings of one key share a slot.
 pub(super) struct UserSlots {
     limit: usize,
-    held: Mutex<HashMap<Uuid, usize>>,
+    held: Mutex<HashMap<Uuid, HashMap<String, usize>>>,
 }
 
-/// One of a user's slots, given back when dropped (when the synthesis
-/// ends, fails or is stopped).
+/// A user's slot for one key, given back when dropped (when the hearing
+/// or the synthesis it leads ends, fails or is stopped).
 pub(super) struct UserSlot {
     slots: Arc<UserSlots>,
     user: Uuid,
+    key: String,
 }
 
 impl UserSlots {
@@ -144,17 +148,23 @@ impl UserSlots {
         })
     }
 
-    /// A slot for `user`, or `UserBusy` when they hold them all.
-    pub fn take(self: &Arc<Self>, user: Uuid) -> Result<UserSlot, TtsError> {
+    /// A slot for `user` and `key`, or `UserBusy` when they hold slots
+    /// for as many other keys as they may.
+    pub fn take(self: &Arc<Self>, user: Uuid, key: &str) -> Result<UserSlot, TtsError> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let n = held.entry(user).or_insert(0);
-        if *n >= self.limit {
-            return Err(TtsError::UserBusy(self.limit));
+        let keys = held.entry(user).or_default();
+        let others = keys.len();
+        match keys.get_mut(key) {
+            Some(n) => *n += 1,
+            None if others >= self.limit => return Err(TtsError::UserBusy(self.limit)),
+            None => {
+                keys.insert(key.to_string(), 1);
+            }
         }
-        *n += 1;
         Ok(UserSlot {
             slots: self.clone(),
             user,
+            key: key.to_string(),
         })
     }
 }
@@ -162,9 +172,14 @@ impl UserSlots {
 impl Drop for UserSlot {
     fn drop(&mut self) {
         let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = held.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(keys) = held.get_mut(&self.user) {
+            if let Some(n) = keys.get_mut(&self.key) {
+                *n -= 1;
+                if *n == 0 {
+                    keys.remove(&self.key);
+                }
+            }
+            if keys.is_empty() {
                 held.remove(&self.user);
             }
         }
@@ -179,11 +194,15 @@ mod tests {
     fn a_user_holds_at_most_the_limit_and_dropping_gives_a_slot_back() {
         let slots = UserSlots::new(2);
         let (bob, alice) = (Uuid::new_v4(), Uuid::new_v4());
-        let first = slots.take(bob).unwrap();
-        let _second = slots.take(bob).unwrap();
-        assert!(matches!(slots.take(bob), Err(TtsError::UserBusy(2))));
-        assert!(slots.take(alice).is_ok(), "others are not affected");
+        let first = slots.take(bob, "a").unwrap();
+        let again = slots.take(bob, "a").unwrap();
+        let _second = slots.take(bob, "b").unwrap();
+        assert!(matches!(slots.take(bob, "c"), Err(TtsError::UserBusy(2))));
+        assert!(slots.take(bob, "b").is_ok(), "the same key shares its slot");
+        assert!(slots.take(alice, "c").is_ok(), "others are not affected");
         drop(first);
-        assert!(slots.take(bob).is_ok());
+        assert!(slots.take(bob, "c").is_err(), "`a` is still held once");
+        drop(again);
+        assert!(slots.take(bob, "c").is_ok());
     }
 }
