@@ -209,6 +209,18 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
         ));
         return Ok(());
     }
+    // Under `fail` nothing may change when anything exists, the production
+    // state included: checked before it is enforced.
+    if args.if_exists == IfExists::Fail && !args.dry_run {
+        let existing = plan(&admin, &realm_file).await?;
+        let found = existing.iter().filter(|i| i.exists()).count();
+        if found > 0 {
+            return Err(Failure::Conflict(format!(
+                "nothing was imported into realm {}: {found} resource(s) already exist (policy fail; use --if-exists skip or overwrite)",
+                realm_file.name
+            )));
+        }
+    }
     // The production state is enforced before anything else is compared:
     // whatever an earlier (development) import left, the dev logins go.
     let enforced = match &production {

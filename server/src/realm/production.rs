@@ -17,6 +17,9 @@ use super::{Admin, Failure, segment};
 /// What the file marks as development-only, and the production policy.
 pub(super) struct Rules {
     dev_users: Vec<String>,
+    /// The file's email of each dev user that has one (lowercase): a user
+    /// of that name with another email is somebody real, and kept.
+    dev_emails: Vec<(String, String)>,
     dev_clients: Vec<String>,
     /// Every client secret the file gives (placeholders resolved), by
     /// client id.
@@ -45,6 +48,18 @@ impl Rules {
             .split(',')
             .map(|u| u.trim().to_lowercase())
             .filter(|u| !u.is_empty())
+            .collect();
+        let dev_emails = realm
+            .get("users")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|u| {
+                let name = u.get("username")?.as_str()?.to_lowercase();
+                let email = u.get("email")?.as_str()?.to_lowercase();
+                Some((name, email))
+            })
             .collect();
         let clients = realm
             .get("clients")
@@ -78,6 +93,7 @@ impl Rules {
             .map(str::to_string);
         Rules {
             dev_users,
+            dev_emails,
             dev_clients,
             secrets,
             password_policy,
@@ -168,12 +184,37 @@ pub(super) async fn enforce(
         let Some(user) = admin.user(name).await? else {
             continue;
         };
-        let id = user.get("id").and_then(Value::as_str).unwrap_or_default();
+        // A user of that name whose email is not the file's is somebody
+        // real who took the name: kept, and said so.
+        let file_email = rules.dev_emails.iter().find(|(n, _)| n == name);
+        let email = user
+            .get("email")
+            .and_then(Value::as_str)
+            .map(str::to_lowercase);
+        if let Some((_, wanted)) = file_email
+            && email.as_deref() != Some(wanted.as_str())
+        {
+            report.push(format!(
+                "{prefix}: kept user {name}: not the file's dev user (another email)"
+            ));
+            continue;
+        }
+        let id = segment(user.get("id").and_then(Value::as_str).unwrap_or_default());
         if !dry_run {
+            // Their sessions end first: Keycloak tells its clients (voxgate
+            // through back-channel logout) before the user is gone.
+            admin
+                .change(
+                    reqwest::Method::POST,
+                    &format!("/users/{id}/logout"),
+                    None,
+                    &format!("sign dev user {name} out"),
+                )
+                .await?;
             admin
                 .change(
                     reqwest::Method::DELETE,
-                    &format!("/users/{}", segment(id)),
+                    &format!("/users/{id}"),
                     None,
                     &format!("delete dev user {name}"),
                 )
@@ -225,6 +266,46 @@ pub(super) async fn enforce(
         ));
     }
 
+    // Any public client that takes passwords directly (Keycloak's own
+    // admin-cli does, in every realm) lets anybody guess every user's
+    // password without a browser: off, except in the master realm, whose
+    // administrators sign in through admin-cli.
+    if admin.realm != "master" {
+        for current in clients.iter().filter(|c| {
+            c.get("publicClient").and_then(Value::as_bool) == Some(true)
+                && c.get("directAccessGrantsEnabled").and_then(Value::as_bool) == Some(true)
+        }) {
+            let client_id = current
+                .get("clientId")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string();
+            if enforced.disabled_clients.contains(&client_id) {
+                continue;
+            }
+            if !dry_run {
+                let uuid = segment(&uuid_of(current));
+                let mut body = admin
+                    .get(admin.realm_url(&format!("/clients/{uuid}"))?)
+                    .await?;
+                body["directAccessGrantsEnabled"] = json!(false);
+                admin
+                    .change(
+                        reqwest::Method::PUT,
+                        &format!("/clients/{uuid}"),
+                        Some(&body),
+                        &format!("turn off direct grants of client {client_id}"),
+                    )
+                    .await?;
+            }
+            changes += 1;
+            report.push(format!(
+                "{prefix}: {} direct grants (passwords sent straight to the token endpoint) of public client {client_id}",
+                verb("turned off", "turn off")
+            ));
+        }
+    }
+
     // A secret Keycloak holds that is a development value (left by an
     // earlier import of the development file) is replaced: by the file's
     // secret when that one is real (given through the environment), else
@@ -250,7 +331,10 @@ pub(super) async fn enforce(
         if !dry_run {
             let what = format!("replace the secret of client {client_id}");
             if from_file {
-                let mut body = current.clone();
+                // Read again: an earlier step may have changed the client.
+                let mut body = admin
+                    .get(admin.realm_url(&format!("/clients/{uuid}"))?)
+                    .await?;
                 body["secret"] = json!(file_secret);
                 admin
                     .change(

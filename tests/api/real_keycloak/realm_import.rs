@@ -34,12 +34,23 @@ impl Imported {
 
     /// Runs `voxgate realm import` with `realm` as the file.
     async fn import(&self, realm: &Value, extra: &[&str]) -> (i32, String) {
+        self.import_with(realm, extra, &[]).await
+    }
+
+    /// The same with `env` in the importer's environment.
+    async fn import_with(
+        &self,
+        realm: &Value,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (i32, String) {
         let path = self.dir.join("realm.json");
         std::fs::write(&path, serde_json::to_vec_pretty(realm).unwrap()).unwrap();
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
             .env_clear()
             .envs(crate::helpers::base_env())
             .env("VOXGATE_REALM_ADMIN_PASSWORD", self.kc.admin_password())
+            .envs(env.iter().copied())
             .args(["realm", "import", "--file"])
             .arg(&path)
             .args(["--url", &self.kc.base, "--admin-user", super::MASTER_ADMIN])
@@ -108,6 +119,19 @@ async fn secret_works(kc: &RealKeycloak, realm: &str, client: &str, secret: &str
     )
     .await
         == 200
+}
+
+/// The secret Keycloak holds for `client` (voxgate-web takes no client
+/// credentials grant, so its secret is read, not tried).
+async fn held_secret(admin: &KcAdmin, client: &str) -> String {
+    let uuid = admin.get(&format!("/clients?clientId={client}")).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    admin.get(&format!("/clients/{uuid}/client-secret")).await["value"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 impl Drop for Imported {
@@ -405,9 +429,21 @@ async fn the_production_profile_on_a_dev_realm_leaves_no_dev_login() {
         return;
     };
     let imported = Imported::new(kc);
-    let file = realm_file(&imported.name);
+    // The file as it is in the repository: its secrets are placeholders
+    // that the importer resolves from its environment.
+    let mut file: Value = serde_json::from_str(
+        &std::fs::read_to_string(super::repo_root().join("keycloak-realm/realm.json")).unwrap(),
+    )
+    .unwrap();
+    file["realm"] = json!(imported.name);
     assert_eq!(imported.import(&file, &[]).await.0, 0);
     let realm = imported.name.as_str();
+    // A real user, and Keycloak's own public client that takes passwords.
+    imported
+        .admin()
+        .create_user("carol", "a long enough password")
+        .await;
+    assert!(password_works(kc, realm, "admin-cli", "carol", "a long enough password").await);
     assert!(password_works(kc, realm, "voxgate-cli", "alice", "alice").await);
     assert!(secret_works(kc, realm, "voxgate-admin", crate::stack::ADMIN_SECRET).await);
 
@@ -421,6 +457,7 @@ async fn the_production_profile_on_a_dev_realm_leaves_no_dev_login() {
         "dry run: production profile: would disable client voxgate-cli",
         "dry run: production profile: would regenerate the secret of client voxgate-admin",
         "dry run: production profile: would regenerate the secret of client voxgate-web",
+        "dry run: production profile: would turn off direct grants (passwords sent straight to the token endpoint) of public client admin-cli",
         "dry run: production profile: would set password policy length(12)",
     ] {
         assert!(out.contains(line), "{line}\n{out}");
@@ -434,20 +471,36 @@ async fn the_production_profile_on_a_dev_realm_leaves_no_dev_login() {
         "a dry run changes nothing"
     );
 
-    let (code, out) = imported.import(&file, &["--profile", "production"]).await;
+    // The operator gives voxgate-web's secret through the environment (as
+    // docker-compose.production.yml does); voxgate-admin's is generated.
+    const WEB: &str = "a-real-secret-given-by-the-environment";
+    let env = [("VOXGATE_OIDC_CLIENT_SECRET", WEB)];
+    let production = ["--profile", "production"];
+    let (code, out) = imported.import_with(&file, &production, &env).await;
     assert_eq!(code, 0, "{out}");
     for line in [
         "production profile: deleted dev user alice",
         "production profile: deleted dev user bob",
         "production profile: disabled client voxgate-cli",
         "production profile: regenerated the secret of client voxgate-admin",
+        "production profile: replaced the dev-only secret of client voxgate-web with the one the file gives",
+        "production profile: turned off direct grants (passwords sent straight to the token endpoint) of public client admin-cli",
         "production profile: set password policy length(12)",
     ] {
         assert!(out.contains(line), "{line}\n{out}");
     }
     assert!(
-        !out.contains("dev-only-voxgate"),
+        !out.contains("dev-only-voxgate") && !out.contains(WEB),
         "secrets are never printed: {out}"
+    );
+    assert_eq!(
+        held_secret(&imported.admin(), "voxgate-web").await,
+        WEB,
+        "the environment's secret"
+    );
+    assert!(
+        !password_works(kc, realm, "admin-cli", "carol", "a long enough password").await,
+        "no client of the realm takes passwords directly"
     );
     for (user, client) in [
         ("alice", "voxgate-cli"),
@@ -461,7 +514,7 @@ async fn the_production_profile_on_a_dev_realm_leaves_no_dev_login() {
         );
     }
     assert!(!secret_works(kc, realm, "voxgate-admin", crate::stack::ADMIN_SECRET).await);
-    assert!(!secret_works(kc, realm, "voxgate-web", crate::stack::WEB_SECRET).await);
+
     let admin = imported.admin();
     let cli = admin.get("/clients?clientId=voxgate-cli").await[0].clone();
     assert_eq!(cli["enabled"], false);
@@ -475,11 +528,48 @@ async fn the_production_profile_on_a_dev_realm_leaves_no_dev_login() {
         "{policy}"
     );
 
-    let (code, out) = imported.import(&file, &["--profile", "production"]).await;
+    let (code, out) = imported.import_with(&file, &production, &env).await;
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("has no dev user, dev client or dev secret"),
         "a second run changes nothing: {out}"
     );
     assert!(!out.contains("differs"), "{out}");
+}
+
+/// A user who took a dev user's name in a realm in use (another email than
+/// the file's) is somebody real: the production profile keeps them and says
+/// so, and deletes only the file's own dev users.
+#[tokio::test]
+async fn the_production_profile_keeps_a_real_user_who_has_a_dev_users_name() {
+    let Some(kc) = server() else {
+        return;
+    };
+    let imported = Imported::new(kc);
+    let file = realm_file(&imported.name);
+    assert_eq!(imported.import(&file, &[]).await.0, 0);
+    let admin = imported.admin();
+    let mut bob = admin.user_by_username("bob").await.unwrap();
+    bob["email"] = json!("robert@real.example");
+    let id = bob["id"].as_str().unwrap().to_string();
+    let r = admin
+        .call(reqwest::Method::PUT, &format!("/users/{id}"), Some(&bob))
+        .await;
+    assert_eq!(r.status(), 204);
+
+    let (code, out) = imported.import(&file, &["--profile", "production"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("production profile: deleted dev user alice"),
+        "{out}"
+    );
+    assert!(
+        out.contains("production profile: kept user bob: not the file's dev user (another email)"),
+        "{out}"
+    );
+    assert!(admin.user_by_username("alice").await.is_none());
+    assert_eq!(
+        admin.user_by_username("bob").await.unwrap()["id"],
+        id.as_str()
+    );
 }
