@@ -207,7 +207,7 @@ impl Listener {
 }
 
 /// Binds the socket where nobody else can reach it yet (a directory only
-/// voxgate can enter, beside `path`), gives it `mode`, then renames it into
+/// voxgate can enter, beside `path`), gives it `mode`, then links it into
 /// place: no connection can arrive while the file still has the umask's
 /// permissions.
 fn bind_private(path: &std::path::Path, mode: u32) -> std::io::Result<UnixListener> {
@@ -219,7 +219,9 @@ fn bind_private(path: &std::path::Path, mode: u32) -> std::io::Result<UnixListen
     let bound = (|| {
         let listener = UnixListener::bind(&staged)?;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&staged, path)?;
+        // A link, not a rename: it fails rather than replace a socket that
+        // another instance put there meanwhile.
+        std::fs::hard_link(&staged, path)?;
         Ok(listener)
     })();
     let _ = std::fs::remove_file(&staged);

@@ -111,9 +111,11 @@ async fn login(
     parts: Parts,
 ) -> Result<Response, PageError> {
     let return_to = safe_return_to(q.return_to.as_deref());
-    if let Some(address) = client_address(&parts, &state)
-        && let Err(retry_after) = state.auth.sign_ins.admit(address)
-    {
+    // A peer with no address of its own (an untrusted one on the Unix
+    // socket) is counted all together under one.
+    let address = client_address(&parts, &state)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    if let Err(retry_after) = state.auth.sign_ins.admit(address) {
         return Err(PageError::Busy {
             message: "Too many sign-ins were started from your network just now. Please wait a minute and try again.".into(),
             retry_after,
@@ -408,8 +410,9 @@ async fn backchannel_logout(State(state): State<AppState>, body: axum::body::Byt
         Err(e) => return bad(e.to_string()),
     };
     let jti = claims.jti.as_deref().unwrap_or_default();
-    // Remembered as long as the token is accepted: past exp by the leeway.
-    let replayable_until = claims.exp + state.auth.validator.leeway() as i64;
+    // Remembered as long as the token is accepted (past exp by the leeway),
+    // plus a minute for the clocks of the database and of this instance.
+    let replayable_until = claims.exp + state.auth.validator.leeway() as i64 + 60;
     match session::remember_logout_token(&state.db, &claims.iss, jti, replayable_until).await {
         Ok(true) => {}
         Ok(false) => return bad("this logout token was already used".into()),

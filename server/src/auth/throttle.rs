@@ -6,7 +6,9 @@
 //! would itself be a write per request.
 //!
 //! A client is an IPv4 address or an IPv6 /64 (one host may use any
-//! address of its network's prefix). When the instance's limit is reached,
+//! address of its network's prefix); its network (IPv4 /24, IPv6 /48) has
+//! a limit of its own, so addresses spread over one site are one flood.
+//! When the instance's limit is reached,
 //! the busiest clients are shed, not everyone: a client that has started
 //! fewer than [`LIGHT`] sign-ins this minute still may, up to as many
 //! again as the limit, so a flood from a few networks does not lock out
@@ -25,6 +27,12 @@ const MAX_ADDRESSES: usize = 50_000;
 /// instance's limit is reached (a person retrying counts a few).
 const LIGHT: u32 = 3;
 
+/// A network (IPv4 /24, IPv6 /48: what one customer or site usually holds)
+/// may start this many times a client's limit per minute, and counts as
+/// light past the instance's limit only below this many times `LIGHT`: a
+/// flood spread over a network's many addresses is one flood.
+const NETWORK_FACTOR: u32 = 4;
+
 pub struct SignInThrottle {
     per_address: u32,
     per_instance: u32,
@@ -37,6 +45,15 @@ struct Window {
     /// Admitted past the instance's limit, for light clients.
     overflow: u32,
     by_client: HashMap<IpAddr, u32>,
+    by_network: HashMap<IpAddr, u32>,
+}
+
+/// The network a client is in: its IPv4 /24 or IPv6 /48.
+pub fn network_key(address: IpAddr) -> IpAddr {
+    match client_key(address) {
+        IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) & 0xffff_ff00)),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 80) - 1))),
+    }
 }
 
 /// Who counts as one client: the IPv4 address (also when written as an
@@ -64,6 +81,7 @@ impl SignInThrottle {
                 total: 0,
                 overflow: 0,
                 by_client: HashMap::new(),
+                by_network: HashMap::new(),
             }),
         }
     }
@@ -80,6 +98,7 @@ impl SignInThrottle {
             w.total = 0;
             w.overflow = 0;
             w.by_client.clear();
+            w.by_network.clear();
         }
         let retry_after = 60u64.saturating_sub(elapsed % 60).max(1);
         let client = client_key(address);
@@ -88,13 +107,20 @@ impl SignInThrottle {
             return Err(retry_after);
         }
         let count = count.unwrap_or(0);
-        if count >= self.per_address {
+        let network = network_key(address);
+        let in_network = w.by_network.get(&network).copied().unwrap_or(0);
+        if count >= self.per_address
+            || in_network >= self.per_address.saturating_mul(NETWORK_FACTOR)
+        {
             return Err(retry_after);
         }
         if w.total >= self.per_instance {
-            // Over the limit: only light clients, within an overflow as
-            // large as the limit itself.
-            if count >= LIGHT || w.overflow >= self.per_instance {
+            // Over the limit: only light clients of light networks, within
+            // an overflow as large as the limit itself.
+            if count >= LIGHT
+                || in_network >= LIGHT * NETWORK_FACTOR
+                || w.overflow >= self.per_instance
+            {
                 return Err(retry_after);
             }
             w.overflow += 1;
@@ -102,6 +128,7 @@ impl SignInThrottle {
             w.total += 1;
         }
         *w.by_client.entry(client).or_insert(0) += 1;
+        *w.by_network.entry(network).or_insert(0) += 1;
         Ok(())
     }
 }
@@ -148,7 +175,7 @@ mod tests {
         // Many fresh clients use up the overflow, which is bounded.
         let admitted = (0..200u32)
             .filter(|i| {
-                let a: IpAddr = format!("10.0.{}.{}", i / 250, i % 250).parse().unwrap();
+                let a: IpAddr = format!("10.{}.{}.1", i / 250, i % 250).parse().unwrap();
                 throttle.admit(a).is_ok()
             })
             .count();
@@ -156,6 +183,25 @@ mod tests {
             admitted as u32,
             60 - LIGHT,
             "the overflow is as large as the limit"
+        );
+    }
+
+    #[test]
+    fn a_flood_spread_over_one_network_is_one_flood() {
+        let throttle = SignInThrottle::new(20, 600);
+        // Every /64 of one /48 is a client of its own, but the /48 stops
+        // at four clients' worth.
+        let admitted = (0..200u32)
+            .filter(|i| {
+                let a: IpAddr = format!("2001:db8:7:{i:x}::1").parse().unwrap();
+                throttle.admit(a).is_ok()
+            })
+            .count();
+        assert_eq!(admitted, 80);
+        assert!(throttle.admit("2001:db8:8::1".parse().unwrap()).is_ok());
+        assert_eq!(
+            network_key("192.0.2.77".parse().unwrap()),
+            "192.0.2.0".parse::<IpAddr>().unwrap()
         );
     }
 

@@ -90,6 +90,18 @@ async fn on_the_unix_socket_only_the_proxys_user_is_believed() {
         assert_eq!(secure, believed, "{name}: {head}");
         assert_eq!(https_callback, believed, "{name}: {head}");
     }
+    // A peer that is not the proxy has no address of its own: all such
+    // peers share one sign-in allowance (they are not left unlimited).
+    let other = dir.path("other.sock");
+    // One sign-in was started above; the default allowance is 20.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let head = login_head(&other).await;
+        statuses.push(head.split(' ').nth(1).unwrap_or_default().to_string());
+    }
+    assert!(statuses[..19].iter().all(|s| s == "303"), "{statuses:?}");
+    assert_eq!(statuses[19], "429", "{statuses:?}");
+
     // Bound in a private directory and moved into place: nothing is left
     // beside the sockets.
     let mut left: Vec<String> = std::fs::read_dir(&dir.0)
