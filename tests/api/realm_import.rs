@@ -216,6 +216,41 @@ async fn the_production_profile_imports_the_password_grant_client_disabled() {
     assert_eq!(password_grant(&dev, "alice", "alice").await, 200);
 }
 
+/// The stand-in answers the production profile's calls as Keycloak does:
+/// a realm that the development file created loses its dev logins.
+#[tokio::test]
+async fn the_production_profile_brings_an_existing_dev_realm_to_the_production_state() {
+    let kc = keycloak(vec![project_realm()]).await;
+    let file = RealmFile::write(&project_realm());
+    assert_eq!(password_grant(&kc, "alice", "alice").await, 200);
+
+    let run = import_as_admin(&kc, &file, &["--profile", "production"]).await;
+    run.exits(0)
+        .stdout_has("production profile: deleted dev user alice")
+        .stdout_has("production profile: deleted dev user bob")
+        .stdout_has("production profile: disabled client voxgate-cli")
+        .stdout_has("production profile: regenerated the secret of client voxgate-admin")
+        .stdout_has("production profile: set password policy length(12)");
+    assert_ne!(password_grant(&kc, "alice", "alice").await, 200);
+    assert!(kc.user_by_username(REALM, "bob").is_none());
+    let dev_secret = Caller::at("", reqwest::Client::new())
+        .post_form(
+            &format!("{}/protocol/openid-connect/token", kc.issuer(REALM)),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "voxgate-admin"),
+                ("client_secret", crate::stack::ADMIN_SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(dev_secret.status(), 401, "the dev secret no longer works");
+
+    import_as_admin(&kc, &file, &["--profile", "production"])
+        .await
+        .exits(0)
+        .stdout_has("has no dev user, dev client or dev secret");
+}
+
 #[tokio::test]
 async fn a_second_import_with_skip_changes_nothing_and_says_so() {
     let kc = keycloak(vec![]).await;

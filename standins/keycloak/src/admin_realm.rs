@@ -60,6 +60,7 @@ fn realm_rep(r: &Realm, brief: bool) -> Value {
     if let Some(role) = r.realm_role(&r.default_role) {
         m.insert("defaultRole".into(), r.role_brief(role));
     }
+    insert_some(&mut m, "passwordPolicy", &r.password_policy);
     if let Some(smtp) = &r.smtp_server {
         let mut s = smtp.clone();
         s.remove("password");
@@ -123,6 +124,28 @@ pub async fn get_realm(Admin(shared, realm, headers): Admin<String>) -> Response
         return json_response(StatusCode::OK, realm_rep(r, true));
     }
     json_response(StatusCode::OK, realm_rep(r, false))
+}
+
+/// `PUT /admin/realms/{realm}`: a partial representation; the fields the
+/// stand-in models (display name, enabled, password policy) are updated,
+/// the others ignored, as Keycloak ignores fields a body leaves out.
+pub async fn update_realm(Admin(shared, realm, headers): Admin<String>, body: Bytes) -> Response {
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    let body = or_respond!(json_object(&body));
+    if !caller.can_manage_realm() {
+        return forbidden();
+    }
+    let r = or_respond!(realm_in_mut(&mut world, &realm));
+    if let Some(policy) = body.get("passwordPolicy").and_then(Value::as_str) {
+        r.password_policy = (!policy.is_empty()).then(|| policy.to_string());
+    }
+    if let Some(name) = body.get("displayName").and_then(Value::as_str) {
+        r.display_name = Some(name.to_string());
+    }
+    if let Some(enabled) = body.get("enabled").and_then(Value::as_bool) {
+        r.enabled = enabled;
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 pub async fn delete_realm(Admin(shared, realm, headers): Admin<String>) -> Response {
@@ -395,6 +418,32 @@ pub async fn get_client(Admin(shared, (realm, id), headers): Admin<(String, Stri
         Some(c) => json_response(StatusCode::OK, client_rep(c, caller.can_manage_clients())),
         None => client_not_found(),
     }
+}
+
+/// `GET` (and `POST`, which makes a new one) `/clients/{id}/client-secret`:
+/// Keycloak's CredentialRepresentation of a confidential client's secret.
+pub async fn client_secret(
+    Admin(shared, (realm, id), headers): Admin<(String, String)>,
+    method: axum::http::Method,
+) -> Response {
+    let (caller, mut world) = or_respond!(authenticate(&shared, &headers, Some(&realm)));
+    if !caller.can_manage_clients() {
+        return forbidden();
+    }
+    let r = or_respond!(realm_in_mut(&mut world, &realm));
+    let Some(client) = r.clients.iter_mut().find(|c| c.id == id) else {
+        return client_not_found();
+    };
+    if method == axum::http::Method::POST {
+        if client.public_client {
+            return error_message(StatusCode::BAD_REQUEST, "client is public");
+        }
+        client.secret = Some(crate::state::random_id());
+    }
+    json_response(
+        StatusCode::OK,
+        json!({"type": "secret", "value": client.secret.clone().unwrap_or_default()}),
+    )
 }
 
 /// `PUT /clients/{id}`: the client is replaced by the body's version in

@@ -266,6 +266,10 @@ pub struct Realm {
     /// they are called at, as Keycloak's `OIDCWellKnownProvider` does).
     #[serde(default)]
     pub frontend_url: Option<String>,
+    /// Keycloak's password policy string, as set; stored and reported, not
+    /// enforced (standins/keycloak/README.md).
+    #[serde(default)]
+    pub password_policy: Option<String>,
     /// Login failures per user id (memory only, as Keycloak's are per node).
     #[serde(skip)]
     pub login_failures: std::collections::HashMap<String, LoginFailures>,

@@ -256,6 +256,7 @@ pub fn import(value: &Value) -> anyhow::Result<Realm> {
             false => None,
         },
         login_failures: Default::default(),
+        password_policy: root.str("passwordPolicy")?.filter(|p| !p.is_empty()),
         revoked_before_seq: 0,
         smtp_server: (!smtp.is_empty()).then(|| {
             smtp.into_iter()

@@ -97,7 +97,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/admin/realms/{realm}",
-            get(admin_realm::get_realm).delete(admin_realm::delete_realm),
+            get(admin_realm::get_realm)
+                .put(admin_realm::update_realm)
+                .delete(admin_realm::delete_realm),
         )
         .route(
             "/admin/realms/{realm}/partialImport",
@@ -122,6 +124,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/admin/realms/{realm}/clients/{id}/roles",
             get(admin_realm::list_client_roles),
+        )
+        .route(
+            "/admin/realms/{realm}/clients/{id}/client-secret",
+            get(admin_realm::client_secret).post(admin_realm::client_secret),
         )
         .route(
             "/admin/realms/{realm}/clients/{id}/roles/{name}",
