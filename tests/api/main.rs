@@ -10,6 +10,7 @@ mod auth;
 mod cache_oracle;
 mod chat;
 mod deploy;
+mod docs;
 mod foundation;
 mod fuzz;
 mod neural;

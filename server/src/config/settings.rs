@@ -284,7 +284,7 @@ pub const SETTINGS: &[Setting] = &[
         "tts.user_concurrency",
         "VOXGATE_TTS_USER_CONCURRENCY",
         Some("2"),
-        "Syntheses one user may have in progress per instance, agents and admins included (joining somebody's identical synthesis does not count); one more is a 429.",
+        "Different texts one user may be hearing for the first time at once per instance (cached or synthesized), agents and admins included; the same user's requests for one text share a slot; one more text is a 429.",
     ),
     s(
         "tts.worker_wait_seconds",
@@ -296,7 +296,7 @@ pub const SETTINGS: &[Setting] = &[
         "tts.detached_seconds",
         "VOXGATE_TTS_DETACHED_SECONDS",
         Some("20"),
-        "How long a synthesis of registered speech (`GET /api/tts/{key}`, chat replies) goes on after its last listener left, so that it can still be cached; past that, and at once for `/textToSpeech`, it stops. 0: stop at once.",
+        "How long a synthesis of registered speech (`GET /api/tts/{key}`, chat replies) goes on after its last listener left, so that it can still be cached, while half of VOXGATE_TTS_CONCURRENCY such places are free on the instance; past that, and at once for `/textToSpeech`, it stops. 0: stop at once.",
     ),
     s(
         "tts.espeak_program",

@@ -207,6 +207,11 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
             "created realm {} at {shown} ({summary})",
             realm_file.name
         ));
+        // What Keycloak adds to every new realm (admin-cli's direct grants)
+        // is brought to the production state too.
+        if let Some(rules) = &production {
+            production::enforce(&admin, rules, false, signed_in_through(args), report).await?;
+        }
         return Ok(());
     }
     // Under `fail` nothing may change when anything exists, the production
@@ -224,7 +229,10 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
     // The production state is enforced before anything else is compared:
     // whatever an earlier (development) import left, the dev logins go.
     let enforced = match &production {
-        Some(rules) => production::enforce(&admin, rules, args.dry_run, report).await?,
+        Some(rules) => {
+            production::enforce(&admin, rules, args.dry_run, signed_in_through(args), report)
+                .await?
+        }
         None => production::Enforced::default(),
     };
     let mut plan = plan(&admin, &realm_file).await?;
@@ -264,6 +272,14 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
         &plan,
     ));
     Ok(())
+}
+
+/// The client this import signed in through at the target realm itself
+/// (an administrator's password through its admin-cli), which must keep
+/// taking passwords or the next import could not sign in.
+fn signed_in_through(args: &ImportArgs) -> Option<&'static str> {
+    let name = RealmFile::read(&args.file).ok()?.name;
+    (args.admin_user.is_some() && args.auth_realm == name).then_some("admin-cli")
 }
 
 /// The parsed realm file.

@@ -130,6 +130,16 @@ pub(super) fn apply_to_file(realm: &mut Value, rules: &Rules, report: &mut Vec<S
                 report.push(format!(
                     "production profile: client {id} is imported disabled"
                 ));
+            } else if client.get("publicClient").and_then(Value::as_bool) == Some(true)
+                && client
+                    .get("directAccessGrantsEnabled")
+                    .and_then(Value::as_bool)
+                    == Some(true)
+            {
+                client.insert("directAccessGrantsEnabled".into(), json!(false));
+                report.push(format!(
+                    "production profile: public client {id} is imported without direct grants"
+                ));
             }
             if rules.dev_secret(&id).is_some() {
                 client.remove("secret");
@@ -165,6 +175,7 @@ pub(super) async fn enforce(
     admin: &Admin,
     rules: &Rules,
     dry_run: bool,
+    signed_in_through: Option<&str>,
     report: &mut Vec<String>,
 ) -> Result<Enforced, Failure> {
     let (done, prefix) = match dry_run {
@@ -281,6 +292,13 @@ pub(super) async fn enforce(
                 .unwrap_or("?")
                 .to_string();
             if enforced.disabled_clients.contains(&client_id) {
+                continue;
+            }
+            if signed_in_through == Some(client_id.as_str()) {
+                report.push(format!(
+                    "{prefix}: kept direct grants of public client {client_id}: this import signed in through it at realm {}; sign in at the master realm (--auth-realm master) or with a service account, and run again",
+                    admin.realm
+                ));
                 continue;
             }
             if !dry_run {

@@ -62,9 +62,6 @@ impl Progress {
 
 pub struct Flight {
     key: String,
-    /// Listeners by user: a user learns that they joined a synthesis only
-    /// when another request of their own already follows it.
-    by_user: Mutex<HashMap<uuid::Uuid, usize>>,
     progress: Mutex<Progress>,
     notify: Notify,
     /// `None` until the engine answered: `Ok` once audio flows, or the
@@ -81,21 +78,13 @@ pub struct Flight {
 /// flight whose every client left (or failed before following) can stop.
 pub struct Listener {
     flight: Arc<Flight>,
-    user: uuid::Uuid,
-    /// Another request of the same user was already following.
-    pub(super) accompanied: bool,
 }
 
 impl Listener {
-    fn join(flight: &Arc<Flight>, user: uuid::Uuid) -> Listener {
+    fn join(flight: &Arc<Flight>) -> Listener {
         flight.listeners.fetch_add(1, Ordering::SeqCst);
-        let mut by_user = flight.by_user.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = by_user.entry(user).or_insert(0);
-        *mine += 1;
         Listener {
             flight: flight.clone(),
-            user,
-            accompanied: *mine > 1,
         }
     }
 
@@ -119,28 +108,21 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        {
-            let mut by_user = self
-                .flight
-                .by_user
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = by_user.get_mut(&self.user) {
-                *n -= 1;
-                if *n == 0 {
-                    by_user.remove(&self.user);
-                }
-            }
-        }
         if self.flight.listeners.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.flight.deserted.notify_waiters();
         }
     }
 }
 
-#[derive(Default)]
 pub struct Flights {
     active: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Syntheses that may go on with nobody listening (to be cached), for
+    /// everybody together: their starters' slots are given back when the
+    /// last listener leaves, so that a user's slots say nothing about
+    /// whether their words were new; this bounds what they hold instead.
+    detached: Arc<tokio::sync::Semaphore>,
+    /// Syntheses started here (one per flight), for tests and metrics.
+    started: std::sync::atomic::AtomicU64,
 }
 
 /// What to do when a flight ends.
@@ -154,6 +136,19 @@ pub struct Finish {
 }
 
 impl Flights {
+    pub fn new(detached: usize) -> Flights {
+        Flights {
+            active: Mutex::new(HashMap::new()),
+            detached: Arc::new(tokio::sync::Semaphore::new(detached.max(1))),
+            started: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many syntheses this instance has started.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
     /// Joins the flight for `key`, or starts one with `start` (called only
     /// by the leader) after `claim` gave what a leader holds for the
     /// flight's whole life (the user's synthesis slot); a refused claim
@@ -163,7 +158,6 @@ impl Flights {
         self: &Arc<Self>,
         db: &PgPool,
         key: &str,
-        user: uuid::Uuid,
         content_type: &str,
         finish: Finish,
         claim: impl FnOnce() -> Result<G, TtsError>,
@@ -179,20 +173,20 @@ impl Flights {
             Err(p) => p.into_inner(),
         };
         if let Some(flight) = active.get(key) {
-            return Ok((Listener::join(flight, user), false));
+            return Ok((Listener::join(flight), false));
         }
         let held = claim()?;
         let (started, _) = watch::channel(None);
         let flight = Arc::new(Flight {
             key: key.to_string(),
-            by_user: Mutex::new(HashMap::new()),
             progress: Mutex::new(Progress::default()),
             notify: Notify::new(),
             started,
             listeners: AtomicUsize::new(0),
             deserted: Notify::new(),
         });
-        let listener = Listener::join(&flight, user);
+        let listener = Listener::join(&flight);
+        self.started.fetch_add(1, Ordering::Relaxed);
         active.insert(key.to_string(), flight.clone());
         drop(active);
         let leader = flight.clone();
@@ -203,9 +197,10 @@ impl Flights {
             flight: flight.clone(),
         };
         tokio::spawn(async move {
-            leader.lead(&db, &content_type, finish, start, &guard).await;
+            leader
+                .lead(&db, &content_type, finish, start, &guard, held)
+                .await;
             drop(guard);
-            drop(held);
         });
         Ok((listener, true))
     }
@@ -280,17 +275,22 @@ impl Drop for FlightGuard {
 const IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Flight {
-    async fn lead<F, Fut>(
+    #[allow(clippy::too_many_arguments)]
+    async fn lead<F, Fut, G>(
         &self,
         db: &PgPool,
         content_type: &str,
         finish: Finish,
         start: F,
         guard: &FlightGuard,
+        held: G,
     ) where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<AudioStream, TtsError>>,
     {
+        // The starter's slot, until nobody listens any more.
+        let mut held = Some(held);
+        let mut detached_permit = None;
         let began = Instant::now();
         let writer = uuid::Uuid::new_v4();
         // Claiming the cache row runs alongside the upstream call, so the
@@ -338,16 +338,21 @@ impl Flight {
             deserted_until = match (nobody, deserted_until) {
                 (false, _) => None,
                 (true, Some(at)) => Some(at),
-                // Nothing to cache (another instance writes this entry, or
-                // writing failed): no reason to go on at all.
-                (true, None) => Some(
-                    tokio::time::Instant::now()
-                        + if persist {
-                            finish.detached
-                        } else {
-                            Duration::ZERO
-                        },
-                ),
+                (true, None) => {
+                    // The starter's slot goes back now. Going on (to cache)
+                    // takes one of the instance's few detached places; with
+                    // nothing to cache (another instance writes this entry,
+                    // or writing failed) or none free, it stops at once.
+                    drop(held.take());
+                    if let Ok(permit) = guard.flights.detached.clone().try_acquire_owned() {
+                        detached_permit.replace(permit);
+                    }
+                    let grace = match persist && detached_permit.is_some() {
+                        true => finish.detached,
+                        false => Duration::ZERO,
+                    };
+                    Some(tokio::time::Instant::now() + grace)
+                }
             };
             if write.is_none() && persist && !unsaved.is_empty() {
                 let batch = std::mem::take(&mut unsaved);

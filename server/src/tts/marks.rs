@@ -43,7 +43,7 @@ impl Tts {
         // A first request for the marks holds one of the user's slots (and
         // a permit, when computed) as a synthesis does, cached or not.
         let _slot = match registration.marks_paid {
-            false => Some(self.inner.user_slots.take(user, &marks_key)?),
+            false => Some(self.inner.user_slots.take(user, key)?),
             true => None,
         };
         let charge = match registration.marks_paid {

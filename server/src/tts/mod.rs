@@ -113,6 +113,7 @@ impl Tts {
     /// espeak-ng, said once in the log and always in `/readyz`.
     pub async fn new(db: PgPool, cache_db: PgPool, config: &Config) -> Tts {
         let tts = config.tts.clone();
+        let detached_places = tts.concurrency / 2;
         let kind = match tts.engine {
             TtsEngineChoice::Polly => EngineKind::Polly,
             TtsEngineChoice::Neural => EngineKind::Neural,
@@ -157,7 +158,8 @@ impl Tts {
                 engine,
                 config: tts,
                 memory: cache::Memory::default(),
-                flights: Arc::new(Flights::default()),
+                // Half the synthesis slots may go on unheard, to be cached.
+                flights: Arc::new(Flights::new(detached_places)),
                 readiness: Mutex::new(None),
                 heard: Mutex::new(HashSet::new()),
                 fallback,
@@ -176,6 +178,12 @@ impl Tts {
     /// Why the engine running is not the one asked for, if it is not.
     pub fn fallback(&self) -> Option<&str> {
         self.inner.fallback.as_deref()
+    }
+
+    /// How many syntheses this instance has started (identical concurrent
+    /// requests share one).
+    pub fn syntheses_started(&self) -> u64 {
+        self.inner.flights.started()
     }
 
     /// The speech engine's own processes on this machine.
@@ -475,7 +483,6 @@ impl Tts {
         let joined = self.inner.flights.join_or_start(
             &self.inner.cache_db,
             key,
-            user,
             format.content_type(),
             finish,
             || match slot.take() {
@@ -496,9 +503,9 @@ impl Tts {
             self.take_back(charge, user, key).await;
             return Err(e.into());
         }
-        // Only a listener who heard this key before, or who follows it with
-        // another request already, learns that they joined a synthesis.
-        let label = match leader || !(heard || listener.accompanied) {
+        // Only a listener who heard this key before learns that they joined
+        // a synthesis under way.
+        let label = match leader || !heard {
             true => "miss",
             false => "shared",
         };

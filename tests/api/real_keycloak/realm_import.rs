@@ -415,6 +415,18 @@ async fn the_production_profile_leaves_dev_users_out_and_enforces_the_password_p
         )
         .await;
     assert_eq!(long.status(), 201);
+    // Keycloak made admin-cli in the new realm; it takes no passwords.
+    assert!(out.contains("turned off direct grants"), "{out}");
+    assert!(
+        !password_works(
+            kc,
+            &imported.name,
+            "admin-cli",
+            "dave",
+            "a long enough password"
+        )
+        .await
+    );
 }
 
 /// The path docker compose takes: Keycloak imports the development realm on
