@@ -9,33 +9,40 @@ fn root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// The project's own Markdown files (not generated output or packages).
-fn markdown_files() -> Vec<PathBuf> {
+/// Every file of the repository, less build output, packages and what
+/// the tests write, and less the directories in `skip`.
+fn files(skip: &[&str]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().to_string();
-            if path.is_dir() {
-                let skip = [
-                    "target",
-                    "node_modules",
-                    ".git",
-                    ".local",
-                    "artifacts",
-                    ".schemathesis",
-                ];
-                if !skip.contains(&name.as_str()) {
-                    stack.push(path);
-                }
-            } else if name.ends_with(".md") {
+            let generated = [
+                "target",
+                "node_modules",
+                ".git",
+                ".local",
+                "artifacts",
+                ".schemathesis",
+            ];
+            if !path.is_dir() {
                 out.push(path);
+            } else if !generated.contains(&name.as_str()) && !skip.contains(&name.as_str()) {
+                stack.push(path);
             }
         }
     }
     out.sort();
     out
+}
+
+/// The project's own Markdown files.
+fn markdown_files() -> Vec<PathBuf> {
+    files(&[])
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect()
 }
 
 /// The inline code spans of a Markdown text (fenced blocks left out).
@@ -64,34 +71,12 @@ fn code_spans(text: &str) -> Vec<String> {
 
 /// Every file of the repository that is not Markdown, read once.
 fn sources() -> String {
-    let mut text = String::new();
-    let mut stack = vec![root()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().to_string();
-            if path.is_dir() {
-                if ![
-                    "target",
-                    "node_modules",
-                    ".git",
-                    ".local",
-                    "artifacts",
-                    "docs",
-                ]
-                .contains(&name.as_str())
-                {
-                    stack.push(path);
-                }
-            } else if !name.ends_with(".md")
-                && let Ok(content) = std::fs::read_to_string(&path)
-            {
-                text.push_str(&content);
-                text.push('\n');
-            }
-        }
-    }
-    text
+    files(&["docs"])
+        .into_iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "md"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 const TOP: &[&str] = &[
