@@ -178,3 +178,87 @@ async fn registered_speech_outlives_its_listener_only_within_the_bound() {
         );
     }
 }
+
+/// A user's slot is their own response's: when alice stops listening to a
+/// synthesis she started while bob still listens, her slot comes back at
+/// once (it would otherwise tell her that somebody else hears her words).
+#[tokio::test]
+async fn a_starters_slot_comes_back_when_she_stops_listening_whoever_else_listens() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let polly = stack.polly.as_ref().unwrap();
+    polly.set_chunk_delay(Duration::from_millis(500));
+    let alice = stack.password_token("alice", "alice").await;
+    let bob = stack.password_token("bob", "bob").await;
+    let text = long_text(7, 40);
+    let mut alices = stack.app.caller(&alice).get(legacy(&text)).await;
+    assert_eq!(alices.status(), 200);
+    alices.chunk().await.unwrap().expect("a first chunk");
+    let mut bobs = stack.app.caller(&bob).get(legacy(&text)).await;
+    assert_eq!(bobs.status(), 200);
+    drop(alices);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both of her slots are free: two other long texts stream.
+    let mut others = Vec::new();
+    for n in [8, 9] {
+        let r = stack
+            .app
+            .caller(&alice)
+            .get(legacy(&long_text(n, 40)))
+            .await;
+        assert_eq!(r.status(), 200, "text {n}");
+        others.push(r);
+    }
+    bobs.chunk().await.unwrap().expect("bob still listens");
+    assert_eq!(polly.synth_calls(), 3);
+}
+
+/// Syntheses nobody hears go on (to be cached) one per user at most: bob
+/// starts two registered texts and leaves both; the first is finished and
+/// cached, the second stops at once.
+#[tokio::test]
+async fn a_user_has_at_most_one_synthesis_going_on_unheard() {
+    let stack = spawn_polly_stack(TestSettings::default()).await;
+    let polly = stack.polly.as_ref().unwrap();
+    polly.set_chunk_delay(Duration::from_millis(100));
+    let bob = stack.password_token("bob", "bob").await;
+    let mut keys = Vec::new();
+    for n in [1, 2] {
+        let speech: Value = stack
+            .app
+            .caller(&bob)
+            .post(
+                "/api/tts",
+                &json!({ "text": long_text(n, 20), "voice": "Joanna" }),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let url = speech["url"].as_str().unwrap().to_string();
+        let mut response = stack.app.caller(&bob).get(&url).await;
+        response.chunk().await.unwrap().expect("a first chunk");
+        drop(response);
+        keys.push(speech["key"].as_str().unwrap().to_string());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let complete = |key: String| {
+        let db = stack.app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT complete FROM tts_cache WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let mut first = None;
+    for _ in 0..200 {
+        first = complete(keys[0].clone()).await;
+        if first == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(first, Some(true), "the first goes on and is cached");
+    assert_eq!(complete(keys[1].clone()).await, None, "the second stopped");
+}

@@ -86,6 +86,11 @@ pub struct ImportArgs {
     /// file's dev-only secrets never used, the production password policy on.
     #[arg(long, value_enum, default_value_t = Profile::Dev)]
     pub profile: Profile,
+    /// With `--profile production`: a user named like a dev user who is
+    /// somebody real (repeatable). Kept, but signed out, their password
+    /// removed and a new one required; every other dev user is deleted.
+    #[arg(long = "keep-user", value_name = "USERNAME")]
+    pub keep_users: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -210,7 +215,12 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
         // What Keycloak adds to every new realm (admin-cli's direct grants)
         // is brought to the production state too.
         if let Some(rules) = &production {
-            production::enforce(&admin, rules, false, signed_in_through(args), report).await?;
+            let options = production::Options {
+                dry_run: false,
+                signed_in_through: signed_in_through(args),
+                keep_users: &args.keep_users,
+            };
+            production::enforce(&admin, rules, &options, report).await?;
         }
         return Ok(());
     }
@@ -230,8 +240,12 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
     // whatever an earlier (development) import left, the dev logins go.
     let enforced = match &production {
         Some(rules) => {
-            production::enforce(&admin, rules, args.dry_run, signed_in_through(args), report)
-                .await?
+            let options = production::Options {
+                dry_run: args.dry_run,
+                signed_in_through: signed_in_through(args),
+                keep_users: &args.keep_users,
+            };
+            production::enforce(&admin, rules, &options, report).await?
         }
         None => production::Enforced::default(),
     };

@@ -17,14 +17,21 @@ use super::{Admin, Failure, segment};
 /// What the file marks as development-only, and the production policy.
 pub(super) struct Rules {
     dev_users: Vec<String>,
-    /// The file's email of each dev user that has one (lowercase): a user
-    /// of that name with another email is somebody real, and kept.
-    dev_emails: Vec<(String, String)>,
     dev_clients: Vec<String>,
     /// Every client secret the file gives (placeholders resolved), by
     /// client id.
     secrets: Vec<(String, String)>,
     password_policy: Option<String>,
+}
+
+/// How to enforce.
+pub(super) struct Options<'a> {
+    pub dry_run: bool,
+    /// The client this import signed in through at the realm itself, which
+    /// must keep taking passwords.
+    pub signed_in_through: Option<&'a str>,
+    /// Dev users' names that somebody real has taken (`--keep-user`).
+    pub keep_users: &'a [String],
 }
 
 /// What enforcing changed (or, in a dry run, would change).
@@ -48,18 +55,6 @@ impl Rules {
             .split(',')
             .map(|u| u.trim().to_lowercase())
             .filter(|u| !u.is_empty())
-            .collect();
-        let dev_emails = realm
-            .get("users")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|u| {
-                let name = u.get("username")?.as_str()?.to_lowercase();
-                let email = u.get("email")?.as_str()?.to_lowercase();
-                Some((name, email))
-            })
             .collect();
         let clients = realm
             .get("clients")
@@ -93,7 +88,6 @@ impl Rules {
             .map(str::to_string);
         Rules {
             dev_users,
-            dev_emails,
             dev_clients,
             secrets,
             password_policy,
@@ -174,10 +168,10 @@ pub(super) fn apply_to_file(realm: &mut Value, rules: &Rules, report: &mut Vec<S
 pub(super) async fn enforce(
     admin: &Admin,
     rules: &Rules,
-    dry_run: bool,
-    signed_in_through: Option<&str>,
+    options: &Options<'_>,
     report: &mut Vec<String>,
 ) -> Result<Enforced, Failure> {
+    let dry_run = options.dry_run;
     let (done, prefix) = match dry_run {
         true => ("would", "dry run: production profile"),
         false => ("", "production profile"),
@@ -195,22 +189,25 @@ pub(super) async fn enforce(
         let Some(user) = admin.user(name).await? else {
             continue;
         };
-        // A user of that name whose email is not the file's is somebody
-        // real who took the name: kept, and said so.
-        let file_email = rules.dev_emails.iter().find(|(n, _)| n == name);
-        let email = user
-            .get("email")
-            .and_then(Value::as_str)
-            .map(str::to_lowercase);
-        if let Some((_, wanted)) = file_email
-            && email.as_deref() != Some(wanted.as_str())
+        let id = segment(user.get("id").and_then(Value::as_str).unwrap_or_default());
+        // Somebody real who took a dev user's name is kept only when the
+        // operator says so, and never with the password the realm file
+        // gives away: signed out, the password removed, a new one required.
+        if options
+            .keep_users
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(name))
         {
+            if !dry_run {
+                keep_without_password(admin, &id, &user, name).await?;
+            }
+            changes += 1;
             report.push(format!(
-                "{prefix}: kept user {name}: not the file's dev user (another email)"
+                "{prefix}: {} user {name} (--keep-user): signed out, password removed, a new one required at the next sign-in",
+                verb("kept", "keep")
             ));
             continue;
         }
-        let id = segment(user.get("id").and_then(Value::as_str).unwrap_or_default());
         if !dry_run {
             // Their sessions end first: Keycloak tells its clients (voxgate
             // through back-channel logout) before the user is gone.
@@ -294,7 +291,7 @@ pub(super) async fn enforce(
             if enforced.disabled_clients.contains(&client_id) {
                 continue;
             }
-            if signed_in_through == Some(client_id.as_str()) {
+            if options.signed_in_through == Some(client_id.as_str()) {
                 report.push(format!(
                     "{prefix}: kept direct grants of public client {client_id}: this import signed in through it at realm {}; sign in at the master realm (--auth-realm master) or with a service account, and run again",
                     admin.realm
@@ -409,6 +406,67 @@ pub(super) async fn enforce(
         ));
     }
     Ok(enforced)
+}
+
+/// Signs `user` out, removes their password credentials and requires a
+/// new password at their next sign-in.
+async fn keep_without_password(
+    admin: &Admin,
+    id: &str,
+    user: &Value,
+    name: &str,
+) -> Result<(), Failure> {
+    admin
+        .change(
+            reqwest::Method::POST,
+            &format!("/users/{id}/logout"),
+            None,
+            &format!("sign user {name} out"),
+        )
+        .await?;
+    let credentials = admin
+        .get(admin.realm_url(&format!("/users/{id}/credentials"))?)
+        .await?;
+    for credential in credentials
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        if credential.get("type").and_then(Value::as_str) != Some("password") {
+            continue;
+        }
+        let cid = segment(
+            credential
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        admin
+            .change(
+                reqwest::Method::DELETE,
+                &format!("/users/{id}/credentials/{cid}"),
+                None,
+                &format!("remove the password of user {name}"),
+            )
+            .await?;
+    }
+    let mut body = user.clone();
+    let actions = body
+        .as_object_mut()
+        .map(|u| u.entry("requiredActions").or_insert_with(|| json!([])));
+    if let Some(Value::Array(actions)) = actions
+        && !actions.iter().any(|a| a == "UPDATE_PASSWORD")
+    {
+        actions.push(json!("UPDATE_PASSWORD"));
+    }
+    admin
+        .change(
+            reqwest::Method::PUT,
+            &format!("/users/{id}"),
+            Some(&body),
+            &format!("require a new password of user {name}"),
+        )
+        .await
 }
 
 fn uuid_of(client: &Value) -> String {

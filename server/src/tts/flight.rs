@@ -117,10 +117,12 @@ impl Drop for Listener {
 pub struct Flights {
     active: Mutex<HashMap<String, Arc<Flight>>>,
     /// Syntheses that may go on with nobody listening (to be cached), for
-    /// everybody together: their starters' slots are given back when the
-    /// last listener leaves, so that a user's slots say nothing about
-    /// whether their words were new; this bounds what they hold instead.
+    /// everybody together, and at most one per user who started one: a
+    /// user's slots are held by their own responses only (so they say
+    /// nothing about whether their words were new), and this bounds what
+    /// syntheses nobody hears can take.
     detached: Arc<tokio::sync::Semaphore>,
+    detached_users: Mutex<std::collections::HashSet<uuid::Uuid>>,
     /// Syntheses started here (one per flight), for tests and metrics.
     started: std::sync::atomic::AtomicU64,
 }
@@ -140,6 +142,7 @@ impl Flights {
         Flights {
             active: Mutex::new(HashMap::new()),
             detached: Arc::new(tokio::sync::Semaphore::new(detached.max(1))),
+            detached_users: Mutex::new(std::collections::HashSet::new()),
             started: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -149,33 +152,29 @@ impl Flights {
         self.started.load(Ordering::Relaxed)
     }
 
-    /// Joins the flight for `key`, or starts one with `start` (called only
-    /// by the leader) after `claim` gave what a leader holds for the
-    /// flight's whole life (the user's synthesis slot); a refused claim
-    /// starts nothing. Returns the listener and whether this call leads.
-    #[allow(clippy::too_many_arguments)]
-    pub fn join_or_start<F, Fut, G>(
+    /// Joins the flight for `key`, or starts one for `user` with `start`
+    /// (called only by the leader). Returns the listener and whether this
+    /// call leads.
+    pub fn join_or_start<F, Fut>(
         self: &Arc<Self>,
         db: &PgPool,
         key: &str,
+        user: uuid::Uuid,
         content_type: &str,
         finish: Finish,
-        claim: impl FnOnce() -> Result<G, TtsError>,
         start: F,
-    ) -> Result<(Listener, bool), TtsError>
+    ) -> (Listener, bool)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<AudioStream, TtsError>> + Send + 'static,
-        G: Send + 'static,
     {
         let mut active = match self.active.lock() {
             Ok(a) => a,
             Err(p) => p.into_inner(),
         };
         if let Some(flight) = active.get(key) {
-            return Ok((Listener::join(flight), false));
+            return (Listener::join(flight), false);
         }
-        let held = claim()?;
         let (started, _) = watch::channel(None);
         let flight = Arc::new(Flight {
             key: key.to_string(),
@@ -198,11 +197,26 @@ impl Flights {
         };
         tokio::spawn(async move {
             leader
-                .lead(&db, &content_type, finish, start, &guard, held)
+                .lead(&db, &content_type, finish, start, &guard, user)
                 .await;
             drop(guard);
         });
-        Ok((listener, true))
+        (listener, true)
+    }
+
+    /// A place for a synthesis that `user` started to go on with nobody
+    /// listening: one of the instance's, and the user's only one.
+    fn detach(self: &Arc<Self>, user: uuid::Uuid) -> Option<DetachedPlace> {
+        let permit = self.detached.clone().try_acquire_owned().ok()?;
+        let mut users = self
+            .detached_users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        users.insert(user).then(|| DetachedPlace {
+            _permit: permit,
+            flights: self.clone(),
+            user,
+        })
     }
 
     /// Takes `flight` out of the map, and only it: a newer flight of the
@@ -215,6 +229,24 @@ impl Flights {
         {
             active.remove(&flight.key);
         }
+    }
+}
+
+/// A deserted synthesis's place (see `Flights::detached`).
+struct DetachedPlace {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    flights: Arc<Flights>,
+    user: uuid::Uuid,
+}
+
+impl Drop for DetachedPlace {
+    fn drop(&mut self) {
+        let mut users = self
+            .flights
+            .detached_users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        users.remove(&self.user);
     }
 }
 
@@ -276,21 +308,19 @@ const IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Flight {
     #[allow(clippy::too_many_arguments)]
-    async fn lead<F, Fut, G>(
+    async fn lead<F, Fut>(
         &self,
         db: &PgPool,
         content_type: &str,
         finish: Finish,
         start: F,
         guard: &FlightGuard,
-        held: G,
+        started_by: uuid::Uuid,
     ) where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<AudioStream, TtsError>>,
     {
-        // The starter's slot, until nobody listens any more.
-        let mut held = Some(held);
-        let mut detached_permit = None;
+        let mut detached_place = None;
         let began = Instant::now();
         let writer = uuid::Uuid::new_v4();
         // Claiming the cache row runs alongside the upstream call, so the
@@ -339,19 +369,18 @@ impl Flight {
                 (false, _) => None,
                 (true, Some(at)) => Some(at),
                 (true, None) => {
-                    // The starter's slot goes back now. Going on (to cache)
-                    // takes one of the instance's few detached places; with
+                    // Going on (to cache) takes a detached place; with
                     // nothing to cache (another instance writes this entry,
-                    // or writing failed) or none free, it stops at once.
-                    drop(held.take());
-                    if let Ok(permit) = guard.flights.detached.clone().try_acquire_owned() {
-                        detached_permit.replace(permit);
-                    }
-                    let grace = match persist && detached_permit.is_some() {
-                        true => finish.detached,
-                        false => Duration::ZERO,
+                    // or writing failed), no grace, or no place free (the
+                    // starter's one is taken), it stops at once.
+                    let grace = match persist && !finish.detached.is_zero() {
+                        true => guard.flights.detach(started_by).map(|place| {
+                            detached_place.replace(place);
+                            finish.detached
+                        }),
+                        false => None,
                     };
-                    Some(tokio::time::Instant::now() + grace)
+                    Some(tokio::time::Instant::now() + grace.unwrap_or(Duration::ZERO))
                 }
             };
             if write.is_none() && persist && !unsaved.is_empty() {

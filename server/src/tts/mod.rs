@@ -113,7 +113,10 @@ impl Tts {
     /// espeak-ng, said once in the log and always in `/readyz`.
     pub async fn new(db: PgPool, cache_db: PgPool, config: &Config) -> Tts {
         let tts = config.tts.clone();
-        let detached_places = tts.concurrency / 2;
+        // Half the synthesis slots at most, and never so many that a user's
+        // own slots could not be had beside them.
+        let detached_places =
+            (tts.concurrency / 2).min(tts.concurrency.saturating_sub(tts.user_concurrency));
         let kind = match tts.engine {
             TtsEngineChoice::Polly => EngineKind::Polly,
             TtsEngineChoice::Neural => EngineKind::Neural,
@@ -158,7 +161,6 @@ impl Tts {
                 engine,
                 config: tts,
                 memory: cache::Memory::default(),
-                // Half the synthesis slots may go on unheard, to be cached.
                 flights: Arc::new(Flights::new(detached_places)),
                 readiness: Mutex::new(None),
                 heard: Mutex::new(HashSet::new()),
@@ -383,13 +385,6 @@ impl Tts {
             None => (false, false),
             Some(hearing) => hearing,
         };
-        // A hearing that is not a repeat takes one of the user's slots
-        // before anything else, cached or not, so that a refusal cannot
-        // tell whether somebody else had these words spoken.
-        let mut slot = match heard {
-            false => Some(self.inner.user_slots.take(user, key)?),
-            true => None,
-        };
         let cached = match self.inner.memory.get(key) {
             Some(e) => Some(http_cache::Cached::Memory(e)),
             None => match cache::lookup(&self.inner.db, key).await? {
@@ -419,6 +414,12 @@ impl Tts {
                 cache_control,
             ));
         }
+        // Anything but a repeat hearing of cached audio takes one of the
+        // user's slots, held by this response alone for as long as it
+        // streams: cached or synthesized, led or joined, so neither a
+        // refusal nor when a slot comes back tells whether somebody else
+        // had these words spoken. Before anything is charged.
+        let slot = Some(self.inner.user_slots.take(user, key)?);
         let keyed = match known {
             Some(k) => k,
             None => request::lookup(&self.inner.db, key).await?,
@@ -478,26 +479,14 @@ impl Tts {
                 false => self.inner.config.detached,
             },
         };
-        // Leading a synthesis takes one of the user's slots for its whole
-        // life; joining one does not.
-        let joined = self.inner.flights.join_or_start(
+        let (listener, leader) = self.inner.flights.join_or_start(
             &self.inner.cache_db,
             key,
+            user,
             format.content_type(),
             finish,
-            || match slot.take() {
-                Some(slot) => Ok(slot),
-                None => self.inner.user_slots.take(user, key),
-            },
             start,
         );
-        let (listener, leader) = match joined {
-            Ok(joined) => joined,
-            Err(e) => {
-                self.take_back(charge, user, key).await;
-                return Err(e.into());
-            }
-        };
         let flight = listener.flight().clone();
         if let Err(e) = flight.wait_started().await {
             self.take_back(charge, user, key).await;
@@ -509,7 +498,6 @@ impl Tts {
             true => "miss",
             false => "shared",
         };
-        // A listener that joined keeps its own slot while it listens.
         let body = listener
             .follow(self.inner.db.clone())
             .map(|r| r.map_err(std::io::Error::other))

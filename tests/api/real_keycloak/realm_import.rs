@@ -549,11 +549,13 @@ async fn the_production_profile_on_a_dev_realm_leaves_no_dev_login() {
     assert!(!out.contains("differs"), "{out}");
 }
 
-/// A user who took a dev user's name in a realm in use (another email than
-/// the file's) is somebody real: the production profile keeps them and says
-/// so, and deletes only the file's own dev users.
+/// A dev user's name taken by somebody real is kept only when the operator
+/// says so (`--keep-user`), and never with the password the realm file
+/// gives away: even if they changed their email (anyone could, with the
+/// public password), the dev user is deleted without the flag.
 #[tokio::test]
-async fn the_production_profile_keeps_a_real_user_who_has_a_dev_users_name() {
+async fn the_production_profile_keeps_a_dev_named_user_only_when_told_and_never_with_the_dev_password()
+ {
     let Some(kc) = server() else {
         return;
     };
@@ -561,6 +563,8 @@ async fn the_production_profile_keeps_a_real_user_who_has_a_dev_users_name() {
     let file = realm_file(&imported.name);
     assert_eq!(imported.import(&file, &[]).await.0, 0);
     let admin = imported.admin();
+    // Somebody signed in as bob with the public password and changed the
+    // email: still the dev user.
     let mut bob = admin.user_by_username("bob").await.unwrap();
     bob["email"] = json!("robert@real.example");
     let id = bob["id"].as_str().unwrap().to_string();
@@ -569,19 +573,41 @@ async fn the_production_profile_keeps_a_real_user_who_has_a_dev_users_name() {
         .await;
     assert_eq!(r.status(), 204);
 
-    let (code, out) = imported.import(&file, &["--profile", "production"]).await;
+    let (code, out) = imported
+        .import(&file, &["--profile", "production", "--keep-user", "alice"])
+        .await;
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("production profile: deleted dev user alice"),
+        out.contains("production profile: deleted dev user bob"),
         "{out}"
     );
     assert!(
-        out.contains("production profile: kept user bob: not the file's dev user (another email)"),
+        out.contains(
+            "production profile: kept user alice (--keep-user): signed out, password removed"
+        ),
         "{out}"
     );
-    assert!(admin.user_by_username("alice").await.is_none());
-    assert_eq!(
-        admin.user_by_username("bob").await.unwrap()["id"],
-        id.as_str()
+    assert!(admin.user_by_username("bob").await.is_none());
+    let alice = admin.user_by_username("alice").await.unwrap();
+    assert!(
+        alice["requiredActions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("UPDATE_PASSWORD")),
+        "{alice}"
+    );
+    let credentials = admin
+        .get(&format!(
+            "/users/{}/credentials",
+            alice["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(
+        !credentials
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "password"),
+        "the dev password is gone: {credentials}"
     );
 }
