@@ -23,8 +23,8 @@ WORKDIR /src
 # Dependencies only: the manifests plus empty sources for what
 # `-p voxgate` compiles (other members' targets are never built here).
 COPY --from=manifests /manifests/ ./
-RUN mkdir -p server/src crates/audio/src \
-    && touch server/src/lib.rs crates/audio/src/lib.rs \
+RUN mkdir -p server/src crates/audio/src crates/realm/src \
+    && touch server/src/lib.rs crates/audio/src/lib.rs crates/realm/src/lib.rs \
     && echo 'fn main() {}' > server/src/main.rs \
     && cargo build --release --locked -p voxgate
 
@@ -34,10 +34,11 @@ COPY server/src server/src
 # The neural voice's worker script is compiled into the binary.
 COPY server/piper server/piper
 COPY crates/audio/src crates/audio/src
+COPY crates/realm/src crates/realm/src
 COPY migrations migrations
 COPY web/templates web/templates
 COPY web/static web/static
-RUN touch server/src/lib.rs server/src/main.rs crates/audio/src/lib.rs \
+RUN touch server/src/lib.rs server/src/main.rs crates/audio/src/lib.rs crates/realm/src/lib.rs \
     && cargo build --release --locked -p voxgate \
     && cp target/release/voxgate /usr/local/bin/voxgate
 

@@ -14,7 +14,8 @@ pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod pages;
-pub mod realm;
+/// `voxgate realm import`, a crate of its own (`crates/realm`).
+pub use voxgate_realm as realm;
 pub mod router;
 pub mod state;
 pub mod telemetry;

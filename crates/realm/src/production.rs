@@ -12,7 +12,8 @@
 
 use serde_json::{Value, json};
 
-use super::{Admin, Failure, segment};
+use crate::admin::{Admin, keycloak_error, segment};
+use crate::args::Failure;
 
 /// What the file marks as development-only, and the production policy.
 pub(super) struct Rules {
@@ -497,7 +498,7 @@ impl Admin {
             401 | 403 => Err(self.not_allowed(status, what)),
             _ => Err(Failure::Error(format!(
                 "Keycloak refused to {what} (HTTP {status}: {}); what was listed before this line was applied",
-                super::keycloak_error(&response)
+                keycloak_error(&response)
             ))),
         }
     }
