@@ -469,6 +469,10 @@ async fn usage_errors_exit_2_before_contacting_keycloak() {
             vec!["--file", file.arg(), "--url", "http://kc/realms/voxgate"],
             "without /realms/",
         ),
+        (
+            vec!["--file", file.arg(), "--url", url, "--keep-user", "bob"],
+            "--keep-user only applies with --profile production",
+        ),
     ] {
         let mut all = args.clone();
         all.extend_from_slice(&admin);

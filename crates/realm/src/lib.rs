@@ -58,6 +58,12 @@ pub async fn run(command: RealmCommand) -> ExitCode {
 /// Runs the import; the report lines (standard output) go to `report`,
 /// also when it fails (a dry run under `fail` lists the conflicts).
 pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), Failure> {
+    if !args.keep_users.is_empty() && args.profile != Profile::Production {
+        return Err(Failure::Usage(
+            "--keep-user only applies with --profile production (the development profile deletes no user)"
+                .into(),
+        ));
+    }
     let mut realm_file = RealmFile::read(&args.file)?;
     let production = (args.profile == Profile::Production).then(|| realm_file.production(report));
     let base = keycloak_base(&args.url)?;
@@ -97,7 +103,7 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
         if let Some(rules) = &production {
             let options = production::Options {
                 dry_run: false,
-                signed_in_through: signed_in_through(args),
+                signed_in_through: signed_in_through(args, &realm_file.name),
                 keep_users: &args.keep_users,
             };
             production::enforce(&admin, rules, &options, report).await?;
@@ -122,7 +128,7 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
         Some(rules) => {
             let options = production::Options {
                 dry_run: args.dry_run,
-                signed_in_through: signed_in_through(args),
+                signed_in_through: signed_in_through(args, &realm_file.name),
                 keep_users: &args.keep_users,
             };
             production::enforce(&admin, rules, &options, report).await?
@@ -171,9 +177,8 @@ pub async fn import(args: &ImportArgs, report: &mut Vec<String>) -> Result<(), F
 /// The client this import signed in through at the target realm itself
 /// (an administrator's password through its admin-cli), which must keep
 /// taking passwords or the next import could not sign in.
-fn signed_in_through(args: &ImportArgs) -> Option<&'static str> {
-    let name = RealmFile::read(&args.file).ok()?.name;
-    (args.admin_user.is_some() && args.auth_realm == name).then_some("admin-cli")
+fn signed_in_through(args: &ImportArgs, realm: &str) -> Option<&'static str> {
+    (args.admin_user.is_some() && args.auth_realm == realm).then_some("admin-cli")
 }
 
 #[cfg(test)]
