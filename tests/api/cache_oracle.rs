@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::TestSettings;
 use crate::stack::{Stack, spawn_polly_stack, spawn_stack_with};
+use crate::tts::text_to_speech;
 
 /// What a response shows a client, less what differs between any two
 /// requests (date, request id).
@@ -76,10 +77,7 @@ async fn bobs_first_hearings(stack: &Stack, primed: bool) -> Vec<(&'static str, 
     let bob = stack.password_token("bob", "bob").await;
     let caller = |token: &str| stack.app.caller(token);
     if primed {
-        let legacy = format!(
-            "/textToSpeech?{}",
-            serde_urlencoded::to_string([("Text", LEGACY)]).unwrap()
-        );
+        let legacy = text_to_speech(&[("Text", LEGACY)]);
         for _ in 0..2 {
             caller(&alice).get(&legacy).await.bytes().await.unwrap();
         }
@@ -121,10 +119,7 @@ async fn bobs_first_hearings(stack: &Stack, primed: bool) -> Vec<(&'static str, 
     }
 
     let mut out = Vec::new();
-    let legacy = format!(
-        "/textToSpeech?{}",
-        serde_urlencoded::to_string([("Text", LEGACY)]).unwrap()
-    );
+    let legacy = text_to_speech(&[("Text", LEGACY)]);
     out.push(("textToSpeech", seen(caller(&bob).get(&legacy).await).await));
 
     let mut registered = seen(
@@ -235,7 +230,7 @@ async fn a_first_hearing_through_polly_does_not_tell_whether_anyone_spoke_it_bef
 async fn joining_somebody_elses_synthesis_in_flight_looks_like_a_miss() {
     let stack = spawn_polly_stack(TestSettings::default()).await;
     let polly = stack.polly.as_ref().unwrap();
-    polly.set_first_byte_delay(Duration::from_millis(800));
+    polly.set_first_byte_delay(Duration::from_secs(5));
     let alice = stack.password_token("alice", "alice").await;
     let bob = stack.password_token("bob", "bob").await;
     let text = "Words being spoken for alice right now.";
@@ -253,7 +248,13 @@ async fn joining_somebody_elses_synthesis_in_flight_looks_like_a_miss() {
         let url = url.clone();
         tokio::spawn(async move { caller.get(&url).await.bytes().await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // alice's synthesis is under way before bob asks.
+    for _ in 0..100 {
+        if polly.synth_calls() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mine: Value = stack
         .app
         .caller(&bob)
@@ -285,12 +286,7 @@ async fn bobs_refusal(primed: bool) -> (u16, String) {
     let alice = stack.password_token("alice", "alice").await;
     let bob = stack.password_token("bob", "bob").await;
     let probe = "Words that may or may not have been spoken.";
-    let path = |text: &str| {
-        format!(
-            "/textToSpeech?{}",
-            serde_urlencoded::to_string([("Text", text), ("VoiceId", "Joanna")]).unwrap()
-        )
-    };
+    let path = |text: &str| text_to_speech(&[("Text", text), ("VoiceId", "Joanna")]);
     if primed {
         let r = stack.app.caller(&alice).get(path(probe)).await;
         r.bytes().await.unwrap();
@@ -330,11 +326,7 @@ async fn bobs_two_requests(others: Others) -> Vec<String> {
     let polly = stack.polly.as_ref().unwrap();
     let alice = stack.password_token("alice", "alice").await;
     let bob = stack.password_token("bob", "bob").await;
-    let path = format!(
-        "/textToSpeech?{}",
-        serde_urlencoded::to_string([("Text", "Spoken twice at once."), ("VoiceId", "Joanna")])
-            .unwrap()
-    );
+    let path = text_to_speech(&[("Text", "Spoken twice at once."), ("VoiceId", "Joanna")]);
     if others == Others::Finished {
         let r = stack.app.caller(&alice).get(&path).await;
         r.bytes().await.unwrap();

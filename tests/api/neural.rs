@@ -381,9 +381,9 @@ async fn a_long_text_shares_the_only_worker_piece_by_piece() {
     let alices = {
         let caller = stack.app.caller(&alice);
         let done = done.clone();
-        let query = serde_urlencoded::to_string([("Text", long.as_str())]).unwrap();
+        let path = crate::tts::text_to_speech(&[("Text", long.as_str())]);
         tokio::spawn(async move {
-            let r = caller.get(format!("/textToSpeech?{query}")).await;
+            let r = caller.get(path).await;
             assert_eq!(r.status(), 200);
             r.bytes().await.unwrap();
             done.lock().unwrap().push("alice");

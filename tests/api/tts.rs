@@ -9,6 +9,15 @@ use serde_json::{Value, json};
 use crate::helpers::{TestSettings, detail_has, problem};
 use crate::stack::{Stack, spawn_polly_stack, spawn_stack, spawn_with_bob};
 
+/// The path of `/textToSpeech` with `query`, for requests that cannot
+/// borrow a `Stack` (spawned ones).
+pub fn text_to_speech(query: &[(&str, &str)]) -> String {
+    format!(
+        "/textToSpeech?{}",
+        serde_urlencoded::to_string(query).unwrap()
+    )
+}
+
 fn polly(stack: &Stack) -> &polly_standin::PollyStandin {
     stack.polly.as_ref().expect("polly stand-in")
 }
@@ -32,11 +41,7 @@ pub async fn polly_with_bob() -> (Stack, String) {
 
 impl Stack {
     pub async fn tts_get(&self, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
-        let query = serde_urlencoded::to_string(query).unwrap();
-        self.app
-            .caller(token)
-            .get(format!("/textToSpeech?{query}"))
-            .await
+        self.app.caller(token).get(text_to_speech(query)).await
     }
 
     /// `/textToSpeech?Text=…` with every other parameter left out.

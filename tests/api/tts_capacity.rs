@@ -16,10 +16,7 @@ fn long_text(n: usize, sentences: usize) -> String {
 }
 
 fn legacy(text: &str) -> String {
-    format!(
-        "/textToSpeech?{}",
-        serde_urlencoded::to_string([("Text", text), ("VoiceId", "Joanna")]).unwrap()
-    )
+    crate::tts::text_to_speech(&[("Text", text), ("VoiceId", "Joanna")])
 }
 
 async fn complete_entries(stack: &Stack) -> i64 {

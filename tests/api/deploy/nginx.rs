@@ -1071,6 +1071,47 @@ async fn keycloak_logs_out_through_the_internal_back_channel_listener_and_only_t
     );
 }
 
+/// `voxgate serve` on the Unix socket `path` with `mode`, behind a proxy
+/// that reports https for the internal name `voxgate.internal`, plus `env`
+/// (the database, the issuer, …).
+pub(super) fn voxgate_on_socket(
+    path: &Path,
+    mode: &str,
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
+        .arg("serve")
+        .env_clear()
+        .envs(crate::helpers::base_env())
+        .env("VOXGATE_BIND", format!("unix:{}", path.display()))
+        .env("VOXGATE_SOCKET_MODE", mode)
+        // A plain-http internal name: the https origin can only come from
+        // the proxy's forwarding headers.
+        .env("VOXGATE_PUBLIC_URL", "http://voxgate.internal")
+        .env("VOXGATE_OIDC_CLIENT_SECRET", WEB_SECRET)
+        .env("VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", ADMIN_SECRET)
+        .env("VOXGATE_TTS_ENGINE", "local")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("voxgate starts")
+}
+
+/// Waits until voxgate answers `/readyz` on `path`; the socket file's mode.
+pub(super) async fn ready_on_socket(path: &Path) -> u32 {
+    for _ in 0..300 {
+        if path.exists() && unix_get(path, "/readyz").await.0 == 200 {
+            use std::os::unix::fs::PermissionsExt;
+            return std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("voxgate on {} did not become ready", path.display());
+}
+
 /// `GET path` over a Unix socket, HTTP/1.0: (status, body).
 pub(super) async fn unix_get(socket: &Path, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1125,43 +1166,22 @@ async fn behind_nginx_on_unix_sockets_both_instances_serve_and_the_proxy_is_beli
         .unwrap_or_default();
     let mut children = Vec::new();
     for path in &paths {
-        children.push(
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
-                .arg("serve")
-                .env_clear()
-                .envs(crate::helpers::base_env())
-                .env("VOXGATE_SOCKET_PROXY_UIDS", &proxy_uids)
-                .env("DATABASE_URL", &db.url)
-                .env("VOXGATE_BIND", format!("unix:{}", path.display()))
-                .env("VOXGATE_SOCKET_MODE", "0666")
-                // A plain-http internal name: the https origin can only
-                // come from nginx's forwarding headers.
-                .env("VOXGATE_PUBLIC_URL", "http://voxgate.internal")
-                .env("VOXGATE_OIDC_ISSUER", kc.issuer(REALM))
-                .env("VOXGATE_OIDC_CLIENT_SECRET", WEB_SECRET)
-                .env("VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", ADMIN_SECRET)
-                .env("VOXGATE_TTS_ENGINE", "local")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("voxgate starts"),
-        );
+        children.push(voxgate_on_socket(
+            path,
+            "0666",
+            &[
+                ("DATABASE_URL", db.url.as_str()),
+                ("VOXGATE_SOCKET_PROXY_UIDS", proxy_uids.as_str()),
+                ("VOXGATE_OIDC_ISSUER", &kc.issuer(REALM)),
+            ],
+        ));
     }
     for path in &paths {
-        let mut ready = false;
-        for _ in 0..300 {
-            if path.exists() && unix_get(path, "/readyz").await.0 == 200 {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(ready, "voxgate on {} became ready", path.display());
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o666, "the socket has VOXGATE_SOCKET_MODE");
+        assert_eq!(
+            ready_on_socket(path).await,
+            0o666,
+            "the socket has VOXGATE_SOCKET_MODE"
+        );
     }
     let kc_addr: SocketAddr = kc.base_url().trim_start_matches("http://").parse().unwrap();
     let nginx = Nginx::start(

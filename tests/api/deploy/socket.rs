@@ -3,14 +3,12 @@
 //! headers believed) by its credentials, not merely by having connected.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use keycloak_standin::{Standin, StandinConfig};
 
-use super::nginx::{TempDir, unix_get};
+use super::nginx::{TempDir, ready_on_socket, voxgate_on_socket};
 use crate::helpers::TestDatabase;
-use crate::stack::{ADMIN_SECRET, REALM, WEB_SECRET};
+use crate::stack::REALM;
 
 /// The head of `GET /auth/login` sent as a proxy would, reporting https.
 async fn login_head(socket: &Path) -> String {
@@ -45,42 +43,19 @@ async fn on_the_unix_socket_only_the_proxys_user_is_believed() {
     let cases = [("own.sock", "", true), ("other.sock", "4242", false)];
     let mut children = Vec::new();
     for (name, proxy_uids, _) in cases {
-        children.push(
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
-                .arg("serve")
-                .env_clear()
-                .envs(crate::helpers::base_env())
-                .env("DATABASE_URL", &db.url)
-                .env("VOXGATE_BIND", format!("unix:{}", dir.path(name).display()))
-                .env("VOXGATE_SOCKET_MODE", "0600")
-                .env("VOXGATE_SOCKET_PROXY_UIDS", proxy_uids)
-                .env("VOXGATE_PUBLIC_URL", "http://voxgate.internal")
-                .env("VOXGATE_OIDC_ISSUER", kc.issuer(REALM))
-                .env("VOXGATE_OIDC_CLIENT_SECRET", WEB_SECRET)
-                .env("VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", ADMIN_SECRET)
-                .env("VOXGATE_TTS_ENGINE", "local")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("voxgate starts"),
-        );
+        children.push(voxgate_on_socket(
+            &dir.path(name),
+            "0600",
+            &[
+                ("DATABASE_URL", db.url.as_str()),
+                ("VOXGATE_SOCKET_PROXY_UIDS", proxy_uids),
+                ("VOXGATE_OIDC_ISSUER", &kc.issuer(REALM)),
+            ],
+        ));
     }
     for (name, _, believed) in cases {
         let path = dir.path(name);
-        let mut ready = false;
-        for _ in 0..300 {
-            if path.exists() && unix_get(&path, "/readyz").await.0 == 200 {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(ready, "voxgate on {name} became ready");
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(ready_on_socket(&path).await, 0o600);
 
         let head = login_head(&path).await;
         let secure = head
