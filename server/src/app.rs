@@ -50,7 +50,7 @@ impl App {
         ];
         let tts =
             crate::tts::Tts::new(db.clone(), crate::db::connect_cache(&config)?, &config).await;
-        let chat = crate::chat::Chat::from_config(&config)?;
+        let chat = crate::chat::Chat::new(&config, db.clone(), tts.clone())?;
         let state = AppState::new(crate::state::Parts {
             config,
             db,

@@ -182,7 +182,7 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
         std::sync::Arc::new(config),
         pool.clone(),
         http,
-        std::sync::Arc::new(crate::auth::users::PrincipalCache::default()),
+        std::sync::Arc::new(crate::identity::PrincipalCache::default()),
     );
     let actor = cli_actor();
     let find = |username: String| {

@@ -365,7 +365,7 @@ impl IntoResponse for PageError {
                 title,
                 message,
             } => {
-                let page = crate::pages::ErrorPage {
+                let page = crate::web::ErrorPage {
                     status: status.as_u16(),
                     title: &title,
                     message: &message,

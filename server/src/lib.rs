@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod identity;
 pub mod limits;
 pub mod pages;
 /// `voxgate realm import`, a crate of its own (`crates/realm`).
@@ -21,6 +22,7 @@ pub mod state;
 pub mod telemetry;
 pub mod tts;
 pub mod users;
+pub mod web;
 
 pub use app::App;
 pub use config::Config;

@@ -3,7 +3,7 @@
 //! synthesised) and for chat (messages, and characters sent to and from
 //! the language model). Every statement on the meters' tables is here.
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -91,7 +91,7 @@ pub async fn check_rate(
 
 /// Charges `amount` to today's budget, refusing if it would go over.
 pub async fn charge(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     meter: Meter,
     user: Uuid,
     amount: i64,
@@ -129,7 +129,12 @@ pub async fn charge(
 
 /// Adds `amount` to today's usage without refusing (what was already
 /// spent, such as a model's reply).
-pub async fn record(db: &PgPool, meter: Meter, user: Uuid, amount: i64) -> sqlx::Result<()> {
+pub async fn record(
+    db: impl PgExecutor<'_>,
+    meter: Meter,
+    user: Uuid,
+    amount: i64,
+) -> sqlx::Result<()> {
     let table = meter.usage_table();
     sqlx::query(&format!(
         "INSERT INTO {table} (user_id, day, chars) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2)

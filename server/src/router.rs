@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, PageError};
 use crate::state::AppState;
-use crate::{auth, chat, health, pages, telemetry, tts, users};
+use crate::{auth, chat, health, pages, telemetry, tts, users, web};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -153,10 +153,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(telemetry::metrics_endpoint))
         .merge(auth::router())
         .merge(pages::router())
+        .merge(web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(pages::security_headers))
+        .layer(middleware::from_fn(web::security_headers))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(telemetry::observe))
         .with_state(state)

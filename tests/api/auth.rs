@@ -495,7 +495,7 @@ async fn roles_granted_in_voxgate_and_mapped_from_keycloak_add_up() {
         .unwrap();
     // A fresh token: the principal cache is keyed by token roles and is
     // short-lived, so wait it out rather than reach into the app.
-    tokio::time::sleep(voxgate::auth::users::PrincipalCache::TTL).await;
+    tokio::time::sleep(voxgate::identity::PrincipalCache::TTL).await;
     let me: Value = stack.app.caller(&token).get_json("/api/me").await;
     assert_eq!(me["roles"], json!(["agent", "user"]));
 }

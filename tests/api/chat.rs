@@ -603,13 +603,19 @@ async fn spawn_upstream(behaviour: Behaviour) -> (String, Arc<Mutex<Vec<(HeaderM
 }
 
 async fn llm_stack(url: &str) -> Stack {
-    spawn_stack_with(
-        TestSettings::default()
-            .set("VOXGATE_LLM_URL", url)
-            .set("VOXGATE_LLM_MODEL", "tiny-test-model")
-            .set("VOXGATE_LLM_API_KEY", "sk-test-key"),
-    )
-    .await
+    spawn_stack_with(llm_settings(url).set("VOXGATE_LLM_API_KEY", "sk-test-key")).await
+}
+
+/// A stack whose bot is the model at `url`, with `daily` characters of
+/// language-model budget per user.
+async fn budgeted_llm_stack(url: &str, daily: &str) -> Stack {
+    spawn_stack_with(llm_settings(url).set("VOXGATE_LLM_DAILY_CHARS", daily)).await
+}
+
+fn llm_settings(url: &str) -> TestSettings {
+    TestSettings::default()
+        .set("VOXGATE_LLM_URL", url)
+        .set("VOXGATE_LLM_MODEL", "tiny-test-model")
 }
 
 #[tokio::test]
@@ -645,13 +651,7 @@ async fn the_language_model_has_a_daily_budget_per_user() {
     // The model answers "Hello Bob. voxgate speaks replies." (34 characters).
     let pieces = vec!["Hello", " Bob", ".", " voxgate", " speaks", " replies", "."];
     let (url, requests) = spawn_upstream(Behaviour::Stream(pieces)).await;
-    let stack = spawn_stack_with(
-        TestSettings::default()
-            .set("VOXGATE_LLM_URL", url.as_str())
-            .set("VOXGATE_LLM_MODEL", "tiny-test-model")
-            .set("VOXGATE_LLM_DAILY_CHARS", "60"),
-    )
-    .await;
+    let stack = budgeted_llm_stack(&url, "60").await;
     let bob = stack.password_token("bob", "bob").await;
     // Sent 14, received 34.
     stack.chat_ok(&bob, "first question").await;
@@ -677,6 +677,70 @@ async fn the_language_model_has_a_daily_budget_per_user() {
             .count("SELECT sum(chars)::bigint FROM llm_usage")
             .await,
         48
+    );
+}
+
+#[tokio::test]
+async fn a_model_that_could_not_answer_costs_nothing_from_the_budget() {
+    let (url, requests) = spawn_upstream(Behaviour::Fail(503)).await;
+    let stack = budgeted_llm_stack(&url, "1000").await;
+    let bob = stack.password_token("bob", "bob").await;
+    let reply = stack.chat_ok(&bob, "first question").await;
+    assert_eq!(reply["reply"], voxgate::chat::llm::UNAVAILABLE);
+    let (_, events) = stack.chat_stream(&bob, "second question").await;
+    assert_eq!(events.last().unwrap().0, "done");
+    assert_eq!(requests.lock().unwrap().len(), 2, "the model was asked");
+    assert_eq!(
+        stack
+            .app
+            .count("SELECT coalesce(sum(chars), 0)::bigint FROM llm_usage")
+            .await,
+        0,
+        "neither the question nor the apology is charged"
+    );
+    assert_eq!(
+        stack.app.count("SELECT count(*) FROM chat_messages").await,
+        4
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_cannot_be_stored_is_neither_charged_nor_sent_to_the_model() {
+    let pieces = vec!["Hello", "."];
+    let (url, requests) = spawn_upstream(Behaviour::Stream(pieces)).await;
+    let stack = budgeted_llm_stack(&url, "60").await;
+    let bob = stack.password_token("bob", "bob").await;
+    stack
+        .app
+        .sql(
+            "CREATE FUNCTION refuse_user_messages() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.author = 'user' THEN RAISE EXCEPTION 'injected fault'; END IF;
+               RETURN NEW;
+             END $$",
+        )
+        .await;
+    stack
+        .app
+        .sql(
+            "CREATE TRIGGER fault BEFORE INSERT ON chat_messages
+             FOR EACH ROW EXECUTE FUNCTION refuse_user_messages()",
+        )
+        .await;
+    problem(stack.chat(&bob, "first question").await, 500).await;
+    assert_eq!(requests.lock().unwrap().len(), 0);
+    assert_eq!(
+        stack
+            .app
+            .count("SELECT coalesce(sum(chars), 0)::bigint FROM llm_usage")
+            .await,
+        0
+    );
+    stack.app.sql("DROP TRIGGER fault ON chat_messages").await;
+    stack.chat_ok(&bob, "first question").await;
+    assert_eq!(
+        stack.app.count("SELECT chars FROM llm_usage").await,
+        "first question".len() as i64 + "Hello.".len() as i64
     );
 }
 

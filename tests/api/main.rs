@@ -13,6 +13,7 @@ mod deploy;
 mod docs;
 mod foundation;
 mod fuzz;
+mod layout;
 mod neural;
 mod pages;
 mod provisioning;

@@ -16,57 +16,11 @@ use uuid::Uuid;
 
 use super::origin::{check_same_origin, constant_time_eq, is_unsafe};
 use super::refresh::session_for;
-use super::role::AppRole;
+use super::subject;
 use super::token::{MAX_TOKEN_BYTES, TokenError};
-use super::users;
 use crate::error::{ApiError, PageError};
+use crate::identity::{self, AuthMethod, CurrentUser, RequireRole, RoleName};
 use crate::state::AppState;
-use crate::users::model::UserRow;
-use crate::users::model::UserStatus;
-use crate::users::repo;
-
-/// How the request proved who it is.
-#[derive(Debug, Clone)]
-pub enum AuthMethod {
-    Session {
-        id_hash: Vec<u8>,
-        csrf_token: String,
-    },
-    Bearer,
-}
-
-impl AuthMethod {
-    pub fn name(&self) -> &'static str {
-        match self {
-            AuthMethod::Session { .. } => "session",
-            AuthMethod::Bearer => "bearer",
-        }
-    }
-}
-
-/// A signed-in, enabled user with their effective roles.
-#[derive(Debug, Clone)]
-pub struct CurrentUser {
-    pub id: Uuid,
-    pub keycloak_id: String,
-    pub username: String,
-    pub email: Option<String>,
-    pub first_name: String,
-    pub last_name: String,
-    pub roles: Arc<BTreeSet<String>>,
-    pub method: AuthMethod,
-}
-
-impl CurrentUser {
-    pub fn has_role(&self, role: AppRole) -> bool {
-        self.roles.contains(role.as_str())
-    }
-
-    /// A label for audit records.
-    pub fn label(&self) -> String {
-        self.username.clone()
-    }
-}
 
 /// Who is calling, as `GET /api/me` shows it; it borrows from the
 /// principal, which is serialized as it is rather than copied first.
@@ -208,7 +162,7 @@ async fn from_bearer(token: &str, state: &AppState) -> Result<CurrentUser, Failu
         .access_token_keyed(token)
         .await
         .map_err(Failure::Token)?;
-    let resolved = users::resolve(
+    let resolved = subject::resolve(
         &state.db,
         &auth.principals,
         &claims,
@@ -216,40 +170,20 @@ async fn from_bearer(token: &str, state: &AppState) -> Result<CurrentUser, Failu
         &state.config.oidc.client_id,
     )
     .await?;
-    principal(
+    CurrentUser::active(
         &resolved.user,
         resolved.roles.clone(),
         &claims.sub,
         AuthMethod::Bearer,
     )
-}
-
-fn principal(
-    user: &UserRow,
-    roles: Arc<BTreeSet<String>>,
-    sub: &str,
-    method: AuthMethod,
-) -> Result<CurrentUser, Failure> {
-    if !user.enabled || user.status != UserStatus::Active {
-        return Err(Failure::Disabled);
-    }
-    Ok(CurrentUser {
-        id: user.id,
-        keycloak_id: user.keycloak_id.clone().unwrap_or_else(|| sub.to_string()),
-        username: user.username.clone(),
-        email: user.email.clone(),
-        first_name: user.first_name.clone(),
-        last_name: user.last_name.clone(),
-        roles,
-        method,
-    })
+    .ok_or(Failure::Disabled)
 }
 
 async fn from_session(parts: &Parts, state: &AppState) -> Result<Option<CurrentUser>, Failure> {
     let Some(row) = session_for(parts, state).await.map_err(Failure::Internal)? else {
         return Ok(None);
     };
-    let user = repo::find_row(&state.db, row.user_id).await?;
+    let user = identity::find_row(&state.db, row.user_id).await?;
     let (client_roles, realm_roles): (Vec<String>, Vec<String>) = row
         .keycloak_roles
         .iter()
@@ -259,9 +193,9 @@ async fn from_session(parts: &Parts, state: &AppState) -> Result<Option<CurrentU
         .iter()
         .map(|r| r.trim_start_matches("client:").to_string())
         .collect();
-    let roles = repo::effective_roles(&state.db, user.id, &realm_roles, &client_roles).await?;
+    let roles = identity::effective_roles(&state.db, user.id, &realm_roles, &client_roles).await?;
     let sub = user.keycloak_id.clone().unwrap_or_default();
-    let current = principal(
+    let current = CurrentUser::active(
         &user,
         Arc::new(roles),
         &sub,
@@ -269,7 +203,8 @@ async fn from_session(parts: &Parts, state: &AppState) -> Result<Option<CurrentU
             id_hash: row.id_hash.clone(),
             csrf_token: row.csrf_token.clone(),
         },
-    )?;
+    )
+    .ok_or(Failure::Disabled)?;
     if is_unsafe(&parts.method) {
         check_same_origin(parts, state).map_err(Failure::Csrf)?;
         let sent = parts
@@ -324,20 +259,6 @@ impl FromRequestParts<AppState> for MaybeUser {
         Ok(MaybeUser(authenticate(parts, state).await?))
     }
 }
-
-/// A role a route may require, as a type.
-pub trait RoleName: Send + Sync {
-    const ROLE: AppRole;
-}
-
-pub struct Admin;
-impl RoleName for Admin {
-    const ROLE: AppRole = AppRole::Admin;
-}
-
-/// The current user, who must hold role `R`: 401 if not signed in, 403
-/// (never 401) if signed in without the role.
-pub struct RequireRole<R: RoleName>(pub CurrentUser, pub PhantomData<R>);
 
 impl<R: RoleName> FromRequestParts<AppState> for RequireRole<R> {
     type Rejection = ApiError;

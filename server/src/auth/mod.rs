@@ -11,24 +11,22 @@ mod oidc;
 mod origin;
 pub mod provider;
 mod refresh;
-mod role;
 mod routes;
 pub mod session;
+mod subject;
 pub mod throttle;
 pub mod token;
-pub mod users;
 
 use std::sync::Arc;
 
-pub use extract::{Admin, AuthMethod, CurrentUser, MaybeUser, PageUser, RequireRole, RoleName};
+pub use extract::{MaybeUser, PageUser};
 pub use origin::external_base;
-pub use role::AppRole;
 pub use routes::{me_routes, router};
 
 use crate::config::Config;
+use crate::identity::PrincipalCache;
 use provider::Provider;
 use token::TokenValidator;
-use users::PrincipalCache;
 
 /// Everything authentication needs, shared through the app state.
 #[derive(Clone)]

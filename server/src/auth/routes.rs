@@ -12,17 +12,17 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{CurrentUser, Failure, MeView};
+use super::extract::{Failure, MeView};
 use super::oidc::{self, ExchangeError};
 use super::origin::{check_same_origin, client_address, constant_time_eq, external_base};
 use super::refresh::session_for;
 use super::session::{self, LOGIN_FLOW_LIFETIME_MINUTES, LoginFlow, NewSession};
+use super::subject;
 use super::token::Expect;
-use super::users;
 use crate::error::{ApiError, PageError};
 use crate::extract::AppJson;
+use crate::identity::{CurrentUser, UserStatus};
 use crate::state::AppState;
-use crate::users::model::UserStatus;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -255,7 +255,7 @@ async fn callback(
     // ID tokens carry no realm roles; the access token does.
     let mut profile = id_claims.clone();
     profile.realm_access = access_claims.realm_access.clone();
-    let user = users::record_sign_in(&state.db, &profile)
+    let user = subject::record_sign_in(&state.db, &profile)
         .await
         .map_err(|e| PageError::from(Failure::from(e)))?;
     if !user.enabled || user.status != UserStatus::Active {
@@ -373,7 +373,7 @@ struct SignedOutPage {
 
 async fn signed_out() -> Result<Response, PageError> {
     let page = SignedOutPage {
-        css: crate::pages::asset_url("app.css"),
+        css: crate::web::asset_url("app.css"),
     };
     let html = askama::Template::render(&page).map_err(PageError::internal)?;
     Ok(axum::response::Html(html).into_response())

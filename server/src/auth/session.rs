@@ -152,14 +152,6 @@ pub async fn remember_logout_token(
     Ok(inserted == 1)
 }
 
-pub async fn delete_for_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<u64> {
-    Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user_id)
-        .execute(db)
-        .await?
-        .rows_affected())
-}
-
 pub async fn delete_for_keycloak_subject(db: impl PgExecutor<'_>, sub: &str) -> sqlx::Result<u64> {
     Ok(sqlx::query(
         "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE keycloak_id = $1)",

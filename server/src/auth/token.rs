@@ -385,8 +385,7 @@ pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// A token's SHA-256.
-pub type TokenKey = [u8; 32];
+pub use crate::identity::TokenKey;
 
 /// The validation counter for `result`, looked up once: building a metric
 /// key per request costs more than the cached validation it counts.

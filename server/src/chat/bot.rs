@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use super::kb::KnowledgeBase;
-use crate::auth::CurrentUser;
+use crate::identity::CurrentUser;
 
 /// The signed-in person, as far as a bot needs to know.
 #[derive(Debug, Clone)]
@@ -78,6 +78,9 @@ pub struct Reply {
     /// True when the text arrives over time (worth speaking the first
     /// sentence before the rest is known).
     pub incremental: bool,
+    /// False when the bot could not answer and says so instead (its
+    /// model was down): nothing was spent on it.
+    pub answered: bool,
 }
 
 impl Reply {
@@ -87,6 +90,15 @@ impl Reply {
             deltas: stream::iter([text]).boxed(),
             follow_ups,
             incremental: false,
+            answered: true,
+        }
+    }
+
+    /// The bot's apology when it could not answer.
+    pub fn unanswered(text: String) -> Reply {
+        Reply {
+            answered: false,
+            ..Reply::complete(text, Vec::new())
         }
     }
 }

@@ -12,19 +12,13 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use super::bot::{Ask, Identity, Reply, Turn};
-use super::model::{
-    ChatReply, HistoryPage, MAX_REPLY_CHARS, SendMessage, Settings, Speech, StreamDone,
-};
-use super::store;
-use crate::auth::{AppRole, CurrentUser};
+use super::Sending;
+use super::model::{ChatReply, HistoryPage, SendMessage, Settings, StreamDone};
 use crate::error::{ApiError, Problem};
 use crate::extract::{AppJson, AppQuery};
-use crate::limits::{self, Meter};
+use crate::identity::CurrentUser;
 use crate::state::AppState;
-use crate::tts::SpeechParams;
 use crate::tts::text::{first_sentence, normalise};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -33,9 +27,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(history, clear_history))
         .routes(routes!(get_settings, put_settings))
 }
-
-/// Earlier messages a bot sees as context.
-const CONTEXT_MESSAGES: i64 = 20;
 
 fn wants_event_stream(headers: &HeaderMap) -> bool {
     headers
@@ -63,160 +54,12 @@ async fn send(
     AppJson(request): AppJson<SendMessage>,
 ) -> Result<Response, ApiError> {
     let message = request.checked()?;
-    let rate = state.config.chat.rate_per_minute;
-    limits::check_rate(&state.db, Meter::Chat, user.id, rate).await?;
-    let settings = store::settings(&state.db, user.id).await?;
-    let history: Vec<Turn> = store::recent(&state.db, user.id, CONTEXT_MESSAGES)
-        .await?
-        .into_iter()
-        .map(|(author, text)| Turn {
-            from_user: author == "user",
-            text,
-        })
-        .collect();
-    // What the model is sent is charged before anything is stored; its
-    // reply is added when it is complete.
-    let exempt = user.has_role(AppRole::Agent) || user.has_role(AppRole::Admin);
-    let metered = match &state.config.chat.llm {
-        Some(llm) if !exempt => {
-            let sent = message.chars().count()
-                + history
-                    .iter()
-                    .map(|t| t.text.chars().count())
-                    .sum::<usize>();
-            let daily = llm.daily_chars;
-            limits::charge(&state.db, Meter::Chat, user.id, sent as i64, daily).await?;
-            true
-        }
-        _ => false,
-    };
-    let (user_message_id, _) = store::insert_user_message(&state.db, user.id, &message).await?;
-    let reply = state
-        .chat
-        .bot
-        .reply(Ask {
-            message,
-            identity: Identity::from(&user),
-            history,
-        })
-        .await;
-    let mut private = Vec::new();
-    if let Some(email) = &user.email {
-        private.push((email.clone(), "your email address"));
-    }
-    if !user.username.eq_ignore_ascii_case(&user.first_name) {
-        private.push((user.username.clone(), "your username"));
-    }
-    let pending = Pending {
-        state,
-        user: user.id,
-        settings,
-        user_message_id,
-        metered,
-        private,
-    };
+    let sending = state.chat.send(&user, message).await?;
     if wants_event_stream(&headers) {
-        return Ok(stream_reply(pending, reply).into_response());
+        return Ok(stream_reply(sending).into_response());
     }
-    let text: String = reply.deltas.collect::<Vec<_>>().await.concat();
-    let done = pending.finish(text, reply.follow_ups).await?;
-    Ok(AppJson(done).into_response())
-}
-
-/// What finishing a reply needs.
-struct Pending {
-    state: AppState,
-    user: Uuid,
-    settings: Settings,
-    user_message_id: i64,
-    /// The reply counts against the user's language-model budget.
-    metered: bool,
-    /// Personal details said in writing but not aloud, with what is
-    /// spoken instead.
-    private: Vec<(String, &'static str)>,
-}
-
-/// The reply as spoken: personal details (the email address, the
-/// username) are named rather than read out, so they never reach the
-/// speech engine or the audio cache.
-fn speakable(text: &str, private: &[(String, &'static str)]) -> String {
-    let mut spoken = text.to_string();
-    for (value, instead) in private {
-        if value.is_empty() {
-            continue;
-        }
-        let lower = spoken.to_ascii_lowercase();
-        let needle = value.to_ascii_lowercase();
-        let mut out = String::with_capacity(spoken.len());
-        let mut at = 0;
-        while let Some(found) = lower[at..].find(&needle) {
-            out.push_str(&spoken[at..at + found]);
-            out.push_str(instead);
-            at += found + needle.len();
-        }
-        out.push_str(&spoken[at..]);
-        spoken = out;
-    }
-    spoken
-}
-
-impl Pending {
-    /// Registers speech for `text`; a failure leaves the reply silent
-    /// rather than failing the chat.
-    async fn speak(&self, text: &str) -> Option<Speech> {
-        let params = SpeechParams {
-            text: speakable(text, &self.private),
-            voice: self.settings.voice.clone(),
-            language: self.settings.language.clone(),
-            format: None,
-            engine_kind: None,
-        };
-        match self.state.tts.speak(params, true, self.user).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "reply speech could not be registered");
-                None
-            }
-        }
-    }
-
-    async fn finish(&self, text: String, follow_ups: Vec<String>) -> Result<ChatReply, ApiError> {
-        let mut text = text.trim().to_string();
-        if text.chars().count() > MAX_REPLY_CHARS {
-            text = text.chars().take(MAX_REPLY_CHARS).collect::<String>() + "…";
-        }
-        if self.metered
-            && let Err(e) = limits::record(
-                &self.state.db,
-                Meter::Chat,
-                self.user,
-                text.chars().count() as i64,
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "recording the model's reply in the budget failed");
-        }
-        if text.is_empty() {
-            text = "Sorry, I have no answer to that.".into();
-        }
-        let speech = self.speak(&text).await;
-        let (id, created_at) = store::insert_bot_message(
-            &self.state.db,
-            self.user,
-            &text,
-            speech.as_ref(),
-            &follow_ups,
-        )
-        .await?;
-        Ok(ChatReply {
-            id,
-            user_message_id: self.user_message_id,
-            reply: text,
-            speech,
-            follow_ups,
-            created_at,
-        })
-    }
+    let text: String = sending.deltas.collect::<Vec<_>>().await.concat();
+    Ok(AppJson(sending.reply.finish(text).await?).into_response())
 }
 
 fn event(name: &str, data: &impl serde::Serialize) -> Event {
@@ -228,14 +71,14 @@ fn event(name: &str, data: &impl serde::Serialize) -> Event {
 
 /// Drives the bot in a task of its own, so the reply is finished and saved
 /// even if the browser goes away half-way.
-fn stream_reply(pending: Pending, reply: Reply) -> impl IntoResponse {
+fn stream_reply(sending: Sending) -> impl IntoResponse {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let Sending {
+        mut deltas,
+        incremental,
+        reply: replying,
+    } = sending;
     tokio::spawn(async move {
-        let Reply {
-            mut deltas,
-            follow_ups,
-            incremental,
-        } = reply;
         let mut text = String::new();
         let mut first: Option<String> = None;
         while let Some(piece) = deltas.next().await {
@@ -245,7 +88,7 @@ fn stream_reply(pending: Pending, reply: Reply) -> impl IntoResponse {
                 let sentence = first_sentence(&text);
                 if sentence.len() < text.trim_start().len() && !normalise(sentence).is_empty() {
                     let sentence = sentence.to_string();
-                    if let Some(speech) = pending.speak(&sentence).await {
+                    if let Some(speech) = replying.speak(&sentence).await {
                         let _ = tx
                             .send(event(
                                 "speech",
@@ -257,25 +100,10 @@ fn stream_reply(pending: Pending, reply: Reply) -> impl IntoResponse {
                 }
             }
         }
-        match pending.finish(text, follow_ups).await {
+        match replying.finish(text).await {
             Ok(reply) => {
                 let (rest_speech, rest_offset) = match &first {
-                    Some(sentence) => {
-                        let rest = reply
-                            .reply
-                            .trim_start()
-                            .get(sentence.len()..)
-                            .unwrap_or_default()
-                            .trim();
-                        if normalise(rest).is_empty() {
-                            (None, None)
-                        } else {
-                            (
-                                pending.speak(rest).await,
-                                Some(normalise(sentence).len() + 1),
-                            )
-                        }
-                    }
+                    Some(sentence) => replying.speak_rest(&reply.reply, sentence).await,
                     None => (None, None),
                 };
                 let done = StreamDone {
@@ -351,7 +179,7 @@ async fn history(
             "must be a message id (1 or more)",
         ));
     }
-    let (items, more) = store::page(&state.db, user.id, q.before, limit).await?;
+    let (items, more) = state.chat.history(user.id, q.before, limit).await?;
     let next_before = if more {
         items.first().map(|m| m.id)
     } else {
@@ -367,7 +195,7 @@ async fn clear_history(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> Result<StatusCode, ApiError> {
-    let n = store::clear(&state.db, user.id).await?;
+    let n = state.chat.clear(user.id).await?;
     tracing::info!(user = %user.username, messages = n, "chat history cleared");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -379,7 +207,7 @@ async fn get_settings(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> Result<AppJson<Settings>, ApiError> {
-    Ok(AppJson(store::settings(&state.db, user.id).await?))
+    Ok(AppJson(state.chat.settings(user.id).await?))
 }
 
 /// Replaces the signed-in user's speech settings; omitted fields take
@@ -391,26 +219,5 @@ async fn put_settings(
     user: CurrentUser,
     AppJson(settings): AppJson<Settings>,
 ) -> Result<AppJson<Settings>, ApiError> {
-    let settings = settings.checked()?;
-    check_voice_exists(&state, settings.voice.as_deref()).await?;
-    store::save_settings(&state.db, user.id, &settings).await?;
-    Ok(AppJson(settings))
-}
-
-/// A voice must be one the engine offers. If the list cannot be had right
-/// now (Polly unreachable), the shape check already done has to suffice:
-/// an unknown voice then falls back to the default when spoken.
-async fn check_voice_exists(state: &AppState, voice: Option<&str>) -> Result<(), ApiError> {
-    let Some(voice) = voice else { return Ok(()) };
-    match state.tts.voices(None).await {
-        Ok(voices) if voices.iter().any(|v| v.id == voice) => Ok(()),
-        Ok(_) => Err(ApiError::validation(
-            "voice",
-            format!("`{voice}` is not one of the voices listed by /api/voices"),
-        )),
-        Err(e) => {
-            tracing::warn!(error = %e, "voice list unavailable; voice checked by shape only");
-            Ok(())
-        }
-    }
+    Ok(AppJson(state.chat.save_settings(user.id, settings).await?))
 }

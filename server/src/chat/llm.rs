@@ -227,7 +227,7 @@ impl Bot for LlmBot {
             Ok(r) => r,
             Err(why) => {
                 tracing::warn!(reason = %why, endpoint = %self.endpoint, "language model unavailable");
-                return Reply::complete(UNAVAILABLE.to_string(), Vec::new());
+                return Reply::unanswered(UNAVAILABLE.to_string());
             }
         };
         let upstream = Upstream {
@@ -246,6 +246,7 @@ impl Bot for LlmBot {
             deltas,
             follow_ups: Vec::new(),
             incremental: true,
+            answered: true,
         }
     }
 }

@@ -11,14 +11,17 @@ mod handlers;
 pub mod kb;
 pub mod llm;
 pub mod model;
+mod service;
 mod store;
 
 use std::sync::Arc;
 
+use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::Config;
+use crate::config::{ChatConfig, Config};
 use crate::state::AppState;
+use crate::tts::Tts;
 use bot::{Bot, KbBot};
 use kb::KnowledgeBase;
 use llm::{LlmBot, LlmTimeouts};
@@ -27,16 +30,25 @@ pub fn routes() -> OpenApiRouter<AppState> {
     handlers::routes()
 }
 
-/// The chat's share of the application state.
+pub use service::{Replying, Sending};
+
+/// The chat service: the bot, the conversations and what it meters.
 #[derive(Clone)]
 pub struct Chat {
-    pub bot: Arc<dyn Bot>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bot: Arc<dyn Bot>,
+    db: PgPool,
+    tts: Tts,
+    config: ChatConfig,
 }
 
 impl Chat {
     /// Loads the knowledge base (a broken file stops start-up, with every
     /// problem and its line listed) and picks the bot.
-    pub fn from_config(config: &Config) -> anyhow::Result<Chat> {
+    pub fn new(config: &Config, db: PgPool, tts: Tts) -> anyhow::Result<Chat> {
         let kb = KnowledgeBase::load(config.chat.knowledge_base.as_deref())
             .map_err(|e| anyhow::anyhow!("VOXGATE_KB_FILE: {e}"))?;
         let bot: Arc<dyn Bot> = match &config.chat.llm {
@@ -44,6 +56,13 @@ impl Chat {
             None => Arc::new(KbBot { kb }),
         };
         tracing::info!(bot = bot.name(), "chat bot ready");
-        Ok(Chat { bot })
+        Ok(Chat {
+            inner: Arc::new(Inner {
+                bot,
+                db,
+                tts,
+                config: config.chat.clone(),
+            }),
+        })
     }
 }

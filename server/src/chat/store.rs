@@ -1,7 +1,7 @@
 //! SQL for the chat tables (`migrations/0005_chat.sql`). Every query is
 //! scoped by `user_id`: a user only ever sees or deletes their own rows.
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ impl From<MessageRow> for ChatMessage {
 }
 
 pub async fn insert_user_message(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     user: Uuid,
     text: &str,
 ) -> sqlx::Result<(i64, OffsetDateTime)> {

@@ -3,9 +3,10 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::asset_url;
-use crate::auth::{AppRole, AuthMethod, CurrentUser, PageUser};
+use crate::auth::PageUser;
 use crate::error::PageError;
+use crate::identity::{AppRole, AuthMethod, CurrentUser};
+use crate::web::asset_url;
 
 /// What the page header shows about the signed-in user.
 struct Header {

@@ -11,9 +11,9 @@ use utoipa_axum::routes;
 
 use super::engine::{Mark, Voice};
 use super::{QuotaClass, Speaker, SpeechParams, SpeechRef};
-use crate::auth::{AppRole, CurrentUser};
 use crate::error::{ApiError, Problem};
 use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::identity::{AppRole, CurrentUser};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -29,7 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// embedded `<audio>` elsewhere) would spend the user's quota: refuse it.
 /// Fetch metadata tells; requests without it (non-browsers) pass.
 fn refuse_cross_site(user: &CurrentUser, headers: &HeaderMap) -> Result<(), ApiError> {
-    let session = matches!(user.method, crate::auth::AuthMethod::Session { .. });
+    let session = matches!(user.method, crate::identity::AuthMethod::Session { .. });
     let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if session && matches!(site, Some("cross-site") | Some("same-site")) {
         return Err(ApiError::Forbidden(

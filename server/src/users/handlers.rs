@@ -13,9 +13,9 @@ use super::model::{
     AuditPage, CreateUserRequest, RoleView, UpdateUserRequest, UserPage, UserStatus, UserView,
 };
 use super::service::Actor;
-use crate::auth::{Admin, AppRole, RequireRole};
 use crate::error::{ApiError, Problem};
 use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::identity::{Admin, AppRole, CurrentUser, RequireRole};
 use crate::state::AppState;
 use crate::telemetry::current_request_id;
 
@@ -27,7 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_audit))
 }
 
-fn actor(user: &crate::auth::CurrentUser) -> Actor {
+fn actor(user: &CurrentUser) -> Actor {
     Actor {
         id: Some(user.id),
         label: user.label(),

@@ -13,8 +13,8 @@ use super::keycloak::KcError;
 use super::model::{UpdateUserRequest, UserStatus, UserView, parse_name};
 use super::repo;
 use super::service::{Actor, Users, kc_error};
-use crate::auth::AppRole;
 use crate::error::ApiError;
+use crate::identity::AppRole;
 
 /// Which Keycloak-held roles [`Users::inherited_roles`] reports.
 #[derive(Clone, Copy)]
@@ -155,7 +155,7 @@ impl Users {
             // not outlive the change, so those sessions end. (Bearer tokens
             // keep their claims until they expire — minutes, by default.)
             if roles_removed || req.enabled == Some(false) {
-                crate::auth::session::delete_for_user(&mut *tx, id).await?;
+                crate::identity::end_sessions(&mut *tx, id).await?;
             }
             tx.commit().await
         }
@@ -328,7 +328,7 @@ impl Users {
             let mut tx = self.db.begin().await?;
             repo::set_status(&mut *tx, id, UserStatus::Deleted).await?;
             repo::clear_roles(&mut *tx, id).await?;
-            crate::auth::session::delete_for_user(&mut *tx, id).await?;
+            crate::identity::end_sessions(&mut *tx, id).await?;
             tx.commit().await
         }
         .await;

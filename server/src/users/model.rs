@@ -6,58 +6,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::{ApiError, FieldError};
-
-/// Where a user row stands. Only `Active` users may sign in or be changed;
-/// `Pending` is a creation saga in flight, `Failed` one that was undone.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-pub enum UserStatus {
-    Pending,
-    Active,
-    Failed,
-    Deleted,
-}
-
-impl UserStatus {
-    pub const ALL: [UserStatus; 4] = [
-        UserStatus::Pending,
-        UserStatus::Active,
-        UserStatus::Failed,
-        UserStatus::Deleted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserStatus::Pending => "pending",
-            UserStatus::Active => "active",
-            UserStatus::Failed => "failed",
-            UserStatus::Deleted => "deleted",
-        }
-    }
-
-    /// Parses a `status` filter, naming the accepted values when it fails.
-    pub fn parse_filter(raw: &str) -> Result<UserStatus, ApiError> {
-        UserStatus::ALL
-            .into_iter()
-            .find(|s| s.as_str() == raw)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "status must be one of pending, active, failed, deleted (got `{raw}`)."
-                ))
-            })
-    }
-}
-
-impl std::fmt::Display for UserStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `pad`, so table columns (`{:<8}`) line up.
-        f.pad(self.as_str())
-    }
-}
+use crate::error::FieldError;
+pub use crate::identity::{UserRow, UserStatus};
 
 /// A Keycloak-compatible username: stored lower-case (as Keycloak does),
 /// 3–255 characters from `a-z 0-9 . _ @ -`, starting with a letter or digit.
@@ -272,7 +222,7 @@ impl CreateUserRequest {
         roles.sort();
         roles.dedup();
         if roles.is_empty() {
-            roles.push(crate::auth::AppRole::User.as_str().to_string());
+            roles.push(crate::identity::AppRole::User.as_str().to_string());
         }
         match (username, email, first_name, last_name, credential) {
             (Some(username), Some(email), Some(first_name), Some(last_name), Some(credential))
@@ -299,24 +249,6 @@ pub struct UpdateUserRequest {
     pub roles: Option<Vec<String>>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-}
-
-/// A `users` row: the one type every feature reads users through.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UserRow {
-    pub id: Uuid,
-    pub keycloak_id: Option<String>,
-    pub username: String,
-    pub email: Option<String>,
-    pub first_name: String,
-    pub last_name: String,
-    pub enabled: bool,
-    pub status: UserStatus,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub last_login_at: Option<OffsetDateTime>,
 }
 
 /// A user as the admin API shows it: the row, with the roles granted in

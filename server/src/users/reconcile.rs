@@ -10,7 +10,7 @@ use super::audit::{Action, AuditEvent};
 use super::model::UserStatus;
 use super::repo;
 use super::service::{Actor, Users};
-use crate::auth::AppRole;
+use crate::identity::AppRole;
 
 /// One difference between Keycloak and voxgate.
 #[derive(Debug, Serialize)]
@@ -65,7 +65,7 @@ impl Users {
                 );
                 if fix {
                     repo::set_status(&self.db, u.id, UserStatus::Deleted).await?;
-                    crate::auth::session::delete_for_user(&self.db, u.id).await?;
+                    crate::identity::end_sessions(&self.db, u.id).await?;
                     d.fixed = Some("marked deleted in voxgate".into());
                 }
                 drift.push(d);
@@ -86,7 +86,7 @@ impl Users {
                         self.kc.update(&kc.id, Some(false), None, None).await?;
                     } else {
                         repo::update_profile(&self.db, u.id, Some(false), None, None).await?;
-                        crate::auth::session::delete_for_user(&self.db, u.id).await?;
+                        crate::identity::end_sessions(&self.db, u.id).await?;
                     }
                     d.fixed = Some("disabled in both systems".into());
                 }

@@ -3,21 +3,11 @@
 //! here. Functions are named for what they do and take any executor, so
 //! the caller decides what runs in one transaction.
 
-use std::collections::BTreeSet;
-
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::model::{AuditEntry, RoleView, UserRow, UserStatus, UserView};
-use crate::auth::AppRole;
-
-/// The columns of [`UserRow`], as a macro so `concat!` can build on it.
-macro_rules! row_columns {
-    () => {
-        r#"u.id, u.keycloak_id, u.username::text AS username, u.email::text AS email, u.first_name,
-    u.last_name, u.enabled, u.status, u.created_at, u.last_login_at"#
-    };
-}
+use super::model::{AuditEntry, RoleView, UserStatus, UserView};
+use crate::identity::row_columns;
 
 const USER_COLUMNS: &str = concat!(
     row_columns!(),
@@ -497,80 +487,4 @@ pub async fn stuck_jobs(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, Jo
     )
     .fetch_all(db)
     .await
-}
-
-/// What a valid token says about its subject, recorded at each sign-in.
-pub struct SignedIn<'a> {
-    pub keycloak_id: &'a str,
-    pub username: &'a str,
-    pub email: Option<&'a str>,
-    pub first_name: &'a str,
-    pub last_name: &'a str,
-    pub realm_roles: &'a [String],
-}
-
-/// Inserts or refreshes the row for a token's subject in one statement, so
-/// concurrent first requests end with exactly one row.
-pub async fn upsert_signed_in(db: impl PgExecutor<'_>, s: &SignedIn<'_>) -> sqlx::Result<UserRow> {
-    sqlx::query_as(concat!(
-        r#"
-        INSERT INTO users AS u (keycloak_id, username, email, first_name, last_name, status, last_login_at, keycloak_roles)
-        VALUES ($1, $2, $3, $4, $5, 'active', now(), $6)
-        ON CONFLICT (keycloak_id) DO UPDATE SET
-            username = EXCLUDED.username,
-            email = EXCLUDED.email,
-            first_name = EXCLUDED.first_name,
-            last_name = EXCLUDED.last_name,
-            last_login_at = now(),
-            keycloak_roles = EXCLUDED.keycloak_roles
-        RETURNING "#,
-        row_columns!()
-    ))
-    .bind(s.keycloak_id)
-    .bind(s.username)
-    .bind(s.email)
-    .bind(s.first_name)
-    .bind(s.last_name)
-    .bind(s.realm_roles)
-    .fetch_one(db)
-    .await
-}
-
-/// The bare row of a user, for a session's request.
-pub async fn find_row(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<UserRow> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        row_columns!(),
-        " FROM users u WHERE u.id = $1"
-    ))
-    .bind(id)
-    .fetch_one(db)
-    .await
-}
-
-/// Roles granted directly in voxgate plus those mapped from Keycloak
-/// roles, and the default role everyone signed in holds.
-pub async fn effective_roles(
-    db: impl PgExecutor<'_>,
-    user_id: Uuid,
-    realm_roles: &[String],
-    client_roles: &[String],
-) -> sqlx::Result<BTreeSet<String>> {
-    let rows: Vec<String> = sqlx::query_scalar(
-        r#"
-        SELECT role FROM user_roles WHERE user_id = $1
-        UNION
-        SELECT app_role FROM role_mappings
-         WHERE (source = 'realm' AND keycloak_role = ANY($2))
-            OR (source = 'client' AND keycloak_role = ANY($3))
-        "#,
-    )
-    .bind(user_id)
-    .bind(realm_roles)
-    .bind(client_roles)
-    .fetch_all(db)
-    .await?;
-    let mut roles: BTreeSet<String> = rows.into_iter().collect();
-    roles.insert(AppRole::User.as_str().to_string());
-    Ok(roles)
 }

@@ -12,10 +12,10 @@ use uuid::Uuid;
 use super::keycloak::{KcError, KcUser, KeycloakUsers};
 use super::model::{AuditPage, RoleView, UserPage, UserStatus, UserView};
 use super::repo;
-use crate::auth::AppRole;
-use crate::auth::users::PrincipalCache;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::identity::AppRole;
+use crate::identity::PrincipalCache;
 
 /// Who is acting, for permission checks and the audit trail.
 #[derive(Debug, Clone)]

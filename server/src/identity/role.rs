@@ -35,3 +35,13 @@ impl PartialEq<AppRole> for &str {
         *self == role.as_str()
     }
 }
+
+/// A role a route may require, as a type (see `RequireRole`).
+pub trait RoleName: Send + Sync {
+    const ROLE: AppRole;
+}
+
+pub struct Admin;
+impl RoleName for Admin {
+    const ROLE: AppRole = AppRole::Admin;
+}

@@ -1,6 +1,5 @@
-//! Principals: the local user behind a valid token, with the effective
-//! role set, cached briefly. The SQL is the users feature's
-//! ([`crate::users::repo`]); this module decides when to run it.
+//! Principals resolved from tokens, cached briefly: the local user behind
+//! a token's subject and the effective role set.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -9,9 +8,11 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::token::{Claims, TokenKey};
-use crate::users::model::UserRow;
-use crate::users::repo::{self, SignedIn};
+use super::repo::{self, SignedIn};
+use super::user::UserRow;
+
+/// A token's SHA-256: what the cache is keyed by, never the token itself.
+pub type TokenKey = [u8; 32];
 
 /// A resolved principal, cached briefly per token so a bearer request
 /// neither writes to the database nor copies the token's role lists every
@@ -56,28 +57,22 @@ impl PrincipalCache {
     }
 }
 
-/// The user row for the token's subject, created or refreshed on first
+/// The user row for a token's subject, created or refreshed on first
 /// sight, and the effective roles.
 pub async fn resolve(
     db: &PgPool,
     cache: &PrincipalCache,
-    claims: &Claims,
     token: TokenKey,
-    client_id: &str,
+    subject: &SignedIn<'_>,
+    client_roles: &[String],
 ) -> sqlx::Result<Arc<Resolved>> {
     // The token fixes the subject and its roles, so a token seen before
     // costs a lookup and an `Arc` clone.
     if let Some(hit) = cache.get(&token) {
         return Ok(hit);
     }
-    let realm_roles = claims.realm_access.clone().unwrap_or_default().roles;
-    let client_roles = claims
-        .resource_access
-        .get(client_id)
-        .map(|r| r.roles.clone())
-        .unwrap_or_default();
-    let user = record_sign_in(db, claims).await?;
-    let roles = repo::effective_roles(db, user.id, &realm_roles, &client_roles).await?;
+    let user = record_sign_in(db, subject).await?;
+    let roles = repo::effective_roles(db, user.id, subject.realm_roles, client_roles).await?;
     let resolved = Arc::new(Resolved {
         user,
         roles: Arc::new(roles),
@@ -86,27 +81,14 @@ pub async fn resolve(
     Ok(resolved)
 }
 
-/// Creates or refreshes the row for the token's subject from its claims.
-pub async fn record_sign_in(db: &PgPool, claims: &Claims) -> sqlx::Result<UserRow> {
-    let realm_roles = claims.realm_access.clone().unwrap_or_default().roles;
-    let signed_in = SignedIn {
-        keycloak_id: &claims.sub,
-        username: claims
-            .preferred_username
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            .unwrap_or(&claims.sub),
-        email: claims.email.as_deref(),
-        first_name: claims.given_name.as_deref().unwrap_or_default(),
-        last_name: claims.family_name.as_deref().unwrap_or_default(),
-        realm_roles: &realm_roles,
-    };
-    match repo::upsert_signed_in(db, &signed_in).await {
+/// Creates or refreshes the row for a token's subject.
+pub async fn record_sign_in(db: &PgPool, subject: &SignedIn<'_>) -> sqlx::Result<UserRow> {
+    match repo::upsert_signed_in(db, subject).await {
         // Two first requests at once: the upsert resolves a clash on the
         // Keycloak id, but the other one may surface first on the unique
         // username index. By now the row exists, so a second try updates it.
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            repo::upsert_signed_in(db, &signed_in).await
+            repo::upsert_signed_in(db, subject).await
         }
         result => result,
     }

@@ -1,0 +1,304 @@
+//! The chat's use cases: sending a message (metered, stored, answered,
+//! spoken), the history and the speech settings. Handlers only translate
+//! HTTP to these calls and replies to JSON or an event stream.
+
+use futures::stream::BoxStream;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Chat;
+use super::bot::{Ask, Identity, Reply, Turn};
+use super::model::{ChatMessage, ChatReply, MAX_REPLY_CHARS, Settings, Speech};
+use super::store;
+use crate::error::ApiError;
+use crate::identity::{AppRole, CurrentUser};
+use crate::limits::{self, Meter};
+use crate::tts::SpeechParams;
+use crate::tts::text::normalise;
+
+/// Earlier messages a bot sees as context.
+const CONTEXT_MESSAGES: i64 = 20;
+
+/// What a user said has been stored and the bot is answering: its text
+/// arrives in `deltas`, and [`Replying::finish`] stores and speaks the
+/// whole reply. Finish it even if nobody listens any more: it is what
+/// settles the language-model budget.
+pub struct Sending {
+    pub deltas: BoxStream<'static, String>,
+    /// The text arrives over time (worth speaking a first sentence early).
+    pub incremental: bool,
+    pub reply: Replying,
+}
+
+/// What finishing a reply needs (apart from its text).
+pub struct Replying {
+    /// Id of the stored user message.
+    pub user_message_id: i64,
+    follow_ups: Vec<String>,
+    answered: bool,
+    charge: ModelCharge,
+    speaker: Speaker,
+}
+
+/// The characters sent to the language model, charged to the user's daily
+/// budget before the model is asked, in the transaction that stores the
+/// message. When the model did not answer (it was down), they are given
+/// back; when it did, its reply is added.
+struct ModelCharge {
+    db: PgPool,
+    user: Uuid,
+    sent: i64,
+    metered: bool,
+}
+
+impl ModelCharge {
+    async fn refund(&self) {
+        if self.metered {
+            limits::refund(&self.db, Meter::Chat, self.user, self.sent).await;
+        }
+    }
+}
+
+/// Who a reply is spoken for, with which voice, saying what aloud.
+struct Speaker {
+    chat: Chat,
+    user: Uuid,
+    settings: Settings,
+    /// Personal details said in writing but not aloud, with what is
+    /// spoken instead.
+    private: Vec<(String, &'static str)>,
+}
+
+impl Chat {
+    /// Stores the user's (already checked) message and asks the bot. The
+    /// message counts against the chat rate; with a language model, what
+    /// it is sent (the message and its context) is charged first, in the
+    /// transaction that stores the message, so a message that could not be
+    /// stored costs nothing.
+    pub async fn send(&self, user: &CurrentUser, message: String) -> Result<Sending, ApiError> {
+        let db = &self.inner.db;
+        let rate = self.inner.config.rate_per_minute;
+        limits::check_rate(db, Meter::Chat, user.id, rate).await?;
+        let settings = store::settings(db, user.id).await?;
+        let history: Vec<Turn> = store::recent(db, user.id, CONTEXT_MESSAGES)
+            .await?
+            .into_iter()
+            .map(|(author, text)| Turn {
+                from_user: author == "user",
+                text,
+            })
+            .collect();
+        let exempt = user.has_role(AppRole::Agent) || user.has_role(AppRole::Admin);
+        let budget = self.inner.config.llm.as_ref().filter(|_| !exempt);
+        let sent = message.chars().count()
+            + history
+                .iter()
+                .map(|t| t.text.chars().count())
+                .sum::<usize>();
+        let charge = ModelCharge {
+            db: db.clone(),
+            user: user.id,
+            sent: sent as i64,
+            metered: budget.is_some(),
+        };
+        let mut tx = db.begin().await?;
+        if let Some(llm) = budget {
+            limits::charge(&mut *tx, Meter::Chat, user.id, charge.sent, llm.daily_chars).await?;
+        }
+        let (user_message_id, _) = store::insert_user_message(&mut *tx, user.id, &message).await?;
+        tx.commit().await?;
+
+        let Reply {
+            deltas,
+            follow_ups,
+            incremental,
+            answered,
+        } = self
+            .inner
+            .bot
+            .reply(Ask {
+                message,
+                identity: Identity::from(user),
+                history,
+            })
+            .await;
+        Ok(Sending {
+            deltas,
+            incremental,
+            reply: Replying {
+                user_message_id,
+                follow_ups,
+                answered,
+                charge,
+                speaker: Speaker {
+                    chat: self.clone(),
+                    user: user.id,
+                    settings,
+                    private: private_details(user),
+                },
+            },
+        })
+    }
+
+    /// A page of the user's conversation (see `store::page`).
+    pub async fn history(
+        &self,
+        user: Uuid,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<(Vec<ChatMessage>, bool), ApiError> {
+        Ok(store::page(&self.inner.db, user, before, limit).await?)
+    }
+
+    /// Deletes the user's whole conversation; how many messages went.
+    pub async fn clear(&self, user: Uuid) -> Result<u64, ApiError> {
+        Ok(store::clear(&self.inner.db, user).await?)
+    }
+
+    pub async fn settings(&self, user: Uuid) -> Result<Settings, ApiError> {
+        Ok(store::settings(&self.inner.db, user).await?)
+    }
+
+    /// Checks and saves the user's speech settings.
+    pub async fn save_settings(
+        &self,
+        user: Uuid,
+        settings: Settings,
+    ) -> Result<Settings, ApiError> {
+        let settings = settings.checked()?;
+        self.check_voice_exists(settings.voice.as_deref()).await?;
+        store::save_settings(&self.inner.db, user, &settings).await?;
+        Ok(settings)
+    }
+
+    /// A voice must be one the engine offers. If the list cannot be had
+    /// right now (Polly unreachable), the shape check already done has to
+    /// suffice: an unknown voice then falls back to the default when spoken.
+    async fn check_voice_exists(&self, voice: Option<&str>) -> Result<(), ApiError> {
+        let Some(voice) = voice else { return Ok(()) };
+        match self.inner.tts.voices(None).await {
+            Ok(voices) if voices.iter().any(|v| v.id == voice) => Ok(()),
+            Ok(_) => Err(ApiError::validation(
+                "voice",
+                format!("`{voice}` is not one of the voices listed by /api/voices"),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "voice list unavailable; voice checked by shape only");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The details spoken as a phrase rather than read out.
+fn private_details(user: &CurrentUser) -> Vec<(String, &'static str)> {
+    let mut private = Vec::new();
+    if let Some(email) = &user.email {
+        private.push((email.clone(), "your email address"));
+    }
+    if !user.username.eq_ignore_ascii_case(&user.first_name) {
+        private.push((user.username.clone(), "your username"));
+    }
+    private
+}
+
+/// The reply as spoken: personal details (the email address, the
+/// username) are named rather than read out, so they never reach the
+/// speech engine or the audio cache.
+fn speakable(text: &str, private: &[(String, &'static str)]) -> String {
+    let mut spoken = text.to_string();
+    for (value, instead) in private {
+        if value.is_empty() {
+            continue;
+        }
+        let lower = spoken.to_ascii_lowercase();
+        let needle = value.to_ascii_lowercase();
+        let mut out = String::with_capacity(spoken.len());
+        let mut at = 0;
+        while let Some(found) = lower[at..].find(&needle) {
+            out.push_str(&spoken[at..at + found]);
+            out.push_str(instead);
+            at += found + needle.len();
+        }
+        out.push_str(&spoken[at..]);
+        spoken = out;
+    }
+    spoken
+}
+
+impl Replying {
+    /// Registers speech for part of the reply; a failure leaves it silent
+    /// rather than failing the chat.
+    pub async fn speak(&self, text: &str) -> Option<Speech> {
+        let s = &self.speaker;
+        let params = SpeechParams {
+            text: speakable(text, &s.private),
+            voice: s.settings.voice.clone(),
+            language: s.settings.language.clone(),
+            format: None,
+            engine_kind: None,
+        };
+        match s.chat.inner.tts.speak(params, true, s.user).await {
+            Ok(speech) => Some(speech),
+            Err(e) => {
+                tracing::warn!(error = %e, "reply speech could not be registered");
+                None
+            }
+        }
+    }
+
+    /// Stores the whole reply `text` with its speech and settles the
+    /// budget: the model's reply is added to it, or, if the model never
+    /// answered, what was charged for asking it is given back.
+    pub async fn finish(&self, text: String) -> Result<ChatReply, ApiError> {
+        let mut text = text.trim().to_string();
+        if text.chars().count() > MAX_REPLY_CHARS {
+            text = text.chars().take(MAX_REPLY_CHARS).collect::<String>() + "…";
+        }
+        let received = text.chars().count() as i64;
+        if text.is_empty() {
+            text = "Sorry, I have no answer to that.".into();
+        }
+        // The model's answer was paid for whether or not it can be stored.
+        if self.answered && self.charge.metered {
+            let c = &self.charge;
+            if let Err(e) = limits::record(&c.db, Meter::Chat, c.user, received).await {
+                tracing::warn!(error = %e, "recording the model's reply in the budget failed");
+            }
+        } else if !self.answered {
+            self.charge.refund().await;
+        }
+        let speech = self.speak(&text).await;
+        let stored = store::insert_bot_message(
+            &self.charge.db,
+            self.speaker.user,
+            &text,
+            speech.as_ref(),
+            &self.follow_ups,
+        )
+        .await;
+        let (id, created_at) = stored?;
+        Ok(ChatReply {
+            id,
+            user_message_id: self.user_message_id,
+            reply: text,
+            speech,
+            follow_ups: self.follow_ups.clone(),
+            created_at,
+        })
+    }
+
+    /// After a first sentence was spoken early: the speech of the rest of
+    /// `reply`, and where the rest starts in the normalised text.
+    pub async fn speak_rest(&self, reply: &str, first: &str) -> (Option<Speech>, Option<usize>) {
+        let rest = reply
+            .trim_start()
+            .get(first.len()..)
+            .unwrap_or_default()
+            .trim();
+        if normalise(rest).is_empty() {
+            return (None, None);
+        }
+        (self.speak(rest).await, Some(normalise(first).len() + 1))
+    }
+}
