@@ -7,6 +7,7 @@
 //! [`MaybeUser`] or [`RequireRole`] and get a checked principal.
 
 mod extract;
+mod flow;
 mod oidc;
 mod origin;
 pub mod provider;
