@@ -14,6 +14,8 @@ pub mod extract;
 pub mod health;
 pub mod identity;
 pub mod limits;
+pub mod listener;
+pub mod openapi;
 pub mod pages;
 /// `voxgate realm import`, a crate of its own (`crates/realm`).
 pub use voxgate_realm as realm;

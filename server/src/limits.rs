@@ -1,7 +1,8 @@
 //! Per-user cost bounds, kept in Postgres so they hold across instances:
-//! requests per minute and a daily budget, for speech (characters
-//! synthesised) and for chat (messages, and characters sent to and from
-//! the language model). Every statement on the meters' tables is here.
+//! requests per minute and a daily budget. The mechanism is shared; what
+//! is metered is each feature's [`Meter`]: speech (characters synthesised)
+//! and chat (messages, and characters sent to and from the language
+//! model). Every statement on the meters' tables is here.
 
 use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
@@ -9,49 +10,36 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// What is being metered. Each meter has its own pair of tables; their
-/// names come from this enum, never from input.
+/// What is being metered: a pair of tables (requests per minute, amount
+/// per day) and how refusals are worded and counted. Each feature declares
+/// its own meter beside the code it meters (`tts::METER`,
+/// `chat::METER`); table names come from those constants, never from input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Meter {
-    /// Speech requests, and characters synthesised.
-    Speech,
-    /// Chat messages, and characters exchanged with the language model.
-    Chat,
+pub struct Meter {
+    rate_table: &'static str,
+    usage_table: &'static str,
+    /// What a request is called in a refusal ("speech requests").
+    requests: &'static str,
+    /// What the daily amount is called ("speech quota").
+    budget: &'static str,
+    /// The counter of refusals, labelled by `reason`.
+    metric: &'static str,
 }
 
 impl Meter {
-    fn rate_table(self) -> &'static str {
-        match self {
-            Meter::Speech => "tts_rate",
-            Meter::Chat => "chat_rate",
-        }
-    }
-
-    fn usage_table(self) -> &'static str {
-        match self {
-            Meter::Speech => "tts_usage",
-            Meter::Chat => "llm_usage",
-        }
-    }
-
-    fn requests(self) -> &'static str {
-        match self {
-            Meter::Speech => "speech requests",
-            Meter::Chat => "chat messages",
-        }
-    }
-
-    fn budget(self) -> &'static str {
-        match self {
-            Meter::Speech => "speech quota",
-            Meter::Chat => "language-model budget",
-        }
-    }
-
-    fn metric(self) -> &'static str {
-        match self {
-            Meter::Speech => "voxgate_tts_rejected_total",
-            Meter::Chat => "voxgate_chat_rejected_total",
+    pub const fn new(
+        rate_table: &'static str,
+        usage_table: &'static str,
+        requests: &'static str,
+        budget: &'static str,
+        metric: &'static str,
+    ) -> Meter {
+        Meter {
+            rate_table,
+            usage_table,
+            requests,
+            budget,
+            metric,
         }
     }
 }
@@ -63,7 +51,7 @@ pub async fn check_rate(
     user: Uuid,
     per_minute: u32,
 ) -> Result<(), ApiError> {
-    let table = meter.rate_table();
+    let table = meter.rate_table;
     let (count, window_start): (i32, OffsetDateTime) = sqlx::query_as(&format!(
         "INSERT INTO {table} (user_id, window_start, count) VALUES ($1, now(), 1)
          ON CONFLICT (user_id) DO UPDATE SET
@@ -77,11 +65,11 @@ pub async fn check_rate(
     if count as u32 > per_minute {
         let reset = window_start + time::Duration::minutes(1) - OffsetDateTime::now_utc();
         let retry_after = reset.whole_seconds().clamp(1, 60) as u64;
-        metrics::counter!(meter.metric(), "reason" => "rate").increment(1);
+        metrics::counter!(meter.metric, "reason" => "rate").increment(1);
         return Err(ApiError::TooManyRequests {
             detail: format!(
                 "Too many {}: at most {per_minute} a minute. Try again in {retry_after} s.",
-                meter.requests()
+                meter.requests
             ),
             retry_after,
         });
@@ -97,7 +85,7 @@ pub async fn charge(
     amount: i64,
     daily: i64,
 ) -> Result<(), ApiError> {
-    let table = meter.usage_table();
+    let table = meter.usage_table;
     let charged: Option<i64> = sqlx::query_scalar(&format!(
         "INSERT INTO {table} (user_id, day, chars) SELECT $1, (now() AT TIME ZONE 'UTC')::date, $2 WHERE $2 <= $3
          ON CONFLICT (user_id, day) DO UPDATE SET chars = {table}.chars + EXCLUDED.chars
@@ -115,11 +103,11 @@ pub async fn charge(
             .midnight()
             .assume_utc();
         let retry_after = (midnight - now).whole_seconds().max(1) as u64;
-        metrics::counter!(meter.metric(), "reason" => "quota").increment(1);
+        metrics::counter!(meter.metric, "reason" => "quota").increment(1);
         return Err(ApiError::TooManyRequests {
             detail: format!(
                 "Daily {} of {daily} characters used up; it resets at midnight UTC.",
-                meter.budget()
+                meter.budget
             ),
             retry_after,
         });
@@ -135,7 +123,7 @@ pub async fn record(
     user: Uuid,
     amount: i64,
 ) -> sqlx::Result<()> {
-    let table = meter.usage_table();
+    let table = meter.usage_table;
     sqlx::query(&format!(
         "INSERT INTO {table} (user_id, day, chars) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2)
          ON CONFLICT (user_id, day) DO UPDATE SET chars = {table}.chars + EXCLUDED.chars"
@@ -149,7 +137,7 @@ pub async fn record(
 
 /// Gives an amount back when what it paid for did not happen.
 pub async fn refund(db: &PgPool, meter: Meter, user: Uuid, amount: i64) {
-    let table = meter.usage_table();
+    let table = meter.usage_table;
     let _ = sqlx::query(&format!(
         "UPDATE {table} SET chars = greatest(chars - $2, 0) WHERE user_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date"
     ))
@@ -160,17 +148,17 @@ pub async fn refund(db: &PgPool, meter: Meter, user: Uuid, amount: i64) {
 }
 
 /// Drops windows and days that no limit reads any more.
-pub async fn sweep(db: &PgPool) -> sqlx::Result<()> {
-    for meter in [Meter::Speech, Meter::Chat] {
+pub async fn sweep(db: &PgPool, meters: &[Meter]) -> sqlx::Result<()> {
+    for meter in meters {
         sqlx::query(&format!(
             "DELETE FROM {} WHERE window_start < now() - interval '1 hour'",
-            meter.rate_table()
+            meter.rate_table
         ))
         .execute(db)
         .await?;
         sqlx::query(&format!(
             "DELETE FROM {} WHERE day < (now() AT TIME ZONE 'UTC')::date - 1",
-            meter.usage_table()
+            meter.usage_table
         ))
         .execute(db)
         .await?;

@@ -1,8 +1,11 @@
-//! The one application state, built once in [`crate::app::App::build`] and
-//! cloned into every handler, which takes the parts it needs.
+//! The one application state, built once in [`crate::app::App::build`].
+//! Routers are `Router<AppState>`, and each handler takes only the service
+//! it uses (`State<Chat>`, `State<Tts>`, `State<Users>`…, through
+//! [`FromRef`]); extractors that authenticate take the whole state.
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use sqlx::PgPool;
 
 use crate::auth::Auth;
@@ -36,4 +39,24 @@ pub struct Parts {
     pub users: Users,
     pub tts: Tts,
     pub chat: crate::chat::Chat,
+}
+
+/// Each service is its own sub-state: a handler names the one it uses.
+macro_rules! sub_state {
+    ($($field:ident: $type:ty),* $(,)?) => {$(
+        impl FromRef<AppState> for $type {
+            fn from_ref(state: &AppState) -> $type {
+                state.$field.clone()
+            }
+        }
+    )*};
+}
+
+sub_state! {
+    config: Arc<Config>,
+    db: PgPool,
+    auth: Auth,
+    users: Users,
+    tts: Tts,
+    chat: crate::chat::Chat,
 }

@@ -8,12 +8,12 @@ use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 
-use crate::app::Peer;
+use crate::listener::Peer;
 use crate::state::AppState;
 
 /// The connection's peer, and whether it is a proxy whose forwarding
 /// headers we believe: an address in VOXGATE_TRUSTED_PROXIES, or a peer on
-/// voxgate's Unix socket whose credentials say it is (`app::UnixPeer`).
+/// voxgate's Unix socket whose credentials say it is (`listener::UnixPeer`).
 fn peer(parts: &Parts, state: &AppState) -> Option<(Option<IpAddr>, bool)> {
     match parts.extensions.get::<ConnectInfo<Peer>>()?.0 {
         Peer::Tcp(address) => {

@@ -13,6 +13,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::Chat;
 use super::Sending;
 use super::model::{ChatReply, HistoryPage, SendMessage, Settings, StreamDone};
 use crate::error::{ApiError, Problem};
@@ -48,13 +49,13 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
         (status = 401, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem),
         (status = 429, body = Problem)))]
 async fn send(
-    State(state): State<AppState>,
+    State(chat): State<Chat>,
     user: CurrentUser,
     headers: HeaderMap,
     AppJson(request): AppJson<SendMessage>,
 ) -> Result<Response, ApiError> {
     let message = request.checked()?;
-    let sending = state.chat.send(&user, message).await?;
+    let sending = chat.send(&user, message).await?;
     if wants_event_stream(&headers) {
         return Ok(stream_reply(sending).into_response());
     }
@@ -165,7 +166,7 @@ struct HistoryQuery {
 #[utoipa::path(get, path = "/api/chat/history", tag = "chat", params(HistoryQuery),
     responses((status = 200, body = HistoryPage), (status = 401, body = Problem), (status = 422, body = Problem)))]
 async fn history(
-    State(state): State<AppState>,
+    State(chat): State<Chat>,
     user: CurrentUser,
     AppQuery(q): AppQuery<HistoryQuery>,
 ) -> Result<AppJson<HistoryPage>, ApiError> {
@@ -179,7 +180,7 @@ async fn history(
             "must be a message id (1 or more)",
         ));
     }
-    let (items, more) = state.chat.history(user.id, q.before, limit).await?;
+    let (items, more) = chat.history(user.id, q.before, limit).await?;
     let next_before = if more {
         items.first().map(|m| m.id)
     } else {
@@ -192,10 +193,10 @@ async fn history(
 #[utoipa::path(delete, path = "/api/chat/history", tag = "chat",
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn clear_history(
-    State(state): State<AppState>,
+    State(chat): State<Chat>,
     user: CurrentUser,
 ) -> Result<StatusCode, ApiError> {
-    let n = state.chat.clear(user.id).await?;
+    let n = chat.clear(user.id).await?;
     tracing::info!(user = %user.username, messages = n, "chat history cleared");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -204,10 +205,10 @@ async fn clear_history(
 #[utoipa::path(get, path = "/api/me/settings", tag = "chat",
     responses((status = 200, body = Settings), (status = 401, body = Problem)))]
 async fn get_settings(
-    State(state): State<AppState>,
+    State(chat): State<Chat>,
     user: CurrentUser,
 ) -> Result<AppJson<Settings>, ApiError> {
-    Ok(AppJson(state.chat.settings(user.id).await?))
+    Ok(AppJson(chat.settings(user.id).await?))
 }
 
 /// Replaces the signed-in user's speech settings; omitted fields take
@@ -215,9 +216,9 @@ async fn get_settings(
 #[utoipa::path(put, path = "/api/me/settings", tag = "chat", request_body = Settings,
     responses((status = 200, body = Settings), (status = 401, body = Problem), (status = 422, body = Problem)))]
 async fn put_settings(
-    State(state): State<AppState>,
+    State(chat): State<Chat>,
     user: CurrentUser,
     AppJson(settings): AppJson<Settings>,
 ) -> Result<AppJson<Settings>, ApiError> {
-    Ok(AppJson(state.chat.save_settings(user.id, settings).await?))
+    Ok(AppJson(chat.save_settings(user.id, settings).await?))
 }

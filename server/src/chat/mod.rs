@@ -30,7 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     handlers::routes()
 }
 
-pub use service::{Replying, Sending};
+pub use service::{METER, Replying, Sending};
 
 /// The chat service: the bot, the conversations and what it meters.
 #[derive(Clone)]

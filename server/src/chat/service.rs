@@ -16,6 +16,16 @@ use crate::limits::{self, Meter};
 use crate::tts::SpeechParams;
 use crate::tts::text::normalise;
 
+/// Chat messages a minute, and characters exchanged with the language
+/// model a day.
+pub const METER: Meter = Meter::new(
+    "chat_rate",
+    "llm_usage",
+    "chat messages",
+    "language-model budget",
+    "voxgate_chat_rejected_total",
+);
+
 /// Earlier messages a bot sees as context.
 const CONTEXT_MESSAGES: i64 = 20;
 
@@ -54,7 +64,7 @@ struct ModelCharge {
 impl ModelCharge {
     async fn refund(&self) {
         if self.metered {
-            limits::refund(&self.db, Meter::Chat, self.user, self.sent).await;
+            limits::refund(&self.db, METER, self.user, self.sent).await;
         }
     }
 }
@@ -78,7 +88,7 @@ impl Chat {
     pub async fn send(&self, user: &CurrentUser, message: String) -> Result<Sending, ApiError> {
         let db = &self.inner.db;
         let rate = self.inner.config.rate_per_minute;
-        limits::check_rate(db, Meter::Chat, user.id, rate).await?;
+        limits::check_rate(db, METER, user.id, rate).await?;
         let settings = store::settings(db, user.id).await?;
         let history: Vec<Turn> = store::recent(db, user.id, CONTEXT_MESSAGES)
             .await?
@@ -103,7 +113,7 @@ impl Chat {
         };
         let mut tx = db.begin().await?;
         if let Some(llm) = budget {
-            limits::charge(&mut *tx, Meter::Chat, user.id, charge.sent, llm.daily_chars).await?;
+            limits::charge(&mut *tx, METER, user.id, charge.sent, llm.daily_chars).await?;
         }
         let (user_message_id, _) = store::insert_user_message(&mut *tx, user.id, &message).await?;
         tx.commit().await?;
@@ -262,7 +272,7 @@ impl Replying {
         // The model's answer was paid for whether or not it can be stored.
         if self.answered && self.charge.metered {
             let c = &self.charge;
-            if let Err(e) = limits::record(&c.db, Meter::Chat, c.user, received).await {
+            if let Err(e) = limits::record(&c.db, METER, c.user, received).await {
                 tracing::warn!(error = %e, "recording the model's reply in the budget failed");
             }
         } else if !self.answered {

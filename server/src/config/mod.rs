@@ -153,7 +153,7 @@ pub struct Config {
     /// Permissions of the socket file when `bind` is a Unix socket.
     pub socket_mode: u32,
     /// Users whose Unix-socket connections count as the proxy; empty: the
-    /// socket's own user and group (see `app::Peer`).
+    /// socket's own user and group (see `listener::Peer`).
     pub socket_proxy_uids: Vec<u32>,
     pub public_url: Url,
     pub trusted_proxies: Vec<IpNet>,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::Tts;
 use super::engine::{Mark, Voice};
 use super::{QuotaClass, Speaker, SpeechParams, SpeechRef};
 use crate::error::{ApiError, Problem};
@@ -79,7 +80,7 @@ struct LegacyQuery {
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
         (status = 429, body = Problem), (status = 503, body = Problem)))]
 async fn text_to_speech(
-    State(state): State<AppState>,
+    State(tts): State<Tts>,
     user: CurrentUser,
     AppQuery(q): AppQuery<LegacyQuery>,
     headers: HeaderMap,
@@ -97,9 +98,7 @@ async fn text_to_speech(
         format: q.output_format,
         engine_kind: q.engine,
     };
-    state
-        .tts
-        .speak_and_serve(speaker(&user), params, &headers, LEGACY_CACHE)
+    tts.speak_and_serve(speaker(&user), params, &headers, LEGACY_CACHE)
         .await
 }
 
@@ -119,7 +118,7 @@ struct CreateSpeech {
 #[utoipa::path(post, path = "/api/tts", tag = "speech", request_body = CreateSpeech,
     responses((status = 201, body = SpeechRef), (status = 400, body = Problem), (status = 413, body = Problem), (status = 429, body = Problem)))]
 async fn create_speech(
-    State(state): State<AppState>,
+    State(tts): State<Tts>,
     user: CurrentUser,
     AppJson(body): AppJson<CreateSpeech>,
 ) -> Result<Response, ApiError> {
@@ -130,7 +129,7 @@ async fn create_speech(
         format: body.format,
         engine_kind: body.engine,
     };
-    let speech = state.tts.register(params, speaker(&user)).await?;
+    let speech = tts.register(params, speaker(&user)).await?;
     Ok((
         StatusCode::CREATED,
         [("location", speech.url.clone())],
@@ -146,16 +145,13 @@ async fn create_speech(
     responses((status = 200, description = "Audio", content_type = "audio/mpeg"), (status = 206, description = "Part of the audio"),
         (status = 304, description = "Not modified"), (status = 404, body = Problem)))]
 async fn speech_audio(
-    State(state): State<AppState>,
+    State(tts): State<Tts>,
     user: CurrentUser,
     AppPath(key): AppPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     refuse_cross_site(&user, &headers)?;
-    state
-        .tts
-        .audio(speaker(&user), &key, &headers, KEYED_CACHE)
-        .await
+    tts.audio(speaker(&user), &key, &headers, KEYED_CACHE).await
 }
 
 /// Word and sentence timings of a registered synthesis (Polly speech-mark
@@ -164,13 +160,13 @@ async fn speech_audio(
     params(("key" = String, Path, description = "A key returned by POST /api/tts")),
     responses((status = 200, body = Vec<Mark>), (status = 404, body = Problem)))]
 async fn speech_marks(
-    State(state): State<AppState>,
+    State(tts): State<Tts>,
     user: CurrentUser,
     AppPath(key): AppPath<String>,
     headers: HeaderMap,
 ) -> Result<AppJson<Vec<Mark>>, ApiError> {
     refuse_cross_site(&user, &headers)?;
-    Ok(AppJson(state.tts.marks(speaker(&user), &key).await?))
+    Ok(AppJson(tts.marks(speaker(&user), &key).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -184,9 +180,9 @@ struct VoicesQuery {
 /// The voices of the active speech engine.
 #[utoipa::path(get, path = "/api/voices", tag = "speech", params(VoicesQuery), responses((status = 200, body = Vec<Voice>)))]
 async fn voices(
-    State(state): State<AppState>,
+    State(tts): State<Tts>,
     _: CurrentUser,
     AppQuery(q): AppQuery<VoicesQuery>,
 ) -> Result<AppJson<Vec<Voice>>, ApiError> {
-    Ok(AppJson(state.tts.voices(q.language.as_deref()).await?))
+    Ok(AppJson(tts.voices(q.language.as_deref()).await?))
 }

@@ -27,7 +27,7 @@ mod resolve;
 pub mod text;
 
 pub use handlers::routes;
-pub use quota::{QuotaClass, Speaker};
+pub use quota::{METER, QuotaClass, Speaker};
 pub use request::{Keyed, SpeechParams, SpeechRef};
 
 use std::collections::HashSet;

@@ -15,6 +15,15 @@ use super::engine::{TtsError, VoiceEngine};
 use crate::error::ApiError;
 use crate::limits::{self, Meter};
 
+/// Speech requests a minute, and characters synthesised a day.
+pub const METER: Meter = Meter::new(
+    "tts_rate",
+    "tts_usage",
+    "speech requests",
+    "speech quota",
+    "voxgate_tts_rejected_total",
+);
+
 /// Who speech is for, as far as limits go.
 #[derive(Debug, Clone, Copy)]
 pub struct Speaker {
@@ -43,7 +52,7 @@ impl Charge {
     /// else's identical synthesis is being shared).
     pub async fn refund(self) {
         if self.charged {
-            limits::refund(&self.db, Meter::Speech, self.user_id, self.chars).await;
+            limits::refund(&self.db, METER, self.user_id, self.chars).await;
         }
     }
 }
@@ -53,7 +62,7 @@ impl Tts {
     pub async fn check_rate(&self, user_id: Uuid) -> Result<(), ApiError> {
         limits::check_rate(
             &self.inner.db,
-            Meter::Speech,
+            METER,
             user_id,
             self.inner.config.rate_per_minute,
         )
@@ -80,7 +89,7 @@ impl Tts {
         if charged {
             limits::charge(
                 &self.inner.db,
-                Meter::Speech,
+                METER,
                 speaker.user_id,
                 chars,
                 self.inner.config.daily_chars,

@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::IdempotencyKey;
+use super::Users;
 use super::model::{
     AuditPage, CreateUserRequest, RoleView, UpdateUserRequest, UserPage, UserStatus, UserView,
 };
@@ -57,12 +58,11 @@ struct ListQuery {
 #[utoipa::path(get, path = "/api/admin/users", tag = "admin", params(ListQuery),
     responses((status = 200, body = UserPage), (status = 403, body = Problem)))]
 async fn list_users(
-    State(state): State<AppState>,
+    State(users): State<Users>,
     _: RequireRole<Admin>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<AppJson<UserPage>, ApiError> {
-    let page = state
-        .users
+    let page = users
         .list(
             q.search.as_deref(),
             q.status.as_deref(),
@@ -79,7 +79,7 @@ async fn list_users(
     responses((status = 201, body = UserView), (status = 409, body = Problem), (status = 422, body = Problem),
         (status = 502, body = Problem), (status = 503, body = Problem)))]
 async fn create_user(
-    State(state): State<AppState>,
+    State(users): State<Users>,
     RequireRole(admin, _): RequireRole<Admin>,
     headers: HeaderMap,
     AppJson(request): AppJson<CreateUserRequest>,
@@ -90,7 +90,7 @@ async fn create_user(
         })?)?),
         None => None,
     };
-    let created = state.users.create(&actor(&admin), request, key).await?;
+    let created = users.create(&actor(&admin), request, key).await?;
     let location = format!("/api/admin/users/{}", created.user.id);
     let mut response = (
         StatusCode::CREATED,
@@ -112,11 +112,11 @@ async fn create_user(
     params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
     responses((status = 200, body = UserView), (status = 404, body = Problem)))]
 async fn get_user(
-    State(state): State<AppState>,
+    State(users): State<Users>,
     _: RequireRole<Admin>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<AppJson<UserView>, ApiError> {
-    Ok(AppJson(state.users.get(id).await?))
+    Ok(AppJson(users.get(id).await?))
 }
 
 /// Enables/disables a user, replaces their roles or changes their names, in
@@ -125,14 +125,12 @@ async fn get_user(
     params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")), request_body = UpdateUserRequest,
     responses((status = 200, body = UserView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn update_user(
-    State(state): State<AppState>,
+    State(users): State<Users>,
     RequireRole(admin, _): RequireRole<Admin>,
     AppPath(id): AppPath<Uuid>,
     AppJson(request): AppJson<UpdateUserRequest>,
 ) -> Result<AppJson<UserView>, ApiError> {
-    Ok(AppJson(
-        state.users.update(&actor(&admin), id, request).await?,
-    ))
+    Ok(AppJson(users.update(&actor(&admin), id, request).await?))
 }
 
 /// Deletes a user from both systems; the audit trail keeps the record.
@@ -140,21 +138,21 @@ async fn update_user(
     params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete_user(
-    State(state): State<AppState>,
+    State(users): State<Users>,
     RequireRole(admin, _): RequireRole<Admin>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    state.users.delete(&actor(&admin), id).await?;
+    users.delete(&actor(&admin), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The roles voxgate knows.
 #[utoipa::path(get, path = "/api/admin/roles", tag = "admin", responses((status = 200, body = Vec<RoleView>)))]
 async fn list_roles(
-    State(state): State<AppState>,
+    State(users): State<Users>,
     _: RequireRole<Admin>,
 ) -> Result<AppJson<Vec<RoleView>>, ApiError> {
-    Ok(AppJson(state.users.roles().await?))
+    Ok(AppJson(users.roles().await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -176,13 +174,12 @@ struct AuditQuery {
 /// The audit log, newest first.
 #[utoipa::path(get, path = "/api/admin/audit", tag = "admin", params(AuditQuery), responses((status = 200, body = AuditPage)))]
 async fn list_audit(
-    State(state): State<AppState>,
+    State(users): State<Users>,
     _: RequireRole<Admin>,
     AppQuery(q): AppQuery<AuditQuery>,
 ) -> Result<AppJson<AuditPage>, ApiError> {
     Ok(AppJson(
-        state
-            .users
+        users
             .audit_log(
                 q.target,
                 q.action.as_deref(),

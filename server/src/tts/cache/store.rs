@@ -1,26 +1,12 @@
-//! The shared audio cache: content-addressed, in Postgres (so every
-//! instance shares it), stored in chunks as audio streams in, bounded in
-//! size with least-recently-used eviction. Small hot entries are also kept
-//! in a bounded in-process map so a cache hit rarely needs the database;
-//! large ones are streamed from Postgres a few chunks at a time, so a
-//! request holds a bounded amount of memory however long the audio.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! The Postgres side of the audio cache: entries stored in chunks as the
+//! audio streams in, claimed by one writer, read whole or a few chunks at
+//! a time, and evicted least recently used first.
 
 use bytes::{Bytes, BytesMut};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// A complete cached audio file.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub content_type: String,
-    pub data: Bytes,
-    pub duration_ms: Option<i64>,
-    /// Hash of `data`; `None` for entries stored before hashing.
-    pub etag: Option<String>,
-}
+use super::{Entry, Found, MEMORY_ENTRY_MAX, Stored, etag_of};
 
 #[derive(sqlx::FromRow)]
 struct Meta {
@@ -31,88 +17,9 @@ struct Meta {
     stale_access: bool,
 }
 
-/// Entries larger than this are streamed from Postgres, never held whole.
-pub const MEMORY_ENTRY_MAX: usize = 1024 * 1024;
 /// Chunks read per query when streaming a large entry: with the chunk
 /// sizes speech arrives in (a few KiB to 16 KiB), tens of KiB per stream.
 const STREAM_BATCH: i64 = 4;
-
-/// A complete entry too large to hold in memory: what is known without
-/// reading its bytes.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    pub content_type: String,
-    pub size: u64,
-    pub duration_ms: Option<i64>,
-    pub etag: Option<String>,
-}
-
-/// What the cache holds for a key.
-pub enum Found {
-    Whole(Entry),
-    Large(Stored),
-}
-const MEMORY_BUDGET: usize = 32 * 1024 * 1024;
-
-#[derive(Default)]
-pub struct Memory {
-    inner: Mutex<MemoryInner>,
-}
-
-#[derive(Default)]
-struct MemoryInner {
-    entries: HashMap<String, (std::sync::Arc<Entry>, u64)>,
-    bytes: usize,
-    tick: u64,
-}
-
-impl Memory {
-    pub fn get(&self, key: &str) -> Option<std::sync::Arc<Entry>> {
-        let mut m = self.inner.lock().ok()?;
-        m.tick += 1;
-        let tick = m.tick;
-        let (entry, used) = m.entries.get_mut(key)?;
-        *used = tick;
-        Some(entry.clone())
-    }
-
-    pub fn put(&self, key: &str, entry: Entry) -> std::sync::Arc<Entry> {
-        let entry = std::sync::Arc::new(entry);
-        if entry.data.len() > MEMORY_ENTRY_MAX {
-            return entry;
-        }
-        if let Ok(mut m) = self.inner.lock() {
-            m.tick += 1;
-            let tick = m.tick;
-            m.bytes += entry.data.len();
-            if let Some((old, _)) = m.entries.insert(key.to_string(), (entry.clone(), tick)) {
-                m.bytes -= old.data.len();
-            }
-            while m.bytes > MEMORY_BUDGET {
-                let Some(oldest) = m
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, (_, t))| *t)
-                    .map(|(k, _)| k.clone())
-                else {
-                    break;
-                };
-                if let Some((gone, _)) = m.entries.remove(&oldest) {
-                    m.bytes -= gone.data.len();
-                }
-            }
-        }
-        entry
-    }
-
-    pub fn forget(&self, key: &str) {
-        if let Ok(mut m) = self.inner.lock()
-            && let Some((gone, _)) = m.entries.remove(key)
-        {
-            m.bytes -= gone.data.len();
-        }
-    }
-}
 
 /// The complete entry for `key`, if cached and intact, read whole.
 pub async fn load(db: &PgPool, key: &str) -> sqlx::Result<Option<Entry>> {
@@ -503,11 +410,6 @@ pub async fn abandon(db: &PgPool, key: &str, writer: Uuid) -> sqlx::Result<()> {
         .execute(db)
         .await?;
     Ok(())
-}
-
-/// A short content hash for ETags.
-pub fn etag_of(hash: &[u8]) -> String {
-    hex::encode(&hash[..16])
 }
 
 /// Stores a small finished entry in one go (speech marks).
