@@ -5,8 +5,10 @@
 # rebuilds only voxgate, not the dependency tree; then the release binary.
 # The runtime is a small Debian with the neural voice (Piper and its
 # bundled voice, in a virtualenv, versions pinned in
-# server/piper/requirements.txt), espeak-ng as the fallback voice and the CA
-# certificates, running as an unprivileged user.
+# server/piper/requirements.txt), espeak-ng as the fallback voice, the
+# speech recogniser (faster-whisper and Whisper tiny.en, pinned in
+# server/whisper/requirements.txt) and the CA certificates, running as an
+# unprivileged user.
 
 # Every workspace manifest, and nothing else: this stage's output only
 # changes when a manifest does, so the dependency layer below stays cached
@@ -31,8 +33,10 @@ RUN mkdir -p server/src crates/audio/src crates/realm/src \
 # The real sources. Touching them makes cargo rebuild voxgate's own crates
 # even when the copied files are older than the stub build.
 COPY server/src server/src
-# The neural voice's worker script is compiled into the binary.
+# The neural voice's and the recogniser's worker scripts are compiled into
+# the binary.
 COPY server/piper server/piper
+COPY server/whisper server/whisper
 COPY crates/audio/src crates/audio/src
 COPY crates/realm/src crates/realm/src
 COPY migrations migrations
@@ -52,13 +56,18 @@ COPY server/piper /opt/piper-src
 RUN python3 -m venv /opt/piper \
     && /opt/piper/bin/pip install --no-cache-dir --disable-pip-version-check \
         -r /opt/piper-src/requirements.txt
+COPY server/whisper /opt/whisper-src
+RUN python3 -m venv /opt/whisper \
+    && /opt/whisper/bin/pip install --no-cache-dir --disable-pip-version-check \
+        -r /opt/whisper-src/requirements.txt
 COPY --from=builder /usr/local/bin/voxgate /usr/local/bin/voxgate
 
 # Numeric so that "run as non-root" policies can check it.
 USER 10001:10001
 ENV VOXGATE_BIND=0.0.0.0:8080 \
     VOXGATE_LOG_FORMAT=json \
-    VOXGATE_PIPER_PYTHON=/opt/piper/bin/python
+    VOXGATE_PIPER_PYTHON=/opt/piper/bin/python \
+    VOXGATE_WHISPER_PYTHON=/opt/whisper/bin/python
 EXPOSE 8080
 
 # Ready = database reachable and the identity provider's keys loaded. No

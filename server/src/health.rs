@@ -81,6 +81,14 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             detail
         }),
     });
+    let (ok, detail) = state.stt.status();
+    checks.push(Check {
+        name: "speech_recogniser",
+        ok,
+        // Typing works without it.
+        required: false,
+        detail: Some(detail),
+    });
     let ready = checks.iter().all(|c| c.ok || !c.required);
     let status = if ready {
         StatusCode::OK

@@ -21,6 +21,7 @@ pub mod pages;
 pub use voxgate_realm as realm;
 pub mod router;
 pub mod state;
+pub mod stt;
 pub mod telemetry;
 pub mod tts;
 pub mod users;

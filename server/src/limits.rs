@@ -16,32 +16,18 @@ use crate::error::ApiError;
 /// `chat::METER`); table names come from those constants, never from input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meter {
-    rate_table: &'static str,
-    usage_table: &'static str,
+    pub rate_table: &'static str,
+    pub usage_table: &'static str,
+    /// The usage table's amount column.
+    pub amount: &'static str,
+    /// What the amount counts ("characters").
+    pub unit: &'static str,
     /// What a request is called in a refusal ("speech requests").
-    requests: &'static str,
+    pub requests: &'static str,
     /// What the daily amount is called ("speech quota").
-    budget: &'static str,
+    pub budget: &'static str,
     /// The counter of refusals, labelled by `reason`.
-    metric: &'static str,
-}
-
-impl Meter {
-    pub const fn new(
-        rate_table: &'static str,
-        usage_table: &'static str,
-        requests: &'static str,
-        budget: &'static str,
-        metric: &'static str,
-    ) -> Meter {
-        Meter {
-            rate_table,
-            usage_table,
-            requests,
-            budget,
-            metric,
-        }
-    }
+    pub metric: &'static str,
 }
 
 /// Counts a request in the user's current one-minute window.
@@ -85,12 +71,12 @@ pub async fn charge(
     amount: i64,
     daily: i64,
 ) -> Result<(), ApiError> {
-    let table = meter.usage_table;
+    let (table, column) = (meter.usage_table, meter.amount);
     let charged: Option<i64> = sqlx::query_scalar(&format!(
-        "INSERT INTO {table} (user_id, day, chars) SELECT $1, (now() AT TIME ZONE 'UTC')::date, $2 WHERE $2 <= $3
-         ON CONFLICT (user_id, day) DO UPDATE SET chars = {table}.chars + EXCLUDED.chars
-           WHERE {table}.chars + EXCLUDED.chars <= $3
-         RETURNING chars"
+        "INSERT INTO {table} (user_id, day, {column}) SELECT $1, (now() AT TIME ZONE 'UTC')::date, $2 WHERE $2 <= $3
+         ON CONFLICT (user_id, day) DO UPDATE SET {column} = {table}.{column} + EXCLUDED.{column}
+           WHERE {table}.{column} + EXCLUDED.{column} <= $3
+         RETURNING {column}"
     ))
     .bind(user)
     .bind(amount)
@@ -106,8 +92,8 @@ pub async fn charge(
         metrics::counter!(meter.metric, "reason" => "quota").increment(1);
         return Err(ApiError::TooManyRequests {
             detail: format!(
-                "Daily {} of {daily} characters used up; it resets at midnight UTC.",
-                meter.budget
+                "Daily {} of {daily} {} used up; it resets at midnight UTC.",
+                meter.budget, meter.unit
             ),
             retry_after,
         });
@@ -123,10 +109,10 @@ pub async fn record(
     user: Uuid,
     amount: i64,
 ) -> sqlx::Result<()> {
-    let table = meter.usage_table;
+    let (table, column) = (meter.usage_table, meter.amount);
     sqlx::query(&format!(
-        "INSERT INTO {table} (user_id, day, chars) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2)
-         ON CONFLICT (user_id, day) DO UPDATE SET chars = {table}.chars + EXCLUDED.chars"
+        "INSERT INTO {table} (user_id, day, {column}) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2)
+         ON CONFLICT (user_id, day) DO UPDATE SET {column} = {table}.{column} + EXCLUDED.{column}"
     ))
     .bind(user)
     .bind(amount)
@@ -137,9 +123,9 @@ pub async fn record(
 
 /// Gives an amount back when what it paid for did not happen.
 pub async fn refund(db: &PgPool, meter: Meter, user: Uuid, amount: i64) {
-    let table = meter.usage_table;
+    let (table, column) = (meter.usage_table, meter.amount);
     let _ = sqlx::query(&format!(
-        "UPDATE {table} SET chars = greatest(chars - $2, 0) WHERE user_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date"
+        "UPDATE {table} SET {column} = greatest({column} - $2, 0) WHERE user_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date"
     ))
     .bind(user)
     .bind(amount)

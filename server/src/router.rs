@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, PageError};
 use crate::state::AppState;
-use crate::{auth, chat, health, pages, telemetry, tts, users, web};
+use crate::{auth, chat, health, pages, stt, telemetry, tts, users, web};
 
 /// The `/api` routes with their OpenAPI description.
 pub fn api() -> OpenApiRouter<AppState> {
@@ -25,6 +25,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(chat::routes())
         .merge(tts::routes())
+        .merge(stt::routes())
 }
 
 pub fn router(state: AppState) -> Router {

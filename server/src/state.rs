@@ -38,6 +38,7 @@ pub struct Parts {
     pub auth: Auth,
     pub users: Users,
     pub tts: Tts,
+    pub stt: crate::stt::Stt,
     pub chat: crate::chat::Chat,
 }
 
@@ -58,5 +59,6 @@ sub_state! {
     auth: Auth,
     users: Users,
     tts: Tts,
+    stt: crate::stt::Stt,
     chat: crate::chat::Chat,
 }

@@ -36,7 +36,10 @@ async fn the_api_description_holds_under_a_property_based_fuzzer() {
     let stack = spawn_polly_stack(
         TestSettings::default()
             .set("VOXGATE_TTS_RATE_PER_MINUTE", "100000")
-            .set("VOXGATE_CHAT_RATE_PER_MINUTE", "100000"),
+            .set("VOXGATE_CHAT_RATE_PER_MINUTE", "100000")
+            .set("VOXGATE_STT_RATE_PER_MINUTE", "100000")
+            .set("VOXGATE_STT_ENGINE", "local")
+            .set("VOXGATE_WHISPER_PYTHON", crate::listening::whisper_python()),
     )
     .await;
     let token = stack.password_token("alice", "alice").await;

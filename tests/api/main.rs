@@ -14,6 +14,7 @@ mod docs;
 mod foundation;
 mod fuzz;
 mod layout;
+mod listening;
 mod neural;
 mod pages;
 mod provisioning;
@@ -42,4 +43,6 @@ pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/tts/{key}"),
     ("get", "/api/tts/{key}/marks"),
     ("get", "/api/voices"),
+    ("post", "/api/stt"),
+    ("post", "/v1/audio/transcriptions"),
 ];

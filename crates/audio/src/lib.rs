@@ -20,6 +20,7 @@ pub mod espeak;
 pub mod marks;
 pub mod mp3;
 pub mod wav;
+pub mod worker;
 
 pub use environment::worker_env;
 pub use espeak::{Espeak, EspeakConfig, LocalVoice, parse_voices};

@@ -18,13 +18,15 @@ use crate::tts::text::normalise;
 
 /// Chat messages a minute, and characters exchanged with the language
 /// model a day.
-pub const METER: Meter = Meter::new(
-    "chat_rate",
-    "llm_usage",
-    "chat messages",
-    "language-model budget",
-    "voxgate_chat_rejected_total",
-);
+pub const METER: Meter = Meter {
+    rate_table: "chat_rate",
+    usage_table: "llm_usage",
+    amount: "chars",
+    unit: "characters",
+    requests: "chat messages",
+    budget: "language-model budget",
+    metric: "voxgate_chat_rejected_total",
+};
 
 /// Earlier messages a bot sees as context.
 const CONTEXT_MESSAGES: i64 = 20;

@@ -246,6 +246,18 @@ impl Config {
             }
         };
 
+        let stt_engine = match text("stt.engine")?.as_str() {
+            "auto" => Some(SttEngineChoice::Auto),
+            "local" => Some(SttEngineChoice::Local),
+            "off" => None,
+            other => {
+                return Err(invalid(
+                    setting("stt.engine"),
+                    format!("`{other}` is not one of auto, local, off"),
+                ));
+            }
+        };
+
         let llm = match opt("llm.url") {
             Some(_) => Some(LlmConfig {
                 url: url("llm.url")?,
@@ -385,6 +397,20 @@ impl Config {
                     workers: positive("tts.piper_workers", "a whole number")? as usize,
                     wait: worker_wait,
                 },
+            },
+            stt: SttConfig {
+                engine: stt_engine,
+                whisper_python: opt("stt.whisper_python").map(PathBuf::from),
+                whisper_model: opt("stt.whisper_model").map(PathBuf::from),
+                workers: positive("stt.workers", "a whole number")? as usize,
+                wait: Duration::from_secs(positive(
+                    "stt.worker_wait_seconds",
+                    "a number of seconds",
+                )?),
+                max_seconds: positive("stt.max_seconds", "a number of seconds")? as u32,
+                max_bytes: positive("stt.max_bytes", "a size in bytes")? as usize,
+                rate_per_minute: positive("stt.rate_per_minute", "a whole number")? as u32,
+                daily_seconds: positive("stt.daily_seconds", "a number of seconds")? as i64,
             },
             chat: ChatConfig {
                 knowledge_base: opt("chat.knowledge_base").map(PathBuf::from),

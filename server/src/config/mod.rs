@@ -166,6 +166,7 @@ pub struct Config {
     pub keycloak: KeycloakAdminConfig,
     pub users: UsersConfig,
     pub tts: TtsConfig,
+    pub stt: SttConfig,
     pub chat: ChatConfig,
 }
 
@@ -282,6 +283,29 @@ pub struct PiperConfig {
     pub workers: usize,
     /// Longest wait for a free worker (per piece of text).
     pub wait: std::time::Duration,
+}
+
+/// The speech recogniser.
+#[derive(Clone, Debug)]
+pub struct SttConfig {
+    /// `None`: recognition is off.
+    pub engine: Option<SttEngineChoice>,
+    pub whisper_python: Option<PathBuf>,
+    pub whisper_model: Option<PathBuf>,
+    pub workers: usize,
+    /// Longest wait for a free worker.
+    pub wait: std::time::Duration,
+    pub max_seconds: u32,
+    pub max_bytes: usize,
+    pub rate_per_minute: u32,
+    pub daily_seconds: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SttEngineChoice {
+    /// The local recogniser if it is installed, else none.
+    Auto,
+    Local,
 }
 
 #[derive(Clone, Debug)]

@@ -11,14 +11,13 @@
 //! middle of an answer, so that worker is replaced too rather than read out
 //! of step.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 use voxgate_audio::Pcm;
 
@@ -76,53 +75,26 @@ impl Worker {
             .python
             .as_ref()
             .ok_or("VOXGATE_PIPER_PYTHON is not set")?;
-        let mut command = Command::new(python);
-        // Isolated (-I: no PYTHON* variables, no user site, no current
-        // directory on the path) and with none of voxgate's secrets.
-        command
-            .env_clear()
-            .envs(voxgate_audio::worker_env())
-            .envs(
-                WORKER_SETTINGS
-                    .iter()
-                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-            )
-            .arg("-I")
-            .arg("-c")
-            .arg(WORKER);
+        let mut args = Vec::new();
         if let Some(model) = &config.model {
-            command.arg("--model").arg(model);
+            args.extend(["--model".into(), model.clone().into_os_string()]);
         }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", python.display()))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err("the worker's pipes were not set up".into());
-        };
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        match tokio::time::timeout(START_TIMEOUT, stdout.read_line(&mut line)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => {
-                let status = child.wait().await.map(|s| s.to_string());
-                return Err(format!(
-                    "the worker stopped before its voice was loaded ({}); is piper-tts installed for {}?",
-                    status.unwrap_or_else(|e| e.to_string()),
-                    python.display()
-                ));
-            }
-            Err(_) => return Err("the worker did not load its voice within 120 s".into()),
-        }
-        let ready: Ready = serde_json::from_str(line.trim())
+        let started = voxgate_audio::worker::start(voxgate_audio::worker::Spec {
+            python,
+            script: WORKER,
+            args,
+            settings: WORKER_SETTINGS,
+            start_timeout: START_TIMEOUT,
+            loads: "voice",
+            package: "piper-tts",
+        })
+        .await?;
+        let ready: Ready = serde_json::from_str(&started.ready_line)
             .map_err(|e| format!("the worker's first line is not its ready line: {e}"))?;
         let worker = Worker {
-            child,
-            stdin,
-            stdout,
+            child: started.child,
+            stdin: started.stdin,
+            stdout: started.stdout,
             in_step: true,
         };
         Ok((worker, ready))

@@ -16,13 +16,15 @@ use crate::error::ApiError;
 use crate::limits::{self, Meter};
 
 /// Speech requests a minute, and characters synthesised a day.
-pub const METER: Meter = Meter::new(
-    "tts_rate",
-    "tts_usage",
-    "speech requests",
-    "speech quota",
-    "voxgate_tts_rejected_total",
-);
+pub const METER: Meter = Meter {
+    rate_table: "tts_rate",
+    usage_table: "tts_usage",
+    amount: "chars",
+    unit: "characters",
+    requests: "speech requests",
+    budget: "speech quota",
+    metric: "voxgate_tts_rejected_total",
+};
 
 /// Who speech is for, as far as limits go.
 #[derive(Debug, Clone, Copy)]

@@ -501,6 +501,12 @@ fn the_dockerfile_builds_a_pinned_non_root_image_with_a_health_check() {
             && runtime.contains("VOXGATE_PIPER_PYTHON=/opt/piper/bin/python"),
         "the runtime image carries the pinned neural voice"
     );
+    // And the recogniser, likewise.
+    assert!(
+        runtime.contains("-r /opt/whisper-src/requirements.txt")
+            && runtime.contains("VOXGATE_WHISPER_PYTHON=/opt/whisper/bin/python"),
+        "the runtime image carries the pinned speech recogniser"
+    );
     let user = runtime
         .lines()
         .find_map(|l| l.strip_prefix("USER "))

@@ -1,0 +1,195 @@
+//! `POST /api/stt` (the recorded bytes as the body) and OpenAI's
+//! `POST /v1/audio/transcriptions` (a multipart form), over one service.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Speaker, Stt, Transcript, audio};
+use crate::error::{ApiError, Problem};
+use crate::extract::{AppJson, AppQuery};
+use crate::identity::{AppRole, CurrentUser};
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(recognise))
+        .routes(routes!(transcriptions))
+        // An utterance is larger than any JSON body the API takes: these
+        // routes apply VOXGATE_STT_MAX_BYTES themselves (`limited`).
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// The request with its body cut off at the recogniser's limit.
+fn limited(stt: &Stt, request: Request) -> Request {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, stt.max_bytes()));
+    Request::from_parts(parts, body)
+}
+
+fn speaker(user: &CurrentUser) -> Speaker {
+    Speaker {
+        user_id: user.id,
+        exempt: user.has_role(AppRole::Agent) || user.has_role(AppRole::Admin),
+    }
+}
+
+fn too_large(e: &dyn std::fmt::Display, status: StatusCode) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(
+            "The recording is larger than this server accepts (VOXGATE_STT_MAX_BYTES).".into(),
+        )
+    } else {
+        ApiError::bad_request(format!("The request body could not be read: {e}."))
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct RecogniseQuery {
+    /// The language spoken (ISO 639-1); default: detected, or the model's.
+    #[param(pattern = "^[a-z]{2,3}$")]
+    language: Option<String>,
+}
+
+/// Recognises one utterance: the body is the recording (16-bit PCM WAV, or
+/// Opus in WebM or Ogg as browsers record it).
+#[utoipa::path(post, path = "/api/stt", tag = "listening", params(RecogniseQuery),
+    request_body(description = "The utterance: audio/wav, audio/webm, audio/ogg, or any of them as application/octet-stream",
+        content((Vec<u8> = "application/octet-stream"), (Vec<u8> = "audio/wav"), (Vec<u8> = "audio/webm"), (Vec<u8> = "audio/ogg"))),
+    responses((status = 200, body = Transcript), (status = 400, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem),
+        (status = 503, body = Problem)))]
+async fn recognise(
+    State(stt): State<Stt>,
+    user: CurrentUser,
+    AppQuery(q): AppQuery<RecogniseQuery>,
+    request: Request,
+) -> Result<AppJson<Transcript>, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    audio::check_declared(declared.as_deref())?;
+    let body = Bytes::from_request(limited(&stt, request), &())
+        .await
+        .map_err(|e| too_large(&e, e.status()))?;
+    let transcript = stt
+        .transcribe(
+            speaker(&user),
+            &body,
+            q.language.as_deref().filter(|l| !l.is_empty()),
+        )
+        .await?;
+    Ok(AppJson(transcript))
+}
+
+/// OpenAI's transcription form (`file`, `model`, `language`,
+/// `response_format`…), for clients written against that API.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct TranscriptionForm {
+    /// The recording.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Accepted and ignored: the server's recogniser answers (e.g. `whisper-1`).
+    model: String,
+    #[schema(pattern = "^[a-z]{2,3}$")]
+    language: Option<String>,
+    /// `json` (default), `text` or `verbose_json`.
+    #[schema(pattern = "^(json|text|verbose_json)$")]
+    response_format: Option<String>,
+    prompt: Option<String>,
+    temperature: Option<f64>,
+}
+
+/// OpenAI-compatible transcription: the same recogniser, limits and
+/// quotas; authenticate with a Keycloak access token as the API key.
+#[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "listening",
+    request_body(content = TranscriptionForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "`{\"text\"}`, the text, or the verbose form",
+        content((String = "application/json"), (String = "text/plain"))),
+        (status = 400, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem),
+        (status = 422, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)))]
+async fn transcriptions(
+    State(stt): State<Stt>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if !is_form {
+        return Err(ApiError::bad_request(
+            "Send a multipart/form-data body with the recording as `file`.",
+        ));
+    }
+    let mut form = Multipart::from_request(limited(&stt, request), &())
+        .await
+        .map_err(|e| ApiError::bad_request(format!("The form could not be read: {e}.")))?;
+    let mut file = None;
+    let mut language = None;
+    let mut format = None;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| too_large(&e, e.status()))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "file" => {
+                audio::check_declared(field.content_type())?;
+                file = Some(field.bytes().await.map_err(|e| too_large(&e, e.status()))?);
+            }
+            "language" | "response_format" | "model" | "prompt" | "temperature" => {
+                let value = field.text().await.map_err(|e| too_large(&e, e.status()))?;
+                let value = crate::extract::trim_blank(&value).to_string();
+                match name.as_str() {
+                    "language" if !value.is_empty() => language = Some(value),
+                    "response_format" if !value.is_empty() => format = Some(value),
+                    _ => {}
+                }
+            }
+            // Fields this server does not use (timestamp granularities…).
+            _ => {}
+        }
+    }
+    let Some(file) = file else {
+        return Err(ApiError::validation("file", "the recording is missing"));
+    };
+    let format = format.unwrap_or_else(|| "json".into());
+    if !["json", "text", "verbose_json"].contains(&format.as_str()) {
+        return Err(ApiError::validation(
+            "response_format",
+            "must be json, text or verbose_json",
+        ));
+    }
+    let t = stt
+        .transcribe(speaker(&user), &file, language.as_deref())
+        .await?;
+    Ok(match format.as_str() {
+        "text" => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{}\n", t.text),
+        )
+            .into_response(),
+        "verbose_json" => axum::Json(json!({
+            "task": "transcribe",
+            "language": t.language,
+            "duration": t.duration_ms as f64 / 1000.0,
+            "text": t.text,
+            "segments": [],
+        }))
+        .into_response(),
+        _ => axum::Json(json!({ "text": t.text })).into_response(),
+    })
+}

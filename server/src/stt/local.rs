@@ -1,0 +1,270 @@
+//! The local recogniser: faster-whisper in warm worker processes
+//! (`server/whisper/worker.py`, embedded and run with `python -c`), each
+//! holding the model. An utterance goes to a worker over a pipe and is
+//! decoded there in memory; nothing is written to disk.
+//!
+//! A worker that dies fails the utterance it was serving and is replaced
+//! on the next one. A client that leaves mid-recognition drops its lease
+//! with the worker still working, so that worker is replaced rather than
+//! read out of step; its slot is free at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+
+use super::{Heard, SttError};
+use crate::config::SttConfig;
+
+const WORKER: &str = include_str!("../../whisper/worker.py");
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// A recognition of the longest utterance takes a few seconds here; a
+/// worker silent for this long is stuck.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Variables the worker reads, passed through from voxgate's environment.
+pub const WORKER_SETTINGS: &[&str] = &["VOXGATE_WHISPER_THREADS", "VOXGATE_WHISPER_LOG"];
+
+#[derive(serde::Deserialize)]
+struct Ready {
+    model: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Answer {
+    text: Option<String>,
+    language: Option<String>,
+    duration_ms: Option<u64>,
+    error: Option<String>,
+    #[serde(default)]
+    undecodable: bool,
+    #[serde(default)]
+    too_long: bool,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// False from a request's start until its answer has been read.
+    in_step: bool,
+}
+
+impl Worker {
+    async fn start(config: &SttConfig) -> Result<(Worker, Ready), String> {
+        let python = config
+            .whisper_python
+            .as_ref()
+            .ok_or("VOXGATE_WHISPER_PYTHON is not set")?;
+        let mut args = Vec::new();
+        if let Some(model) = &config.whisper_model {
+            args.extend(["--model".into(), model.clone().into_os_string()]);
+        }
+        let started = voxgate_audio::worker::start(voxgate_audio::worker::Spec {
+            python,
+            script: WORKER,
+            args,
+            settings: WORKER_SETTINGS,
+            start_timeout: START_TIMEOUT,
+            loads: "model",
+            package: "faster-whisper",
+        })
+        .await?;
+        let ready: Ready = serde_json::from_str(&started.ready_line)
+            .map_err(|e| format!("the recogniser's first line is not its ready line: {e}"))?;
+        let worker = Worker {
+            child: started.child,
+            stdin: started.stdin,
+            stdout: started.stdout,
+            in_step: true,
+        };
+        Ok((worker, ready))
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    async fn recognise(
+        &mut self,
+        audio: &[u8],
+        language: Option<&str>,
+        max_seconds: u32,
+    ) -> Result<Answer, SttError> {
+        self.in_step = false;
+        let mut header = serde_json::to_vec(&serde_json::json!({
+            "bytes": audio.len(),
+            "language": language,
+            "max_seconds": max_seconds,
+        }))
+        .map_err(|e| SttError::Engine(e.to_string()))?;
+        header.push(b'\n');
+        let exchange = async {
+            self.stdin.write_all(&header).await?;
+            self.stdin.write_all(audio).await?;
+            self.stdin.flush().await?;
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line).await? == 0 {
+                return Err(std::io::Error::other("the recogniser stopped"));
+            }
+            Ok(line)
+        };
+        let line = match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => return Err(SttError::Engine(format!("the recogniser stopped: {e}"))),
+            Err(_) => {
+                return Err(SttError::Engine(
+                    "the recogniser did not answer in time".into(),
+                ));
+            }
+        };
+        self.in_step = true;
+        serde_json::from_str(line.trim())
+            .map_err(|e| SttError::Engine(format!("the recogniser answered nonsense: {e}")))
+    }
+}
+
+/// Worker slots; a permit of `free` guarantees an unlocked slot.
+struct Pool {
+    config: SttConfig,
+    slots: Vec<Arc<Mutex<Option<Worker>>>>,
+    free: Arc<Semaphore>,
+    pids: std::sync::Mutex<Vec<Option<u32>>>,
+}
+
+struct Lease {
+    _permit: OwnedSemaphorePermit,
+    index: usize,
+    slot: OwnedMutexGuard<Option<Worker>>,
+}
+
+impl Pool {
+    /// A free worker, waiting at most the configured time, first come
+    /// first served; a dead or out-of-step one is replaced first.
+    async fn lease(&self) -> Result<Lease, SttError> {
+        let permit = tokio::time::timeout(self.config.wait, self.free.clone().acquire_owned())
+            .await
+            .map_err(|_| SttError::Busy)?
+            .map_err(|_| SttError::Unavailable("shutting down".into()))?;
+        let (index, slot) = self
+            .slots
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.clone().try_lock_owned().ok().map(|g| (i, g)))
+            .ok_or(SttError::Busy)?;
+        let mut lease = Lease {
+            _permit: permit,
+            index,
+            slot,
+        };
+        let usable = lease.slot.as_mut().is_some_and(|w| w.in_step && w.alive());
+        if !usable {
+            *lease.slot = None;
+            let (worker, _) = Worker::start(&self.config).await.map_err(|reason| {
+                tracing::error!(%reason, "starting a recogniser worker failed");
+                SttError::Unavailable("the speech recogniser could not start".into())
+            })?;
+            self.set_pid(index, worker.child.id());
+            *lease.slot = Some(worker);
+            tracing::info!("recogniser worker started");
+        }
+        Ok(lease)
+    }
+
+    fn set_pid(&self, index: usize, pid: Option<u32>) {
+        if let Ok(mut pids) = self.pids.lock()
+            && let Some(p) = pids.get_mut(index)
+        {
+            *p = pid;
+        }
+    }
+}
+
+pub struct LocalRecogniser {
+    pool: Arc<Pool>,
+    model: String,
+}
+
+impl LocalRecogniser {
+    /// Starts the first worker, so that a missing install is found at
+    /// start and not at the first utterance.
+    pub async fn start(config: SttConfig) -> Result<LocalRecogniser, String> {
+        let (worker, ready) = Worker::start(&config).await?;
+        let workers = config.workers.max(1);
+        let slots: Vec<_> = (0..workers).map(|_| Arc::new(Mutex::new(None))).collect();
+        let mut pids = vec![None; workers];
+        pids[0] = worker.child.id();
+        if let Ok(mut first) = slots[0].try_lock() {
+            *first = Some(worker);
+        }
+        tracing::info!(model = %ready.model, workers, "speech recogniser loaded");
+        Ok(LocalRecogniser {
+            pool: Arc::new(Pool {
+                config,
+                slots,
+                free: Arc::new(Semaphore::new(workers)),
+                pids: std::sync::Mutex::new(pids),
+            }),
+            model: ready.model,
+        })
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub async fn recognise(&self, audio: &[u8], language: Option<&str>) -> Result<Heard, SttError> {
+        let mut lease = self.pool.lease().await?;
+        let max_seconds = self.pool.config.max_seconds;
+        let Some(worker) = lease.slot.as_mut() else {
+            return Err(SttError::Unavailable(
+                "the recogniser worker is gone".into(),
+            ));
+        };
+        let answer = match worker.recognise(audio, language, max_seconds).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                *lease.slot = None;
+                self.pool.set_pid(lease.index, None);
+                return Err(e);
+            }
+        };
+        match answer {
+            Answer {
+                error: Some(why),
+                undecodable: true,
+                ..
+            } => Err(SttError::Undecodable(why)),
+            Answer { too_long: true, .. } => Err(SttError::TooLong),
+            Answer {
+                error: Some(why), ..
+            } => Err(SttError::Engine(why)),
+            Answer {
+                text: Some(text),
+                language,
+                duration_ms,
+                ..
+            } => Ok(Heard {
+                text,
+                language: language.unwrap_or_else(|| "en".into()),
+                duration: Duration::from_millis(duration_ms.unwrap_or(0)),
+            }),
+            _ => Err(SttError::Engine("the recogniser answered nothing".into())),
+        }
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.pool
+            .pids
+            .lock()
+            .map(|p| p.iter().flatten().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn shutdown(&self) {
+        for slot in &self.pool.slots {
+            *slot.lock().await = None;
+        }
+    }
+}

