@@ -11,6 +11,9 @@
 //!   and walks MPEG frame headers to estimate durations and split streams.
 //! * [`marks`] estimates Polly-shaped speech marks (word and sentence timings)
 //!   from text and a total duration, because espeak-ng does not report them.
+//! * [`worker`] starts warm Python worker processes (the neural voice, the
+//!   speech recogniser) with a cleared environment and hands them out from
+//!   a pool, replacing dead or out-of-step ones.
 //!
 //! The Polly stand-in (`polly-standin`) uses the same pieces to return real,
 //! decodable audio.

@@ -94,3 +94,140 @@ pub async fn start(spec: Spec<'_>) -> Result<Started, String> {
         ready_line: line.trim().to_string(),
     })
 }
+
+/// A worker a [`Pool`] can hand out.
+pub trait Warm: Send + 'static {
+    /// Alive and not in the middle of an earlier request.
+    fn usable(&mut self) -> bool;
+    fn pid(&self) -> Option<u32>;
+}
+
+/// Why no worker was handed out.
+#[derive(Debug)]
+pub enum Refused<E> {
+    /// Every worker stayed busy for the pool's wait.
+    Busy,
+    /// The pool is shutting down.
+    Closed,
+    /// A replacement worker could not start.
+    Start(E),
+}
+
+/// Worker slots, first come first served; a permit of `free` guarantees
+/// an unlocked slot. A slot's worker starts on first use, and a dead or
+/// out-of-step one is replaced before it is handed out.
+pub struct Pool<W> {
+    slots: Vec<std::sync::Arc<tokio::sync::Mutex<Option<W>>>>,
+    free: std::sync::Arc<tokio::sync::Semaphore>,
+    pids: std::sync::Mutex<Vec<Option<u32>>>,
+    wait: Duration,
+}
+
+/// One slot, held for as long as its request; dropping it frees the slot.
+pub struct Lease<W> {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    index: usize,
+    slot: tokio::sync::OwnedMutexGuard<Option<W>>,
+}
+
+impl<W: Warm> Pool<W> {
+    /// `workers` slots (at least one), the first holding `first`, already
+    /// started; a lease waits at most `wait` for a free slot.
+    pub fn new(workers: usize, wait: Duration, first: W) -> Pool<W> {
+        let workers = workers.max(1);
+        let slots: Vec<_> = (0..workers)
+            .map(|_| std::sync::Arc::new(tokio::sync::Mutex::new(None)))
+            .collect();
+        let mut pids = vec![None; workers];
+        pids[0] = first.pid();
+        if let Ok(mut slot) = slots[0].try_lock() {
+            *slot = Some(first);
+        }
+        Pool {
+            slots,
+            free: std::sync::Arc::new(tokio::sync::Semaphore::new(workers)),
+            pids: std::sync::Mutex::new(pids),
+            wait,
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// A usable worker, started with `start` if its slot has none.
+    pub async fn lease<E, F>(&self, start: impl FnOnce() -> F) -> Result<Lease<W>, Refused<E>>
+    where
+        F: std::future::Future<Output = Result<W, E>>,
+    {
+        let permit = tokio::time::timeout(self.wait, self.free.clone().acquire_owned())
+            .await
+            .map_err(|_| Refused::Busy)?
+            .map_err(|_| Refused::Closed)?;
+        let (index, slot) = self
+            .slots
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.clone().try_lock_owned().ok().map(|g| (i, g)))
+            .ok_or(Refused::Busy)?;
+        let mut lease = Lease {
+            _permit: permit,
+            index,
+            slot,
+        };
+        if !lease.slot.as_mut().is_some_and(W::usable) {
+            // Dropping the old worker kills it (kill_on_drop).
+            *lease.slot = None;
+            let worker = start().await.map_err(Refused::Start)?;
+            self.set_pid(index, worker.pid());
+            *lease.slot = Some(worker);
+        }
+        Ok(lease)
+    }
+
+    /// Drops the lease's worker (killing it): the slot starts a new one
+    /// when next leased.
+    pub fn discard(&self, lease: &mut Lease<W>) {
+        *lease.slot = None;
+        self.set_pid(lease.index, None);
+    }
+
+    fn set_pid(&self, index: usize, pid: Option<u32>) {
+        if let Ok(mut pids) = self.pids.lock()
+            && let Some(p) = pids.get_mut(index)
+        {
+            *p = pid;
+        }
+    }
+
+    /// The process ids of the running workers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.pids
+            .lock()
+            .map(|p| p.iter().flatten().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a lease would not wait.
+    pub fn idle(&self) -> bool {
+        self.free.available_permits() > 0
+    }
+
+    /// Stops the workers not in use; a worker still leased (a stream past
+    /// the grace period) goes with the process: it reads EOF and exits.
+    pub fn shutdown(&self) {
+        for (index, slot) in self.slots.iter().enumerate() {
+            if let Ok(mut slot) = slot.try_lock() {
+                // Dropping the worker kills it (kill_on_drop).
+                *slot = None;
+                self.set_pid(index, None);
+            }
+        }
+    }
+}
+
+impl<W> Lease<W> {
+    pub fn worker(&mut self) -> Option<&mut W> {
+        self.slot.as_mut()
+    }
+}

@@ -8,12 +8,11 @@
 //! with the worker still working, so that worker is replaced rather than
 //! read out of step; its slot is free at once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
-use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use voxgate_audio::worker::{self, Refused, Warm};
 
 use super::{Heard, SttError};
 use crate::config::SttConfig;
@@ -125,64 +124,19 @@ impl Worker {
     }
 }
 
-/// Worker slots; a permit of `free` guarantees an unlocked slot.
-struct Pool {
-    config: SttConfig,
-    slots: Vec<Arc<Mutex<Option<Worker>>>>,
-    free: Arc<Semaphore>,
-    pids: std::sync::Mutex<Vec<Option<u32>>>,
-}
-
-struct Lease {
-    _permit: OwnedSemaphorePermit,
-    index: usize,
-    slot: OwnedMutexGuard<Option<Worker>>,
-}
-
-impl Pool {
-    /// A free worker, waiting at most the configured time, first come
-    /// first served; a dead or out-of-step one is replaced first.
-    async fn lease(&self) -> Result<Lease, SttError> {
-        let permit = tokio::time::timeout(self.config.wait, self.free.clone().acquire_owned())
-            .await
-            .map_err(|_| SttError::Busy)?
-            .map_err(|_| SttError::Unavailable("shutting down".into()))?;
-        let (index, slot) = self
-            .slots
-            .iter()
-            .enumerate()
-            .find_map(|(i, s)| s.clone().try_lock_owned().ok().map(|g| (i, g)))
-            .ok_or(SttError::Busy)?;
-        let mut lease = Lease {
-            _permit: permit,
-            index,
-            slot,
-        };
-        let usable = lease.slot.as_mut().is_some_and(|w| w.in_step && w.alive());
-        if !usable {
-            *lease.slot = None;
-            let (worker, _) = Worker::start(&self.config).await.map_err(|reason| {
-                tracing::error!(%reason, "starting a recogniser worker failed");
-                SttError::Unavailable("the speech recogniser could not start".into())
-            })?;
-            self.set_pid(index, worker.child.id());
-            *lease.slot = Some(worker);
-            tracing::info!("recogniser worker started");
-        }
-        Ok(lease)
+impl Warm for Worker {
+    fn usable(&mut self) -> bool {
+        self.in_step && self.alive()
     }
 
-    fn set_pid(&self, index: usize, pid: Option<u32>) {
-        if let Ok(mut pids) = self.pids.lock()
-            && let Some(p) = pids.get_mut(index)
-        {
-            *p = pid;
-        }
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }
 
 pub struct LocalRecogniser {
-    pool: Arc<Pool>,
+    config: SttConfig,
+    workers: worker::Pool<Worker>,
     model: String,
 }
 
@@ -191,21 +145,11 @@ impl LocalRecogniser {
     /// start and not at the first utterance.
     pub async fn start(config: SttConfig) -> Result<LocalRecogniser, String> {
         let (worker, ready) = Worker::start(&config).await?;
-        let workers = config.workers.max(1);
-        let slots: Vec<_> = (0..workers).map(|_| Arc::new(Mutex::new(None))).collect();
-        let mut pids = vec![None; workers];
-        pids[0] = worker.child.id();
-        if let Ok(mut first) = slots[0].try_lock() {
-            *first = Some(worker);
-        }
-        tracing::info!(model = %ready.model, workers, "speech recogniser loaded");
+        let workers = worker::Pool::new(config.workers, config.wait, worker);
+        tracing::info!(model = %ready.model, workers = workers.size(), "speech recogniser loaded");
         Ok(LocalRecogniser {
-            pool: Arc::new(Pool {
-                config,
-                slots,
-                free: Arc::new(Semaphore::new(workers)),
-                pids: std::sync::Mutex::new(pids),
-            }),
+            config,
+            workers,
             model: ready.model,
         })
     }
@@ -215,9 +159,21 @@ impl LocalRecogniser {
     }
 
     pub async fn recognise(&self, audio: &[u8], language: Option<&str>) -> Result<Heard, SttError> {
-        let mut lease = self.pool.lease().await?;
-        let max_seconds = self.pool.config.max_seconds;
-        let Some(worker) = lease.slot.as_mut() else {
+        let start = || async {
+            let (worker, _) = Worker::start(&self.config).await?;
+            tracing::info!("recogniser worker started");
+            Ok::<_, String>(worker)
+        };
+        let mut lease = self.workers.lease(start).await.map_err(|e| match e {
+            Refused::Busy => SttError::Busy,
+            Refused::Closed => SttError::Unavailable("shutting down".into()),
+            Refused::Start(reason) => {
+                tracing::error!(%reason, "starting a recogniser worker failed");
+                SttError::Unavailable("the speech recogniser could not start".into())
+            }
+        })?;
+        let max_seconds = self.config.max_seconds;
+        let Some(worker) = lease.worker() else {
             return Err(SttError::Unavailable(
                 "the recogniser worker is gone".into(),
             ));
@@ -225,8 +181,7 @@ impl LocalRecogniser {
         let answer = match worker.recognise(audio, language, max_seconds).await {
             Ok(answer) => answer,
             Err(e) => {
-                *lease.slot = None;
-                self.pool.set_pid(lease.index, None);
+                self.workers.discard(&mut lease);
                 return Err(e);
             }
         };
@@ -255,16 +210,10 @@ impl LocalRecogniser {
     }
 
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.pool
-            .pids
-            .lock()
-            .map(|p| p.iter().flatten().copied().collect())
-            .unwrap_or_default()
+        self.workers.pids()
     }
 
-    pub async fn shutdown(&self) {
-        for slot in &self.pool.slots {
-            *slot.lock().await = None;
-        }
+    pub fn shutdown(&self) {
+        self.workers.shutdown();
     }
 }

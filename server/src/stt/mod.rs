@@ -259,7 +259,7 @@ impl Stt {
 
     pub async fn shutdown(&self) {
         if let Ok(engine) = &self.inner.engine {
-            engine.shutdown().await;
+            engine.shutdown();
         }
     }
 }

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
-use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 use voxgate_audio::Pcm;
+use voxgate_audio::worker::{self, Refused, Warm};
 
 use super::engine::{
     AudioStream, EngineKind, Format, Mark, SpeechEngine, Synthesis, TtsError, Voice,
@@ -157,77 +157,49 @@ fn stopped(e: std::io::Error) -> TtsError {
     TtsError::Upstream(format!("the neural voice stopped: {e}"))
 }
 
-/// Worker slots; a permit of `free` guarantees an unlocked slot.
-struct Pool {
-    config: PiperConfig,
-    slots: Vec<Arc<Mutex<Option<Worker>>>>,
-    free: Arc<Semaphore>,
-    pids: std::sync::Mutex<Vec<Option<u32>>>,
+impl Warm for Worker {
+    fn usable(&mut self) -> bool {
+        self.in_step && self.alive()
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
 }
 
-/// One slot, held for a whole synthesis.
-struct Lease {
-    _permit: OwnedSemaphorePermit,
-    index: usize,
-    slot: OwnedMutexGuard<Option<Worker>>,
+/// The warm workers and how to start another.
+struct Pool {
+    config: PiperConfig,
+    workers: worker::Pool<Worker>,
 }
+
+type Lease = worker::Lease<Worker>;
 
 impl Pool {
     /// A free worker, waiting at most the configured time (the wait is
     /// first come, first served).
     async fn lease(&self) -> Result<Lease, TtsError> {
-        let permit = tokio::time::timeout(self.config.wait, self.free.clone().acquire_owned())
-            .await
-            .map_err(|_| TtsError::Unavailable("every neural-voice worker is busy".into()))?
-            .map_err(|_| TtsError::Unavailable("shutting down".into()))?;
-        let (index, slot) = self
-            .slots
-            .iter()
-            .enumerate()
-            .find_map(|(i, s)| s.clone().try_lock_owned().ok().map(|g| (i, g)))
-            .ok_or_else(|| TtsError::Unavailable("no free neural-voice worker".into()))?;
-        let mut lease = Lease {
-            _permit: permit,
-            index,
-            slot,
+        let start = || async {
+            let (worker, _) = Worker::start(&self.config).await?;
+            tracing::info!("neural-voice worker started");
+            Ok::<_, String>(worker)
         };
-        let usable = lease.slot.as_mut().is_some_and(|w| w.in_step && w.alive());
-        if !usable {
-            // Dropping the old worker kills it (kill_on_drop).
-            *lease.slot = None;
-            // The reason names local paths: it goes to the log, not to users.
-            let (worker, _) = Worker::start(&self.config).await.map_err(|reason| {
+        self.workers.lease(start).await.map_err(|e| match e {
+            Refused::Busy => TtsError::Unavailable("every neural-voice worker is busy".into()),
+            Refused::Closed => TtsError::Unavailable("shutting down".into()),
+            Refused::Start(reason) => {
+                // The reason names local paths: it goes to the log, not to users.
                 tracing::error!(%reason, "starting a neural-voice worker failed");
                 TtsError::Unavailable("the neural voice could not start".into())
-            })?;
-            self.set_pid(index, worker.child.id());
-            *lease.slot = Some(worker);
-            tracing::info!("neural-voice worker started");
-        }
-        Ok(lease)
-    }
-
-    fn set_pid(&self, index: usize, pid: Option<u32>) {
-        if let Ok(mut pids) = self.pids.lock()
-            && let Some(p) = pids.get_mut(index)
-        {
-            *p = pid;
-        }
+            }
+        })
     }
 }
 
-impl Lease {
-    fn worker(&mut self) -> Result<&mut Worker, TtsError> {
-        self.slot
-            .as_mut()
-            .ok_or_else(|| TtsError::Unavailable("the neural-voice worker is gone".into()))
-    }
-
-    /// Replaces nothing yet: the next lease of this slot starts a new worker.
-    fn discard(&mut self, pool: &Pool) {
-        *self.slot = None;
-        pool.set_pid(self.index, None);
-    }
+fn leased(lease: &mut Lease) -> Result<&mut Worker, TtsError> {
+    lease
+        .worker()
+        .ok_or_else(|| TtsError::Unavailable("the neural-voice worker is gone".into()))
 }
 
 pub struct NeuralEngine {
@@ -245,13 +217,7 @@ impl NeuralEngine {
         default_voice: Option<String>,
     ) -> Result<NeuralEngine, String> {
         let (worker, ready) = Worker::start(&config).await?;
-        let workers = config.workers.max(1);
-        let slots: Vec<_> = (0..workers).map(|_| Arc::new(Mutex::new(None))).collect();
-        let mut pids = vec![None; workers];
-        pids[0] = worker.child.id();
-        if let Ok(mut first) = slots[0].try_lock() {
-            *first = Some(worker);
-        }
+        let workers = worker::Pool::new(config.workers, config.wait, worker);
         let voice = Voice {
             id: ready.voice.clone(),
             name: format!("{} (neural)", speaker_name(&ready.voice)),
@@ -259,14 +225,9 @@ impl NeuralEngine {
             gender: None,
             engines: vec!["neural".into()],
         };
-        tracing::info!(voice = %voice.id, sample_rate = ready.sample_rate, workers, "neural voice loaded");
+        tracing::info!(voice = %voice.id, sample_rate = ready.sample_rate, workers = workers.size(), "neural voice loaded");
         Ok(NeuralEngine {
-            pool: Arc::new(Pool {
-                config,
-                slots,
-                free: Arc::new(Semaphore::new(workers)),
-                pids: std::sync::Mutex::new(pids),
-            }),
+            pool: Arc::new(Pool { config, workers }),
             default_voice: default_voice.unwrap_or_else(|| voice.id.clone()),
             voices: Arc::new(vec![voice]),
             sample_rate: ready.sample_rate,
@@ -351,7 +312,7 @@ impl Speaking {
 
     async fn read(&mut self) -> Option<Result<Bytes, TtsError>> {
         loop {
-            let frame = match self.lease.as_mut().map(Lease::worker) {
+            let frame = match self.lease.as_mut().map(leased) {
                 Some(Ok(worker)) => worker.frame().await,
                 Some(Err(e)) => return Some(Err(e)),
                 None => return Some(Err(TtsError::Upstream("no worker leased".into()))),
@@ -377,7 +338,7 @@ impl Speaking {
                 Ok(Frame::Failed(message)) => return Some(Err(TtsError::Upstream(message))),
                 Err(e) => {
                     if let Some(lease) = self.lease.as_mut() {
-                        lease.discard(&self.pool);
+                        self.pool.workers.discard(lease);
                     }
                     return Some(Err(e));
                 }
@@ -389,14 +350,14 @@ impl Speaking {
 /// Sends a piece of text on a leased worker; a worker that cannot take it
 /// is discarded.
 async fn send(pool: &Pool, mut lease: Lease, piece: &str) -> Result<Lease, TtsError> {
-    let sent = match lease.worker() {
+    let sent = match leased(&mut lease) {
         Ok(worker) => worker.send(piece).await,
         Err(e) => Err(e),
     };
     match sent {
         Ok(()) => Ok(lease),
         Err(e) => {
-            lease.discard(pool);
+            pool.workers.discard(&mut lease);
             Err(e)
         }
     }
@@ -468,7 +429,7 @@ impl SpeechEngine for NeuralEngine {
 
     async fn ready(&self) -> Result<(), String> {
         // A busy pool is a working one; otherwise make sure a worker runs.
-        if self.pool.free.available_permits() == 0 {
+        if !self.pool.workers.idle() {
             return Ok(());
         }
         match tokio::time::timeout(Duration::from_secs(5), self.pool.lease()).await {
@@ -479,24 +440,11 @@ impl SpeechEngine for NeuralEngine {
     }
 
     async fn shutdown(&self) {
-        for (index, slot) in self.pool.slots.iter().enumerate() {
-            // A slot still held by a stream past the grace period goes with
-            // the process: its worker reads EOF on stdin and exits.
-            if let Ok(mut slot) = slot.try_lock()
-                && let Some(mut worker) = slot.take()
-            {
-                let _ = worker.child.kill().await;
-                self.pool.set_pid(index, None);
-            }
-        }
+        self.pool.workers.shutdown();
     }
 
     fn worker_pids(&self) -> Vec<u32> {
-        self.pool
-            .pids
-            .lock()
-            .map(|p| p.iter().flatten().copied().collect())
-            .unwrap_or_default()
+        self.pool.workers.pids()
     }
 }
 
