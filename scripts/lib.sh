@@ -201,6 +201,14 @@ ensure_whisper() {
     export VOXGATE_WHISPER_PYTHON="$ROOT/.local/whisper/bin/python"
 }
 
+# ensure_openai_client installs the official OpenAI Python client (pinned in
+# tests/openai/requirements.txt) that the tests drive voxgate's
+# OpenAI-compatible endpoints with, and exports VOXGATE_OPENAI_PYTHON.
+ensure_openai_client() {
+    ensure_venv openai tests/openai/requirements.txt "the OpenAI client" || return 1
+    export VOXGATE_OPENAI_PYTHON="$ROOT/.local/openai/bin/python"
+}
+
 # ensure_schemathesis installs the property-based API fuzzer (the version
 # pinned in tests/fuzz/requirements.txt) into .local/schemathesis and exports
 # VOXGATE_SCHEMATHESIS (its `st` command).

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::helpers::{TestSettings, detail_has, problem};
 use crate::stack::{Stack, spawn_stack_with};
 
-fn installed(variable: &str, venv: &str) -> String {
+pub fn installed(variable: &str, venv: &str) -> String {
     if let Ok(python) = std::env::var(variable) {
         return python;
     }
@@ -26,7 +26,7 @@ pub fn whisper_python() -> String {
 }
 
 /// `text` spoken by the neural voice, as 16-bit PCM WAV.
-fn spoken(text: &str) -> Vec<u8> {
+pub fn spoken(text: &str) -> Vec<u8> {
     const SPEAK: &str = r#"
 import io, sys, wave
 from pathlib import Path
@@ -99,7 +99,7 @@ fn silence(seconds: u32) -> Vec<u8> {
     .unwrap()
 }
 
-async fn listening_stack(settings: TestSettings) -> Stack {
+pub async fn listening_stack(settings: TestSettings) -> Stack {
     spawn_stack_with(
         settings
             .set("VOXGATE_STT_ENGINE", "local")
@@ -137,7 +137,7 @@ async fn anonymous(stack: &Stack, path: &str) -> u16 {
 }
 
 /// Lower-case words, punctuation left out.
-fn words(text: &str) -> String {
+pub fn words(text: &str) -> String {
     text.to_lowercase()
         .chars()
         .filter(|c| c.is_alphanumeric() || c.is_whitespace())

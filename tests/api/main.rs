@@ -16,6 +16,7 @@ mod fuzz;
 mod layout;
 mod listening;
 mod neural;
+mod openai;
 mod pages;
 mod provisioning;
 mod real_keycloak;
@@ -45,4 +46,5 @@ pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/voices"),
     ("post", "/api/stt"),
     ("post", "/v1/audio/transcriptions"),
+    ("post", "/v1/audio/speech"),
 ];

@@ -20,13 +20,19 @@ mod http_cache;
 pub mod local;
 mod marks;
 pub mod neural;
+mod openai;
 pub mod polly;
 mod quota;
 pub mod request;
 mod resolve;
 pub mod text;
 
-pub use handlers::routes;
+pub use openai::OPENAI_VOICES;
+
+/// The speech routes: voxgate's own and OpenAI's speech endpoint.
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<crate::state::AppState> {
+    handlers::routes().merge(openai::routes())
+}
 pub use quota::{METER, QuotaClass, Speaker};
 pub use request::{Keyed, SpeechParams, SpeechRef};
 
