@@ -42,6 +42,10 @@ impl Header {
 struct ChatPage {
     header: Header,
     script: String,
+    /// The microphone: push-to-talk (`listen.js`), and the audio worklet
+    /// it captures with.
+    listen_script: String,
+    capture_worklet: String,
 }
 
 #[derive(askama::Template)]
@@ -77,6 +81,8 @@ pub async fn chat(PageUser(user): PageUser) -> Result<Response, PageError> {
     render(&ChatPage {
         header: Header::of(&user),
         script: asset_url("chat.js"),
+        listen_script: asset_url("listen.js"),
+        capture_worklet: asset_url("capture-worklet.js"),
     })
 }
 

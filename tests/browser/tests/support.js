@@ -10,7 +10,8 @@ export const ARTIFACTS = process.env.ARTIFACTS || 'artifacts';
 if (!BASE) throw new Error('VOXGATE_URL is not set: run scripts/browser-test');
 mkdirSync(ARTIFACTS, { recursive: true });
 
-export async function launch() {
+// `extraArgs`: more Chromium switches (a fake microphone, say).
+export async function launch(extraArgs = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -20,6 +21,7 @@ export async function launch() {
       '--disable-component-update',
       '--no-first-run',
       '--autoplay-policy=no-user-gesture-required',
+      ...extraArgs,
     ],
     // Chromium reads the certificate authorities it trusts from the NSS
     // database under $HOME (scripts/stack puts its local CA there).

@@ -1,0 +1,85 @@
+// The chat page's microphone in real Chromium, fed a recorded question as
+// its microphone (--use-file-for-fake-audio-capture): push-to-talk is
+// recognised by voxgate's local recogniser, sent, answered and spoken; a
+// refused permission is said in the page and typing keeps working.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { BASE, launch, newPage, signIn, screenshot, unexpectedProblems, waitForSpeech } from './support.js';
+
+const MIC = process.env.FAKE_MIC_WAV;
+if (!MIC) throw new Error('FAKE_MIC_WAV is not set: run scripts/browser-test');
+
+let browser;
+before(async () => {
+  browser = await launch([
+    '--use-fake-device-for-media-stream',
+    '--use-fake-ui-for-media-stream',
+    `--use-file-for-fake-audio-capture=${MIC}`,
+  ]);
+});
+after(async () => { await browser?.close(); });
+
+const replies = '.message.bot[data-id]';
+
+test('push-to-talk: a spoken question is recognised, sent, answered and spoken', async () => {
+  const page = await newPage(browser);
+  await page.context().grantPermissions(['microphone'], { origin: BASE });
+  await signIn(page, 'bob', 'bob');
+  const before = await page.locator(replies).count();
+
+  await page.click('#mic');
+  await page.waitForFunction(() => document.getElementById('mic').getAttribute('aria-pressed') === 'true');
+  // The level meter shows that sound arrives.
+  await page.waitForFunction(() => document.getElementById('mic-level').value > 0.02, null, { timeout: 10000 });
+  await screenshot(page, 'listen-recording');
+  // The file is a question between silences, a little under three seconds.
+  await page.waitForTimeout(2800);
+  await page.click('#mic');
+  assert.equal(await page.getAttribute('#mic', 'aria-pressed'), 'false');
+
+  await page.waitForFunction((n) => document.querySelectorAll('.message.bot[data-id]').length > n, before, { timeout: 30000 });
+  const said = await page.locator('.message.user').last().locator('.text').textContent();
+  assert.match(said.toLowerCase(), /what can you do/, `recognised: ${said}`);
+  const reply = page.locator(replies).last();
+  assert.match(await reply.locator('.text').textContent(), /I can explain what voxgate is/);
+  const audio = await waitForSpeech(page);
+  assert.ok(audio.duration > 1, 'the reply is spoken');
+  assert.equal(await page.textContent('#mic-status'), '', 'no complaint left in the page');
+  await screenshot(page, 'listen-answered');
+  assert.deepEqual(unexpectedProblems(page), []);
+});
+
+test('holding Space talks; letting go sends', async () => {
+  const page = await newPage(browser);
+  await page.context().grantPermissions(['microphone'], { origin: BASE });
+  await signIn(page, 'bob', 'bob');
+  const before = await page.locator(replies).count();
+  await page.locator('#chat').focus();
+  await page.keyboard.down('Space');
+  await page.waitForFunction(() => document.getElementById('mic').getAttribute('aria-pressed') === 'true');
+  await page.waitForTimeout(2800);
+  await page.keyboard.up('Space');
+  await page.waitForFunction((n) => document.querySelectorAll('.message.bot[data-id]').length > n, before, { timeout: 30000 });
+  const said = await page.locator('.message.user').last().locator('.text').textContent();
+  assert.match(said.toLowerCase(), /what can you do/);
+});
+
+test('a refused microphone is said in the page, and typing still works', async () => {
+  const denying = await launch(['--use-fake-device-for-media-stream']);
+  try {
+    const page = await newPage(denying);
+    await signIn(page, 'bob', 'bob');
+    await page.click('#mic');
+    await page.waitForFunction(() => document.getElementById('mic-status').textContent !== '');
+    assert.match(await page.textContent('#mic-status'), /Microphone access was refused/);
+    assert.equal(await page.getAttribute('#mic', 'aria-pressed'), 'false');
+    await screenshot(page, 'listen-refused');
+    const before = await page.locator(replies).count();
+    await page.fill('#message-input', 'what can you do');
+    await page.press('#message-input', 'Enter');
+    await page.waitForFunction((n) => document.querySelectorAll('.message.bot[data-id]').length > n, before);
+    assert.deepEqual(unexpectedProblems(page), []);
+  } finally {
+    await denying.close();
+  }
+});
