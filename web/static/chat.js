@@ -215,7 +215,14 @@
     player.current = null;
     player.pending = false;
     player.waiting = false;
+    document.body.dataset.speaking = 'false';
   }
+
+  // The microphone's conversation mode (listen.js) stops a reply when the
+  // user starts talking over it.
+  document.addEventListener('voxgate:stop-speech', () => {
+    if (player.record) stop();
+  });
 
   async function playSegment(index) {
     const segment = player.segments[index];
@@ -260,6 +267,8 @@
   }
 
   audio.addEventListener('playing', () => {
+    // Not for the silent clip that unlocks the audio element.
+    document.body.dataset.speaking = player.record ? 'true' : 'false';
     setState(player.record, 'playing');
     cancelAnimationFrame(player.frame);
     player.frame = requestAnimationFrame(tick);
@@ -477,6 +486,7 @@
 
   function setSending(on) {
     sending = on;
+    document.body.dataset.sending = on ? 'true' : 'false';
     typing.hidden = !on;
     sendButton.disabled = on;
     chat.setAttribute('aria-busy', on ? 'true' : 'false');

@@ -1,5 +1,6 @@
 // The chat page's microphone: press Talk (or hold Space outside the text
-// box) to speak, press again (or let go) to send. The recording is 16-bit
+// box) to speak, press again (or let go) to send; or turn Conversation on
+// to talk hands-free. The recording is 16-bit
 // PCM WAV made in the page, recognised by POST /api/stt, put in the message
 // box and sent as the user's message. Every way it can fail says so in the
 // page; typing keeps working.
@@ -17,6 +18,7 @@
 
   let recording = null;
   let busy = false;
+  let conversation = null;
 
   function say(text) {
     status.textContent = text;
@@ -29,11 +31,13 @@
     if (!on) level.value = 0;
   }
 
-  async function start() {
-    if (recording || busy) return;
+  // Opens the microphone and calls `onBlock(samples)` for each block of
+  // audio; resolves to what closes it, or null after saying why it could
+  // not open.
+  async function openMicrophone(onBlock) {
     if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       say('Speaking needs a secure (https) connection to this site; type your message instead.');
-      return;
+      return null;
     }
     let stream;
     try {
@@ -46,7 +50,7 @@
       } else {
         say('The microphone could not be started; type your message instead.');
       }
-      return;
+      return null;
     }
     const context = new AudioContext();
     try {
@@ -55,23 +59,41 @@
       stream.getTracks().forEach((t) => t.stop());
       context.close();
       say('This browser cannot record here; type your message instead.');
-      return;
+      return null;
     }
     const source = context.createMediaStreamSource(stream);
     const node = new AudioWorkletNode(context, 'voxgate-capture');
+    node.port.onmessage = (event) => onBlock(event.data);
+    source.connect(node);
+    return {
+      stream,
+      context,
+      rate: context.sampleRate,
+      close() {
+        stream.getTracks().forEach((t) => t.stop());
+        context.close();
+      },
+    };
+  }
+
+  function loudness(block) {
+    let sum = 0;
+    for (let i = 0; i < block.length; i += 1) sum += block[i] * block[i];
+    return Math.sqrt(sum / block.length);
+  }
+
+  async function start() {
+    if (recording || busy || conversation) return;
     const chunks = [];
     let samples = 0;
-    node.port.onmessage = (event) => {
-      const block = event.data;
+    const opened = await openMicrophone((block) => {
       chunks.push(block);
       samples += block.length;
-      let sum = 0;
-      for (let i = 0; i < block.length; i += 1) sum += block[i] * block[i];
-      level.value = Math.min(1, Math.sqrt(sum / block.length) * 4);
-      if (samples > context.sampleRate * MAX_SECONDS) stop();
-    };
-    source.connect(node);
-    recording = { stream, context, chunks, rate: context.sampleRate };
+      level.value = Math.min(1, loudness(block) * 4);
+      if (samples > opened.rate * MAX_SECONDS) stop();
+    });
+    if (!opened) return;
+    recording = { stream: opened.stream, context: opened.context, chunks, rate: opened.rate };
     setRecording(true);
     say('Listening… press again (or let go of Space) to send.');
   }
@@ -96,13 +118,9 @@
     return new Blob([buffer], { type: 'audio/wav' });
   }
 
-  async function stop() {
-    if (!recording) return;
-    const { stream, context, chunks, rate } = recording;
-    recording = null;
-    setRecording(false);
-    stream.getTracks().forEach((t) => t.stop());
-    context.close();
+  // Recognises a recording and sends what was heard as the user's
+  // message. Resolves true when a message was sent.
+  async function recognise(chunks, rate, quietly) {
     busy = true;
     mic.disabled = true;
     say('Recognising…');
@@ -115,23 +133,141 @@
       });
       const body = await response.json().catch(() => ({}));
       if (!response.ok) {
-        if (response.status === 422) say('Nothing was heard. Try again, closer to the microphone, or type your message.');
+        if (response.status === 422) say(quietly ? 'Didn’t catch that; listening again.' : 'Nothing was heard. Try again, closer to the microphone, or type your message.');
         else if (response.status === 503) say('Speech recognition is not available right now; type your message instead.');
         else if (response.status === 429) say(body.detail || 'Too many recordings just now; wait a moment.');
         else say(body.detail || 'Your speech could not be recognised; type your message instead.');
-        return;
+        return false;
       }
       say('');
       input.value = body.text;
       input.dispatchEvent(new Event('input'));
       composer.requestSubmit();
+      return true;
     } catch {
       say('Your speech could not be sent. Check your connection, or type your message.');
+      return false;
     } finally {
       busy = false;
       mic.disabled = false;
     }
   }
+
+  async function stop() {
+    if (!recording) return;
+    const { stream, context, chunks, rate } = recording;
+    recording = null;
+    setRecording(false);
+    stream.getTracks().forEach((t) => t.stop());
+    context.close();
+    await recognise(chunks, rate, false);
+  }
+
+  // Conversation mode: the microphone stays open; an utterance starts when
+  // the sound gets loud and ends after a pause, is sent, and the page
+  // listens again once the reply has been spoken. Talking over a reply
+  // stops it (barge-in). Esc or the button leaves the mode.
+  const START_LEVEL = 0.02;
+  const START_MS = 120;
+  const END_QUIET_MS = 900;
+  const BARGE_MS = 250;
+  const PREROLL_MS = 400;
+  const conversationButton = $('conversation');
+
+  function setPhase(phase) {
+    conversation.phase = phase;
+    conversation.loudMs = 0;
+    conversation.quietMs = 0;
+    document.body.dataset.conversation = phase;
+    if (phase === 'waiting') say('Conversation: listening… (Esc leaves)');
+  }
+
+  function onConversationBlock(block) {
+    const c = conversation;
+    if (!c) return;
+    const ms = (block.length / c.rate) * 1000;
+    // Blocks are a few milliseconds long: smooth their loudness over tens
+    // of milliseconds so that the gaps inside words do not count as pauses.
+    const rms = loudness(block);
+    c.level += (rms - c.level) * Math.min(1, ms / 60);
+    const loud = c.level > START_LEVEL;
+    level.value = Math.min(1, c.level * 4);
+    c.preroll.push(block);
+    let kept = c.preroll.reduce((n, b) => n + b.length, 0);
+    while (kept - c.preroll[0].length > (c.rate * PREROLL_MS) / 1000) kept -= c.preroll.shift().length;
+    c.loudMs = loud ? c.loudMs + ms : 0;
+    c.quietMs = loud ? 0 : c.quietMs + ms;
+    if (c.phase === 'waiting' && c.loudMs >= START_MS) {
+      c.chunks = c.preroll.slice();
+      setPhase('speaking');
+      say('Conversation: hearing you…');
+    } else if (c.phase === 'speaking') {
+      c.chunks.push(block);
+      const length = c.chunks.reduce((n, b) => n + b.length, 0);
+      if (c.quietMs >= END_QUIET_MS || length > c.rate * MAX_SECONDS) {
+        const chunks = c.chunks;
+        c.chunks = [];
+        setPhase('recognising');
+        recognise(chunks, c.rate, true).then((sent) => {
+          if (!conversation) return;
+          if (sent) {
+            conversation.sentAt = Date.now();
+            setPhase('replying');
+          } else {
+            setPhase('waiting');
+          }
+        });
+      }
+    } else if (c.phase === 'replying') {
+      const speaking = document.body.dataset.speaking === 'true';
+      const sendingNow = document.body.dataset.sending === 'true';
+      if (speaking && c.loudMs >= BARGE_MS) {
+        // Talking over the reply: stop it and hear the user.
+        document.dispatchEvent(new CustomEvent('voxgate:stop-speech'));
+        document.body.dataset.bargeIns = String(Number(document.body.dataset.bargeIns || 0) + 1);
+        c.chunks = c.preroll.slice();
+        setPhase('speaking');
+        say('Conversation: stopped the reply to hear you…');
+      } else if (speaking) {
+        c.heard = true;
+      } else if (!sendingNow && (c.heard || Date.now() - c.sentAt > 2500)) {
+        // The reply was spoken (or is not going to be): listen again.
+        c.heard = false;
+        setPhase('waiting');
+      }
+    }
+  }
+
+  async function enterConversation() {
+    if (conversation || recording || busy) return;
+    conversation = { phase: 'opening', rate: 48000, level: 0, preroll: [], chunks: [], loudMs: 0, quietMs: 0, heard: false, sentAt: 0 };
+    const opened = await openMicrophone(onConversationBlock);
+    if (!opened) {
+      conversation = null;
+      return;
+    }
+    conversation.rate = opened.rate;
+    conversation.microphone = opened;
+    conversationButton.setAttribute('aria-pressed', 'true');
+    level.hidden = false;
+    setPhase('waiting');
+  }
+
+  function leaveConversation() {
+    if (!conversation) return;
+    if (conversation.microphone) conversation.microphone.close();
+    conversation = null;
+    conversationButton.setAttribute('aria-pressed', 'false');
+    level.hidden = true;
+    level.value = 0;
+    delete document.body.dataset.conversation;
+    say('');
+  }
+
+  conversationButton.addEventListener('click', () => (conversation ? leaveConversation() : enterConversation()));
+  window.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && conversation) leaveConversation();
+  });
 
   mic.addEventListener('click', () => (recording ? stop() : start()));
   // Hold Space to talk, outside the text box and the other controls.

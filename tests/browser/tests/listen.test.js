@@ -83,3 +83,24 @@ test('a refused microphone is said in the page, and typing still works', async (
     await denying.close();
   }
 });
+
+test('conversation mode holds turns hands-free, talking over a reply stops it, and Esc leaves', async () => {
+  const page = await newPage(browser);
+  await page.context().grantPermissions(['microphone'], { origin: BASE });
+  await signIn(page, 'bob', 'bob');
+  const asked = await page.locator('.message.user').count();
+  await page.click('#conversation');
+  await page.waitForFunction(() => document.getElementById('conversation').getAttribute('aria-pressed') === 'true');
+  // The microphone keeps repeating the question: each one is heard, sent
+  // and answered with nobody touching the page, and the repeat that comes
+  // while a reply is being spoken stops it.
+  await page.waitForFunction((n) => document.querySelectorAll('.message.user').length >= n + 2, asked, { timeout: 60000 });
+  await page.waitForFunction(() => Number(document.body.dataset.bargeIns || 0) >= 1, null, { timeout: 60000 });
+  const said = await page.locator('.message.user').evaluateAll((els) => els.slice(-2).map((e) => e.querySelector('.text').textContent));
+  for (const text of said) assert.match(text.toLowerCase(), /what can you do/);
+  await screenshot(page, 'listen-conversation');
+  await page.keyboard.press('Escape');
+  assert.equal(await page.getAttribute('#conversation', 'aria-pressed'), 'false');
+  assert.equal(await page.evaluate(() => document.body.dataset.conversation), undefined);
+  assert.deepEqual(unexpectedProblems(page), []);
+});
