@@ -209,6 +209,15 @@ ensure_openai_client() {
     export VOXGATE_OPENAI_PYTHON="$ROOT/.local/openai/bin/python"
 }
 
+# ensure_whisper_server installs the third-party OpenAI-compatible
+# transcription server the tests run the `service` recogniser against
+# (pinned in tests/whisper-server/requirements.txt) into .local/whisper-server
+# and exports VOXGATE_WHISPER_SERVER_PYTHON.
+ensure_whisper_server() {
+    ensure_venv whisper-server tests/whisper-server/requirements.txt "the transcription server (faster-whisper-server)" || return 1
+    export VOXGATE_WHISPER_SERVER_PYTHON="$ROOT/.local/whisper-server/bin/python"
+}
+
 # ensure_schemathesis installs the property-based API fuzzer (the version
 # pinned in tests/fuzz/requirements.txt) into .local/schemathesis and exports
 # VOXGATE_SCHEMATHESIS (its `st` command).

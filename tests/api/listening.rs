@@ -53,7 +53,7 @@ sys.stdout.buffer.write(out.getvalue())
 
 /// `wav` re-encoded as Opus in `container` (`webm` or `ogg`), as browsers
 /// record it (PyAV, from the recogniser's own install).
-fn opus(wav: &[u8], container: &str) -> Vec<u8> {
+pub fn opus(wav: &[u8], container: &str) -> Vec<u8> {
     const ENCODE: &str = r#"
 import io, sys
 import av
@@ -108,7 +108,7 @@ pub async fn listening_stack(settings: TestSettings) -> Stack {
     .await
 }
 
-async fn post_audio(
+pub async fn post_audio(
     stack: &Stack,
     token: &str,
     body: Vec<u8>,

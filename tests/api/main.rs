@@ -15,6 +15,7 @@ mod foundation;
 mod fuzz;
 mod layout;
 mod listening;
+mod listening_service;
 mod neural;
 mod openai;
 mod pages;

@@ -249,13 +249,28 @@ impl Config {
         let stt_engine = match text("stt.engine")?.as_str() {
             "auto" => Some(SttEngineChoice::Auto),
             "local" => Some(SttEngineChoice::Local),
+            "service" => Some(SttEngineChoice::Service),
             "off" => None,
             other => {
                 return Err(invalid(
                     setting("stt.engine"),
-                    format!("`{other}` is not one of auto, local, off"),
+                    format!("`{other}` is not one of auto, local, service, off"),
                 ));
             }
+        };
+        let stt_service = match opt("stt.service_url") {
+            Some(_) => Some(SttServiceConfig {
+                url: url("stt.service_url")?,
+                key: secret_opt("stt.service_key"),
+                model: text("stt.service_model")?,
+            }),
+            None if stt_engine == Some(SttEngineChoice::Service) => {
+                return Err(invalid(
+                    setting("stt.service_url"),
+                    "must be set when VOXGATE_STT_ENGINE is service",
+                ));
+            }
+            None => None,
         };
 
         let llm = match opt("llm.url") {
@@ -402,6 +417,7 @@ impl Config {
                 engine: stt_engine,
                 whisper_python: opt("stt.whisper_python").map(PathBuf::from),
                 whisper_model: opt("stt.whisper_model").map(PathBuf::from),
+                service: stt_service,
                 workers: positive("stt.workers", "a whole number")? as usize,
                 wait: Duration::from_secs(positive(
                     "stt.worker_wait_seconds",

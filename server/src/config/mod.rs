@@ -292,6 +292,7 @@ pub struct SttConfig {
     pub engine: Option<SttEngineChoice>,
     pub whisper_python: Option<PathBuf>,
     pub whisper_model: Option<PathBuf>,
+    pub service: Option<SttServiceConfig>,
     pub workers: usize,
     /// Longest wait for a free worker.
     pub wait: std::time::Duration,
@@ -303,9 +304,20 @@ pub struct SttConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SttEngineChoice {
-    /// The local recogniser if it is installed, else none.
+    /// The service if configured, else the local recogniser if it is
+    /// installed, else none.
     Auto,
     Local,
+    Service,
+}
+
+/// An OpenAI-compatible transcription service.
+#[derive(Clone, Debug)]
+pub struct SttServiceConfig {
+    /// Up to and including `/v1`.
+    pub url: Url,
+    pub key: Option<SecretString>,
+    pub model: String,
 }
 
 #[derive(Clone, Debug)]

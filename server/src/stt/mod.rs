@@ -3,7 +3,8 @@
 //! bytes; `POST /v1/audio/transcriptions` is OpenAI's shape of the same.
 //!
 //! The recogniser runs on the machine (`local.rs`: faster-whisper in warm
-//! worker processes). Audio is held in memory for the one recognition and
+//! worker processes) or is an OpenAI-compatible transcription service
+//! (`service.rs`). Audio is held in memory for the one recognition and
 //! never written to disk, the database or a log; only the text a user then
 //! sends becomes a chat message. Each user may recognise one utterance at a
 //! time, so one user cannot occupy every worker.
@@ -11,6 +12,7 @@
 mod audio;
 mod handlers;
 mod local;
+mod service;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,34 @@ use crate::limits::{self, Meter};
 pub use audio::{ACCEPTED, Container};
 pub use handlers::routes;
 use local::LocalRecogniser;
+use service::ServiceRecogniser;
+
+/// The recogniser an instance uses.
+enum Recogniser {
+    Local(LocalRecogniser),
+    Service(ServiceRecogniser),
+}
+
+impl Recogniser {
+    fn name(&self) -> &'static str {
+        match self {
+            Recogniser::Local(_) => "local",
+            Recogniser::Service(_) => "service",
+        }
+    }
+
+    async fn recognise(
+        &self,
+        audio: &[u8],
+        container: Container,
+        language: Option<&str>,
+    ) -> Result<Heard, SttError> {
+        match self {
+            Recogniser::Local(r) => r.recognise(audio, language).await,
+            Recogniser::Service(r) => r.recognise(audio, container, language).await,
+        }
+    }
+}
 pub use local::WORKER_SETTINGS;
 
 /// Recognitions a minute, and seconds of speech recognised a day.
@@ -68,7 +98,7 @@ pub struct Transcript {
     /// The language heard (ISO 639-1).
     pub language: String,
     pub duration_ms: u64,
-    /// `local`.
+    /// `local` or `service`.
     pub engine: &'static str,
 }
 
@@ -86,7 +116,7 @@ pub struct Stt {
 }
 
 struct Inner {
-    engine: Result<LocalRecogniser, String>,
+    engine: Result<Recogniser, String>,
     db: PgPool,
     config: SttConfig,
     /// Users with a recognition under way on this instance.
@@ -114,14 +144,23 @@ impl Stt {
     /// sign-in, chat and speech work without it.
     pub async fn new(config: &Config, db: PgPool) -> Stt {
         let stt = config.stt.clone();
-        let engine = match stt.engine {
-            None => Err("speech recognition is turned off (VOXGATE_STT_ENGINE=off)".to_string()),
-            Some(SttEngineChoice::Auto) if stt.whisper_python.is_none() => {
+        let engine = match (stt.engine, &stt.service) {
+            (None, _) => Err("speech recognition is turned off (VOXGATE_STT_ENGINE=off)".to_string()),
+            (Some(SttEngineChoice::Service | SttEngineChoice::Auto), Some(service)) => {
+                ServiceRecogniser::new(&stt, service.clone()).map(Recogniser::Service)
+            }
+            (Some(SttEngineChoice::Service), None) => {
+                Err("VOXGATE_STT_SERVICE_URL is not set".to_string())
+            }
+            (Some(SttEngineChoice::Auto), None) if stt.whisper_python.is_none() => {
                 Err("no recogniser is installed (VOXGATE_WHISPER_PYTHON is not set)".to_string())
             }
-            Some(_) => LocalRecogniser::start(stt.clone()).await.inspect_err(|reason| {
-                tracing::error!(%reason, "the speech recogniser could not start; listening is off");
-            }),
+            (Some(_), _) => LocalRecogniser::start(stt.clone())
+                .await
+                .map(Recogniser::Local)
+                .inspect_err(|reason| {
+                    tracing::error!(%reason, "the speech recogniser could not start; listening is off");
+                }),
         };
         Stt {
             inner: Arc::new(Inner {
@@ -159,7 +198,8 @@ impl Stt {
             ));
         }
         let max = inner.config.max_seconds;
-        if Container::sniff(audio)? == Container::Wav
+        let container = Container::sniff(audio)?;
+        if container == Container::Wav
             && audio::wav_duration(audio)? > Duration::from_secs(u64::from(max))
         {
             return Err(too_long(max));
@@ -173,7 +213,7 @@ impl Stt {
             limits::charge(&inner.db, METER, user, 0, inner.config.daily_seconds).await?;
         }
         let _turn = self.turn(user)?;
-        let heard = engine.recognise(audio, language).await.map_err(|e| match e {
+        let heard = engine.recognise(audio, container, language).await.map_err(|e| match e {
             SttError::Busy => ApiError::Unavailable {
                 detail: "Every speech recogniser is busy; try again in a moment.".into(),
                 retry_after: Some(2),
@@ -208,7 +248,7 @@ impl Stt {
             text,
             language: heard.language,
             duration_ms: heard.duration.as_millis() as u64,
-            engine: "local",
+            engine: engine.name(),
         })
     }
 
@@ -233,7 +273,7 @@ impl Stt {
     /// was asked for and could not start is not.
     pub fn status(&self) -> (bool, String) {
         match &self.inner.engine {
-            Ok(engine) => {
+            Ok(Recogniser::Local(engine)) => {
                 let pids: Vec<String> = engine.worker_pids().iter().map(u32::to_string).collect();
                 let detail = format!(
                     "local recogniser ({}) ready; worker pid {}",
@@ -242,23 +282,30 @@ impl Stt {
                 );
                 (true, detail)
             }
+            Ok(Recogniser::Service(service)) => (
+                true,
+                format!(
+                    "transcription service at {} (model {})",
+                    service.describe(),
+                    service.model()
+                ),
+            ),
             Err(why) => (
-                self.inner.config.engine != Some(SttEngineChoice::Local),
+                matches!(self.inner.config.engine, None | Some(SttEngineChoice::Auto)),
                 format!("off: {why}"),
             ),
         }
     }
 
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.inner
-            .engine
-            .as_ref()
-            .map(|e| e.worker_pids())
-            .unwrap_or_default()
+        match &self.inner.engine {
+            Ok(Recogniser::Local(engine)) => engine.worker_pids(),
+            _ => Vec::new(),
+        }
     }
 
     pub async fn shutdown(&self) {
-        if let Ok(engine) = &self.inner.engine {
+        if let Ok(Recogniser::Local(engine)) = &self.inner.engine {
             engine.shutdown();
         }
     }

@@ -1,0 +1,162 @@
+//! The `service` recogniser: an OpenAI-compatible transcription endpoint
+//! (`{url}/audio/transcriptions`: OpenAI, Groq, a self-hosted
+//! faster-whisper server…). The utterance is sent as OpenAI's multipart
+//! form and never stored here; at most `VOXGATE_STT_WORKERS` recognitions
+//! are sent at once, and a client that leaves cancels its request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use tokio::sync::Semaphore;
+
+use super::audio::Container;
+use super::{Heard, SttError};
+use crate::config::{SttConfig, SttServiceConfig};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct ServiceRecogniser {
+    http: reqwest::Client,
+    service: SttServiceConfig,
+    permits: Arc<Semaphore>,
+    wait: Duration,
+}
+
+#[derive(serde::Deserialize)]
+struct Verbose {
+    text: String,
+    language: Option<String>,
+    duration: Option<f64>,
+}
+
+impl ServiceRecogniser {
+    pub fn new(config: &SttConfig, service: SttServiceConfig) -> Result<ServiceRecogniser, String> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("voxgate/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(TIMEOUT)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(ServiceRecogniser {
+            http,
+            service,
+            permits: Arc::new(Semaphore::new(config.workers.max(1))),
+            wait: config.wait,
+        })
+    }
+
+    /// The service's address without credentials or query, for `/readyz`.
+    pub fn describe(&self) -> String {
+        let url = &self.service.url;
+        format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default()
+        )
+    }
+
+    pub fn model(&self) -> &str {
+        &self.service.model
+    }
+
+    pub async fn recognise(
+        &self,
+        audio: &[u8],
+        container: Container,
+        language: Option<&str>,
+    ) -> Result<Heard, SttError> {
+        let _permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| SttError::Busy)?
+            .map_err(|_| SttError::Unavailable("shutting down".into()))?;
+        let (name, mime) = match container {
+            Container::Wav => ("speech.wav", "audio/wav"),
+            Container::WebM => ("speech.webm", "audio/webm"),
+            Container::Ogg => ("speech.ogg", "audio/ogg"),
+        };
+        let mut fields = vec![
+            ("model", self.service.model.as_str()),
+            ("response_format", "verbose_json"),
+        ];
+        if let Some(language) = language {
+            fields.push(("language", language));
+        }
+        let (content_type, body) = form(audio, name, mime, &fields);
+        let url = format!(
+            "{}/audio/transcriptions",
+            self.service.url.as_str().trim_end_matches('/')
+        );
+        let mut request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        if let Some(key) = &self.service.key {
+            request = request.bearer_auth(key.expose_secret());
+        }
+        let response = request.send().await.map_err(|e| {
+            tracing::warn!(error = %crate::error::chain(&e), "transcription service unreachable");
+            SttError::Unavailable("the transcription service cannot be reached".into())
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let detail: String = response
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
+            return Err(match status.as_u16() {
+                400 | 415 | 422 => SttError::Undecodable(detail),
+                429 => SttError::Busy,
+                401 | 403 => SttError::Engine(format!(
+                    "the transcription service refused the key ({status})"
+                )),
+                _ => SttError::Engine(format!(
+                    "the transcription service answered {status}: {detail}"
+                )),
+            });
+        }
+        let verbose: Verbose = response.json().await.map_err(|e| {
+            SttError::Engine(format!("the transcription service answered nonsense: {e}"))
+        })?;
+        let duration = match (verbose.duration, container) {
+            (Some(seconds), _) if seconds.is_finite() && seconds >= 0.0 => {
+                Duration::from_secs_f64(seconds)
+            }
+            (_, Container::Wav) => super::audio::wav_duration(audio).unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        Ok(Heard {
+            text: verbose.text,
+            language: verbose
+                .language
+                .unwrap_or_else(|| language.unwrap_or("en").to_string()),
+            duration,
+        })
+    }
+}
+
+/// OpenAI's multipart form: the fields, then the file.
+fn form(audio: &[u8], name: &str, mime: &str, fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = format!("voxgate-{}", uuid::Uuid::new_v4().simple());
+    let mut body = Vec::with_capacity(audio.len() + 512);
+    for (field, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {mime}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(audio);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
