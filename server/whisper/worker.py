@@ -14,9 +14,11 @@ Protocol (stdout carries only this; logs go to stderr):
   On start-up, one JSON line: {"ready": true, "model": "<name>"}
   If the model cannot be loaded, the worker exits non-zero without that line.
   Then, for every request: one JSON line
-  {"bytes": N, "language": "en" | null, "max_seconds": <number, 0 for none>}
-  followed by N bytes of audio (WAV, WebM or Ogg), answered by exactly one
-  JSON line, in order:
+  {"bytes": N, "language": "en" | null, "max_seconds": <number, 0 for none>,
+   "partials": true | false}
+  followed by N bytes of audio (WAV, WebM or Ogg), answered (with partials,
+  first by {"partial": "<the text so far>"} after each segment, then) by
+  exactly one JSON line, in order:
     {"text": "...", "language": "en", "duration_ms": <int>}   ("" if nothing was heard)
     or {"error": "<message>", "undecodable": true}   (not audio it can decode)
     or {"error": "<message>", "too_long": true}      (longer than max_seconds)
@@ -79,6 +81,7 @@ def serve(model, proto):
             size = int(request["bytes"])
             language = request.get("language") or None
             max_seconds = float(request.get("max_seconds") or 0)
+            partials = bool(request.get("partials"))
         except Exception as e:
             # The stream cannot be trusted past a bad header.
             log.error("bad request line: %s", e)
@@ -102,7 +105,13 @@ def serve(model, proto):
                 samples, language=language, beam_size=1, vad_filter=False,
                 condition_on_previous_text=False,
             )
-            text = " ".join(s.text.strip() for s in segments if s.no_speech_prob < 0.8).strip()
+            heard = []
+            for segment in segments:  # a generator: each is decoded in turn
+                if segment.no_speech_prob < 0.8 and segment.text.strip():
+                    heard.append(segment.text.strip())
+                    if partials:
+                        answer(proto, {"partial": " ".join(heard)})
+            text = " ".join(heard).strip()
             answer(proto, {
                 "text": text,
                 "language": info.language,

@@ -516,3 +516,75 @@ async fn a_recogniser_asked_for_that_cannot_start_is_reported_and_the_rest_works
         .await;
     assert_eq!(chat.status(), 200);
 }
+
+/// `(event, data)` pairs of a server-sent-events body.
+fn events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name.to_string(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
+
+async fn post_streamed(stack: &Stack, token: &str, body: Vec<u8>) -> (u16, Vec<(String, Value)>) {
+    let r = reqwest::Client::new()
+        .post(stack.app.url("/api/stt"))
+        .bearer_auth(token)
+        .header("content-type", "audio/wav")
+        .header("accept", "text/event-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, events(&r.text().await.unwrap()))
+}
+
+#[tokio::test]
+async fn a_long_utterance_streams_the_text_so_far_then_the_transcript() {
+    let stack = listening_stack(TestSettings::default()).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let long = spoken(
+        "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. \
+         It is easy to tell the depth of a well. These days a chicken leg is a rare dish. \
+         Rice is often served in round bowls. The juice of lemons makes fine punch. \
+         The box was thrown beside the parked truck. The hogs were fed chopped corn and garbage. \
+         Four hours of steady work faced us. A large size in stockings is hard to sell.",
+    );
+    let (status, said) = post_streamed(&stack, &bob, long).await;
+    assert_eq!(status, 200);
+    let (last, done) = said.last().unwrap();
+    assert_eq!(last, "done", "{said:?}");
+    let partials: Vec<&str> = said
+        .iter()
+        .filter(|(name, _)| name == "partial")
+        .map(|(_, data)| data["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        partials.len() >= 2,
+        "the text so far, more than once: {said:?}"
+    );
+    for pair in partials.windows(2) {
+        assert!(
+            pair[1].starts_with(pair[0]),
+            "each partial extends the one before: {pair:?}"
+        );
+    }
+    let text = done["text"].as_str().unwrap();
+    assert_eq!(text, *partials.last().unwrap());
+    assert!(
+        words(text).contains("smooth planks") && words(text).contains("hard to sell"),
+        "{text}"
+    );
+
+    // Refusals known before listening are statuses; later ones are events.
+    let (status, _) = post_streamed(&stack, &bob, b"not audio".to_vec()).await;
+    assert_eq!(status, 415);
+    let (status, said) = post_streamed(&stack, &bob, silence(2)).await;
+    assert_eq!(status, 200);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0].0, "error");
+    assert_eq!(said[0].1["status"], 422);
+}

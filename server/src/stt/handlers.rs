@@ -4,7 +4,9 @@
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -59,11 +61,16 @@ struct RecogniseQuery {
 }
 
 /// Recognises one utterance: the body is the recording (16-bit PCM WAV, or
-/// Opus in WebM or Ogg as browsers record it).
+/// Opus in WebM or Ogg as browsers record it). With `Accept:
+/// text/event-stream` the answer streams: `partial` events (`{"text"}`,
+/// the text so far, where the engine can tell it), then `done` (the
+/// transcript) or `error` (`{"status", "detail"}`).
 #[utoipa::path(post, path = "/api/stt", tag = "listening", params(RecogniseQuery),
     request_body(description = "The utterance: audio/wav, audio/webm, audio/ogg, or any of them as application/octet-stream",
         content((Vec<u8> = "application/octet-stream"), (Vec<u8> = "audio/wav"), (Vec<u8> = "audio/webm"), (Vec<u8> = "audio/ogg"))),
-    responses((status = 200, body = Transcript), (status = 400, body = Problem), (status = 413, body = Problem),
+    responses((status = 200, description = "The transcript, or its events", content(
+            (Transcript = "application/json"), (String = "text/event-stream"))),
+        (status = 400, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem),
         (status = 503, body = Problem)))]
 async fn recognise(
@@ -71,7 +78,12 @@ async fn recognise(
     user: CurrentUser,
     AppQuery(q): AppQuery<RecogniseQuery>,
     request: Request,
-) -> Result<AppJson<Transcript>, ApiError> {
+) -> Result<Response, ApiError> {
+    let streamed = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
     let declared = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -81,14 +93,73 @@ async fn recognise(
     let body = Bytes::from_request(limited(&stt, request), &())
         .await
         .map_err(|e| too_large(&e, e.status()))?;
+    let language = q.language.filter(|l| !l.is_empty());
+    if streamed {
+        // What the bytes are is known at once: answered as a status, not
+        // an event.
+        super::Container::sniff(&body)?;
+        return Ok(events(stt, speaker(&user), body, language));
+    }
     let transcript = stt
-        .transcribe(
-            speaker(&user),
-            &body,
-            q.language.as_deref().filter(|l| !l.is_empty()),
-        )
+        .transcribe(speaker(&user), &body, language.as_deref())
         .await?;
-    Ok(AppJson(transcript))
+    Ok(AppJson(transcript).into_response())
+}
+
+/// The recognition as server-sent events. The recognition runs inside the
+/// response stream, so a client that leaves cancels it and frees its
+/// worker.
+fn events(stt: Stt, speaker: Speaker, body: Bytes, language: Option<String>) -> Response {
+    enum Said {
+        Partial(String),
+        Done(Result<Transcript, ApiError>),
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(16);
+    let work = async move {
+        let result = stt
+            .transcribe_with(speaker, &body, language.as_deref(), Some(&tx))
+            .await;
+        Said::Done(result)
+    };
+    let partials = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|text| (Said::Partial(text), rx))
+    });
+    // Partials until the answer, which ends the stream.
+    let said = futures::stream::select(partials, futures::stream::once(work)).scan(
+        false,
+        |ended, said| {
+            let out = (!*ended).then_some(said);
+            *ended = *ended || matches!(out, Some(Said::Done(_)));
+            std::future::ready(out)
+        },
+    );
+    let events = said.map(|said| {
+        let event = match said {
+            Said::Partial(text) => Event::default()
+                .event("partial")
+                .json_data(json!({ "text": text })),
+            Said::Done(Ok(transcript)) => Event::default().event("done").json_data(&transcript),
+            Said::Done(Err(e)) => {
+                let status = e.status().as_u16();
+                let detail = if status >= 500 && status != 503 {
+                    "Your speech could not be recognised; try again.".to_string()
+                } else {
+                    e.to_string()
+                };
+                // Logs a 5xx cause the same way a plain response would.
+                let _ = e.into_response();
+                Event::default()
+                    .event("error")
+                    .json_data(json!({ "status": status, "detail": detail }))
+            }
+        };
+        Ok::<_, std::convert::Infallible>(event.unwrap_or_else(|_| Event::default().event("error")))
+    });
+    let mut response = Sse::new(events).into_response();
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    response
 }
 
 /// OpenAI's transcription form (`file`, `model`, `language`,

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use voxgate_audio::worker::{self, Refused, Warm};
 
-use super::{Heard, SttError};
+use super::{Heard, Partials, SttError};
 use crate::config::SttConfig;
 
 const WORKER: &str = include_str!("../../whisper/worker.py");
@@ -32,6 +32,8 @@ struct Ready {
 
 #[derive(serde::Deserialize)]
 struct Answer {
+    /// The text so far, before the final answer.
+    partial: Option<String>,
     text: Option<String>,
     language: Option<String>,
     duration_ms: Option<u64>,
@@ -90,37 +92,58 @@ impl Worker {
         audio: &[u8],
         language: Option<&str>,
         max_seconds: u32,
+        partials: Option<&Partials>,
     ) -> Result<Answer, SttError> {
         self.in_step = false;
         let mut header = serde_json::to_vec(&serde_json::json!({
             "bytes": audio.len(),
             "language": language,
             "max_seconds": max_seconds,
+            "partials": partials.is_some(),
         }))
         .map_err(|e| SttError::Engine(e.to_string()))?;
         header.push(b'\n');
-        let exchange = async {
+        let sent = async {
             self.stdin.write_all(&header).await?;
             self.stdin.write_all(audio).await?;
-            self.stdin.flush().await?;
-            let mut line = String::new();
-            if self.stdout.read_line(&mut line).await? == 0 {
-                return Err(std::io::Error::other("the recogniser stopped"));
-            }
-            Ok(line)
+            self.stdin.flush().await
         };
-        let line = match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
-            Ok(Ok(line)) => line,
+        match tokio::time::timeout(ANSWER_TIMEOUT, sent).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(SttError::Engine(format!("the recogniser stopped: {e}"))),
             Err(_) => {
                 return Err(SttError::Engine(
-                    "the recogniser did not answer in time".into(),
+                    "the recogniser did not take the audio in time".into(),
                 ));
             }
-        };
-        self.in_step = true;
-        serde_json::from_str(line.trim())
-            .map_err(|e| SttError::Engine(format!("the recogniser answered nonsense: {e}")))
+        }
+        loop {
+            let mut line = String::new();
+            let read = tokio::time::timeout(ANSWER_TIMEOUT, self.stdout.read_line(&mut line)).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) => return Err(SttError::Engine("the recogniser stopped".into())),
+                Ok(Err(e)) => return Err(SttError::Engine(format!("the recogniser stopped: {e}"))),
+                Err(_) => {
+                    return Err(SttError::Engine(
+                        "the recogniser did not answer in time".into(),
+                    ));
+                }
+            }
+            let answer: Answer = serde_json::from_str(line.trim())
+                .map_err(|e| SttError::Engine(format!("the recogniser answered nonsense: {e}")))?;
+            match (&answer.partial, partials) {
+                (Some(text), Some(sink)) => {
+                    // A slow reader misses partials, never the answer.
+                    let _ = sink.try_send(text.clone());
+                }
+                (Some(_), None) => {}
+                (None, _) => {
+                    self.in_step = true;
+                    return Ok(answer);
+                }
+            }
+        }
     }
 }
 
@@ -158,7 +181,12 @@ impl LocalRecogniser {
         &self.model
     }
 
-    pub async fn recognise(&self, audio: &[u8], language: Option<&str>) -> Result<Heard, SttError> {
+    pub async fn recognise(
+        &self,
+        audio: &[u8],
+        language: Option<&str>,
+        partials: Option<&Partials>,
+    ) -> Result<Heard, SttError> {
         let start = || async {
             let (worker, _) = Worker::start(&self.config).await?;
             tracing::info!("recogniser worker started");
@@ -178,7 +206,10 @@ impl LocalRecogniser {
                 "the recogniser worker is gone".into(),
             ));
         };
-        let answer = match worker.recognise(audio, language, max_seconds).await {
+        let answer = match worker
+            .recognise(audio, language, max_seconds, partials)
+            .await
+        {
             Ok(answer) => answer,
             Err(e) => {
                 self.workers.discard(&mut lease);

@@ -49,9 +49,10 @@ impl Recogniser {
         audio: &[u8],
         container: Container,
         language: Option<&str>,
+        partials: Option<&Partials>,
     ) -> Result<Heard, SttError> {
         match self {
-            Recogniser::Local(r) => r.recognise(audio, language).await,
+            Recogniser::Local(r) => r.recognise(audio, language, partials).await,
             Recogniser::Service(r) => r.recognise(audio, container, language).await,
         }
     }
@@ -68,6 +69,9 @@ pub const METER: Meter = Meter {
     budget: "listening quota",
     metric: "voxgate_stt_rejected_total",
 };
+
+/// Where a recogniser that can tell the text so far sends it.
+pub type Partials = tokio::sync::mpsc::Sender<String>;
 
 /// What a recogniser heard.
 pub struct Heard {
@@ -184,6 +188,19 @@ impl Stt {
         audio: &[u8],
         language: Option<&str>,
     ) -> Result<Transcript, ApiError> {
+        self.transcribe_with(speaker, audio, language, None).await
+    }
+
+    /// Like [`Stt::transcribe`], sending the text so far to `partials`
+    /// while it is recognised, where the engine can tell it (the local
+    /// recogniser, after each segment).
+    pub async fn transcribe_with(
+        &self,
+        speaker: Speaker,
+        audio: &[u8],
+        language: Option<&str>,
+        partials: Option<&Partials>,
+    ) -> Result<Transcript, ApiError> {
         let inner = &self.inner;
         let engine = inner.engine.as_ref().map_err(|why| ApiError::Unavailable {
             detail: format!("Speech recognition is not available on this server ({why}); type the message instead."),
@@ -213,7 +230,10 @@ impl Stt {
             limits::charge(&inner.db, METER, user, 0, inner.config.daily_seconds).await?;
         }
         let _turn = self.turn(user)?;
-        let heard = engine.recognise(audio, container, language).await.map_err(|e| match e {
+        let heard = engine
+            .recognise(audio, container, language, partials)
+            .await
+            .map_err(|e| match e {
             SttError::Busy => ApiError::Unavailable {
                 detail: "Every speech recogniser is busy; try again in a moment.".into(),
                 retry_after: Some(2),
