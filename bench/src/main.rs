@@ -8,7 +8,7 @@
 
 mod provision;
 mod report;
-mod scenarios;
+mod sections;
 mod wrk;
 
 use std::collections::BTreeMap;
@@ -336,21 +336,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         };
     }
-    section!("api", scenarios::api);
-    section!("tls", scenarios::tls);
-    section!("hit", scenarios::cache_hit);
-    section!("ttfb", scenarios::ttfb_miss);
-    section!("rss", scenarios::rss_streams);
-    section!("long", scenarios::long_hits);
-    section!("flight", scenarios::single_flight);
-    section!("original", scenarios::original);
-    section!("token", scenarios::token_micro);
+    section!("api", sections::api);
+    section!("tls", sections::tls);
+    section!("hit", sections::cache_hit);
+    section!("ttfb", sections::ttfb_miss);
+    section!("rss", sections::rss_streams);
+    section!("long", sections::long_hits);
+    section!("flight", sections::single_flight);
+    section!("original", sections::original);
+    section!("token", sections::token_micro);
     section!("provision", provision::provisioning);
-    section!("voices", scenarios::voices);
-    section!("curves", scenarios::curves);
-    section!("growth", scenarios::growth);
+    section!("voices", sections::voices);
+    section!("curves", sections::curves);
+    section!("growth", sections::growth);
     let elapsed = started.elapsed().as_secs() + a.setup_seconds;
-    let doc = scenarios::document(&lab, &rep, elapsed)?;
+    let doc = sections::document(&lab, &rep, elapsed)?;
     let out = lab.path(&a.out.to_string_lossy());
     std::fs::write(&out, doc).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("voxgate-bench: wrote {}", out.display());
