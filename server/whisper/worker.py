@@ -22,6 +22,7 @@ Protocol (stdout carries only this; logs go to stderr):
     {"text": "...", "language": "en", "duration_ms": <int>}   ("" if nothing was heard)
     or {"error": "<message>", "undecodable": true}   (not audio it can decode)
     or {"error": "<message>", "too_long": true}      (longer than max_seconds)
+    or {"error": "<message>", "bad_language": true}  (a language the model lacks)
     or {"error": "<message>"}                        (recognition failed)
   EOF on stdin exits with status 0.
 """
@@ -67,9 +68,37 @@ def answer(proto, value):
     proto.flush()
 
 
-def serve(model, proto):
+def decode(audio, max_seconds):
+    """16 kHz mono float32 samples of `audio`, decoded in memory a frame at
+    a time; None once it runs past `max_seconds` (0: no limit), so a small
+    compressed file cannot expand into hours of samples."""
     import av
-    from faster_whisper.audio import decode_audio
+    import numpy as np
+
+    limit = int(max_seconds * 16000) if max_seconds else None
+    chunks, total = [], 0
+    with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        for frame in container.decode(audio=0):
+            for resampled in resampler.resample(frame):
+                samples = resampled.to_ndarray().reshape(-1)
+                chunks.append(samples)
+                total += len(samples)
+                if limit is not None and total > limit:
+                    return None
+        for resampled in resampler.resample(None):
+            samples = resampled.to_ndarray().reshape(-1)
+            chunks.append(samples)
+            total += len(samples)
+    if limit is not None and total > limit:
+        return None
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32) / 32768.0
+
+
+def serve(model, proto):
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
 
     stdin = sys.stdin.buffer
     while True:
@@ -89,16 +118,20 @@ def serve(model, proto):
         audio = stdin.read(size)
         if len(audio) != size:
             return
+        if language is not None and (language not in _LANGUAGE_CODES or
+                                     (model.model.is_multilingual is False and language != "en")):
+            answer(proto, {"error": f"unknown language {language!r}", "bad_language": True})
+            continue
         try:
-            samples = decode_audio(io.BytesIO(audio), sampling_rate=16000)
-        except (av.error.FFmpegError, ValueError, IndexError, StopIteration) as e:
+            samples = decode(audio, max_seconds)
+        except Exception as e:  # whatever the bytes do to the decoder
             answer(proto, {"error": f"{type(e).__name__}: {e}", "undecodable": True})
+            continue
+        if samples is None:
+            answer(proto, {"error": "the utterance is too long", "too_long": True})
             continue
         if len(samples) == 0:
             answer(proto, {"error": "no audio in the file", "undecodable": True})
-            continue
-        if max_seconds and len(samples) / 16000 > max_seconds:
-            answer(proto, {"error": "the utterance is too long", "too_long": True})
             continue
         try:
             segments, info = model.transcribe(
@@ -119,7 +152,7 @@ def serve(model, proto):
             })
         except Exception as e:  # one bad request must not kill the worker
             log.warning("request failed: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
-            answer(proto, {"error": f"{type(e).__name__}: {e}", "undecodable": False})
+            answer(proto, {"error": f"{type(e).__name__}: {e}"})
 
 
 def main():

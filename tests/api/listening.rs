@@ -302,7 +302,7 @@ async fn bad_recordings_get_specific_answers_and_cost_nothing() {
     let mut junk = vec![0x1a, 0x45, 0xdf, 0xa3];
     junk.extend_from_slice(&[0x42; 2000]);
     let p = problem(post_audio(&stack, &bob, junk, "audio/webm").await, 400).await;
-    detail_has(&p, "cannot be decoded");
+    detail_has(&p, "cannot be read from its container");
     let p = problem(post_audio(&stack, &bob, silence(2), "audio/wav").await, 422).await;
     detail_has(&p, "Nothing was heard");
     let p = problem(post_audio(&stack, &bob, silence(6), "audio/wav").await, 413).await;
@@ -313,8 +313,38 @@ async fn bad_recordings_get_specific_answers_and_cost_nothing() {
     )
     .await;
     detail_has(&p, "VOXGATE_STT_MAX_BYTES");
-    // Only the silence that was listened to counts.
+    // Only the silence that was listened to counts; refusals cost nothing.
     assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 2);
+    let q = |language: &str| format!("/api/stt?language={language}");
+    for (language, detail) in [
+        ("zz", "not a language the recogniser knows"),
+        ("fra", "ISO 639-1"),
+    ] {
+        let r = reqwest::Client::new()
+            .post(stack.app.url(&q(language)))
+            .bearer_auth(&bob)
+            .header("content-type", "audio/wav")
+            .body(silence(1))
+            .send()
+            .await
+            .unwrap();
+        let p = problem(r, 422).await;
+        assert_eq!(p["errors"][0]["field"], "language");
+        detail_has(&p, detail);
+    }
+    // Compressed recordings are measured from their containers: too long
+    // is refused before any recogniser hears them.
+    let long = spoken(
+        "This sentence goes on for well over five seconds when it is spoken out loud. And then it goes on a little more.",
+    );
+    for container in ["ogg", "webm"] {
+        let p = problem(
+            post_audio(&stack, &bob, opus(&long, container), "audio/ogg").await,
+            413,
+        )
+        .await;
+        detail_has(&p, "longer than 5 s");
+    }
     assert_eq!(anonymous(&stack, "/api/stt").await, 401);
 }
 
@@ -323,36 +353,35 @@ async fn listening_has_a_rate_and_a_daily_budget_and_staff_are_exempt_from_the_b
     let stack = listening_stack(
         TestSettings::default()
             .set("VOXGATE_STT_RATE_PER_MINUTE", "3")
-            .set("VOXGATE_STT_DAILY_SECONDS", "2"),
+            .set("VOXGATE_STT_DAILY_SECONDS", "3"),
     )
     .await;
     let bob = stack.password_token("bob", "bob").await;
+    // About a second and a half, charged as 2 s before it is heard: the
+    // first fits the budget of 3, the second would not.
     let question = spoken("What time is it?");
-    // About a second and a half: under the budget, then over it.
     assert_eq!(
         post_audio(&stack, &bob, question.clone(), "audio/wav")
             .await
             .status(),
         200
     );
-    assert_eq!(
-        post_audio(&stack, &bob, question.clone(), "audio/wav")
-            .await
-            .status(),
-        200
-    );
-    let p = problem(
-        post_audio(&stack, &bob, question.clone(), "audio/wav").await,
-        429,
-    )
-    .await;
-    detail_has(&p, "listening quota of 2 seconds");
+    assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 2);
+    for _ in 0..2 {
+        let p = problem(
+            post_audio(&stack, &bob, question.clone(), "audio/wav").await,
+            429,
+        )
+        .await;
+        detail_has(&p, "listening quota of 3 seconds");
+    }
     let p = problem(
         post_audio(&stack, &bob, question.clone(), "audio/wav").await,
         429,
     )
     .await;
     detail_has(&p, "at most 3 a minute");
+    assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 2);
     let alice = stack.password_token("alice", "alice").await;
     for _ in 0..3 {
         assert_eq!(
@@ -453,6 +482,7 @@ async fn a_client_that_leaves_frees_its_worker_at_once() {
         &"This is a long utterance that takes the only worker a good while to recognise, because it goes on and on about nothing in particular. "
             .repeat(3),
     );
+    let question = spoken("What can you do?");
     let before = stack.app.state.stt.worker_pids();
     let leaving = {
         let (url, token, body) = (stack.app.url("/api/stt"), bob.clone(), long.clone());
@@ -468,7 +498,7 @@ async fn a_client_that_leaves_frees_its_worker_at_once() {
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     leaving.abort();
-    let r = post_audio(&stack, &alice, spoken("What can you do?"), "audio/wav").await;
+    let r = post_audio(&stack, &alice, question, "audio/wav").await;
     assert_eq!(r.status(), 200, "the worker was given back when bob left");
     assert_ne!(
         stack.app.state.stt.worker_pids(),
@@ -587,4 +617,124 @@ async fn a_long_utterance_streams_the_text_so_far_then_the_transcript() {
     assert_eq!(said.len(), 1, "{said:?}");
     assert_eq!(said[0].0, "error");
     assert_eq!(said[0].1["status"], 422);
+}
+
+/// About 28 s of speech: a second or two of the only worker's time.
+fn long_speech() -> Vec<u8> {
+    spoken(
+        &"The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. It is easy to tell the depth of a well. "
+            .repeat(3),
+    )
+}
+
+#[tokio::test]
+async fn when_every_worker_stays_busy_the_wait_ends_in_a_503() {
+    let stack =
+        listening_stack(TestSettings::default().set("VOXGATE_STT_WORKER_WAIT_SECONDS", "1")).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let alice = stack.password_token("alice", "alice").await;
+    let first = {
+        let (url, token, body) = (stack.app.url("/api/stt"), bob.clone(), long_speech());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "audio/wav")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = post_audio(&stack, &alice, spoken("What can you do?"), "audio/wav").await;
+    assert!(r.headers().contains_key("retry-after"));
+    let p = problem(r, 503).await;
+    detail_has(&p, "busy");
+    assert_eq!(first.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_recognition_fails_that_utterance_only() {
+    let stack = listening_stack(TestSettings::default()).await;
+    let bob = stack.password_token("bob", "bob").await;
+    let pid = stack.app.state.stt.worker_pids()[0];
+    let first = {
+        let (url, token, body) = (stack.app.url("/api/stt"), bob.clone(), long_speech());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "audio/wav")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let p = problem(first.await.unwrap(), 502).await;
+    detail_has(&p, "recogniser failed");
+    let r = post_audio(&stack, &bob, spoken("What can you do?"), "audio/wav").await;
+    assert_eq!(r.status(), 200);
+    assert_ne!(stack.app.state.stt.worker_pids(), vec![pid]);
+}
+
+#[tokio::test]
+async fn the_workers_get_none_of_voxgates_environment_but_what_they_need() {
+    let stack = listening_stack(TestSettings::default()).await;
+    let pid = stack.app.state.stt.worker_pids()[0];
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let names: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split('=')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let allowed: Vec<&str> = voxgate_audio::environment::INHERITED
+        .iter()
+        .chain(voxgate::stt::WORKER_SETTINGS)
+        .chain(&["HF_HUB_OFFLINE"])
+        .copied()
+        .collect();
+    for name in &names {
+        assert!(allowed.contains(&name.as_str()), "the worker got {name}");
+    }
+    assert!(
+        std::env::vars().count() > names.len(),
+        "the test process has more than the worker was given"
+    );
+}
+
+#[tokio::test]
+async fn cookie_sessions_must_send_the_csrf_token_to_be_heard() {
+    let stack = listening_stack(TestSettings::default()).await;
+    let (client, csrf) = stack.signed_in("bob").await;
+    let origin = stack.app.url("");
+    let send = |csrf: Option<&str>| {
+        let mut request = client
+            .post(stack.app.url("/api/stt"))
+            .header("origin", &origin)
+            .header("content-type", "audio/wav")
+            .body(spoken("What can you do?"));
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request.send()
+    };
+    problem(send(None).await.unwrap(), 403).await;
+    let heard = send(Some(&csrf)).await.unwrap();
+    assert_eq!(heard.status(), 200);
+    let t: Value = heard.json().await.unwrap();
+    assert_eq!(words(t["text"].as_str().unwrap()), "what can you do");
 }

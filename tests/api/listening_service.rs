@@ -154,7 +154,9 @@ async fn the_service_gets_openais_form_with_the_key_and_its_failures_are_named()
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
     assert_eq!(t["text"], "Hello there.");
-    assert_eq!(t["durationMs"], 1250);
+    // The length is measured here, not taken from the service's word.
+    let ms = t["durationMs"].as_u64().unwrap();
+    assert!((400..1200).contains(&ms), "{ms}");
     {
         let seen = seen.0.lock().unwrap();
         let (headers, body) = &seen[0];

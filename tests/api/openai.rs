@@ -72,9 +72,20 @@ async fn openai_speech_uses_voxgates_voices_quota_and_cache() {
     let r = speak(serde_json::json!({"model": "tts-1", "voice": "Nobody", "input": "Hi."})).await;
     let p = crate::helpers::problem(r, 400).await;
     crate::helpers::detail_has(&p, "Nobody");
-    let r = speak(serde_json::json!({"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": "opus"})).await;
-    let p = crate::helpers::problem(r, 422).await;
-    assert_eq!(p["errors"][0]["field"], "response_format");
+    for format in ["opus", "pcm"] {
+        let r = speak(serde_json::json!({"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": format})).await;
+        let p = crate::helpers::problem(r, 422).await;
+        assert_eq!(p["errors"][0]["field"], "response_format");
+    }
+    // The same words again come from the cache, and cost nothing more.
+    let r = speak(serde_json::json!({"model": "tts-1", "voice": "nova", "input": "Hello there."}))
+        .await;
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    assert_eq!(
+        stack.app.count("SELECT chars FROM tts_usage").await,
+        "Hello there.".len() as i64
+    );
     let anonymous = stack
         .app
         .anonymous()

@@ -221,6 +221,7 @@
   // The microphone's conversation mode (listen.js) stops a reply when the
   // user starts talking over it.
   document.addEventListener('voxgate:stop-speech', () => {
+    player.silenced = true;
     if (player.record) stop();
   });
 
@@ -494,6 +495,8 @@
 
   async function send(text) {
     composerError.textContent = '';
+    // A reply the user talked over (listen.js) is not started again.
+    player.silenced = false;
     const mine = createMessage('user', text);
     scrollToEnd();
     setSending(true);
@@ -567,7 +570,7 @@
         player.pending = false;
         if (player.waiting) stop();
       }
-    } else if (settings.autoplay && done.speech) {
+    } else if (settings.autoplay && done.speech && !player.silenced) {
       play(bot, fullSegments(bot));
     }
   }

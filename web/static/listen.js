@@ -14,11 +14,15 @@
   const composer = $('composer');
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const worklet = document.querySelector('meta[name="capture-worklet"]').content;
-  const MAX_SECONDS = 30;
+  // A little under the server's default limit (VOXGATE_STT_MAX_SECONDS).
+  const MAX_SECONDS = 29;
 
   let recording = null;
   let busy = false;
   let conversation = null;
+  // The microphone is being opened (the permission prompt may be up); a
+  // release or second press meanwhile cancels it.
+  let opening = null;
 
   function say(text) {
     status.textContent = text;
@@ -83,23 +87,35 @@
   }
 
   async function start() {
-    if (recording || busy || conversation) return;
+    if (recording || busy || conversation || opening) return;
+    const attempt = { cancelled: false };
+    opening = attempt;
     const chunks = [];
     let samples = 0;
-    const opened = await openMicrophone((block) => {
+    let opened = null;
+    opened = await openMicrophone((block) => {
+      if (!recording) return;
       chunks.push(block);
       samples += block.length;
       level.value = Math.min(1, loudness(block) * 4);
-      if (samples > opened.rate * MAX_SECONDS) stop();
+      if (samples >= opened.rate * MAX_SECONDS) stop();
     });
+    opening = null;
     if (!opened) return;
+    if (attempt.cancelled) {
+      // Let go (or pressed again) before the microphone was open.
+      opened.close();
+      say('');
+      return;
+    }
     recording = { stream: opened.stream, context: opened.context, chunks, rate: opened.rate };
     setRecording(true);
     say('Listening… press again (or let go of Space) to send.');
   }
 
   function wav(chunks, rate) {
-    const length = chunks.reduce((n, c) => n + c.length, 0);
+    // Never past the limit, however the last block fell.
+    const length = Math.min(chunks.reduce((n, c) => n + c.length, 0), Math.floor(rate * MAX_SECONDS));
     const buffer = new ArrayBuffer(44 + length * 2);
     const view = new DataView(buffer);
     const text = (at, s) => { for (let i = 0; i < s.length; i += 1) view.setUint8(at + i, s.charCodeAt(i)); };
@@ -108,8 +124,9 @@
     view.setUint32(24, rate, true); view.setUint32(28, rate * 2, true); view.setUint16(32, 2, true); view.setUint16(34, 16, true);
     text(36, 'data'); view.setUint32(40, length * 2, true);
     let at = 44;
+    const end = 44 + length * 2;
     for (const chunk of chunks) {
-      for (let i = 0; i < chunk.length; i += 1) {
+      for (let i = 0; i < chunk.length && at < end; i += 1) {
         const s = Math.max(-1, Math.min(1, chunk[i]));
         view.setInt16(at, s < 0 ? s * 0x8000 : s * 0x7fff, true);
         at += 2;
@@ -154,6 +171,10 @@
   }
 
   async function stop() {
+    if (opening) {
+      opening.cancelled = true;
+      return;
+    }
     if (!recording) return;
     const { stream, context, chunks, rate } = recording;
     recording = null;
@@ -184,7 +205,7 @@
 
   function onConversationBlock(block) {
     const c = conversation;
-    if (!c) return;
+    if (!c || c.phase === 'opening') return;
     const ms = (block.length / c.rate) * 1000;
     // Blocks are a few milliseconds long: smooth their loudness over tens
     // of milliseconds so that the gaps inside words do not count as pauses.
@@ -221,7 +242,9 @@
     } else if (c.phase === 'replying') {
       const speaking = document.body.dataset.speaking === 'true';
       const sendingNow = document.body.dataset.sending === 'true';
-      if (speaking && c.loudMs >= BARGE_MS) {
+      // While the reply is still arriving the chat takes no new message:
+      // talking over it waits until it is complete.
+      if (speaking && !sendingNow && c.loudMs >= BARGE_MS) {
         // Talking over the reply: stop it and hear the user.
         document.dispatchEvent(new CustomEvent('voxgate:stop-speech'));
         document.body.dataset.bargeIns = String(Number(document.body.dataset.bargeIns || 0) + 1);
@@ -239,9 +262,15 @@
   }
 
   async function enterConversation() {
-    if (conversation || recording || busy) return;
-    conversation = { phase: 'opening', rate: 48000, level: 0, preroll: [], chunks: [], loudMs: 0, quietMs: 0, heard: false, sentAt: 0 };
+    if (conversation || recording || busy || opening) return;
+    const mode = { phase: 'opening', rate: 48000, level: 0, preroll: [], chunks: [], loudMs: 0, quietMs: 0, heard: false, sentAt: 0 };
+    conversation = mode;
     const opened = await openMicrophone(onConversationBlock);
+    if (conversation !== mode) {
+      // Left (Esc) while the microphone was opening.
+      if (opened) opened.close();
+      return;
+    }
     if (!opened) {
       conversation = null;
       return;

@@ -29,6 +29,8 @@ pub struct Spec<'a> {
     pub args: Vec<OsString>,
     /// Variables passed through from voxgate's environment.
     pub settings: &'a [&'a str],
+    /// Variables set to fixed values.
+    pub fixed: &'a [(&'a str, &'a str)],
     /// How long loading its model may take.
     pub start_timeout: Duration,
     /// What the worker loads, for messages ("voice", "model").
@@ -51,6 +53,7 @@ pub async fn start(spec: Spec<'_>) -> Result<Started, String> {
                 .iter()
                 .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
         )
+        .envs(spec.fixed.iter().copied())
         .arg("-I")
         .arg("-c")
         .arg(spec.script)
@@ -125,9 +128,11 @@ pub struct Pool<W> {
 
 /// One slot, held for as long as its request; dropping it frees the slot.
 pub struct Lease<W> {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    index: usize,
+    // Fields drop in order: the slot is unlocked before the permit lets a
+    // waiter in, so the waiter always finds it free.
     slot: tokio::sync::OwnedMutexGuard<Option<W>>,
+    index: usize,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl<W: Warm> Pool<W> {

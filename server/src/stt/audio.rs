@@ -78,6 +78,114 @@ pub fn wav_duration(audio: &[u8]) -> Result<Duration, ApiError> {
     Ok(pcm.duration())
 }
 
+/// The playing time of an utterance, read from its container without
+/// decoding the audio: WAV from its samples, Ogg from the last page's
+/// granule position, WebM from its block timestamps. This is what the
+/// length limit and the listening quota go by, before any recogniser
+/// (or paid service) is involved.
+pub fn duration(audio: &[u8], container: Container) -> Result<Duration, ApiError> {
+    let measured = match container {
+        Container::Wav => return wav_duration(audio),
+        Container::Ogg => ogg_duration(audio),
+        Container::WebM => webm_duration(audio),
+    };
+    measured.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "The recording's length cannot be read from its container; send {ACCEPTED}."
+        ))
+    })
+}
+
+/// Opus (48 kHz granules, less the pre-skip) or Vorbis (its sample rate).
+fn ogg_duration(audio: &[u8]) -> Option<Duration> {
+    let page = |at: usize| audio.get(at..at + 27).filter(|h| h.starts_with(b"OggS"));
+    let first = page(0)?;
+    let segments = usize::from(first[26]);
+    let payload = 27 + segments;
+    let head = audio.get(payload..)?;
+    let (rate, skip) = if head.starts_with(b"OpusHead") {
+        (
+            48_000u64,
+            u64::from(u16::from_le_bytes([*head.get(10)?, *head.get(11)?])),
+        )
+    } else if head.starts_with(b"\x01vorbis") {
+        (
+            u64::from(u32::from_le_bytes(head.get(12..16)?.try_into().ok()?)),
+            0,
+        )
+    } else {
+        return None;
+    };
+    let last = audio.windows(4).rposition(|w| w == b"OggS")?;
+    let header = page(last)?;
+    let granule = u64::from_le_bytes(header[6..14].try_into().ok()?);
+    if rate == 0 || granule == u64::MAX {
+        return None;
+    }
+    Some(Duration::from_secs_f64(
+        granule.saturating_sub(skip) as f64 / rate as f64,
+    ))
+}
+
+/// A WebM's length from its blocks' timestamps (browsers' live recordings
+/// carry no Duration element and use unknown sizes, so the clusters are
+/// walked rather than skipped).
+fn webm_duration(audio: &[u8]) -> Option<Duration> {
+    const SEGMENT: u32 = 0x1853_8067;
+    const CLUSTER: u32 = 0x1F43_B675;
+    const INFO: u32 = 0x1549_A966;
+    const TIMECODE_SCALE: u32 = 0x2A_D7B1;
+    const CLUSTER_TIMECODE: u32 = 0xE7;
+    const SIMPLE_BLOCK: u32 = 0xA3;
+    const BLOCK_GROUP: u32 = 0xA0;
+    const BLOCK: u32 = 0xA1;
+    fn vint(data: &[u8], at: usize, keep_marker: bool) -> Option<(u64, usize)> {
+        let first = *data.get(at)?;
+        let length = first.leading_zeros() as usize + 1;
+        if length > 8 {
+            return None;
+        }
+        let mask: u16 = if keep_marker {
+            0xFF
+        } else {
+            (1u16 << (8 - length)) - 1
+        };
+        let mut value = u64::from(first) & u64::from(mask);
+        for i in 1..length {
+            value = (value << 8) | u64::from(*data.get(at + i)?);
+        }
+        Some((value, length))
+    }
+    let uint = |bytes: &[u8]| bytes.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b));
+    let (mut at, mut scale, mut cluster, mut last) = (0usize, 1_000_000u64, 0u64, None::<u64>);
+    while at < audio.len() {
+        let (id, id_length) = vint(audio, at, true)?;
+        let (size, size_length) = vint(audio, at + id_length, false)?;
+        let body = at + id_length + size_length;
+        let unknown = size == (1u64 << (7 * size_length)) - 1;
+        match id as u32 {
+            SEGMENT | CLUSTER | INFO | BLOCK_GROUP => {
+                at = body;
+                continue;
+            }
+            _ if unknown => return None,
+            TIMECODE_SCALE => scale = uint(audio.get(body..body + size as usize)?),
+            CLUSTER_TIMECODE => cluster = uint(audio.get(body..body + size as usize)?),
+            SIMPLE_BLOCK | BLOCK => {
+                let (_, track_length) = vint(audio, body, false)?;
+                let relative = audio.get(body + track_length..body + track_length + 2)?;
+                let relative = i16::from_be_bytes([relative[0], relative[1]]);
+                let time = cluster.saturating_add_signed(i64::from(relative));
+                last = Some(last.map_or(time, |l| l.max(time)));
+            }
+            _ => {}
+        }
+        at = body.checked_add(usize::try_from(size).ok()?)?;
+    }
+    // The last block's start; a block of speech is tens of milliseconds.
+    Some(Duration::from_nanos(last?.saturating_mul(scale)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

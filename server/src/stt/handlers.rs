@@ -12,7 +12,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Speaker, Stt, Transcript, audio};
+use super::{Admitted, Speaker, Stt, Transcript, audio};
 use crate::error::{ApiError, Problem};
 use crate::extract::{AppJson, AppQuery};
 use crate::identity::{AppRole, CurrentUser};
@@ -90,6 +90,9 @@ async fn recognise(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     audio::check_declared(declared.as_deref())?;
+    // Refused before the upload is read: no recogniser, over the rate, or
+    // another utterance of the user's under way.
+    let admitted = stt.admit(speaker(&user)).await?;
     let body = Bytes::from_request(limited(&stt, request), &())
         .await
         .map_err(|e| too_large(&e, e.status()))?;
@@ -98,41 +101,53 @@ async fn recognise(
         // What the bytes are is known at once: answered as a status, not
         // an event.
         super::Container::sniff(&body)?;
-        return Ok(events(stt, speaker(&user), body, language));
+        return Ok(events(admitted, body, language));
     }
-    let transcript = stt
-        .transcribe(speaker(&user), &body, language.as_deref())
+    let transcript = admitted
+        .transcribe(&body, language.as_deref(), None)
         .await?;
     Ok(AppJson(transcript).into_response())
 }
 
 /// The recognition as server-sent events. The recognition runs inside the
 /// response stream, so a client that leaves cancels it and frees its
-/// worker.
-fn events(stt: Stt, speaker: Speaker, body: Bytes, language: Option<String>) -> Response {
+/// worker; partials and the answer travel through one channel, in order.
+fn events(admitted: Admitted, body: Bytes, language: Option<String>) -> Response {
     enum Said {
         Partial(String),
         Done(Result<Transcript, ApiError>),
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Said>(32);
     let work = async move {
-        let result = stt
-            .transcribe_with(speaker, &body, language.as_deref(), Some(&tx))
-            .await;
-        Said::Done(result)
+        let (partial_tx, mut partial_rx) = tokio::sync::mpsc::channel::<String>(16);
+        let forward = {
+            let tx = tx.clone();
+            async move {
+                while let Some(text) = partial_rx.recv().await {
+                    let _ = tx.send(Said::Partial(text)).await;
+                }
+            }
+        };
+        let recognise = async {
+            let result = admitted
+                .transcribe(&body, language.as_deref(), Some(&partial_tx))
+                .await;
+            drop(partial_tx);
+            result
+        };
+        let (result, ()) = futures::join!(recognise, forward);
+        let _ = tx.send(Said::Done(result)).await;
     };
-    let partials = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|text| (Said::Partial(text), rx))
+    let said = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|said| (said, rx))
     });
-    // Partials until the answer, which ends the stream.
-    let said = futures::stream::select(partials, futures::stream::once(work)).scan(
-        false,
-        |ended, said| {
-            let out = (!*ended).then_some(said);
-            *ended = *ended || matches!(out, Some(Said::Done(_)));
-            std::future::ready(out)
-        },
-    );
+    // The work yields nothing itself: it only has to be driven.
+    let driven = futures::stream::once(work).filter_map(|()| std::future::ready(None));
+    let said = futures::stream::select(said, driven).scan(false, |ended, said| {
+        let out = (!*ended).then_some(said);
+        *ended = *ended || matches!(out, Some(Said::Done(_)));
+        std::future::ready(out)
+    });
     let events = said.map(|said| {
         let event = match said {
             Said::Partial(text) => Event::default()
@@ -141,6 +156,11 @@ fn events(stt: Stt, speaker: Speaker, body: Bytes, language: Option<String>) -> 
             Said::Done(Ok(transcript)) => Event::default().event("done").json_data(&transcript),
             Said::Done(Err(e)) => {
                 let status = e.status().as_u16();
+                let retry_after = match &e {
+                    ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+                    ApiError::Unavailable { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
                 let detail = if status >= 500 && status != 503 {
                     "Your speech could not be recognised; try again.".to_string()
                 } else {
@@ -148,9 +168,9 @@ fn events(stt: Stt, speaker: Speaker, body: Bytes, language: Option<String>) -> 
                 };
                 // Logs a 5xx cause the same way a plain response would.
                 let _ = e.into_response();
-                Event::default()
-                    .event("error")
-                    .json_data(json!({ "status": status, "detail": detail }))
+                Event::default().event("error").json_data(
+                    json!({ "status": status, "detail": detail, "retryAfter": retry_after }),
+                )
             }
         };
         Ok::<_, std::convert::Infallible>(event.unwrap_or_else(|_| Event::default().event("error")))
@@ -204,6 +224,7 @@ async fn transcriptions(
             "Send a multipart/form-data body with the recording as `file`.",
         ));
     }
+    let admitted = stt.admit(speaker(&user)).await?;
     let mut form = Multipart::from_request(limited(&stt, request), &())
         .await
         .map_err(|e| ApiError::bad_request(format!("The form could not be read: {e}.")))?;
@@ -244,8 +265,8 @@ async fn transcriptions(
             "must be json, text or verbose_json",
         ));
     }
-    let t = stt
-        .transcribe(speaker(&user), &file, language.as_deref())
+    let t = admitted
+        .transcribe(&file, language.as_deref(), None)
         .await?;
     Ok(match format.as_str() {
         "text" => (

@@ -36,12 +36,13 @@ struct Answer {
     partial: Option<String>,
     text: Option<String>,
     language: Option<String>,
-    duration_ms: Option<u64>,
     error: Option<String>,
     #[serde(default)]
     undecodable: bool,
     #[serde(default)]
     too_long: bool,
+    #[serde(default)]
+    bad_language: bool,
 }
 
 struct Worker {
@@ -67,6 +68,9 @@ impl Worker {
             script: WORKER,
             args,
             settings: WORKER_SETTINGS,
+            // A model path that does not exist must not turn into a
+            // download from the Hugging Face hub.
+            fixed: &[("HF_HUB_OFFLINE", "1")],
             start_timeout: START_TIMEOUT,
             loads: "model",
             package: "faster-whisper",
@@ -224,19 +228,25 @@ impl LocalRecogniser {
             } => Err(SttError::Undecodable(why)),
             Answer { too_long: true, .. } => Err(SttError::TooLong),
             Answer {
+                bad_language: true, ..
+            } => Err(SttError::BadLanguage),
+            Answer {
                 error: Some(why), ..
             } => Err(SttError::Engine(why)),
             Answer {
                 text: Some(text),
                 language,
-                duration_ms,
                 ..
             } => Ok(Heard {
                 text,
                 language: language.unwrap_or_else(|| "en".into()),
-                duration: Duration::from_millis(duration_ms.unwrap_or(0)),
             }),
-            _ => Err(SttError::Engine("the recogniser answered nothing".into())),
+            _ => {
+                // An answer that is none of the above: the worker cannot be
+                // trusted to stay in step, so it is replaced.
+                self.workers.discard(&mut lease);
+                Err(SttError::Engine("the recogniser answered nothing".into()))
+            }
         }
     }
 

@@ -77,7 +77,6 @@ pub type Partials = tokio::sync::mpsc::Sender<String>;
 pub struct Heard {
     pub text: String,
     pub language: String,
-    pub duration: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +89,8 @@ pub enum SttError {
     Undecodable(String),
     #[error("the utterance is too long")]
     TooLong,
+    #[error("the language is not one the recogniser knows")]
+    BadLanguage,
     #[error("{0}")]
     Engine(String),
 }
@@ -127,18 +128,124 @@ struct Inner {
     busy: Mutex<HashSet<Uuid>>,
 }
 
-/// A user's one recognition at a time; released when dropped, so a
-/// client that leaves frees it.
-struct Turn<'a> {
-    busy: &'a Mutex<HashSet<Uuid>>,
-    user: Uuid,
+/// A user's one utterance at a time, admitted; the turn ends when this is
+/// dropped, so a client that leaves frees it.
+pub struct Admitted {
+    stt: Stt,
+    speaker: Speaker,
 }
 
-impl Drop for Turn<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
-        if let Ok(mut busy) = self.busy.lock() {
-            busy.remove(&self.user);
+        if let Ok(mut busy) = self.stt.inner.busy.lock() {
+            busy.remove(&self.speaker.user_id);
         }
+    }
+}
+
+/// The seconds charged for an utterance before it is heard, given back
+/// when the recogniser could not hear it.
+struct Charge<'a> {
+    db: &'a PgPool,
+    user: Uuid,
+    seconds: i64,
+}
+
+impl Charge<'_> {
+    async fn refund(self) {
+        if self.seconds > 0 {
+            limits::refund(self.db, METER, self.user, self.seconds).await;
+        }
+    }
+}
+
+impl Admitted {
+    /// Recognises the utterance, sending the text so far to `partials`
+    /// while it is recognised where the engine can tell it (the local
+    /// recogniser, after each segment). Its length is read from its
+    /// container first: over the limit is a 413 before any recogniser is
+    /// involved, and the seconds are charged up front and given back if
+    /// the recogniser cannot hear it.
+    pub async fn transcribe(
+        &self,
+        audio: &[u8],
+        language: Option<&str>,
+        partials: Option<&Partials>,
+    ) -> Result<Transcript, ApiError> {
+        let inner = &self.stt.inner;
+        let Ok(engine) = inner.engine.as_ref() else {
+            return Err(ApiError::unavailable(
+                "Speech recognition is not available.",
+            ));
+        };
+        if language.is_some_and(|l| l.len() != 2 || !l.bytes().all(|b| b.is_ascii_lowercase())) {
+            return Err(ApiError::validation(
+                "language",
+                "must be an ISO 639-1 code such as `en`",
+            ));
+        }
+        let max = inner.config.max_seconds;
+        let container = Container::sniff(audio)?;
+        let length = audio::duration(audio, container)?;
+        if length > Duration::from_secs(u64::from(max)) {
+            return Err(too_long(max));
+        }
+        let speaker = self.speaker;
+        let seconds = (length.as_millis().div_ceil(1000) as i64).max(1);
+        let charge = Charge {
+            db: &inner.db,
+            user: speaker.user_id,
+            seconds: if speaker.exempt { 0 } else { seconds },
+        };
+        if !speaker.exempt {
+            let daily = inner.config.daily_seconds;
+            limits::charge(&inner.db, METER, speaker.user_id, seconds, daily).await?;
+        }
+        let heard = match engine.recognise(audio, container, language, partials).await {
+            Ok(heard) => heard,
+            Err(e) => {
+                charge.refund().await;
+                return Err(refusal(e, max));
+            }
+        };
+        metrics::counter!("voxgate_stt_recognitions_total").increment(1);
+        let text = crate::extract::trim_blank(&heard.text).to_string();
+        if text.is_empty() {
+            return Err(ApiError::Validation {
+                detail: "Nothing was heard: the recording holds no speech. Speak closer to the microphone, or type the message.".into(),
+                errors: Vec::new(),
+            });
+        }
+        Ok(Transcript {
+            text,
+            language: heard.language,
+            duration_ms: length.as_millis() as u64,
+            engine: engine.name(),
+        })
+    }
+}
+
+/// What a recogniser's failure answers.
+fn refusal(e: SttError, max: u32) -> ApiError {
+    match e {
+        SttError::Busy => ApiError::Unavailable {
+            detail: "Every speech recogniser is busy; try again in a moment.".into(),
+            retry_after: Some(2),
+        },
+        SttError::Unavailable(why) => ApiError::unavailable(format!(
+            "Speech recognition is not available right now ({why}); type the message instead."
+        )),
+        SttError::Undecodable(_) => {
+            ApiError::bad_request(format!("The audio cannot be decoded; send {ACCEPTED}."))
+        }
+        SttError::BadLanguage => {
+            ApiError::validation("language", "is not a language the recogniser knows")
+        }
+        SttError::TooLong => too_long(max),
+        SttError::Engine(why) => ApiError::BadGateway {
+            detail: "The speech recogniser failed on this utterance.".into(),
+            source: Some(anyhow::anyhow!(why)),
+        },
     }
 }
 
@@ -188,92 +295,29 @@ impl Stt {
         audio: &[u8],
         language: Option<&str>,
     ) -> Result<Transcript, ApiError> {
-        self.transcribe_with(speaker, audio, language, None).await
+        self.admit(speaker)
+            .await?
+            .transcribe(audio, language, None)
+            .await
     }
 
-    /// Like [`Stt::transcribe`], sending the text so far to `partials`
-    /// while it is recognised, where the engine can tell it (the local
-    /// recogniser, after each segment).
-    pub async fn transcribe_with(
-        &self,
-        speaker: Speaker,
-        audio: &[u8],
-        language: Option<&str>,
-        partials: Option<&Partials>,
-    ) -> Result<Transcript, ApiError> {
+    /// Lets `speaker` send an utterance: listening is available, the
+    /// request counts against their rate, and they have no other
+    /// utterance under way on this instance. Checked before the body is
+    /// read, so a refused request costs no upload.
+    pub async fn admit(&self, speaker: Speaker) -> Result<Admitted, ApiError> {
         let inner = &self.inner;
-        let engine = inner.engine.as_ref().map_err(|why| ApiError::Unavailable {
-            detail: format!("Speech recognition is not available on this server ({why}); type the message instead."),
-            retry_after: None,
-        })?;
-        let code =
-            |l: &str| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase());
-        if language.is_some_and(|l| !code(l)) {
-            return Err(ApiError::validation(
-                "language",
-                "must be an ISO 639-1 code such as `en`",
-            ));
-        }
-        let max = inner.config.max_seconds;
-        let container = Container::sniff(audio)?;
-        if container == Container::Wav
-            && audio::wav_duration(audio)? > Duration::from_secs(u64::from(max))
-        {
-            return Err(too_long(max));
+        if let Err(why) = &inner.engine {
+            return Err(ApiError::Unavailable {
+                detail: format!(
+                    "Speech recognition is not available on this server ({why}); type the message instead."
+                ),
+                retry_after: None,
+            });
         }
         let user = speaker.user_id;
         limits::check_rate(&inner.db, METER, user, inner.config.rate_per_minute).await?;
-        if !speaker.exempt {
-            // Nothing is known to charge until the audio is decoded: refuse
-            // only when today's budget is already spent, and charge what
-            // was heard afterwards.
-            limits::charge(&inner.db, METER, user, 0, inner.config.daily_seconds).await?;
-        }
-        let _turn = self.turn(user)?;
-        let heard = engine
-            .recognise(audio, container, language, partials)
-            .await
-            .map_err(|e| match e {
-            SttError::Busy => ApiError::Unavailable {
-                detail: "Every speech recogniser is busy; try again in a moment.".into(),
-                retry_after: Some(2),
-            },
-            SttError::Unavailable(why) => ApiError::unavailable(format!(
-                "Speech recognition is not available right now ({why}); type the message instead."
-            )),
-            SttError::Undecodable(_) => ApiError::bad_request(format!(
-                "The audio cannot be decoded; send {ACCEPTED}."
-            )),
-            SttError::TooLong => too_long(max),
-            SttError::Engine(why) => ApiError::BadGateway {
-                detail: "The speech recogniser failed on this utterance.".into(),
-                source: Some(anyhow::anyhow!(why)),
-            },
-        })?;
-        let seconds = heard.duration.as_millis().div_ceil(1000) as i64;
-        if !speaker.exempt
-            && let Err(e) = limits::record(&inner.db, METER, user, seconds).await
-        {
-            tracing::warn!(error = %e, "recording heard seconds failed");
-        }
-        metrics::counter!("voxgate_stt_recognitions_total").increment(1);
-        let text = crate::extract::trim_blank(&heard.text).to_string();
-        if text.is_empty() {
-            return Err(ApiError::Validation {
-                detail: "Nothing was heard: the recording holds no speech. Speak closer to the microphone, or type the message.".into(),
-                errors: Vec::new(),
-            });
-        }
-        Ok(Transcript {
-            text,
-            language: heard.language,
-            duration_ms: heard.duration.as_millis() as u64,
-            engine: engine.name(),
-        })
-    }
-
-    fn turn(&self, user: Uuid) -> Result<Turn<'_>, ApiError> {
-        let mut busy = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut busy = inner.busy.lock().unwrap_or_else(|p| p.into_inner());
         if !busy.insert(user) {
             return Err(ApiError::TooManyRequests {
                 detail: "One utterance at a time: the previous one is still being recognised."
@@ -281,9 +325,9 @@ impl Stt {
                 retry_after: 1,
             });
         }
-        Ok(Turn {
-            busy: &self.inner.busy,
-            user,
+        Ok(Admitted {
+            stt: self.clone(),
+            speaker,
         })
     }
 

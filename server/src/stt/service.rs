@@ -27,7 +27,6 @@ pub struct ServiceRecogniser {
 struct Verbose {
     text: String,
     language: Option<String>,
-    duration: Option<f64>,
 }
 
 impl ServiceRecogniser {
@@ -101,14 +100,9 @@ impl ServiceRecogniser {
             SttError::Unavailable("the transcription service cannot be reached".into())
         })?;
         let status = response.status();
+        let body = bounded(response).await?;
         if !status.is_success() {
-            let detail: String = response
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
+            let detail: String = String::from_utf8_lossy(&body).chars().take(300).collect();
             return Err(match status.as_u16() {
                 400 | 415 | 422 => SttError::Undecodable(detail),
                 429 => SttError::Busy,
@@ -120,24 +114,38 @@ impl ServiceRecogniser {
                 )),
             });
         }
-        let verbose: Verbose = response.json().await.map_err(|e| {
+        let verbose: Verbose = serde_json::from_slice(&body).map_err(|e| {
             SttError::Engine(format!("the transcription service answered nonsense: {e}"))
         })?;
-        let duration = match (verbose.duration, container) {
-            (Some(seconds), _) if seconds.is_finite() && seconds >= 0.0 => {
-                Duration::from_secs_f64(seconds)
-            }
-            (_, Container::Wav) => super::audio::wav_duration(audio).unwrap_or_default(),
-            _ => Duration::ZERO,
-        };
+        // OpenAI names the language ("english"); answers carry a code.
+        let language = verbose
+            .language
+            .filter(|l| l.len() == 2)
+            .or_else(|| language.map(str::to_string))
+            .unwrap_or_else(|| "und".into());
         Ok(Heard {
             text: verbose.text,
-            language: verbose
-                .language
-                .unwrap_or_else(|| language.unwrap_or("en").to_string()),
-            duration,
+            language,
         })
     }
+}
+
+/// A transcript is a few KiB: a service answering more is cut off.
+const MAX_ANSWER: usize = 1 << 20;
+
+async fn bounded(mut response: reqwest::Response) -> Result<Vec<u8>, SttError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        SttError::Unavailable(format!("the transcription service's answer broke off: {e}"))
+    })? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(SttError::Engine(
+                "the transcription service answered more than 1 MiB".into(),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// OpenAI's multipart form: the fields, then the file.

@@ -84,6 +84,7 @@ impl Worker {
             script: WORKER,
             args,
             settings: WORKER_SETTINGS,
+            fixed: &[],
             start_timeout: START_TIMEOUT,
             loads: "voice",
             package: "piper-tts",

@@ -37,8 +37,8 @@ struct SpeechRequest {
     /// A voice id from `/api/voices`, or one of OpenAI's names (alloy, echo,
     /// …), which speak with the default voice.
     voice: Option<String>,
-    /// `mp3` (default) or `pcm`.
-    #[schema(pattern = "^(mp3|pcm)$")]
+    /// `mp3` (the default and the only one offered).
+    #[schema(pattern = "^mp3$")]
     response_format: Option<String>,
     /// Accepted and ignored (the voices speak at their own pace).
     #[allow(dead_code)]
@@ -50,8 +50,7 @@ struct SpeechRequest {
 
 /// Speaks `input` and streams the audio, as OpenAI's speech endpoint does.
 #[utoipa::path(post, path = "/v1/audio/speech", tag = "speech", request_body = SpeechRequest,
-    responses((status = 200, description = "The audio, streamed", content(
-            (Vec<u8> = "audio/mpeg"), (Vec<u8> = "audio/pcm"))),
+    responses((status = 200, description = "The audio, streamed", content_type = "audio/mpeg"),
         (status = 400, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem),
         (status = 429, body = Problem), (status = 503, body = Problem)))]
 async fn speech(
@@ -60,16 +59,18 @@ async fn speech(
     headers: HeaderMap,
     AppJson(request): AppJson<SpeechRequest>,
 ) -> Result<Response, ApiError> {
-    let format = match request.response_format.as_deref() {
-        None | Some("mp3") => "mp3",
-        Some("pcm") => "pcm",
-        Some(_) => {
-            return Err(ApiError::validation(
-                "response_format",
-                "must be mp3 or pcm on this server",
-            ));
-        }
-    };
+    // OpenAI's `pcm` is 24 kHz; this server's voices speak at 16 to 22 kHz,
+    // which a client expecting 24 kHz would play too fast: mp3 only.
+    if request
+        .response_format
+        .as_deref()
+        .is_some_and(|f| f != "mp3")
+    {
+        return Err(ApiError::validation(
+            "response_format",
+            "must be mp3 on this server",
+        ));
+    }
     let voice = request
         .voice
         .filter(|v| !OPENAI_VOICES.contains(&v.to_ascii_lowercase().as_str()));
@@ -77,7 +78,7 @@ async fn speech(
         text: request.input,
         voice,
         language: None,
-        format: Some(format.to_string()),
+        format: Some("mp3".to_string()),
         engine_kind: None,
     };
     tts.speak_and_serve(speaker(&user), params, &headers, "private, max-age=86400")
