@@ -136,6 +136,21 @@ async fn anonymous(stack: &Stack, path: &str) -> u16 {
         .as_u16()
 }
 
+/// A recording posted to `/api/stt` from a task of its own (abort it to
+/// leave half-way).
+fn in_background(
+    stack: &Stack,
+    token: &str,
+    body: Vec<u8>,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let request = reqwest::Client::new()
+        .post(stack.app.url("/api/stt"))
+        .bearer_auth(token)
+        .header("content-type", "audio/wav")
+        .body(body);
+    tokio::spawn(request.send())
+}
+
 /// Lower-case words, punctuation left out.
 pub fn words(text: &str) -> String {
     text.to_lowercase()
@@ -450,25 +465,12 @@ async fn one_user_recognises_one_utterance_at_a_time() {
     let long = spoken(
         "This is a longer utterance, so that it is still being recognised when the second one arrives. It goes on for a while.",
     );
-    let first = {
-        let (stack_url, token, body) = (stack.app.url("/api/stt"), bob.clone(), long.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(stack_url)
-                .bearer_auth(token)
-                .header("content-type", "audio/wav")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let first = in_background(&stack, &bob, long.clone());
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let second = post_audio(&stack, &bob, long.clone(), "audio/wav").await;
     let p = problem(second, 429).await;
     detail_has(&p, "One utterance at a time");
-    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
 }
 
 #[tokio::test]
@@ -484,18 +486,7 @@ async fn a_client_that_leaves_frees_its_worker_at_once() {
     );
     let question = spoken("What can you do?");
     let before = stack.app.state.stt.worker_pids();
-    let leaving = {
-        let (url, token, body) = (stack.app.url("/api/stt"), bob.clone(), long.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(token)
-                .header("content-type", "audio/wav")
-                .body(body)
-                .send()
-                .await
-        })
-    };
+    let leaving = in_background(&stack, &bob, long.clone());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     leaving.abort();
     let r = post_audio(&stack, &alice, question, "audio/wav").await;
@@ -633,26 +624,13 @@ async fn when_every_worker_stays_busy_the_wait_ends_in_a_503() {
         listening_stack(TestSettings::default().set("VOXGATE_STT_WORKER_WAIT_SECONDS", "1")).await;
     let bob = stack.password_token("bob", "bob").await;
     let alice = stack.password_token("alice", "alice").await;
-    let first = {
-        let (url, token, body) = (stack.app.url("/api/stt"), bob.clone(), long_speech());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(token)
-                .header("content-type", "audio/wav")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let first = in_background(&stack, &bob, long_speech());
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let r = post_audio(&stack, &alice, spoken("What can you do?"), "audio/wav").await;
     assert!(r.headers().contains_key("retry-after"));
     let p = problem(r, 503).await;
     detail_has(&p, "busy");
-    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
 }
 
 #[tokio::test]
@@ -660,25 +638,13 @@ async fn a_worker_killed_mid_recognition_fails_that_utterance_only() {
     let stack = listening_stack(TestSettings::default()).await;
     let bob = stack.password_token("bob", "bob").await;
     let pid = stack.app.state.stt.worker_pids()[0];
-    let first = {
-        let (url, token, body) = (stack.app.url("/api/stt"), bob.clone(), long_speech());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(token)
-                .header("content-type", "audio/wav")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let first = in_background(&stack, &bob, long_speech());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
-    let p = problem(first.await.unwrap(), 502).await;
+    let p = problem(first.await.unwrap().unwrap(), 502).await;
     detail_has(&p, "recogniser failed");
     let r = post_audio(&stack, &bob, spoken("What can you do?"), "audio/wav").await;
     assert_eq!(r.status(), 200);
