@@ -71,13 +71,18 @@ pub struct Args {
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
     /// Only these sections (api, tls, hit, ttfb, rss, flight, original,
-    /// provision, token, voices); all when omitted.
+    /// provision, token, voices, curves, growth, listening); all when
+    /// omitted.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The neural voice's Python (scripts/bench installs it); without it the
     /// voices section measures espeak-ng and Polly only.
     #[arg(long, env = "VOXGATE_PIPER_PYTHON")]
     piper_python: Option<PathBuf>,
+    /// The recogniser's Python (scripts/bench installs it); the listening
+    /// section needs it.
+    #[arg(long, env = "VOXGATE_WHISPER_PYTHON")]
+    whisper_python: Option<PathBuf>,
     /// Before measuring, print every URL and a token and keep the servers
     /// up this long (to profile or try things by hand).
     #[arg(long, default_value_t = 0)]
@@ -349,6 +354,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     section!("voices", sections::voices);
     section!("curves", sections::curves);
     section!("growth", sections::growth);
+    section!("listening", sections::listening);
     let elapsed = started.elapsed().as_secs() + a.setup_seconds;
     let doc = sections::document(&lab, &rep, elapsed)?;
     let out = lab.path(&a.out.to_string_lossy());
