@@ -113,19 +113,7 @@ async fn recognise(
 
 /// The recogniser's worker processes, as `/readyz` names them.
 async fn worker_pids(lab: &Lab, url: &str) -> anyhow::Result<Vec<u32>> {
-    let ready: serde_json::Value = lab
-        .http
-        .get(format!("{url}/readyz"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let detail = ready["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == "speech_recogniser"))
-        .and_then(|c| c["detail"].as_str())
-        .unwrap_or_default()
-        .to_string();
+    let detail = readyz_detail(lab, url, "speech_recogniser").await?;
     ensure!(
         detail.starts_with("local recogniser"),
         "listening voxgate: {detail}"

@@ -300,3 +300,20 @@ fn time_wait_to(port: u16) -> usize {
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
         .unwrap_or(0)
 }
+
+/// The detail `/readyz` of the voxgate at `url` gives for `check`.
+async fn readyz_detail(lab: &Lab, url: &str, check: &str) -> anyhow::Result<String> {
+    let ready: serde_json::Value = lab
+        .http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(ready["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == check))
+        .and_then(|c| c["detail"].as_str())
+        .unwrap_or_default()
+        .to_string())
+}

@@ -37,19 +37,7 @@ pub async fn voices(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
             ("VOXGATE_PIPER_PYTHON", python.display().to_string()),
         ];
         let (url, _) = lab.start_voxgate(&env).await?;
-        let ready: serde_json::Value = lab
-            .http
-            .get(format!("{url}/readyz"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let detail = ready["checks"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["name"] == "speech_engine"))
-            .and_then(|c| c["detail"].as_str())
-            .unwrap_or_default()
-            .to_string();
+        let detail = readyz_detail(lab, &url, "speech_engine").await?;
         ensure!(
             detail.starts_with("neural engine ready"),
             "neural voxgate: {detail}"
