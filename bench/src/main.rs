@@ -690,6 +690,9 @@ pub fn voxgate_env(
         ("VOXGATE_TTS_RATE_PER_MINUTE", RATE_PER_MINUTE.to_string()),
         ("VOXGATE_TTS_DAILY_CHARS", DAILY_CHARS.to_string()),
         ("VOXGATE_TTS_CONCURRENCY", TTS_CONCURRENCY.to_string()),
+        // One user stands for many here: the per-user bound would refuse
+        // the hundred streams the memory section opens.
+        ("VOXGATE_TTS_USER_CONCURRENCY", TTS_CONCURRENCY.to_string()),
         ("VOXGATE_TTS_CACHE_MAX_BYTES", CACHE_MAX_BYTES.to_string()),
         ("VOXGATE_LOG", "warn".to_string()),
     ])

@@ -489,6 +489,16 @@ async fn a_client_that_leaves_frees_its_worker_at_once() {
     let leaving = in_background(&stack, &bob, long.clone());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     leaving.abort();
+    // The half-done worker is stopped now, not when the slot is next used.
+    let mut stopped = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if !stack.app.state.stt.worker_pids().contains(&before[0]) {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "bob's worker still runs after he left");
     let r = post_audio(&stack, &alice, question, "audio/wav").await;
     assert_eq!(r.status(), 200, "the worker was given back when bob left");
     assert_ne!(

@@ -137,6 +137,41 @@
 
   // Recognises a recording and sends what was heard as the user's
   // message. Resolves true when a message was sent.
+  // What a refusal says in the page.
+  function refused(status, detail, quietly) {
+    if (status === 422) say(quietly ? 'Didn’t catch that; listening again.' : 'Nothing was heard. Try again, closer to the microphone, or type your message.');
+    else if (status === 503) say('Speech recognition is not available right now; type your message instead.');
+    else if (status === 429) say(detail || 'Too many recordings just now; wait a moment.');
+    else say(detail || 'Your speech could not be recognised; type your message instead.');
+  }
+
+  // The events of a server-sent-events body, as they arrive.
+  async function readEvents(response, onEvent) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let name = 'message';
+        let data = '';
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event:')) name = line.slice(6).trim();
+          else if (line.startsWith('data:')) data += line.slice(5).trim();
+        }
+        if (data) onEvent(name, JSON.parse(data));
+      }
+    }
+  }
+
+  // Recognises a recording and sends what was heard as the user's
+  // message; the text so far shows in the message box while it is
+  // recognised. Resolves true when a message was sent.
   async function recognise(chunks, rate, quietly) {
     busy = true;
     mic.disabled = true;
@@ -145,19 +180,36 @@
       const response = await fetch('/api/stt', {
         method: 'POST',
         credentials: 'same-origin',
-        headers: { 'Content-Type': 'audio/wav', 'X-CSRF-Token': csrf },
+        headers: { 'Content-Type': 'audio/wav', 'X-CSRF-Token': csrf, Accept: 'text/event-stream' },
         body: wav(chunks, rate),
       });
-      const body = await response.json().catch(() => ({}));
       if (!response.ok) {
-        if (response.status === 422) say(quietly ? 'Didn’t catch that; listening again.' : 'Nothing was heard. Try again, closer to the microphone, or type your message.');
-        else if (response.status === 503) say('Speech recognition is not available right now; type your message instead.');
-        else if (response.status === 429) say(body.detail || 'Too many recordings just now; wait a moment.');
-        else say(body.detail || 'Your speech could not be recognised; type your message instead.');
+        const body = await response.json().catch(() => ({}));
+        refused(response.status, body.detail, quietly);
+        return false;
+      }
+      // What the user had typed comes back if nothing is heard.
+      const draft = input.value;
+      let text = null;
+      let failure = null;
+      await readEvents(response, (name, data) => {
+        if (name === 'partial') {
+          input.value = data.text;
+          input.dispatchEvent(new Event('input'));
+        } else if (name === 'done') {
+          text = data.text;
+        } else if (name === 'error') {
+          failure = data;
+        }
+      });
+      if (text === null) {
+        input.value = draft;
+        input.dispatchEvent(new Event('input'));
+        refused(failure ? failure.status : 502, failure && failure.detail, quietly);
         return false;
       }
       say('');
-      input.value = body.text;
+      input.value = text;
       input.dispatchEvent(new Event('input'));
       composer.requestSubmit();
       return true;

@@ -122,16 +122,27 @@ pub enum Refused<E> {
 pub struct Pool<W> {
     slots: Vec<std::sync::Arc<tokio::sync::Mutex<Option<W>>>>,
     free: std::sync::Arc<tokio::sync::Semaphore>,
-    pids: std::sync::Mutex<Vec<Option<u32>>>,
+    pids: Pids,
     wait: Duration,
 }
 
+type Pids = std::sync::Arc<std::sync::Mutex<Vec<Option<u32>>>>;
+
+fn set_pid(pids: &Pids, index: usize, pid: Option<u32>) {
+    if let Ok(mut pids) = pids.lock()
+        && let Some(p) = pids.get_mut(index)
+    {
+        *p = pid;
+    }
+}
+
 /// One slot, held for as long as its request; dropping it frees the slot.
-pub struct Lease<W> {
+pub struct Lease<W: Warm> {
     // Fields drop in order: the slot is unlocked before the permit lets a
     // waiter in, so the waiter always finds it free.
     slot: tokio::sync::OwnedMutexGuard<Option<W>>,
     index: usize,
+    pids: Pids,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -151,7 +162,7 @@ impl<W: Warm> Pool<W> {
         Pool {
             slots,
             free: std::sync::Arc::new(tokio::sync::Semaphore::new(workers)),
-            pids: std::sync::Mutex::new(pids),
+            pids: std::sync::Arc::new(std::sync::Mutex::new(pids)),
             wait,
         }
     }
@@ -178,6 +189,7 @@ impl<W: Warm> Pool<W> {
         let mut lease = Lease {
             _permit: permit,
             index,
+            pids: self.pids.clone(),
             slot,
         };
         if !lease.slot.as_mut().is_some_and(W::usable) {
@@ -198,11 +210,7 @@ impl<W: Warm> Pool<W> {
     }
 
     fn set_pid(&self, index: usize, pid: Option<u32>) {
-        if let Ok(mut pids) = self.pids.lock()
-            && let Some(p) = pids.get_mut(index)
-        {
-            *p = pid;
-        }
+        set_pid(&self.pids, index, pid);
     }
 
     /// The process ids of the running workers.
@@ -231,8 +239,20 @@ impl<W: Warm> Pool<W> {
     }
 }
 
-impl<W> Lease<W> {
+impl<W: Warm> Lease<W> {
     pub fn worker(&mut self) -> Option<&mut W> {
         self.slot.as_mut()
+    }
+}
+
+impl<W: Warm> Drop for Lease<W> {
+    /// A lease given up in the middle of a request (its client left)
+    /// leaves the worker busy with an answer nobody reads: it is stopped
+    /// at once rather than when the slot is next leased.
+    fn drop(&mut self) {
+        if self.slot.as_mut().is_some_and(|w| !w.usable()) {
+            *self.slot = None;
+            set_pid(&self.pids, self.index, None);
+        }
     }
 }
