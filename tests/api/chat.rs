@@ -745,6 +745,39 @@ async fn a_message_that_cannot_be_stored_is_neither_charged_nor_sent_to_the_mode
 }
 
 #[tokio::test]
+async fn a_reply_is_stored_and_charged_even_when_its_client_leaves_half_way() {
+    // Fifty pieces, 15 ms apart: the client gives up long before the end.
+    let pieces = vec![" word"; 50];
+    let (url, _) = spawn_upstream(Behaviour::Stream(pieces)).await;
+    let stack = budgeted_llm_stack(&url, "100000").await;
+    let bob = stack.password_token("bob", "bob").await;
+    let leaving = {
+        let caller = stack.app.caller(&bob);
+        tokio::spawn(async move {
+            caller
+                .post("/api/chat", &json!({ "message": "tell me a long story" }))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    leaving.abort();
+    let mut stored = 0;
+    for _ in 0..100 {
+        stored = stack.app.count("SELECT count(*) FROM chat_messages").await;
+        if stored == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored, 2, "the reply was stored after bob left");
+    assert_eq!(
+        stack.app.count("SELECT chars FROM llm_usage").await,
+        ("tell me a long story".len() + " word".repeat(50).trim().len()) as i64,
+        "what was sent and received is charged"
+    );
+}
+
+#[tokio::test]
 async fn the_sweeper_drops_rows_nothing_reads_and_keeps_speech_a_reply_points_at() {
     let stack = spawn_stack().await;
     let bob = stack.password_token("bob", "bob").await;

@@ -59,8 +59,16 @@ async fn send(
     if wants_event_stream(&headers) {
         return Ok(stream_reply(sending).into_response());
     }
-    let text: String = sending.deltas.collect::<Vec<_>>().await.concat();
-    Ok(AppJson(sending.reply.finish(text).await?).into_response())
+    // In a task of its own, as the event stream's: a client that leaves
+    // half-way still gets its reply stored and its budget settled.
+    let finished = tokio::spawn(async move {
+        let text: String = sending.deltas.collect::<Vec<_>>().await.concat();
+        sending.reply.finish(text).await
+    });
+    let reply = finished
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the reply task failed: {e}")))??;
+    Ok(AppJson(reply).into_response())
 }
 
 fn event(name: &str, data: &impl serde::Serialize) -> Event {
