@@ -71,15 +71,22 @@ async fn a_spoken_question_is_recognised_by_a_third_party_transcription_server()
     let stack = service_stack(&server.url, TestSettings::default()).await;
     let bob = stack.password_token("bob", "bob").await;
     let wav = spoken("What can you do?");
+    let mut charged = 0;
     for (body, content_type) in [(opus(&wav, "ogg"), "audio/ogg"), (wav, "audio/wav")] {
         let r = post_audio(&stack, &bob, body, content_type).await;
         assert_eq!(r.status(), 200, "{content_type}");
         let t: Value = r.json().await.unwrap();
         assert_eq!(words(t["text"].as_str().unwrap()), "what can you do", "{t}");
         assert_eq!(t["engine"], "service");
-        assert!(t["durationMs"].as_u64().unwrap() > 500);
+        let ms = t["durationMs"].as_u64().unwrap();
+        assert!(ms > 500);
+        charged += ms.div_ceil(1000) as i64;
     }
-    assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 2);
+    // Each utterance's length, rounded up to whole seconds.
+    assert_eq!(
+        stack.app.count("SELECT seconds FROM stt_usage").await,
+        charged
+    );
     let ready: Value = stack.app.get("/readyz").await.json().await.unwrap();
     assert!(
         ready
