@@ -11,7 +11,7 @@ use super::bot::{Ask, Identity, Reply, Turn};
 use super::model::{ChatMessage, ChatReply, MAX_REPLY_CHARS, Settings, Speech};
 use super::store;
 use crate::error::ApiError;
-use crate::identity::{AppRole, CurrentUser};
+use crate::identity::CurrentUser;
 use crate::limits::{self, Meter};
 use crate::tts::SpeechParams;
 use crate::tts::text::normalise;
@@ -100,7 +100,7 @@ impl Chat {
                 text,
             })
             .collect();
-        let exempt = user.has_role(AppRole::Agent) || user.has_role(AppRole::Admin);
+        let exempt = user.unmetered();
         let budget = self.inner.config.llm.as_ref().filter(|_| !exempt);
         let sent = message.chars().count()
             + history

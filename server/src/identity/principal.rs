@@ -51,9 +51,13 @@ impl CurrentUser {
     pub fn label(&self) -> String {
         self.username.clone()
     }
-}
 
-impl CurrentUser {
+    /// Staff (agents and admins) speak, listen and chat without the daily
+    /// budgets; the per-minute rates still apply.
+    pub fn unmetered(&self) -> bool {
+        self.has_role(AppRole::Agent) || self.has_role(AppRole::Admin)
+    }
+
     /// The principal of an enabled, active user; `None` for anyone else,
     /// whatever their credentials say.
     pub fn active(

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::{Admitted, Speaker, Stt, Transcript, audio};
 use crate::error::{ApiError, Problem};
 use crate::extract::{AppJson, AppQuery};
-use crate::identity::{AppRole, CurrentUser};
+use crate::identity::CurrentUser;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -37,7 +37,7 @@ fn limited(stt: &Stt, request: Request) -> Request {
 fn speaker(user: &CurrentUser) -> Speaker {
     Speaker {
         user_id: user.id,
-        exempt: user.has_role(AppRole::Agent) || user.has_role(AppRole::Admin),
+        exempt: user.unmetered(),
     }
 }
 
@@ -141,13 +141,10 @@ fn events(admitted: Admitted, body: Bytes, language: Option<String>) -> Response
     let said = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|said| (said, rx))
     });
-    // The work yields nothing itself: it only has to be driven.
+    // The work yields nothing itself: it only has to be driven. When it
+    // ends, its senders are gone and the channel, so the stream, ends too.
     let driven = futures::stream::once(work).filter_map(|()| std::future::ready(None));
-    let said = futures::stream::select(said, driven).scan(false, |ended, said| {
-        let out = (!*ended).then_some(said);
-        *ended = *ended || matches!(out, Some(Said::Done(_)));
-        std::future::ready(out)
-    });
+    let said = futures::stream::select(said, driven);
     let events = said.map(|said| {
         let event = match said {
             Said::Partial(text) => Event::default()
