@@ -95,11 +95,11 @@ impl Pcm {
     }
 }
 
-/// Parses a 16-bit integer PCM WAV file (mono or stereo).
-pub fn decode_wav(wav: &[u8]) -> Result<Pcm, AudioError> {
-    let fixed = repair_sizes(wav)?;
-    let mut reader = hound::WavReader::new(Cursor::new(fixed.as_ref()))
-        .map_err(|e| AudioError::BadWav(e.to_string()))?;
+/// A reader of a 16-bit integer PCM WAV file (mono or stereo), its header
+/// checked.
+fn checked_reader(wav: &[u8]) -> Result<hound::WavReader<Cursor<&[u8]>>, AudioError> {
+    let reader =
+        hound::WavReader::new(Cursor::new(wav)).map_err(|e| AudioError::BadWav(e.to_string()))?;
     let spec = reader.spec();
     if spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
         return Err(AudioError::BadWav(format!(
@@ -113,6 +113,28 @@ pub fn decode_wav(wav: &[u8]) -> Result<Pcm, AudioError> {
             spec.channels
         )));
     }
+    if spec.sample_rate == 0 {
+        return Err(AudioError::BadWav("a sample rate of 0".into()));
+    }
+    Ok(reader)
+}
+
+/// The playing time of a 16-bit PCM WAV file, read from its header and
+/// data size without decoding the samples.
+pub fn wav_duration(wav: &[u8]) -> Result<Duration, AudioError> {
+    let fixed = repair_sizes(wav)?;
+    let reader = checked_reader(fixed.as_ref())?;
+    let rate = reader.spec().sample_rate;
+    Ok(Duration::from_secs_f64(
+        f64::from(reader.duration()) / f64::from(rate),
+    ))
+}
+
+/// Parses a 16-bit integer PCM WAV file (mono or stereo).
+pub fn decode_wav(wav: &[u8]) -> Result<Pcm, AudioError> {
+    let fixed = repair_sizes(wav)?;
+    let mut reader = checked_reader(fixed.as_ref())?;
+    let spec = reader.spec();
     let samples = reader
         .samples::<i16>()
         .collect::<Result<Vec<i16>, _>>()
@@ -214,6 +236,20 @@ fn repair_sizes(wav: &[u8]) -> Result<Cow<'_, [u8]>, AudioError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_length_is_read_from_the_header_as_decoding_would_find_it() {
+        let pcm = tone(Duration::from_millis(1500), 16_000, 440.0);
+        let wav = pcm_to_wav(&pcm).unwrap();
+        assert_eq!(
+            wav_duration(&wav).unwrap(),
+            decode_wav(&wav).unwrap().duration()
+        );
+        let mut eight_bit = wav.clone();
+        eight_bit[34] = 8; // bits per sample
+        assert!(wav_duration(&eight_bit).is_err());
+        assert!(wav_duration(b"RIFF\x24\0\0\0WAVEfmt ").is_err());
+    }
     use super::*;
 
     #[test]

@@ -67,15 +67,15 @@ pub fn check_declared(content_type: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// The playing time of a WAV utterance, checked to be 16-bit PCM that
-/// decodes; a corrupt file is a 400.
+/// The playing time of a WAV utterance, from its header (16-bit PCM); a
+/// header that cannot be read is a 400. The samples themselves are only
+/// decoded by the recogniser.
 pub fn wav_duration(audio: &[u8]) -> Result<Duration, ApiError> {
-    let pcm = voxgate_audio::wav::decode_wav(audio).map_err(|e| {
+    voxgate_audio::wav::wav_duration(audio).map_err(|e| {
         ApiError::bad_request(format!(
             "The WAV file cannot be read ({e}); send {ACCEPTED}."
         ))
-    })?;
-    Ok(pcm.duration())
+    })
 }
 
 /// The playing time of an utterance, read from its container without
