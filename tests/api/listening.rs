@@ -324,6 +324,13 @@ async fn bad_recordings_get_specific_answers_and_cost_nothing() {
     )
     .await;
     detail_has(&p, "VOXGATE_STT_MAX_BYTES");
+    // The same limit holds for OpenAI's form.
+    let p = problem(
+        transcribe(&stack, &bob, &silence(13), &[("model", "whisper-1")]).await,
+        413,
+    )
+    .await;
+    detail_has(&p, "VOXGATE_STT_MAX_BYTES");
     // Only the silence that was listened to counts; refusals cost nothing.
     assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 2);
     let q = |language: &str| format!("/api/stt?language={language}");

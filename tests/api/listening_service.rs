@@ -188,6 +188,8 @@ async fn the_service_gets_openais_form_with_the_key_and_its_failures_are_named()
         (StatusCode::BAD_REQUEST, 400),
         (StatusCode::INTERNAL_SERVER_ERROR, 502),
         (StatusCode::UNAUTHORIZED, 502),
+        (StatusCode::UNPROCESSABLE_ENTITY, 400),
+        (StatusCode::TOO_MANY_REQUESTS, 503),
     ] {
         let (url, _) = recording_service(status).await;
         let stack = service_stack(&url, TestSettings::default()).await;

@@ -243,7 +243,7 @@ fn refusal(e: SttError, max: u32) -> ApiError {
         }
         SttError::TooLong => too_long(max),
         SttError::Engine(why) => ApiError::BadGateway {
-            detail: "The speech recogniser failed on this utterance.".into(),
+            detail: "The speech recogniser failed on this utterance; try again, or type the message.".into(),
             source: Some(anyhow::anyhow!(why)),
         },
     }
