@@ -4,6 +4,9 @@
 // refused permission is said in the page and typing keeps working.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { BASE, launch, newPage, signIn, screenshot, unexpectedProblems, waitForSpeech } from './support.js';
 
 const MIC = process.env.FAKE_MIC_WAV;
@@ -103,4 +106,57 @@ test('conversation mode holds turns hands-free, talking over a reply stops it, a
   assert.equal(await page.getAttribute('#conversation', 'aria-pressed'), 'false');
   assert.equal(await page.evaluate(() => document.body.dataset.conversation), undefined);
   assert.deepEqual(unexpectedProblems(page), []);
+});
+
+// A 16 kHz WAV of `seconds` of silence, written for Chromium to play as
+// its microphone.
+function silentWav(seconds) {
+  const samples = 16000 * seconds;
+  const b = Buffer.alloc(44 + samples * 2);
+  b.write('RIFF', 0); b.writeUInt32LE(36 + samples * 2, 4); b.write('WAVE', 8);
+  b.write('fmt ', 12); b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20); b.writeUInt16LE(1, 22);
+  b.writeUInt32LE(16000, 24); b.writeUInt32LE(32000, 28); b.writeUInt16LE(2, 32); b.writeUInt16LE(16, 34);
+  b.write('data', 36); b.writeUInt32LE(samples * 2, 40);
+  const path = join(tmpdir(), `voxgate-silence-${process.pid}.wav`);
+  writeFileSync(path, b);
+  return path;
+}
+
+test('a recording of silence says that nothing was heard, and sends nothing', async () => {
+  const quiet = await launch([
+    '--use-fake-device-for-media-stream',
+    '--use-fake-ui-for-media-stream',
+    `--use-file-for-fake-audio-capture=${silentWav(3)}`,
+  ]);
+  try {
+    const page = await newPage(quiet);
+    await page.context().grantPermissions(['microphone'], { origin: BASE });
+    await signIn(page, 'bob', 'bob');
+    const sent = await page.locator('.message.user').count();
+    await page.click('#mic');
+    await page.waitForFunction(() => document.getElementById('mic').getAttribute('aria-pressed') === 'true');
+    await page.waitForTimeout(1500);
+    await page.click('#mic');
+    await page.waitForFunction(() => /Nothing was heard/.test(document.getElementById('mic-status').textContent), null, { timeout: 20000 });
+    assert.equal(await page.locator('.message.user').count(), sent, 'no message was sent');
+    assert.equal(await page.inputValue('#message-input'), '', 'the message box is as it was');
+    assert.deepEqual(unexpectedProblems(page), []);
+  } finally {
+    await quiet.close();
+  }
+});
+
+test('without a microphone the page says so', async () => {
+  const deaf = await launch();
+  try {
+    const page = await newPage(deaf);
+    await page.context().grantPermissions(['microphone'], { origin: BASE });
+    await signIn(page, 'bob', 'bob');
+    await page.click('#mic');
+    await page.waitForFunction(() => document.getElementById('mic-status').textContent !== '');
+    assert.match(await page.textContent('#mic-status'), /No microphone was found/);
+    assert.equal(await page.getAttribute('#mic', 'aria-pressed'), 'false');
+  } finally {
+    await deaf.close();
+  }
 });
