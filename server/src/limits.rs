@@ -30,6 +30,47 @@ pub struct Meter {
     pub metric: &'static str,
 }
 
+/// An amount charged to a user's day on a meter before what it pays for
+/// happens: given back when it does not happen, added to when it costs
+/// more. Uncharged (amount 0) for users the budget does not apply to.
+pub struct Charge {
+    db: PgPool,
+    meter: Meter,
+    user: Uuid,
+    amount: i64,
+}
+
+impl Charge {
+    /// What [`charge`] took (or, with 0, that nothing was).
+    pub fn new(db: &PgPool, meter: Meter, user: Uuid, amount: i64) -> Charge {
+        Charge {
+            db: db.clone(),
+            meter,
+            user,
+            amount,
+        }
+    }
+
+    pub fn is_charged(&self) -> bool {
+        self.amount > 0
+    }
+
+    /// Gives the amount back: what it paid for did not happen.
+    pub async fn refund(&self) {
+        if self.is_charged() {
+            refund(&self.db, self.meter, self.user, self.amount).await;
+        }
+    }
+
+    /// Adds what was spent on top (a model's reply), without refusing.
+    pub async fn add(&self, amount: i64) -> sqlx::Result<()> {
+        if self.is_charged() {
+            record(&self.db, self.meter, self.user, amount).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Counts a request in the user's current one-minute window.
 pub async fn check_rate(
     db: &PgPool,

@@ -3,7 +3,6 @@
 //! HTTP to these calls and replies to JSON or an event stream.
 
 use futures::stream::BoxStream;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Chat;
@@ -48,27 +47,12 @@ pub struct Replying {
     pub user_message_id: i64,
     follow_ups: Vec<String>,
     answered: bool,
-    charge: ModelCharge,
+    /// The characters sent to the language model, charged to the user's
+    /// daily budget before the model is asked, in the transaction that
+    /// stores the message. When the model did not answer (it was down),
+    /// they are given back; when it did, its reply is added.
+    charge: limits::Charge,
     speaker: Speaker,
-}
-
-/// The characters sent to the language model, charged to the user's daily
-/// budget before the model is asked, in the transaction that stores the
-/// message. When the model did not answer (it was down), they are given
-/// back; when it did, its reply is added.
-struct ModelCharge {
-    db: PgPool,
-    user: Uuid,
-    sent: i64,
-    metered: bool,
-}
-
-impl ModelCharge {
-    async fn refund(&self) {
-        if self.metered {
-            limits::refund(&self.db, METER, self.user, self.sent).await;
-        }
-    }
 }
 
 /// Who a reply is spoken for, with which voice, saying what aloud.
@@ -107,18 +91,15 @@ impl Chat {
                 .iter()
                 .map(|t| t.text.chars().count())
                 .sum::<usize>();
-        let charge = ModelCharge {
-            db: db.clone(),
-            user: user.id,
-            sent: sent as i64,
-            metered: budget.is_some(),
-        };
+        let sent = sent as i64;
         let mut tx = db.begin().await?;
         if let Some(llm) = budget {
-            limits::charge(&mut *tx, METER, user.id, charge.sent, llm.daily_chars).await?;
+            limits::charge(&mut *tx, METER, user.id, sent, llm.daily_chars).await?;
         }
         let (user_message_id, _) = store::insert_user_message(&mut *tx, user.id, &message).await?;
         tx.commit().await?;
+        let charged = if budget.is_some() { sent } else { 0 };
+        let charge = limits::Charge::new(db, METER, user.id, charged);
 
         let Reply {
             deltas,
@@ -272,17 +253,14 @@ impl Replying {
             text = "Sorry, I have no answer to that.".into();
         }
         // The model's answer was paid for whether or not it can be stored.
-        if self.answered && self.charge.metered {
-            let c = &self.charge;
-            if let Err(e) = limits::record(&c.db, METER, c.user, received).await {
-                tracing::warn!(error = %e, "recording the model's reply in the budget failed");
-            }
-        } else if !self.answered {
+        if !self.answered {
             self.charge.refund().await;
+        } else if let Err(e) = self.charge.add(received).await {
+            tracing::warn!(error = %e, "recording the model's reply in the budget failed");
         }
         let speech = self.speak(&text).await;
         let stored = store::insert_bot_message(
-            &self.charge.db,
+            &self.speaker.chat.inner.db,
             self.speaker.user,
             &text,
             speech.as_ref(),

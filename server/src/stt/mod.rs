@@ -143,22 +143,6 @@ impl Drop for Admitted {
     }
 }
 
-/// The seconds charged for an utterance before it is heard, given back
-/// when the recogniser could not hear it.
-struct Charge<'a> {
-    db: &'a PgPool,
-    user: Uuid,
-    seconds: i64,
-}
-
-impl Charge<'_> {
-    async fn refund(self) {
-        if self.seconds > 0 {
-            limits::refund(self.db, METER, self.user, self.seconds).await;
-        }
-    }
-}
-
 impl Admitted {
     /// Recognises the utterance, sending the text so far to `partials`
     /// while it is recognised where the engine can tell it (the local
@@ -192,15 +176,13 @@ impl Admitted {
         }
         let speaker = self.speaker;
         let seconds = (length.as_millis().div_ceil(1000) as i64).max(1);
-        let charge = Charge {
-            db: &inner.db,
-            user: speaker.user_id,
-            seconds: if speaker.exempt { 0 } else { seconds },
-        };
+        // Charged before it is heard, given back if it cannot be.
         if !speaker.exempt {
             let daily = inner.config.daily_seconds;
             limits::charge(&inner.db, METER, speaker.user_id, seconds, daily).await?;
         }
+        let charged = if speaker.exempt { 0 } else { seconds };
+        let charge = limits::Charge::new(&inner.db, METER, speaker.user_id, charged);
         let heard = match engine.recognise(audio, container, language, partials).await {
             Ok(heard) => heard,
             Err(e) => {
@@ -243,7 +225,9 @@ fn refusal(e: SttError, max: u32) -> ApiError {
         }
         SttError::TooLong => too_long(max),
         SttError::Engine(why) => ApiError::BadGateway {
-            detail: "The speech recogniser failed on this utterance; try again, or type the message.".into(),
+            detail:
+                "The speech recogniser failed on this utterance; try again, or type the message."
+                    .into(),
             source: Some(anyhow::anyhow!(why)),
         },
     }

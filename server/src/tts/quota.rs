@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
@@ -41,23 +40,9 @@ pub enum QuotaClass {
     Exempt,
 }
 
-/// Characters charged to a speaker for one synthesis.
-pub(super) struct Charge {
-    db: PgPool,
-    user_id: Uuid,
-    chars: i64,
-    charged: bool,
-}
-
-impl Charge {
-    /// Gives the characters back (the synthesis did not happen, or someone
-    /// else's identical synthesis is being shared).
-    pub async fn refund(self) {
-        if self.charged {
-            limits::refund(&self.db, METER, self.user_id, self.chars).await;
-        }
-    }
-}
+/// Characters charged to a speaker for one synthesis, given back when the
+/// synthesis does not happen (or someone else's identical one is shared).
+pub(super) type Charge = limits::Charge;
 
 impl Tts {
     /// Counts a speech request against the user's rate limit.
@@ -111,12 +96,12 @@ impl Tts {
                 e => e,
             })?;
         }
-        Ok(Charge {
-            db: self.inner.db.clone(),
-            user_id: speaker.user_id,
-            chars,
-            charged,
-        })
+        Ok(Charge::new(
+            &self.inner.db,
+            METER,
+            speaker.user_id,
+            if charged { chars } else { 0 },
+        ))
     }
 }
 
