@@ -392,6 +392,18 @@ pub fn detail_has(problem: &serde_json::Value, text: &str) {
     assert!(detail.contains(text), "`{text}` in {problem}");
 }
 
+/// Reads a problem+json response as [`problem`] does, and asserts that its
+/// `detail` mentions `text`: most refusals are told apart by what they say.
+pub async fn problem_saying(
+    response: reqwest::Response,
+    status: u16,
+    text: &str,
+) -> serde_json::Value {
+    let body = problem(response, status).await;
+    detail_has(&body, text);
+    body
+}
+
 /// Requests to one server as one caller, so a test names what it does in
 /// a line (`app.caller(&token).post("/api/chat", &body)`) instead of
 /// rebuilding the request.
