@@ -25,6 +25,8 @@ WORKDIR /src
 # Dependencies only: the manifests plus empty sources for what
 # `-p voxgate` compiles (other members' targets are never built here).
 COPY --from=manifests /manifests/ ./
+# Builds are offline: sqlx's checked queries compile against .sqlx/.
+COPY .cargo .cargo
 RUN mkdir -p server/src crates/audio/src crates/realm/src \
     && touch server/src/lib.rs crates/audio/src/lib.rs crates/realm/src/lib.rs \
     && echo 'fn main() {}' > server/src/main.rs \
@@ -33,6 +35,7 @@ RUN mkdir -p server/src crates/audio/src crates/realm/src \
 # The real sources. Touching them makes cargo rebuild voxgate's own crates
 # even when the copied files are older than the stub build.
 COPY server/src server/src
+COPY .sqlx .sqlx
 # The neural voice's and the recogniser's worker scripts are compiled into
 # the binary.
 COPY server/piper server/piper

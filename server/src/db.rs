@@ -61,23 +61,22 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// a role that cannot change the schema must not find out at the first
 /// query.
 pub async fn check_schema(pool: &PgPool) -> anyhow::Result<()> {
-    let applied: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot read the schema's migrations ({e}): run `voxgate migrate` as the database owner first"
-                )
-            })?;
+    let applied = sqlx::query!("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the schema's migrations ({e}): run `voxgate migrate` as the database owner first"
+            )
+        })?;
     for migration in MIGRATOR.iter() {
-        match applied.iter().find(|(v, _)| *v == migration.version) {
+        match applied.iter().find(|a| a.version == migration.version) {
             None => anyhow::bail!(
                 "the database lacks migration {} ({}): run `voxgate migrate` as the database owner, or set VOXGATE_DATABASE_MIGRATE=true",
                 migration.version,
                 migration.description
             ),
-            Some((_, checksum)) if checksum.as_slice() != &*migration.checksum => anyhow::bail!(
+            Some(a) if a.checksum.as_slice() != &*migration.checksum => anyhow::bail!(
                 "migration {} was applied from a different file than this build's",
                 migration.version
             ),
@@ -91,7 +90,7 @@ pub async fn check_schema(pool: &PgPool) -> anyhow::Result<()> {
 pub async fn ping(pool: &PgPool) -> Result<(), String> {
     match tokio::time::timeout(
         Duration::from_secs(1),
-        sqlx::query("SELECT 1").execute(pool),
+        sqlx::query_scalar!("SELECT 1 AS one").fetch_one(pool),
     )
     .await
     {

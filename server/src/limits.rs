@@ -1,8 +1,13 @@
 //! Per-user cost bounds, kept in Postgres so they hold across instances:
 //! requests per minute and a daily budget. The mechanism is shared; what
-//! is metered is each feature's [`Meter`]: speech (characters synthesised)
-//! and chat (messages, and characters sent to and from the language
-//! model). Every statement on the meters' tables is here.
+//! is metered is each feature's [`Meter`]: speech (characters synthesised),
+//! listening (seconds heard) and chat (messages, and characters sent to and
+//! from the language model). Every statement on the meters' tables is here.
+//!
+//! These statements stay dynamic (not sqlx's checked macros): one
+//! mechanism serves every meter, and the table and column names come from
+//! each [`Meter`]'s constants, never from input. The meters' tables are
+//! exercised by each feature's limit tests instead.
 
 use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;

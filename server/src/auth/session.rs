@@ -22,7 +22,7 @@ pub fn hash(value: &str) -> Vec<u8> {
     Sha256::digest(value.as_bytes()).to_vec()
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct SessionRow {
     pub id_hash: Vec<u8>,
     pub user_id: Uuid,
@@ -37,10 +37,19 @@ pub struct SessionRow {
     pub expires_at: OffsetDateTime,
 }
 
-macro_rules! session_columns {
-    () => {
-        "id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token, refresh_token,
+/// A checked `query_as!` for [`SessionRow`]: `$head`, the session's
+/// columns, then `$tail` (sqlx's macros take only string literals, so the
+/// column list is spliced in here).
+macro_rules! query_session {
+    ($head:tt, $tail:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            SessionRow,
+            $head
+                + "id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token, refresh_token,
          access_expires_at, keycloak_roles, last_seen_at, expires_at"
+                + $tail
+            $(, $arg)*
+        )
     };
 }
 
@@ -59,21 +68,21 @@ pub struct NewSession<'a> {
 pub async fn insert(db: impl PgExecutor<'_>, s: NewSession<'_>) -> sqlx::Result<String> {
     let id = random_token();
     let expires_at = OffsetDateTime::now_utc() + s.absolute;
-    sqlx::query(
+    sqlx::query!(
         r#"INSERT INTO sessions (id_hash, user_id, keycloak_sid, csrf_token, id_token, access_token,
                                  refresh_token, access_expires_at, keycloak_roles, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+        hash(&id),
+        s.user_id,
+        s.keycloak_sid,
+        random_token(),
+        s.id_token,
+        s.access_token,
+        s.refresh_token,
+        s.access_expires_at,
+        s.keycloak_roles,
+        expires_at,
     )
-    .bind(hash(&id))
-    .bind(s.user_id)
-    .bind(s.keycloak_sid)
-    .bind(random_token())
-    .bind(s.id_token)
-    .bind(s.access_token)
-    .bind(s.refresh_token)
-    .bind(s.access_expires_at)
-    .bind(s.keycloak_roles)
-    .bind(expires_at)
     .execute(db)
     .await?;
     Ok(id)
@@ -86,44 +95,46 @@ pub async fn find_live(
     idle: std::time::Duration,
 ) -> sqlx::Result<Option<SessionRow>> {
     let idle_secs = idle.as_secs_f64();
-    sqlx::query_as::<_, SessionRow>(concat!(
+    query_session!(
         "SELECT ",
-        session_columns!(),
         r#" FROM sessions
             WHERE id_hash = $1 AND expires_at > now()
-              AND last_seen_at > now() - make_interval(secs => $2)"#
-    ))
-    .bind(hash(cookie))
-    .bind(idle_secs)
+              AND last_seen_at > now() - make_interval(secs => $2)"#,
+        hash(cookie),
+        idle_secs,
+    )
     .fetch_optional(db)
     .await
 }
 
 /// Records activity, at most once a minute to keep reads cheap.
 pub async fn touch(db: impl PgExecutor<'_>, id_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE sessions SET last_seen_at = now() WHERE id_hash = $1 AND last_seen_at < now() - interval '1 minute'")
-        .bind(id_hash)
-        .execute(db)
+    sqlx::query!(
+        "UPDATE sessions SET last_seen_at = now() WHERE id_hash = $1 AND last_seen_at < now() - interval '1 minute'",
+        id_hash,
+    )
+    .execute(db)
         .await?;
     Ok(())
 }
 
 pub async fn delete(db: impl PgExecutor<'_>, id_hash: &[u8]) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as::<_, SessionRow>(concat!(
+    query_session!(
         "DELETE FROM sessions WHERE id_hash = $1 RETURNING ",
-        session_columns!()
-    ))
-    .bind(id_hash)
+        "",
+        id_hash
+    )
     .fetch_optional(db)
     .await
 }
 
 pub async fn delete_by_keycloak_sid(db: impl PgExecutor<'_>, sid: &str) -> sqlx::Result<u64> {
-    Ok(sqlx::query("DELETE FROM sessions WHERE keycloak_sid = $1")
-        .bind(sid)
-        .execute(db)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query!("DELETE FROM sessions WHERE keycloak_sid = $1", sid)
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// Records a back-channel logout token's `jti` until `expires_at` (the
@@ -136,16 +147,16 @@ pub async fn remember_logout_token(
     jti: &str,
     expires_at: i64,
 ) -> sqlx::Result<bool> {
-    sqlx::query("DELETE FROM logout_token_jtis WHERE expires_at < now()")
+    sqlx::query!("DELETE FROM logout_token_jtis WHERE expires_at < now()")
         .execute(db)
         .await?;
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO logout_token_jtis (issuer, jti, expires_at)
          VALUES ($1, $2, to_timestamp($3)) ON CONFLICT DO NOTHING",
+        issuer,
+        jti,
+        expires_at as f64,
     )
-    .bind(issuer)
-    .bind(jti)
-    .bind(expires_at as f64)
     .execute(db)
     .await?
     .rows_affected();
@@ -153,10 +164,10 @@ pub async fn remember_logout_token(
 }
 
 pub async fn delete_for_keycloak_subject(db: impl PgExecutor<'_>, sub: &str) -> sqlx::Result<u64> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE keycloak_id = $1)",
+        sub,
     )
-    .bind(sub)
     .execute(db)
     .await?
     .rows_affected())
@@ -168,23 +179,25 @@ pub async fn claim_refresh(
     db: impl PgExecutor<'_>,
     id_hash: &[u8],
 ) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as(concat!(
+    query_session!(
         "UPDATE sessions SET refreshing_until = now() + interval '30 seconds'
           WHERE id_hash = $1 AND (refreshing_until IS NULL OR refreshing_until < now())
          RETURNING ",
-        session_columns!()
-    ))
-    .bind(id_hash)
+        "",
+        id_hash,
+    )
     .fetch_optional(db)
     .await
 }
 
 /// Gives up a refresh claim without new tokens.
 pub async fn release_refresh(db: impl PgExecutor<'_>, id_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE sessions SET refreshing_until = NULL WHERE id_hash = $1")
-        .bind(id_hash)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE sessions SET refreshing_until = NULL WHERE id_hash = $1",
+        id_hash
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -198,25 +211,24 @@ pub async fn store_refreshed(
     access_expires_at: OffsetDateTime,
     keycloak_roles: &[String],
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         r#"UPDATE sessions SET access_token = $2, refresh_token = COALESCE($3, refresh_token),
                   id_token = COALESCE($4, id_token), access_expires_at = $5, keycloak_roles = $6,
                   refreshing_until = NULL
             WHERE id_hash = $1"#,
+        id_hash,
+        access_token,
+        refresh_token,
+        id_token,
+        access_expires_at,
+        keycloak_roles,
     )
-    .bind(id_hash)
-    .bind(access_token)
-    .bind(refresh_token)
-    .bind(id_token)
-    .bind(access_expires_at)
-    .bind(keycloak_roles)
     .execute(db)
     .await?;
     Ok(())
 }
 
 /// A sign-in in progress, bound to the browser that started it.
-#[derive(sqlx::FromRow)]
 pub struct LoginFlow {
     pub browser_hash: Vec<u8>,
     pub nonce: String,
@@ -232,14 +244,14 @@ pub async fn insert_login_flow(
     state: &str,
     flow: &LoginFlow,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO login_flows (state, browser_hash, nonce, pkce_verifier, return_to) VALUES ($1, $2, $3, $4, $5)",
+        state,
+        flow.browser_hash,
+        flow.nonce,
+        flow.pkce_verifier,
+        flow.return_to,
     )
-    .bind(state)
-    .bind(&flow.browser_hash)
-    .bind(&flow.nonce)
-    .bind(&flow.pkce_verifier)
-    .bind(&flow.return_to)
     .execute(db)
     .await?;
     Ok(())
@@ -251,22 +263,23 @@ pub async fn take_login_flow(
     db: impl PgExecutor<'_>,
     state: &str,
 ) -> sqlx::Result<Option<LoginFlow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        LoginFlow,
         "DELETE FROM login_flows WHERE state = $1 AND created_at > now() - make_interval(mins => $2)
          RETURNING browser_hash, nonce, pkce_verifier, return_to",
+        state,
+        LOGIN_FLOW_LIFETIME_MINUTES as i32,
     )
-    .bind(state)
-    .bind(LOGIN_FLOW_LIFETIME_MINUTES as i32)
     .fetch_optional(db)
     .await
 }
 
 /// Removes expired sessions and abandoned sign-ins.
 pub async fn sweep(db: &sqlx::PgPool) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM sessions WHERE expires_at < now()")
+    sqlx::query!("DELETE FROM sessions WHERE expires_at < now()")
         .execute(db)
         .await?;
-    sqlx::query("DELETE FROM login_flows WHERE created_at < now() - interval '15 minutes'")
+    sqlx::query!("DELETE FROM login_flows WHERE created_at < now() - interval '15 minutes'")
         .execute(db)
         .await?;
     Ok(())

@@ -1,19 +1,19 @@
 //! SQL for the chat tables (`migrations/0005_chat.sql`). Every query is
 //! scoped by `user_id`: a user only ever sees or deletes their own rows.
 
+use sqlx::types::Json;
 use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::model::{ChatMessage, Settings, Speech};
 
-#[derive(sqlx::FromRow)]
 struct MessageRow {
     id: i64,
     author: String,
     body: String,
-    speech: Option<sqlx::types::Json<Speech>>,
-    follow_ups: sqlx::types::Json<Vec<String>>,
+    speech: Option<Json<Speech>>,
+    follow_ups: Json<Vec<String>>,
     created_at: OffsetDateTime,
 }
 
@@ -35,13 +35,14 @@ pub async fn insert_user_message(
     user: Uuid,
     text: &str,
 ) -> sqlx::Result<(i64, OffsetDateTime)> {
-    sqlx::query_as(
+    let row = sqlx::query!(
         "INSERT INTO chat_messages (user_id, author, body) VALUES ($1, 'user', $2) RETURNING id, created_at",
+        user,
+        text,
     )
-    .bind(user)
-    .bind(text)
     .fetch_one(db)
-    .await
+    .await?;
+    Ok((row.id, row.created_at))
 }
 
 pub async fn insert_bot_message(
@@ -51,16 +52,17 @@ pub async fn insert_bot_message(
     speech: Option<&Speech>,
     follow_ups: &[String],
 ) -> sqlx::Result<(i64, OffsetDateTime)> {
-    sqlx::query_as(
+    let row = sqlx::query!(
         "INSERT INTO chat_messages (user_id, author, body, speech, follow_ups)
          VALUES ($1, 'bot', $2, $3, $4) RETURNING id, created_at",
+        user,
+        text,
+        speech.map(Json) as _,
+        Json(follow_ups) as _,
     )
-    .bind(user)
-    .bind(text)
-    .bind(speech.map(sqlx::types::Json))
-    .bind(sqlx::types::Json(follow_ups))
     .fetch_one(db)
-    .await
+    .await?;
+    Ok((row.id, row.created_at))
 }
 
 /// Up to `limit` messages older than `before` (newest first from the
@@ -71,14 +73,17 @@ pub async fn page(
     before: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<(Vec<ChatMessage>, bool)> {
-    let mut rows: Vec<MessageRow> = sqlx::query_as(
-        "SELECT id, author, body, speech, follow_ups, created_at FROM chat_messages
-          WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2)
-          ORDER BY id DESC LIMIT $3",
+    let mut rows = sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id, author, body, speech AS "speech: Json<Speech>",
+                  follow_ups AS "follow_ups: Json<Vec<String>>", created_at
+             FROM chat_messages
+            WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2)
+            ORDER BY id DESC LIMIT $3"#,
+        user,
+        before,
+        limit + 1,
     )
-    .bind(user)
-    .bind(before)
-    .bind(limit + 1)
     .fetch_all(db)
     .await?;
     let more = rows.len() as i64 > limit;
@@ -89,55 +94,48 @@ pub async fn page(
 
 /// The latest `limit` messages as context for a bot, oldest first.
 pub async fn recent(db: &PgPool, user: Uuid, limit: i64) -> sqlx::Result<Vec<(String, String)>> {
-    let mut rows: Vec<(String, String)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT author, body FROM chat_messages WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+        user,
+        limit,
     )
-    .bind(user)
-    .bind(limit)
     .fetch_all(db)
     .await?;
-    rows.reverse();
-    Ok(rows)
+    Ok(rows.into_iter().rev().map(|r| (r.author, r.body)).collect())
 }
 
 pub async fn clear(db: &PgPool, user: Uuid) -> sqlx::Result<u64> {
-    Ok(sqlx::query("DELETE FROM chat_messages WHERE user_id = $1")
-        .bind(user)
-        .execute(db)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query!("DELETE FROM chat_messages WHERE user_id = $1", user)
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
 }
 
 pub async fn settings(db: &PgPool, user: Uuid) -> sqlx::Result<Settings> {
-    let row: Option<(Option<String>, Option<String>, bool, f64)> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        Settings,
         "SELECT voice, language, autoplay, speech_rate FROM chat_settings WHERE user_id = $1",
+        user,
     )
-    .bind(user)
     .fetch_optional(db)
     .await?;
-    Ok(match row {
-        Some((voice, language, autoplay, speech_rate)) => Settings {
-            voice,
-            language,
-            autoplay,
-            speech_rate,
-        },
-        None => Settings::default(),
-    })
+    Ok(row.unwrap_or_default())
 }
 
 pub async fn save_settings(db: &PgPool, user: Uuid, s: &Settings) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO chat_settings (user_id, voice, language, autoplay, speech_rate)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (user_id) DO UPDATE SET voice = EXCLUDED.voice, language = EXCLUDED.language,
              autoplay = EXCLUDED.autoplay, speech_rate = EXCLUDED.speech_rate",
+        user,
+        s.voice,
+        s.language,
+        s.autoplay,
+        s.speech_rate,
     )
-    .bind(user)
-    .bind(&s.voice)
-    .bind(&s.language)
-    .bind(s.autoplay)
-    .bind(s.speech_rate)
     .execute(db)
     .await?;
     Ok(())

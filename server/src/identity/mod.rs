@@ -17,5 +17,5 @@ pub use principal::{AuthMethod, CurrentUser, RequireRole};
 pub use principals::{PrincipalCache, Resolved, TokenKey, record_sign_in, resolve};
 pub use repo::{SignedIn, effective_roles, end_sessions, find_row};
 pub use role::{Admin, AppRole, RoleName};
-pub(crate) use user::row_columns;
+pub(crate) use user::query_user;
 pub use user::{UserRow, UserStatus};

@@ -7,7 +7,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::role::AppRole;
-use super::user::{UserRow, row_columns};
+use super::user::{UserRow, UserStatus, query_user};
 
 /// What a valid token says about its subject, recorded at each sign-in.
 pub struct SignedIn<'a> {
@@ -22,7 +22,8 @@ pub struct SignedIn<'a> {
 /// Inserts or refreshes the row for a token's subject in one statement, so
 /// concurrent first requests end with exactly one row.
 pub async fn upsert_signed_in(db: impl PgExecutor<'_>, s: &SignedIn<'_>) -> sqlx::Result<UserRow> {
-    sqlx::query_as(concat!(
+    query_user!(
+        UserRow,
         r#"
         INSERT INTO users AS u (keycloak_id, username, email, first_name, last_name, status, last_login_at, keycloak_roles)
         VALUES ($1, $2, $3, $4, $5, 'active', now(), $6)
@@ -34,28 +35,23 @@ pub async fn upsert_signed_in(db: impl PgExecutor<'_>, s: &SignedIn<'_>) -> sqlx
             last_login_at = now(),
             keycloak_roles = EXCLUDED.keycloak_roles
         RETURNING "#,
-        row_columns!()
-    ))
-    .bind(s.keycloak_id)
-    .bind(s.username)
-    .bind(s.email)
-    .bind(s.first_name)
-    .bind(s.last_name)
-    .bind(s.realm_roles)
+        (""),
+        s.keycloak_id,
+        s.username as _,
+        s.email as _,
+        s.first_name,
+        s.last_name,
+        s.realm_roles,
+    )
     .fetch_one(db)
     .await
 }
 
 /// The bare row of a user, for a session's request.
 pub async fn find_row(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<UserRow> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        row_columns!(),
-        " FROM users u WHERE u.id = $1"
-    ))
-    .bind(id)
-    .fetch_one(db)
-    .await
+    query_user!(UserRow, "SELECT ", (" FROM users u WHERE u.id = $1"), id)
+        .fetch_one(db)
+        .await
 }
 
 /// Roles granted directly in voxgate plus those mapped from Keycloak
@@ -66,18 +62,18 @@ pub async fn effective_roles(
     realm_roles: &[String],
     client_roles: &[String],
 ) -> sqlx::Result<BTreeSet<String>> {
-    let rows: Vec<String> = sqlx::query_scalar(
+    let rows = sqlx::query_scalar!(
         r#"
-        SELECT role FROM user_roles WHERE user_id = $1
+        SELECT role AS "role!" FROM user_roles WHERE user_id = $1
         UNION
         SELECT app_role FROM role_mappings
          WHERE (source = 'realm' AND keycloak_role = ANY($2))
             OR (source = 'client' AND keycloak_role = ANY($3))
         "#,
+        user_id,
+        realm_roles,
+        client_roles,
     )
-    .bind(user_id)
-    .bind(realm_roles)
-    .bind(client_roles)
     .fetch_all(db)
     .await?;
     let mut roles: BTreeSet<String> = rows.into_iter().collect();
@@ -88,9 +84,10 @@ pub async fn effective_roles(
 /// Ends every browser session of a user: their next request is anonymous.
 /// Called inside the transaction that disables, deletes or demotes them.
 pub async fn end_sessions(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<u64> {
-    Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user_id)
-        .execute(db)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query!("DELETE FROM sessions WHERE user_id = $1", user_id)
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
 }

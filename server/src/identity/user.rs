@@ -75,12 +75,22 @@ pub struct UserRow {
     pub last_login_at: Option<OffsetDateTime>,
 }
 
-/// The columns of [`UserRow`] (table alias `u`), as a macro so `concat!`
-/// can build statements on it here and in the users feature's repository.
-macro_rules! row_columns {
-    () => {
-        r#"u.id, u.keycloak_id, u.username::text AS username, u.email::text AS email, u.first_name,
-    u.last_name, u.enabled, u.status, u.created_at, u.last_login_at"#
+/// A compile-time checked `query_as!` whose statement is `$head`, then the
+/// columns of [`UserRow`] (table alias `u`), then `$tail` (in parentheses: literals joined by `+`). sqlx's macros
+/// take only string literals, so the shared column list is spliced in here
+/// rather than with `concat!`. `$row` is a type in scope whose fields are
+/// those columns (plus any `$tail` adds).
+macro_rules! query_user {
+    ($row:ident, $head:tt, ($($tail:tt)+) $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $row,
+            $head
+                + r#"u.id, u.keycloak_id, u.username::text AS "username!", u.email::text AS email,
+    u.first_name, u.last_name, u.enabled, u.status AS "status: UserStatus", u.created_at,
+    u.last_login_at"#
+                + $($tail)+
+            $(, $arg)*
+        )
     };
 }
-pub(crate) use row_columns;
+pub(crate) use query_user;

@@ -93,7 +93,7 @@ fn base64_url(bytes: &[u8]) -> String {
 /// was, so the caller refunds).
 pub async fn register(db: &PgPool, k: &Keyed, user: Uuid, paid: bool) -> Result<bool, ApiError> {
     let key = k.key();
-    let became_paid: Option<bool> = sqlx::query_scalar(
+    let became_paid = sqlx::query_scalar!(
         "WITH request AS (
              INSERT INTO tts_requests (key, engine, voice, language, format, engine_kind, text)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key) DO NOTHING
@@ -102,23 +102,23 @@ pub async fn register(db: &PgPool, k: &Keyed, user: Uuid, paid: bool) -> Result<
          ON CONFLICT (user_id, key) DO UPDATE SET paid = true
            WHERE $9 AND NOT tts_registrations.paid
          RETURNING paid",
+        key,
+        k.engine.name(),
+        k.voice,
+        k.language,
+        k.format.name(),
+        k.engine_kind.as_str(),
+        k.text,
+        user,
+        paid,
     )
-    .bind(&key)
-    .bind(k.engine.name())
-    .bind(&k.voice)
-    .bind(&k.language)
-    .bind(k.format.name())
-    .bind(k.engine_kind.as_str())
-    .bind(&k.text)
-    .bind(user)
-    .bind(paid)
     .fetch_optional(db)
     .await?;
     Ok(became_paid == Some(true) && paid)
 }
 
 /// What a user's registration of a key says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registration {
     /// They were charged for hearing it.
     pub paid: bool,
@@ -134,23 +134,24 @@ pub async fn registration(
     user: Uuid,
     key: &str,
 ) -> sqlx::Result<Option<Registration>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Registration,
         "SELECT paid, heard, marks_paid FROM tts_registrations WHERE user_id = $1 AND key = $2",
+        user,
+        key,
     )
-    .bind(user)
-    .bind(key)
     .fetch_optional(db)
     .await
 }
 
 /// Records that a hearing of `key` delivered every byte to `user`.
 pub async fn mark_heard(db: &PgPool, user: Uuid, key: &str) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tts_registrations SET heard = true
           WHERE user_id = $1 AND key = $2 AND NOT heard",
+        user,
+        key,
     )
-    .bind(user)
-    .bind(key)
     .execute(db)
     .await?;
     Ok(())
@@ -159,13 +160,13 @@ pub async fn mark_heard(db: &PgPool, user: Uuid, key: &str) -> sqlx::Result<()> 
 /// Records that `user` paid for the speech marks of `key`; false when a
 /// concurrent request of theirs did already (the caller refunds).
 pub async fn pay_marks(db: &PgPool, user: Uuid, key: &str, paid: bool) -> sqlx::Result<bool> {
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "UPDATE tts_registrations SET marks_paid = $3
           WHERE user_id = $1 AND key = $2 AND marks_paid <> $3",
+        user,
+        key,
+        paid,
     )
-    .bind(user)
-    .bind(key)
-    .bind(paid)
     .execute(db)
     .await?
     .rows_affected();
@@ -174,11 +175,13 @@ pub async fn pay_marks(db: &PgPool, user: Uuid, key: &str, paid: bool) -> sqlx::
 
 /// Takes a payment back (the synthesis it paid for did not happen).
 pub async fn unpay(db: &PgPool, user: Uuid, key: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE tts_registrations SET paid = false WHERE user_id = $1 AND key = $2")
-        .bind(user)
-        .bind(key)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE tts_registrations SET paid = false WHERE user_id = $1 AND key = $2",
+        user,
+        key,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -200,13 +203,14 @@ pub async fn lookup(db: &PgPool, key: &str) -> Result<Keyed, ApiError> {
     {
         return Err(not_found());
     }
-    let row: Option<(String, String, String, String, String, String)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT engine, voice, language, format, engine_kind, text FROM tts_requests WHERE key = $1",
+        key,
     )
-    .bind(key)
     .fetch_optional(db)
-    .await?;
-    let (engine, voice, language, format, engine_kind, text) = row.ok_or_else(not_found)?;
+    .await?
+    .ok_or_else(not_found)?;
+    let engine = row.engine;
     let engine = EngineKind::parse(&engine).ok_or_else(|| {
         ApiError::NotFound(format!(
             "This speech was registered for the {engine} engine, which this server does not run."
@@ -216,11 +220,12 @@ pub async fn lookup(db: &PgPool, key: &str) -> Result<Keyed, ApiError> {
         |what: &str| ApiError::Internal(anyhow::anyhow!("tts_requests row {key}: bad {what}"));
     Ok(Keyed {
         engine,
-        voice,
-        language,
-        format: Format::parse(&format).ok_or_else(|| unreadable("format"))?,
-        engine_kind: VoiceEngine::parse(&engine_kind).ok_or_else(|| unreadable("engine_kind"))?,
-        text,
+        voice: row.voice,
+        language: row.language,
+        format: Format::parse(&row.format).ok_or_else(|| unreadable("format"))?,
+        engine_kind: VoiceEngine::parse(&row.engine_kind)
+            .ok_or_else(|| unreadable("engine_kind"))?,
+        text: row.text,
     })
 }
 
@@ -232,12 +237,12 @@ pub const UNREFERENCED_DAYS: i32 = 30;
 /// reply points at (their audio, if cached, ages out of the cache by
 /// itself).
 pub async fn sweep(db: &PgPool) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM tts_requests r WHERE r.created_at < now() - make_interval(days => $1)
            AND NOT EXISTS (SELECT 1 FROM chat_messages m
                             WHERE m.speech IS NOT NULL AND m.speech ->> 'key' = r.key)",
+        UNREFERENCED_DAYS,
     )
-    .bind(UNREFERENCED_DAYS)
     .execute(db)
     .await?;
     Ok(())

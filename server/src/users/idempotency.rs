@@ -64,23 +64,23 @@ pub(super) async fn claim(
     if insert(db, actor_key, key.as_str(), &hash).await? {
         return Ok(Claim::Fresh);
     }
-    let seen: Option<(Vec<u8>, Option<i16>, Option<serde_json::Value>)> = sqlx::query_as(
+    let seen = sqlx::query!(
         "SELECT request_hash, status, response FROM idempotency_keys WHERE actor_key = $1 AND key = $2",
+        actor_key,
+        key.as_str(),
     )
-    .bind(actor_key)
-    .bind(key.as_str())
     .fetch_optional(db)
     .await?;
-    let Some((seen_hash, status, response)) = seen else {
+    let Some(seen) = seen else {
         return Err(in_progress());
     };
-    if seen_hash != hash {
+    if seen.request_hash != hash {
         return Err(ApiError::validation(
             "Idempotency-Key",
             "this key was already used with a different request body",
         ));
     }
-    match (status, response) {
+    match (seen.status, seen.response) {
         (Some(_), Some(body)) => Ok(Claim::Replay(
             serde_json::from_value(body).map_err(|e| ApiError::Internal(e.into()))?,
         )),
@@ -92,20 +92,20 @@ pub(super) async fn claim(
 async fn insert(db: &PgPool, actor_key: &str, key: &str, hash: &[u8]) -> sqlx::Result<bool> {
     let mut conn = db.acquire().await?;
     // A claim that never completed (crash) expires after five minutes.
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM idempotency_keys WHERE actor_key = $1 AND key = $2 AND status IS NULL
            AND created_at < now() - interval '5 minutes'",
+        actor_key,
+        key,
     )
-    .bind(actor_key)
-    .bind(key)
     .execute(&mut *conn)
     .await?;
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO idempotency_keys (actor_key, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        actor_key,
+        key,
+        hash,
     )
-    .bind(actor_key)
-    .bind(key)
-    .bind(hash)
     .execute(&mut *conn)
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -118,12 +118,12 @@ pub(super) async fn complete(
     key: &IdempotencyKey,
     user: &UserView,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE idempotency_keys SET status = 201, response = $3 WHERE actor_key = $1 AND key = $2",
+        actor_key,
+        key.as_str(),
+        serde_json::to_value(user).unwrap_or_default(),
     )
-    .bind(actor_key)
-    .bind(key.as_str())
-    .bind(serde_json::to_value(user).unwrap_or_default())
     .execute(db)
     .await?;
     Ok(())
@@ -135,11 +135,11 @@ pub(super) async fn release(
     actor_key: &str,
     key: &IdempotencyKey,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM idempotency_keys WHERE actor_key = $1 AND key = $2 AND status IS NULL",
+        actor_key,
+        key.as_str(),
     )
-    .bind(actor_key)
-    .bind(key.as_str())
     .execute(db)
     .await?;
     Ok(())

@@ -4,52 +4,95 @@
 //! the caller decides what runs in one transaction.
 
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::model::{AuditEntry, RoleView, UserStatus, UserView};
-use crate::identity::row_columns;
+use crate::identity::{UserRow, query_user};
 
-const USER_COLUMNS: &str = concat!(
-    row_columns!(),
-    r#",
+/// A user row with its effective roles, as `query_as!` fills it (it cannot
+/// fill [`UserView`]'s nested row).
+struct UserRecord {
+    id: Uuid,
+    keycloak_id: Option<String>,
+    username: String,
+    email: Option<String>,
+    first_name: String,
+    last_name: String,
+    enabled: bool,
+    status: UserStatus,
+    created_at: OffsetDateTime,
+    last_login_at: Option<OffsetDateTime>,
+    roles: Vec<String>,
+}
+
+impl From<UserRecord> for UserView {
+    fn from(r: UserRecord) -> Self {
+        UserView {
+            user: UserRow {
+                id: r.id,
+                keycloak_id: r.keycloak_id,
+                username: r.username,
+                email: r.email,
+                first_name: r.first_name,
+                last_name: r.last_name,
+                enabled: r.enabled,
+                status: r.status,
+                created_at: r.created_at,
+                last_login_at: r.last_login_at,
+            },
+            roles: r.roles,
+        }
+    }
+}
+
+/// A checked query for users with their effective roles: `$where` follows
+/// `FROM users u`.
+macro_rules! query_user_view {
+    ($where:tt $(, $arg:expr)* $(,)?) => {
+        query_user!(
+            UserRecord,
+            "SELECT ",
+            (r#",
     COALESCE((SELECT array_agg(g.role ORDER BY g.role) FROM (
         SELECT r.role FROM user_roles r WHERE r.user_id = u.id
         UNION
         SELECT m.app_role FROM role_mappings m WHERE m.source = 'realm' AND m.keycloak_role = ANY(u.keycloak_roles)
-    ) g), '{}') AS roles"#
-);
+    ) g), '{}') AS "roles!"
+    FROM users u "# + $where)
+            $(, $arg)*
+        )
+    };
+}
 
 pub async fn find_user(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserView>> {
-    sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    let row = query_user_view!("WHERE u.id = $1", id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(UserView::from))
 }
 
 pub async fn find_user_by_keycloak_id(
     db: impl PgExecutor<'_>,
     keycloak_id: &str,
 ) -> sqlx::Result<Option<UserView>> {
-    sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users u WHERE u.keycloak_id = $1"
-    ))
-    .bind(keycloak_id)
-    .fetch_optional(db)
-    .await
+    let row = query_user_view!("WHERE u.keycloak_id = $1", keycloak_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(UserView::from))
 }
 
 pub async fn find_live_user_by_username(
     db: impl PgExecutor<'_>,
     username: &str,
 ) -> sqlx::Result<Option<UserView>> {
-    sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users u WHERE u.username = $1 AND u.status IN ('pending', 'active')"
-    ))
-    .bind(username)
+    let row = query_user_view!(
+        "WHERE u.username = $1 AND u.status IN ('pending', 'active')",
+        username as _
+    )
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(UserView::from))
 }
 
 pub struct UserFilter<'a> {
@@ -87,6 +130,10 @@ fn push_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, f: &'a UserFilter<'a>) {
 }
 
 /// A page of users in a stable order, and the total matching.
+///
+/// The filter stays a dynamic statement: a condition is added only when
+/// given, so the planner sees a plain `ILIKE` it can answer from the
+/// trigram index. It yields ids only; the rows come from a checked query.
 pub async fn list_users(
     db: &sqlx::PgPool,
     f: &UserFilter<'_>,
@@ -94,14 +141,20 @@ pub async fn list_users(
     let mut count = QueryBuilder::new("SELECT count(*) FROM users u");
     push_filter(&mut count, f);
     let total: i64 = count.build_query_scalar().fetch_one(db).await?;
-    let mut q = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users u"));
+    let mut q = QueryBuilder::new("SELECT u.id FROM users u");
     push_filter(&mut q, f);
     q.push(" ORDER BY u.created_at, u.id LIMIT ")
         .push_bind(f.limit)
         .push(" OFFSET ")
         .push_bind(f.offset);
-    let rows = q.build_query_as().fetch_all(db).await?;
-    Ok((rows, total))
+    let ids: Vec<Uuid> = q.build_query_scalar().fetch_all(db).await?;
+    let rows = query_user_view!(
+        "WHERE u.id = ANY($1) ORDER BY array_position($1, u.id)",
+        &ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok((rows.into_iter().map(UserView::from).collect(), total))
 }
 
 pub async fn insert_pending_user(
@@ -111,13 +164,13 @@ pub async fn insert_pending_user(
     first: &str,
     last: &str,
 ) -> sqlx::Result<Uuid> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO users (username, email, first_name, last_name, status) VALUES ($1, $2, $3, $4, 'pending') RETURNING id",
+        username as _,
+        email as _,
+        first,
+        last,
     )
-    .bind(username)
-    .bind(email)
-    .bind(first)
-    .bind(last)
     .fetch_one(db)
     .await
 }
@@ -127,11 +180,13 @@ pub async fn set_keycloak_id(
     user_id: Uuid,
     keycloak_id: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE users SET keycloak_id = $2 WHERE id = $1")
-        .bind(user_id)
-        .bind(keycloak_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE users SET keycloak_id = $2 WHERE id = $1",
+        user_id,
+        keycloak_id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -140,21 +195,25 @@ pub async fn set_status(
     user_id: Uuid,
     status: UserStatus,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE users SET status = $2 WHERE id = $1")
-        .bind(user_id)
-        .bind(status)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE users SET status = $2 WHERE id = $1",
+        user_id,
+        status as UserStatus
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Marks a user that never fully existed; its Keycloak id is cleared so a
 /// later user may reuse it.
 pub async fn mark_failed(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE users SET status = 'failed', keycloak_id = NULL WHERE id = $1")
-        .bind(user_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE users SET status = 'failed', keycloak_id = NULL WHERE id = $1",
+        user_id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -165,14 +224,14 @@ pub async fn update_profile(
     first: Option<&str>,
     last: Option<&str>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE users SET enabled = COALESCE($2, enabled), first_name = COALESCE($3, first_name),
                           last_name = COALESCE($4, last_name) WHERE id = $1",
+        user_id,
+        enabled,
+        first,
+        last,
     )
-    .bind(user_id)
-    .bind(enabled)
-    .bind(first)
-    .bind(last)
     .execute(db)
     .await?;
     Ok(())
@@ -184,30 +243,35 @@ pub async fn replace_roles(
     roles: &[String],
     granted_by: Option<Uuid>,
 ) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role <> ALL($2)")
-        .bind(user_id)
-        .bind(roles)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO user_roles (user_id, role, granted_by) SELECT $1, unnest($2::text[]), $3 ON CONFLICT DO NOTHING",
+    sqlx::query!(
+        "DELETE FROM user_roles WHERE user_id = $1 AND role <> ALL($2)",
+        user_id,
+        roles
     )
-    .bind(user_id)
-    .bind(roles)
-    .bind(granted_by)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query!(
+        "INSERT INTO user_roles (user_id, role, granted_by) SELECT $1, unnest($2::text[]), $3 ON CONFLICT DO NOTHING",
+        user_id,
+        roles,
+        granted_by,
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
 pub async fn all_roles(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<RoleView>> {
-    sqlx::query_as("SELECT name, description FROM roles ORDER BY name")
-        .fetch_all(db)
-        .await
+    sqlx::query_as!(
+        RoleView,
+        "SELECT name, description FROM roles ORDER BY name"
+    )
+    .fetch_all(db)
+    .await
 }
 
 pub async fn role_names(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT name FROM roles ORDER BY name")
+    sqlx::query_scalar!("SELECT name FROM roles ORDER BY name")
         .fetch_all(db)
         .await
 }
@@ -257,16 +321,16 @@ pub async fn insert_job(
     actor_id: Option<Uuid>,
     request_id: Option<&str>,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO provisioning_jobs (user_id, step, roles, actor, actor_id, request_id)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        user_id,
+        JobStep::LocalCreated as JobStep,
+        roles,
+        actor,
+        actor_id,
+        request_id,
     )
-    .bind(user_id)
-    .bind(JobStep::LocalCreated)
-    .bind(roles)
-    .bind(actor)
-    .bind(actor_id)
-    .bind(request_id)
     .fetch_one(db)
     .await
 }
@@ -279,12 +343,12 @@ pub async fn advance_job(
     step: JobStep,
     keycloak_id: Option<&str>,
 ) -> sqlx::Result<()> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE provisioning_jobs SET step = $2, keycloak_id = COALESCE($3, keycloak_id) WHERE id = $1",
+        job_id,
+        step as JobStep,
+        keycloak_id,
     )
-    .bind(job_id)
-    .bind(step)
-    .bind(keycloak_id)
     .execute(db)
     .await?
     .rows_affected();
@@ -300,11 +364,11 @@ pub async fn job_failed_attempt(
     job_id: i64,
     error: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE provisioning_jobs SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+        job_id,
+        error,
     )
-    .bind(job_id)
-    .bind(error)
     .execute(db)
     .await?;
     Ok(())
@@ -312,8 +376,7 @@ pub async fn job_failed_attempt(
 
 /// Removes a finished job; fails if it was already removed by someone else.
 pub async fn delete_job(db: impl PgExecutor<'_>, job_id: i64) -> sqlx::Result<()> {
-    let deleted = sqlx::query("DELETE FROM provisioning_jobs WHERE id = $1")
-        .bind(job_id)
+    let deleted = sqlx::query!("DELETE FROM provisioning_jobs WHERE id = $1", job_id)
         .execute(db)
         .await?
         .rows_affected();
@@ -328,11 +391,12 @@ pub async fn stale_jobs(
     db: impl PgExecutor<'_>,
     older_than: std::time::Duration,
 ) -> sqlx::Result<Vec<Job>> {
-    sqlx::query_as(
-        "SELECT id, user_id, step, keycloak_id, roles, actor, actor_id, request_id, created_at
-           FROM provisioning_jobs WHERE updated_at < now() - make_interval(secs => $1) ORDER BY id",
+    sqlx::query_as!(
+        Job,
+        r#"SELECT id, user_id, step AS "step: JobStep", keycloak_id, roles, actor, actor_id, request_id, created_at
+           FROM provisioning_jobs WHERE updated_at < now() - make_interval(secs => $1) ORDER BY id"#,
+        older_than.as_secs_f64(),
     )
-    .bind(older_than.as_secs_f64())
     .fetch_all(db)
     .await
 }
@@ -349,18 +413,18 @@ pub struct Audit<'a> {
 }
 
 pub async fn insert_audit(db: impl PgExecutor<'_>, a: Audit<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO audit_log (actor_id, actor, action, target_id, target, outcome, request_id, details)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        a.actor_id,
+        a.actor,
+        a.action,
+        a.target_id,
+        a.target,
+        a.outcome,
+        a.request_id,
+        a.details,
     )
-    .bind(a.actor_id)
-    .bind(a.actor)
-    .bind(a.action)
-    .bind(a.target_id)
-    .bind(a.target)
-    .bind(a.outcome)
-    .bind(a.request_id)
-    .bind(a.details)
     .execute(db)
     .await?;
     Ok(())
@@ -373,22 +437,23 @@ pub async fn list_audit(
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<(Vec<AuditEntry>, i64)> {
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_log WHERE ($1::uuid IS NULL OR target_id = $1) AND ($2::text IS NULL OR action = $2)",
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM audit_log WHERE ($1::uuid IS NULL OR target_id = $1) AND ($2::text IS NULL OR action = $2)"#,
+        target_id,
+        action,
     )
-    .bind(target_id)
-    .bind(action)
     .fetch_one(db)
     .await?;
-    let items = sqlx::query_as(
+    let items = sqlx::query_as!(
+        AuditEntry,
         "SELECT id, at, actor, action, target_id, target, outcome, request_id, details FROM audit_log
           WHERE ($1::uuid IS NULL OR target_id = $1) AND ($2::text IS NULL OR action = $2)
           ORDER BY at DESC, id DESC LIMIT $3 OFFSET $4",
+        target_id,
+        action,
+        limit,
+        offset,
     )
-    .bind(target_id)
-    .bind(action)
-    .bind(limit)
-    .bind(offset)
     .fetch_all(db)
     .await?;
     Ok((items, total))
@@ -400,11 +465,13 @@ pub async fn set_keycloak_roles(
     user_id: Uuid,
     roles: &[String],
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE users SET keycloak_roles = $2 WHERE id = $1")
-        .bind(user_id)
-        .bind(roles)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE users SET keycloak_roles = $2 WHERE id = $1",
+        user_id,
+        roles
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -440,16 +507,17 @@ pub async fn settle_failed(db: &sqlx::PgPool, user_id: Uuid, job_id: i64) -> sql
 }
 
 pub async fn username_of(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT username::text FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT username::text AS "username!" FROM users WHERE id = $1"#,
+        user_id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Drops every role granted in voxgate (a deleted user keeps none).
 pub async fn clear_roles(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
-        .bind(user_id)
+    sqlx::query!("DELETE FROM user_roles WHERE user_id = $1", user_id)
         .execute(db)
         .await?;
     Ok(())
@@ -465,15 +533,15 @@ pub async fn insert_from_keycloak(
     enabled: bool,
     realm_roles: &[String],
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO users (keycloak_id, username, email, enabled, status, keycloak_roles)
          VALUES ($1, $2, $3, $4, 'active', $5) ON CONFLICT (keycloak_id) DO NOTHING",
+        keycloak_id,
+        username as _,
+        email as _,
+        enabled,
+        realm_roles,
     )
-    .bind(keycloak_id)
-    .bind(username)
-    .bind(email)
-    .bind(enabled)
-    .bind(realm_roles)
     .execute(db)
     .await?;
     Ok(())
@@ -481,10 +549,11 @@ pub async fn insert_from_keycloak(
 
 /// Sagas that have not moved for five minutes: (username, step).
 pub async fn stuck_jobs(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, JobStep)>> {
-    sqlx::query_as(
-        "SELECT u.username::text, j.step FROM provisioning_jobs j JOIN users u ON u.id = j.user_id
-          WHERE j.updated_at < now() - interval '5 minutes'",
+    let rows = sqlx::query!(
+        r#"SELECT u.username::text AS "username!", j.step AS "step: JobStep" FROM provisioning_jobs j
+          JOIN users u ON u.id = j.user_id WHERE j.updated_at < now() - interval '5 minutes'"#,
     )
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.username, r.step)).collect())
 }

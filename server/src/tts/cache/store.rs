@@ -8,13 +8,19 @@ use uuid::Uuid;
 
 use super::{Entry, Found, MEMORY_ENTRY_MAX, Stored, etag_of};
 
-#[derive(sqlx::FromRow)]
 struct Meta {
     content_type: String,
     size: i64,
     duration_ms: Option<i64>,
     etag: Option<String>,
     stale_access: bool,
+}
+
+/// A stored chunk as a range read takes it.
+struct StoredChunk {
+    seq: i32,
+    offset_bytes: i64,
+    data: Vec<u8>,
 }
 
 /// Chunks read per query when streaming a large entry: with the chunk
@@ -47,11 +53,13 @@ pub async fn lookup(db: &PgPool, key: &str) -> sqlx::Result<Option<Found>> {
 }
 
 async fn meta(db: &PgPool, key: &str) -> sqlx::Result<Option<Meta>> {
-    let meta: Option<Meta> = sqlx::query_as(
-        "SELECT content_type, size, duration_ms, etag, last_access_at < now() - interval '1 minute' AS stale_access
-           FROM tts_cache WHERE key = $1 AND complete",
+    let meta = sqlx::query_as!(
+        Meta,
+        r#"SELECT content_type, size, duration_ms, etag,
+                  last_access_at < now() - interval '1 minute' AS "stale_access!"
+             FROM tts_cache WHERE key = $1 AND complete"#,
+        key,
     )
-    .bind(key)
     .fetch_optional(db)
     .await?;
     let Some(meta) = meta else { return Ok(None) };
@@ -60,28 +68,31 @@ async fn meta(db: &PgPool, key: &str) -> sqlx::Result<Option<Meta>> {
         let db = db.clone();
         let key = key.to_string();
         tokio::spawn(async move {
-            let _ = sqlx::query("UPDATE tts_cache SET last_access_at = now() WHERE key = $1")
-                .bind(key)
-                .execute(&db)
-                .await;
+            let _ = sqlx::query!(
+                "UPDATE tts_cache SET last_access_at = now() WHERE key = $1",
+                key
+            )
+            .execute(&db)
+            .await;
         });
     }
     Ok(Some(meta))
 }
 
 async fn read_whole(db: &PgPool, key: &str, meta: Meta) -> sqlx::Result<Option<Entry>> {
-    let chunks: Vec<(i32, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, data FROM tts_chunks WHERE key = $1 ORDER BY seq")
-            .bind(key)
-            .fetch_all(db)
-            .await?;
+    let chunks = sqlx::query!(
+        "SELECT seq, data FROM tts_chunks WHERE key = $1 ORDER BY seq",
+        key
+    )
+    .fetch_all(db)
+    .await?;
     let mut data = BytesMut::with_capacity(meta.size.max(0) as usize);
-    for (expected, (seq, c)) in chunks.iter().enumerate() {
-        if *seq != expected as i32 {
+    for (expected, c) in chunks.iter().enumerate() {
+        if c.seq != expected as i32 {
             discard(db, key, "has a gap").await;
             return Ok(None);
         }
-        data.extend_from_slice(c);
+        data.extend_from_slice(&c.data);
     }
     if data.len() as i64 != meta.size {
         discard(db, key, "has the wrong size").await;
@@ -98,8 +109,7 @@ async fn read_whole(db: &PgPool, key: &str, meta: Meta) -> sqlx::Result<Option<E
 /// A damaged entry goes: the next request synthesizes it again.
 async fn discard(db: &PgPool, key: &str, why: &str) {
     tracing::warn!(key, "cached audio {why}; discarding it");
-    let _ = sqlx::query("DELETE FROM tts_cache WHERE key = $1")
-        .bind(key)
+    let _ = sqlx::query!("DELETE FROM tts_cache WHERE key = $1", key)
         .execute(db)
         .await;
 }
@@ -125,7 +135,7 @@ pub fn stream_range(
         next_seq: Option<i32>,
         /// Where the next chunk must begin.
         expected: Option<u64>,
-        batch: std::collections::VecDeque<(i32, i64, Vec<u8>)>,
+        batch: std::collections::VecDeque<StoredChunk>,
     }
     let reader = Reader {
         db,
@@ -141,7 +151,12 @@ pub fn stream_range(
             if r.at > r.end {
                 return Ok(None);
             }
-            if let Some((seq, offset, data)) = r.batch.pop_front() {
+            if let Some(StoredChunk {
+                seq,
+                offset_bytes: offset,
+                data,
+            }) = r.batch.pop_front()
+            {
                 let (offset, len) = (offset as u64, data.len() as u64);
                 let starts_right = match r.expected {
                     Some(expected) => offset == expected,
@@ -158,26 +173,34 @@ pub fn stream_range(
                 r.at = offset + to as u64 + 1;
                 return Ok(Some((Bytes::from(data).slice(from..=to), r)));
             }
-            let rows: Vec<(i32, i64, Vec<u8>)> = match r.next_seq {
-                Some(seq) => sqlx::query_as(
-                    "SELECT seq, offset_bytes, data FROM tts_chunks
+            let rows = match r.next_seq {
+                Some(seq) => {
+                    sqlx::query_as!(
+                        StoredChunk,
+                        "SELECT seq, offset_bytes, data FROM tts_chunks
                       WHERE key = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
-                )
-                .bind(&r.key)
-                .bind(seq)
-                .bind(STREAM_BATCH),
-                None => sqlx::query_as(
-                    "SELECT seq, offset_bytes, data FROM tts_chunks
+                        r.key,
+                        seq,
+                        STREAM_BATCH,
+                    )
+                    .fetch_all(&r.db)
+                    .await
+                }
+                None => {
+                    sqlx::query_as!(
+                        StoredChunk,
+                        "SELECT seq, offset_bytes, data FROM tts_chunks
                       WHERE key = $1 AND seq >= (SELECT coalesce(max(seq), 0) FROM tts_chunks
                                                   WHERE key = $1 AND offset_bytes <= $2)
                       ORDER BY seq LIMIT $3",
-                )
-                .bind(&r.key)
-                .bind(r.at as i64)
-                .bind(STREAM_BATCH),
+                        r.key,
+                        r.at as i64,
+                        STREAM_BATCH,
+                    )
+                    .fetch_all(&r.db)
+                    .await
+                }
             }
-            .fetch_all(&r.db)
-            .await
             .map_err(std::io::Error::other)?;
             if rows.is_empty() {
                 discard(&r.db, &r.key, "is shorter than recorded").await;
@@ -191,10 +214,10 @@ pub fn stream_range(
 }
 
 pub async fn duration_ms(db: &PgPool, key: &str) -> sqlx::Result<Option<i64>> {
-    Ok(sqlx::query_scalar::<_, Option<i64>>(
+    Ok(sqlx::query_scalar!(
         "SELECT duration_ms FROM tts_cache WHERE key = $1 AND complete",
+        key
     )
-    .bind(key)
     .fetch_optional(db)
     .await?
     .flatten())
@@ -221,40 +244,41 @@ pub async fn begin(
     content_type: &str,
     writer: Uuid,
 ) -> sqlx::Result<Claim> {
-    let (claimed, complete): (bool, bool) = sqlx::query_as(
-        "WITH ins AS (
-           INSERT INTO tts_cache (key, content_type, writer) VALUES ($1, $2, $3)
-           ON CONFLICT (key) DO NOTHING RETURNING 1)
-         SELECT EXISTS (SELECT 1 FROM ins),
-                EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND complete)",
+    let found = sqlx::query!(
+        r#"WITH ins AS (
+             INSERT INTO tts_cache (key, content_type, writer) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO NOTHING RETURNING 1)
+           SELECT EXISTS (SELECT 1 FROM ins) AS "claimed!",
+                  EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND complete) AS "complete!""#,
+        key,
+        content_type,
+        writer,
     )
-    .bind(key)
-    .bind(content_type)
-    .bind(writer)
     .fetch_one(db)
     .await?;
+    let (claimed, complete) = (found.claimed, found.complete);
     if claimed {
         return Ok(Claim::Claimed);
     }
     if complete {
         return Ok(Claim::Complete);
     }
-    let stale = sqlx::query(
+    let stale = sqlx::query!(
         "DELETE FROM tts_cache WHERE key = $1 AND NOT complete AND created_at < now() - interval '5 minutes'",
+        key,
     )
-    .bind(key)
     .execute(db)
     .await?
     .rows_affected();
     if stale == 0 {
         return Ok(Claim::Busy);
     }
-    let retaken = sqlx::query(
+    let retaken = sqlx::query!(
         "INSERT INTO tts_cache (key, content_type, writer) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+        key,
+        content_type,
+        writer,
     )
-    .bind(key)
-    .bind(content_type)
-    .bind(writer)
     .execute(db)
     .await?
     .rows_affected();
@@ -296,17 +320,17 @@ pub async fn append_all(
     let seqs: Vec<i32> = chunks.iter().map(|c| c.seq).collect();
     let offsets: Vec<i64> = chunks.iter().map(|c| c.offset).collect();
     let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_ref()).collect();
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "INSERT INTO tts_chunks (key, seq, offset_bytes, data)
          SELECT $1, c.seq, c.offset_bytes, c.data
            FROM unnest($3::int4[], $4::int8[], $5::bytea[]) AS c(seq, offset_bytes, data)
           WHERE EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete)",
+        key,
+        writer,
+        &seqs,
+        &offsets,
+        &data as &[&[u8]],
     )
-    .bind(key)
-    .bind(writer)
-    .bind(seqs)
-    .bind(offsets)
-    .bind(data)
     .execute(db)
     .await?;
     if done.rows_affected() == chunks.len() as u64 {
@@ -323,14 +347,15 @@ pub async fn chunks_between(
     from: i32,
     to: i32,
 ) -> sqlx::Result<Vec<(i32, Vec<u8>)>> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT seq, data FROM tts_chunks WHERE key = $1 AND seq >= $2 AND seq < $3 ORDER BY seq LIMIT 16",
+        key,
+        from,
+        to,
     )
-    .bind(key)
-    .bind(from)
-    .bind(to)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.seq, r.data)).collect())
 }
 
 /// Marks an entry complete, then evicts least recently used entries until
@@ -344,15 +369,15 @@ pub async fn finish(
     etag: &str,
     max_bytes: i64,
 ) -> sqlx::Result<()> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE tts_cache SET complete = true, size = $3, duration_ms = $4, etag = $5, last_access_at = now()
           WHERE key = $1 AND writer = $2 AND NOT complete",
+        key,
+        writer,
+        size,
+        duration_ms,
+        etag,
     )
-    .bind(key)
-    .bind(writer)
-    .bind(size)
-    .bind(duration_ms)
-    .bind(etag)
     .execute(db)
     .await?;
     if done.rows_affected() != 1 {
@@ -368,15 +393,17 @@ pub async fn finish(
 /// round.
 pub async fn evict(db: &PgPool, max_bytes: i64) -> sqlx::Result<()> {
     loop {
-        let over: bool = sqlx::query_scalar("SELECT bytes > $1 FROM tts_cache_usage WHERE id")
-            .bind(max_bytes)
-            .fetch_optional(db)
-            .await?
-            .unwrap_or(false);
+        let over = sqlx::query_scalar!(
+            r#"SELECT bytes > $1 AS "over!" FROM tts_cache_usage WHERE id"#,
+            max_bytes
+        )
+        .fetch_optional(db)
+        .await?
+        .unwrap_or(false);
         if !over {
             return Ok(());
         }
-        let evicted = sqlx::query(
+        let evicted = sqlx::query!(
             "WITH excess AS (
                SELECT bytes - $1 AS bytes FROM tts_cache_usage WHERE id
              ), oldest AS (
@@ -388,9 +415,9 @@ pub async fn evict(db: &PgPool, max_bytes: i64) -> sqlx::Result<()> {
              )
              DELETE FROM tts_cache WHERE key IN (
                SELECT key FROM freed, excess WHERE freed.before < excess.bytes)",
+            max_bytes,
+            EVICT_BATCH,
         )
-        .bind(max_bytes)
-        .bind(EVICT_BATCH)
         .execute(db)
         .await?;
         if evicted.rows_affected() < EVICT_BATCH as u64 {
@@ -404,11 +431,13 @@ const EVICT_BATCH: i64 = 500;
 
 /// Drops this writer's unfinished entry (failed or cut stream): never cached.
 pub async fn abandon(db: &PgPool, key: &str, writer: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete")
-        .bind(key)
-        .bind(writer)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete",
+        key,
+        writer
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
