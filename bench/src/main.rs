@@ -22,6 +22,7 @@ use clap::Parser;
 
 use report::Report;
 use voxgate_bench::procs::{self, Proc, free_port, wait_http};
+use voxgate_lab::env::{POLLY_KEY_ID, POLLY_REGION, POLLY_SECRET};
 
 #[derive(Parser, Clone)]
 #[command(about = "Runs voxgate's load benchmarks and rewrites docs/benchmarks.md")]
@@ -111,9 +112,6 @@ impl Args {
 }
 
 pub const REALM: &str = "voxgate";
-pub const POLLY_KEY_ID: &str = "AKIDVOXGATETEST";
-pub const POLLY_SECRET: &str = "voxgate-test-secret";
-pub const POLLY_REGION: &str = "us-east-1";
 /// Generous limits so per-user rate limits and quotas never interfere.
 pub const RATE_PER_MINUTE: &str = "100000000";
 pub const DAILY_CHARS: &str = "100000000000";
@@ -509,37 +507,28 @@ async fn start_lab(args: Args) -> anyhow::Result<Lab> {
 
     // nginx: the project's configuration rendered for local ports, plus
     // static servers (plain and with the same TLS) for the baselines.
-    let static_port = free_port();
     let certs = root.join(&args.certs);
-    let have_certs = certs.join("server.pem").exists() && certs.join("server-key.pem").exists();
-    let (tls_port, tls_static_port) = (free_port(), free_port());
-    let nginx_dir = work.join("nginx");
-    render_nginx(
-        &root,
-        &nginx_dir,
+    if !certs.join("server.pem").exists() {
+        bail!(
+            "no certificates in {}: run scripts/make-certs {} (scripts/bench does)",
+            certs.display(),
+            args.certs.display()
+        );
+    }
+    let (static_port, tls_port, tls_static_port) = (free_port(), free_port(), free_port());
+    let cmd = render_nginx(
+        &work.join("nginx"),
+        &logs.join("nginx-error.log"),
         &work.join("static"),
         &certs,
-        have_certs,
         NginxPorts {
             static_http: static_port,
             https: tls_port,
             https_static: tls_static_port,
-            http_redirect: free_port(),
             voxgate: format!("127.0.0.1:{vx_port}"),
             keycloak: kc_port,
         },
     )?;
-    let cmd = nginx_command(&nginx_dir, &logs.join("nginx-error.log"));
-    let test = Command::new("nginx")
-        .args(cmd.get_args())
-        .arg("-t")
-        .output()?;
-    if !test.status.success() {
-        bail!(
-            "nginx -t failed:\n{}",
-            String::from_utf8_lossy(&test.stderr)
-        );
-    }
     let mut nginx = Proc::spawn_with("nginx", cmd, &logs, true)?;
     let static_url = format!("http://127.0.0.1:{static_port}");
     wait_http(
@@ -553,74 +542,66 @@ async fn start_lab(args: Args) -> anyhow::Result<Lab> {
     // A second voxgate on a Unix socket, behind a second nginx rendered
     // from the same files (only the upstream differs).
     let tls_unix_port = free_port();
-    if have_certs {
-        let socket = work.join("voxgate.sock");
-        let mut cmd = Command::new(bin("voxgate"));
-        cmd.arg("serve");
-        for (k, v) in voxgate_env(&args, &vx_url, vx_port, &issuer, &polly_url) {
+    let socket = work.join("voxgate.sock");
+    let mut cmd = Command::new(bin("voxgate"));
+    cmd.arg("serve");
+    for (k, v) in voxgate_env(&args, &vx_url, vx_port, &issuer, &polly_url) {
+        cmd.env(k, v);
+    }
+    for kv in &args.voxgate_env {
+        if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);
         }
-        for kv in &args.voxgate_env {
-            if let Some((k, v)) = kv.split_once('=') {
-                cmd.env(k, v);
-            }
-        }
-        // nginx's workers run as www-data when the benchmark runs as root.
-        cmd.env("VOXGATE_BIND", format!("unix:{}", socket.display()))
-            .env("VOXGATE_SOCKET_MODE", "0666");
-        let vx_unix = Proc::spawn("voxgate-unix", cmd, &logs)?;
-        procs.push(vx_unix);
-        let dir = work.join("nginx-unix");
-        render_nginx(
-            &root,
-            &dir,
-            &work.join("static"),
-            &certs,
-            true,
-            NginxPorts {
-                static_http: free_port(),
-                https: tls_unix_port,
-                https_static: free_port(),
-                http_redirect: free_port(),
-                voxgate: format!("unix:{}", socket.display()),
-                keycloak: kc_port,
-            },
-        )?;
-        let cmd = nginx_command(&dir, &logs.join("nginx-unix-error.log"));
-        procs.push(Proc::spawn_with("nginx-unix", cmd, &logs, true)?);
     }
+    // nginx's workers run as www-data when the benchmark runs as root.
+    cmd.env("VOXGATE_BIND", format!("unix:{}", socket.display()))
+        .env("VOXGATE_SOCKET_MODE", "0666");
+    procs.push(Proc::spawn("voxgate-unix", cmd, &logs)?);
+    let cmd = render_nginx(
+        &work.join("nginx-unix"),
+        &logs.join("nginx-unix-error.log"),
+        &work.join("static"),
+        &certs,
+        NginxPorts {
+            static_http: free_port(),
+            https: tls_unix_port,
+            https_static: free_port(),
+            voxgate: format!("unix:{}", socket.display()),
+            keycloak: kc_port,
+        },
+    )?;
+    procs.push(Proc::spawn_with("nginx-unix", cmd, &logs, true)?);
 
-    let (tls_url, tls_static_url, tls_unix_url, tls_client) = if have_certs {
-        let ca = std::fs::read(certs.join("ca.pem"))?;
-        let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        // Ready when voxgate answers /api/me through it (keys loaded).
-        let unix_url = format!("https://127.0.0.1:{tls_unix_port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            for p in &mut procs {
-                p.check_alive()?;
-            }
-            let up = client.get(format!("{unix_url}/healthz")).send().await;
-            if up.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("voxgate on the Unix socket never answered through nginx");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let ca = std::fs::read(certs.join("ca.pem"))?;
+    let tls_client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    // Ready when voxgate answers through it.
+    let tls_unix_url = format!("https://127.0.0.1:{tls_unix_port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for p in &mut procs {
+            p.check_alive()?;
         }
-        (
-            Some(format!("https://127.0.0.1:{tls_port}")),
-            Some(format!("https://127.0.0.1:{tls_static_port}")),
-            Some(unix_url),
-            Some(client),
-        )
-    } else {
-        (None, None, None, None)
-    };
+        let up = tls_client
+            .get(format!("{tls_unix_url}/healthz"))
+            .send()
+            .await;
+        if up.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("voxgate on the Unix socket never answered through nginx");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (tls_url, tls_static_url, tls_unix_url, tls_client) = (
+        Some(format!("https://127.0.0.1:{tls_port}")),
+        Some(format!("https://127.0.0.1:{tls_static_port}")),
+        Some(tls_unix_url),
+        Some(tls_client),
+    );
 
     let polly_conf = aws_sdk_polly::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -660,7 +641,8 @@ async fn start_lab(args: Args) -> anyhow::Result<Lab> {
     })
 }
 
-/// voxgate's settings for the run (documented in docs/benchmarks.md).
+/// voxgate's settings for the run (documented in docs/benchmarks.md): the
+/// local stack's, with limits out of the way and the cache's bound.
 pub fn voxgate_env(
     args: &Args,
     vx_url: &str,
@@ -668,25 +650,14 @@ pub fn voxgate_env(
     issuer: &str,
     polly_url: &str,
 ) -> BTreeMap<&'static str, String> {
-    BTreeMap::from([
-        ("DATABASE_URL", args.database_url.clone()),
+    let mut env = voxgate_lab::env::voxgate(&voxgate_lab::env::Stack {
+        database_url: &args.database_url,
+        public_url: vx_url,
+        issuer,
+        polly_url,
+    });
+    env.extend([
         ("VOXGATE_BIND", format!("127.0.0.1:{vx_port}")),
-        ("VOXGATE_PUBLIC_URL", vx_url.to_string()),
-        ("VOXGATE_TRUSTED_PROXIES", "127.0.0.1".to_string()),
-        ("VOXGATE_OIDC_ISSUER", issuer.to_string()),
-        (
-            "VOXGATE_OIDC_CLIENT_SECRET",
-            "dev-only-voxgate-web-secret".to_string(),
-        ),
-        (
-            "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET",
-            "dev-only-voxgate-admin-secret".to_string(),
-        ),
-        ("VOXGATE_TTS_ENGINE", "polly".to_string()),
-        ("AWS_ENDPOINT_URL_POLLY", polly_url.to_string()),
-        ("AWS_REGION", POLLY_REGION.to_string()),
-        ("AWS_ACCESS_KEY_ID", POLLY_KEY_ID.to_string()),
-        ("AWS_SECRET_ACCESS_KEY", POLLY_SECRET.to_string()),
         ("VOXGATE_TTS_RATE_PER_MINUTE", RATE_PER_MINUTE.to_string()),
         ("VOXGATE_TTS_DAILY_CHARS", DAILY_CHARS.to_string()),
         ("VOXGATE_TTS_CONCURRENCY", TTS_CONCURRENCY.to_string()),
@@ -694,127 +665,58 @@ pub fn voxgate_env(
         // the hundred streams the memory section opens.
         ("VOXGATE_TTS_USER_CONCURRENCY", TTS_CONCURRENCY.to_string()),
         ("VOXGATE_TTS_CACHE_MAX_BYTES", CACHE_MAX_BYTES.to_string()),
-        ("VOXGATE_LOG", "warn".to_string()),
-    ])
+    ]);
+    env
 }
 
+/// Where one rendered nginx listens: the project's configuration
+/// (`voxgate_lab::nginx`) plus the static baselines for
+/// docs/benchmarks.md, plain and with the same TLS (it sits in the same
+/// `http` block, so it inherits exactly the project's certificate and TLS
+/// settings).
 struct NginxPorts {
     static_http: u16,
     https: u16,
     https_static: u16,
-    http_redirect: u16,
     /// An nginx upstream address: `127.0.0.1:PORT` or `unix:/path`.
     voxgate: String,
     keycloak: u16,
 }
 
-/// Renders nginx/ the way the nginx Docker image does (envsubst of
-/// templates/*.template into conf.d/), then adds the static baselines in
-/// conf.d/bench-static.conf. The TLS static server sits in the same `http`
-/// block, so it inherits exactly the project's certificate and TLS
-/// settings.
 fn render_nginx(
-    root: &Path,
     dir: &Path,
+    error_log: &Path,
     static_root: &Path,
     certs: &Path,
-    with_tls: bool,
     ports: NginxPorts,
-) -> anyhow::Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
-    }
-    std::fs::create_dir_all(dir.join("conf.d"))?;
-    std::fs::create_dir_all(dir.join("snippets"))?;
-    std::fs::copy(root.join("nginx/nginx.conf"), dir.join("nginx.conf"))?;
-    for entry in std::fs::read_dir(root.join("nginx/snippets"))? {
-        let entry = entry?;
-        std::fs::copy(entry.path(), dir.join("snippets").join(entry.file_name()))?;
-    }
+) -> anyhow::Result<Command> {
     let static_root = static_root.display();
-    let mut bench = format!(
+    let baselines = format!(
         "# Baselines for docs/benchmarks.md: the same bytes served as static files.\n\
-         server {{\n    listen 127.0.0.1:{};\n    root {static_root};\n}}\n",
-        ports.static_http
+         server {{\n    listen 127.0.0.1:{};\n    root {static_root};\n}}\n\
+         server {{\n    listen 127.0.0.1:{} ssl http2;\n    server_name localhost 127.0.0.1;\n    root {static_root};\n}}\n",
+        ports.static_http, ports.https_static
     );
-    if with_tls {
-        let cert = |name: &str| certs.join(name).display().to_string();
-        let vars = BTreeMap::from([
-            (
-                "NGINX_HTTP_PORT",
-                format!("127.0.0.1:{}", ports.http_redirect),
-            ),
-            ("NGINX_HTTPS_PORT", format!("127.0.0.1:{}", ports.https)),
-            ("NGINX_SERVER_NAME", "localhost 127.0.0.1".to_string()),
-            ("NGINX_PUBLIC_HOST", format!("127.0.0.1:{}", ports.https)),
-            ("NGINX_SSL_CERT", cert("server.pem")),
-            ("NGINX_SSL_KEY", cert("server-key.pem")),
-            ("NGINX_SSL_TRUSTED_CA", cert("ca.pem")),
-            ("NGINX_OCSP_STAPLING", "off".to_string()),
-            (
-                "NGINX_VOXGATE_SERVERS",
-                format!("server {} max_fails=3 fail_timeout=10s;", ports.voxgate),
-            ),
-            (
-                "NGINX_KEYCLOAK_SERVER",
-                format!("127.0.0.1:{}", ports.keycloak),
-            ),
-            ("NGINX_CREDENTIALS_RATE", "20r/m".to_string()),
-            ("NGINX_CREDENTIALS_EXEMPT", "127.0.0.1/32 1;".to_string()),
-            ("NGINX_HSTS_MAX_AGE", "63072000".to_string()),
-            ("NGINX_RESOLVER", "127.0.0.1".to_string()),
-            (
-                "NGINX_BACKCHANNEL_PORT",
-                format!("127.0.0.1:{}", free_port()),
-            ),
-        ]);
-        let template = std::fs::read_to_string(root.join("nginx/templates/voxgate.conf.template"))?;
-        let mut rendered = template.clone();
-        for (name, value) in &vars {
-            rendered = rendered.replace(&format!("${{{name}}}"), value);
-        }
-        if let Some(at) = rendered.find("${") {
-            let name: String = rendered[at..].chars().take(40).collect();
-            bail!("the nginx template has a placeholder this benchmark does not fill: {name}");
-        }
-        std::fs::write(dir.join("conf.d/voxgate.conf"), rendered)?;
-        bench.push_str(&format!(
-            "server {{\n    listen 127.0.0.1:{} ssl http2;\n    server_name localhost 127.0.0.1;\n    root {static_root};\n}}\n",
-            ports.https_static
-        ));
+    let keycloak = format!("127.0.0.1:{}", ports.keycloak);
+    let vars = voxgate_lab::nginx::vars(&voxgate_lab::nginx::Ports {
+        https: ports.https,
+        http_redirect: free_port(),
+        backchannel: free_port(),
+        upstreams: &[ports.voxgate],
+        keycloak: &keycloak,
+        certs,
+    });
+    voxgate_lab::nginx::render(dir, &vars, Some(&baselines))?;
+    let cmd = voxgate_lab::nginx::command(dir, error_log);
+    let test = Command::new("nginx")
+        .args(cmd.get_args())
+        .arg("-t")
+        .output()?;
+    if !test.status.success() {
+        bail!(
+            "nginx -t failed:\n{}",
+            String::from_utf8_lossy(&test.stderr)
+        );
     }
-    std::fs::write(dir.join("conf.d/bench-static.conf"), bench)?;
-    Ok(())
-}
-
-/// nginx in the foreground on the configuration rendered into `dir`.
-fn nginx_command(dir: &Path, error_log: &Path) -> Command {
-    let mut cmd = Command::new("nginx");
-    cmd.arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-e")
-        .arg(error_log)
-        .arg("-g")
-        .arg(nginx_globals(dir));
-    cmd
-}
-
-/// Main-context directives for the command line: foreground, a private
-/// pid file, Debian's unprivileged worker user when run as root.
-fn nginx_globals(dir: &Path) -> String {
-    let mut g = format!("daemon off; pid {};", dir.join("nginx.pid").display());
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let www_data = std::fs::read_to_string("/etc/passwd")
-        .map(|p| p.lines().any(|l| l.starts_with("www-data:")))
-        .unwrap_or(false);
-    if root && www_data {
-        g.push_str(" user www-data;");
-    }
-    g
+    Ok(cmd)
 }

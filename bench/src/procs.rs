@@ -117,13 +117,7 @@ pub async fn wait_http(proc: &mut Proc, url: &str, timeout: Duration) -> anyhow:
     }
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use voxgate_lab::free_port;
 
 /// Resident set size of `pid` in KiB (VmRSS from /proc).
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {

@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Caller, TestApp, TestSettings, free_port};
 
 pub const REALM: &str = "voxgate";
-pub const WEB_SECRET: &str = "dev-only-voxgate-web-secret";
-pub const ADMIN_SECRET: &str = "dev-only-voxgate-admin-secret";
+pub use voxgate_lab::env::{ADMIN_SECRET, WEB_SECRET};
 
 pub struct Stack {
     pub app: TestApp,
@@ -44,26 +43,12 @@ pub fn project_realm_text() -> String {
 
 /// The realm file's text with `vars` as the importer's environment.
 pub fn project_realm_text_with(vars: &[(&str, &str)]) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../keycloak-realm/realm.json");
-    let text = std::fs::read_to_string(path).expect("realm file");
-    voxgate::realm::placeholders::substitute(&text, |name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
-    })
-}
-
-fn realm_file() -> Value {
-    serde_json::from_str(&project_realm_text()).expect("realm JSON")
+    voxgate_lab::realm::text_with(vars).expect("realm file")
 }
 
 /// The project's realm, with every local URL moved to the test app's port.
 pub fn realm_for(app_base: &str) -> Value {
-    let text = realm_file()
-        .to_string()
-        .replace("http://127.0.0.1:8080", app_base)
-        .replace("http://localhost:8080", app_base);
-    serde_json::from_str(&text).expect("patched realm")
+    voxgate_lab::realm::for_origin(app_base, &[]).expect("realm JSON")
 }
 
 pub async fn spawn_stack() -> Stack {

@@ -82,12 +82,9 @@ async fn main() -> anyhow::Result<()> {
     // is chosen first.
     let vx_port = free_port();
     let vx_url = format!("http://127.0.0.1:{vx_port}");
-    let realm = std::fs::read_to_string(root.join("keycloak-realm/realm.json"))?;
-    let realm = voxgate::realm::placeholders::substitute(&realm, |_| None)
-        .replace("http://127.0.0.1:8080", &vx_url)
-        .replace("http://localhost:8080", &vx_url);
+    let realm = voxgate_lab::realm::for_origin(&vx_url, &[])?;
     let kc = Standin::start(StandinConfig {
-        realm_jsons: vec![serde_json::from_str(&realm)?],
+        realm_jsons: vec![realm],
         ..StandinConfig::default()
     })
     .await?;
@@ -106,24 +103,14 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    let vx_env = [
-        ("DATABASE_URL", args.database_url.clone()),
+    let mut vx_env = voxgate_lab::env::voxgate(&voxgate_lab::env::Stack {
+        database_url: &args.database_url,
+        public_url: &vx_url,
+        issuer: &issuer,
+        polly_url: &polly_url,
+    });
+    vx_env.extend([
         ("VOXGATE_BIND", format!("127.0.0.1:{vx_port}")),
-        ("VOXGATE_PUBLIC_URL", vx_url.clone()),
-        ("VOXGATE_OIDC_ISSUER", issuer.clone()),
-        (
-            "VOXGATE_OIDC_CLIENT_SECRET",
-            "dev-only-voxgate-web-secret".into(),
-        ),
-        (
-            "VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET",
-            "dev-only-voxgate-admin-secret".into(),
-        ),
-        ("VOXGATE_TTS_ENGINE", "polly".into()),
-        ("AWS_ENDPOINT_URL_POLLY", polly_url.clone()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "AKIDVOXGATETEST".into()),
-        ("AWS_SECRET_ACCESS_KEY", "voxgate-test-secret".into()),
         // The soak is about leaks and losses, not the per-user limits (a
         // test covers each): they are set out of reach.
         ("VOXGATE_TTS_RATE_PER_MINUTE", "1000000".into()),
@@ -131,10 +118,9 @@ async fn main() -> anyhow::Result<()> {
         ("VOXGATE_CHAT_RATE_PER_MINUTE", "1000000".into()),
         ("VOXGATE_SIGN_INS_PER_ADDRESS", "1000000".into()),
         ("VOXGATE_SIGN_INS_PER_INSTANCE", "1000000".into()),
-        ("VOXGATE_LOG", "warn".into()),
-    ];
+    ]);
     let mut cmd = Command::new(bin("voxgate"));
-    cmd.arg("serve").envs(vx_env.iter().cloned());
+    cmd.arg("serve").envs(&vx_env);
     let mut vx = Proc::spawn("voxgate", cmd, &logs)?;
     wait_http(
         &mut vx,
@@ -297,7 +283,7 @@ async fn main() -> anyhow::Result<()> {
     let mut recover = Command::new(bin("voxgate"));
     recover
         .args(["users", "recover", "--older-than", "0"])
-        .envs(vx_env.iter().cloned());
+        .envs(&vx_env);
     let recovered = recover.output().context("voxgate users recover")?;
     let recovered_text = String::from_utf8_lossy(&recovered.stdout)
         .trim()

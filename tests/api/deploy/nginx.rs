@@ -17,7 +17,7 @@ use keycloak_standin::{Standin, StandinConfig};
 use polly_standin::{PollyConfig, PollyStandin};
 use serde_json::Value;
 
-use super::{read, repo};
+use super::repo;
 use crate::helpers::{Caller, TestDatabase, TestSettings, free_port};
 use crate::stack::{REALM, Stack, form_action, location, spawn_stack_with, urlencoding};
 
@@ -69,82 +69,30 @@ pub(crate) fn make_certs() -> TempDir {
     dir
 }
 
-/// The `${NGINX_*}` placeholders of the template, in order of appearance.
+/// The `${NGINX_*}` placeholders of the template.
 pub(super) fn template_placeholders(template: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        let end = rest[start..].find('}').expect("closed placeholder") + start;
-        found.insert(rest[start + 2..end].to_string());
-        rest = &rest[end + 1..];
-    }
-    found
+    voxgate_lab::nginx::placeholders(template)
+        .into_iter()
+        .collect()
 }
 
-/// Renders the shipped nginx files into `dir` the way the nginx Docker
-/// image does (envsubst of templates/*.template into conf.d/).
-fn render_nginx(dir: &TempDir, vars: &BTreeMap<&str, String>) -> PathBuf {
-    std::fs::create_dir_all(dir.path("conf.d")).unwrap();
-    std::fs::create_dir_all(dir.path("snippets")).unwrap();
-    std::fs::copy(repo("nginx/nginx.conf"), dir.path("nginx.conf")).unwrap();
-    for entry in std::fs::read_dir(repo("nginx/snippets")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path("snippets").join(entry.file_name())).unwrap();
-    }
-    let template = read("nginx/templates/voxgate.conf.template");
-    let mut rendered = template.clone();
-    for name in template_placeholders(&template) {
-        let value = vars
-            .get(name.as_str())
-            .unwrap_or_else(|| panic!("no value for placeholder {name}"));
-        rendered = rendered.replace(&format!("${{{name}}}"), value);
-    }
-    assert!(!rendered.contains("${"), "every placeholder is filled");
-    std::fs::write(dir.path("conf.d/voxgate.conf"), rendered).unwrap();
-    dir.path("nginx.conf")
-}
-
-/// Main-context directives given on the command line: no daemon, a private
-/// pid file, and Debian's unprivileged user for the workers when root.
-fn nginx_globals(dir: &TempDir) -> String {
-    let mut globals = format!("daemon off; pid {};", dir.path("nginx.pid").display());
-    if nginx_worker_uid().is_some() {
-        globals.push_str(" user www-data;");
-    }
-    globals
-}
-
-/// www-data's user id when nginx's workers run as www-data (tests run as
-/// root and the user exists); `None` when they run as the test's own user.
-fn nginx_worker_uid() -> Option<u32> {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    let uid = passwd
-        .lines()
-        .find_map(|l| l.strip_prefix("www-data:"))?
-        .split(':')
-        .nth(1)?
-        .parse()
-        .ok()?;
-    root.then_some(uid)
+/// The shipped nginx files rendered into `dir` for local ports.
+fn render_nginx(dir: &TempDir, vars: &BTreeMap<String, String>) -> PathBuf {
+    voxgate_lab::nginx::render(&dir.0, vars, None).expect("the nginx files render")
 }
 
 /// `nginx -t` on a rendered configuration.
-fn nginx_test(dir: &TempDir, conf: &Path) -> std::process::Output {
+fn nginx_test(dir: &TempDir) -> std::process::Output {
     std::process::Command::new(NGINX)
         .arg("-t")
-        .arg("-p")
-        .arg(&dir.0)
-        .arg("-c")
-        .arg(conf)
-        .arg("-g")
-        .arg(nginx_globals(dir))
+        .args(nginx_command(dir).get_args())
         .output()
         .expect("nginx runs")
+}
+
+/// nginx in the foreground on the configuration rendered into `dir`.
+fn nginx_command(dir: &TempDir) -> std::process::Command {
+    voxgate_lab::nginx::command(&dir.0, &dir.path("error.log"))
 }
 
 pub(crate) struct Nginx {
@@ -168,7 +116,7 @@ impl Nginx {
     ) -> Nginx {
         let http_port = free_port();
         let dir = TempDir::new("nginx");
-        let conf = render_nginx(
+        render_nginx(
             &dir,
             &nginx_vars(
                 certs,
@@ -179,19 +127,13 @@ impl Nginx {
                 backchannel_port,
             ),
         );
-        let checked = nginx_test(&dir, &conf);
+        let checked = nginx_test(&dir);
         assert!(
             checked.status.success(),
             "nginx -t: {}",
             String::from_utf8_lossy(&checked.stderr)
         );
-        let child = tokio::process::Command::new(NGINX)
-            .arg("-p")
-            .arg(&dir.0)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-g")
-            .arg(nginx_globals(&dir))
+        let child = tokio::process::Command::from(nginx_command(&dir))
             .stdin(Stdio::null())
             .stdout(if std::env::var("TEST_LOG").is_ok() {
                 Stdio::inherit()
@@ -250,39 +192,15 @@ fn nginx_vars(
     upstreams: &[String],
     keycloak: SocketAddr,
     backchannel_port: u16,
-) -> BTreeMap<&'static str, String> {
-    let cert = |name: &str| certs.path(name).display().to_string();
-    BTreeMap::from([
-        ("NGINX_HTTP_PORT", format!("127.0.0.1:{http_port}")),
-        ("NGINX_HTTPS_PORT", format!("127.0.0.1:{https_port}")),
-        ("NGINX_SERVER_NAME", "localhost 127.0.0.1".to_string()),
-        ("NGINX_PUBLIC_HOST", format!("127.0.0.1:{https_port}")),
-        ("NGINX_SSL_CERT", cert("server.pem")),
-        ("NGINX_SSL_KEY", cert("server-key.pem")),
-        ("NGINX_SSL_TRUSTED_CA", cert("ca.pem")),
-        ("NGINX_OCSP_STAPLING", "off".to_string()),
-        (
-            "NGINX_VOXGATE_SERVERS",
-            upstreams
-                .iter()
-                .map(|a| format!("server {a} max_fails=3 fail_timeout=10s;"))
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        ("NGINX_KEYCLOAK_SERVER", keycloak.to_string()),
-        ("NGINX_CREDENTIALS_RATE", "20r/m".to_string()),
-        // Production's value; the dev compose file sets 0.
-        ("NGINX_HSTS_MAX_AGE", "63072000".to_string()),
-        // voxgate's instances; a test's "client from elsewhere" binds
-        // 127.0.0.2.
-        ("NGINX_CREDENTIALS_EXEMPT", "127.0.0.1/32 1;".to_string()),
-        // No name to look up here; compose uses Docker's DNS.
-        ("NGINX_RESOLVER", "127.0.0.1".to_string()),
-        (
-            "NGINX_BACKCHANNEL_PORT",
-            format!("127.0.0.1:{backchannel_port}"),
-        ),
-    ])
+) -> BTreeMap<String, String> {
+    voxgate_lab::nginx::vars(&voxgate_lab::nginx::Ports {
+        https: https_port,
+        http_redirect: http_port,
+        backchannel: backchannel_port,
+        upstreams,
+        keycloak: &keycloak.to_string(),
+        certs: &certs.0,
+    })
 }
 
 /// One voxgate process (`voxgate serve`), killed on drop.
@@ -371,13 +289,9 @@ impl Deployment {
         // back-channel logout URL at nginx's internal listener, as in the
         // compose stack.
         let backchannel = format!("http://127.0.0.1:{backchannel_port}/auth/backchannel-logout");
-        let realm: Value = serde_json::from_str(
-            &crate::stack::project_realm_text_with(&[(
-                "VOXGATE_BACKCHANNEL_LOGOUT_URL",
-                &backchannel,
-            )])
-            .replace("http://127.0.0.1:8080", &origin)
-            .replace("http://localhost:8080", &origin),
+        let realm = voxgate_lab::realm::for_origin(
+            &origin,
+            &[("VOXGATE_BACKCHANNEL_LOGOUT_URL", &backchannel)],
         )
         .unwrap();
         let kc = Standin::start(StandinConfig {
@@ -393,23 +307,17 @@ impl Deployment {
         .await
         .expect("polly stand-in starts");
         let db = TestDatabase::new().await;
-        let env: BTreeMap<String, String> = [
-            ("DATABASE_URL", db.url.clone()),
-            ("VOXGATE_PUBLIC_URL", origin.clone()),
-            ("VOXGATE_TRUSTED_PROXIES", "127.0.0.1".into()),
-            ("VOXGATE_OIDC_ISSUER", kc.issuer(REALM)),
-            ("VOXGATE_OIDC_CLIENT_SECRET", WEB_SECRET.into()),
-            ("VOXGATE_KEYCLOAK_ADMIN_CLIENT_SECRET", ADMIN_SECRET.into()),
-            ("VOXGATE_TTS_ENGINE", "polly".into()),
-            ("AWS_ENDPOINT_URL_POLLY", polly.endpoint_url()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", "AKIDVOXGATETEST".into()),
-            ("AWS_SECRET_ACCESS_KEY", "voxgate-test-secret".into()),
-            ("VOXGATE_LOG", "warn,voxgate=info".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let issuer = kc.issuer(REALM);
+        let polly_url = polly.endpoint_url();
+        let mut env = voxgate_lab::env::voxgate(&voxgate_lab::env::Stack {
+            database_url: &db.url,
+            public_url: &origin,
+            issuer: &issuer,
+            polly_url: &polly_url,
+        });
+        env.insert("VOXGATE_LOG", "warn,voxgate=info".into());
+        let env: BTreeMap<String, String> =
+            env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let (a, b) = tokio::join!(Instance::start(&env), Instance::start(&env));
         let kc_addr: SocketAddr = kc.base_url().trim_start_matches("http://").parse().unwrap();
         let nginx = Nginx::start(
@@ -496,7 +404,7 @@ fn the_shipped_nginx_configuration_passes_nginx_t() {
     }
     let certs = make_certs();
     let dir = TempDir::new("nginx-t");
-    let conf = render_nginx(
+    render_nginx(
         &dir,
         &nginx_vars(
             &certs,
@@ -510,7 +418,7 @@ fn the_shipped_nginx_configuration_passes_nginx_t() {
             free_port(),
         ),
     );
-    let out = nginx_test(&dir, &conf);
+    let out = nginx_test(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("test is successful"), "{stderr}");
@@ -1161,7 +1069,7 @@ async fn behind_nginx_on_unix_sockets_both_instances_serve_and_the_proxy_is_beli
     let paths = [sockets.path("a.sock"), sockets.path("b.sock")];
     // nginx's workers run as another user here (www-data when root): that
     // user is named as the proxy, as a deployment would.
-    let proxy_uids = nginx_worker_uid()
+    let proxy_uids = voxgate_lab::nginx::worker_uid()
         .map(|u| u.to_string())
         .unwrap_or_default();
     let mut children = Vec::new();

@@ -1,0 +1,28 @@
+//! The local topology voxgate is tested and measured on, described once
+//! for the integration tests, the benchmark and the soak: the project realm
+//! moved to a local origin ([`realm`]), voxgate's settings against the
+//! Keycloak and Polly stand-ins ([`env`]), and the shipped nginx files
+//! rendered for local ports and run in the foreground ([`nginx`]).
+//!
+//! It starts nothing itself: each caller owns its processes (the tests kill
+//! them on drop, the benchmark logs them to files), and only what they
+//! must agree on lives here.
+
+pub mod env;
+pub mod nginx;
+pub mod realm;
+
+use std::path::PathBuf;
+
+/// The repository root (this crate sits in `crates/lab`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
