@@ -13,12 +13,39 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::worker_env;
 
-/// A started worker and the line it announced itself with.
-pub struct Started {
-    pub child: Child,
+/// A started worker: its pipes, and whether it is between requests. The
+/// engines speak their own protocol over the pipes and mark each request
+/// with [`Process::begin`] and [`Process::finished`], so a [`Pool`] never
+/// hands out a worker that was left mid-answer.
+pub struct Process {
+    child: Child,
     pub stdin: ChildStdin,
     pub stdout: BufReader<ChildStdout>,
-    pub ready_line: String,
+    /// False from a request's start until its answer has been read.
+    in_step: bool,
+}
+
+impl Process {
+    /// A request was sent: the worker is out of step until its answer
+    /// has been read to the end.
+    pub fn begin(&mut self) {
+        self.in_step = false;
+    }
+
+    /// The request's answer was read to the end.
+    pub fn finished(&mut self) {
+        self.in_step = true;
+    }
+}
+
+impl Warm for Process {
+    fn usable(&mut self) -> bool {
+        self.in_step && matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
 }
 
 /// What to start.
@@ -39,9 +66,10 @@ pub struct Spec<'a> {
     pub package: &'a str,
 }
 
-/// Starts the worker and waits for its first line. The error names local
-/// paths: it is for the log, not for users.
-pub async fn start(spec: Spec<'_>) -> Result<Started, String> {
+/// Starts the worker and waits for its first line, which it returns (the
+/// worker's ready line). The error names local paths: it is for the log,
+/// not for users.
+pub async fn start(spec: Spec<'_>) -> Result<(Process, String), String> {
     let mut command = Command::new(spec.python);
     // Isolated (-I: no PYTHON* variables, no user site, no current
     // directory on the path) and with none of voxgate's secrets.
@@ -90,12 +118,13 @@ pub async fn start(spec: Spec<'_>) -> Result<Started, String> {
             ));
         }
     }
-    Ok(Started {
+    let process = Process {
         child,
         stdin,
         stdout,
-        ready_line: line.trim().to_string(),
-    })
+        in_step: true,
+    };
+    Ok((process, line.trim().to_string()))
 }
 
 /// A worker a [`Pool`] can hand out.

@@ -10,9 +10,8 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout};
-use voxgate_audio::worker::{self, Refused, Warm};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use voxgate_audio::worker::{self, Refused};
 
 use super::{Heard, Partials, SttError};
 use crate::config::SttConfig;
@@ -45,119 +44,94 @@ struct Answer {
     bad_language: bool,
 }
 
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    /// False from a request's start until its answer has been read.
-    in_step: bool,
+/// A warm recogniser: the shared worker process, spoken to by
+/// [`recognise`].
+type Worker = worker::Process;
+
+async fn start_worker(config: &SttConfig) -> Result<(Worker, Ready), String> {
+    let python = config
+        .whisper_python
+        .as_ref()
+        .ok_or("VOXGATE_WHISPER_PYTHON is not set")?;
+    let mut args = Vec::new();
+    if let Some(model) = &config.whisper_model {
+        args.extend(["--model".into(), model.clone().into_os_string()]);
+    }
+    let (worker, ready_line) = worker::start(worker::Spec {
+        python,
+        script: WORKER,
+        args,
+        settings: WORKER_SETTINGS,
+        // A model path that does not exist must not turn into a
+        // download from the Hugging Face hub.
+        fixed: &[("HF_HUB_OFFLINE", "1")],
+        start_timeout: START_TIMEOUT,
+        loads: "model",
+        package: "faster-whisper",
+    })
+    .await?;
+    let ready: Ready = serde_json::from_str(&ready_line)
+        .map_err(|e| format!("the recogniser's first line is not its ready line: {e}"))?;
+    Ok((worker, ready))
 }
 
-impl Worker {
-    async fn start(config: &SttConfig) -> Result<(Worker, Ready), String> {
-        let python = config
-            .whisper_python
-            .as_ref()
-            .ok_or("VOXGATE_WHISPER_PYTHON is not set")?;
-        let mut args = Vec::new();
-        if let Some(model) = &config.whisper_model {
-            args.extend(["--model".into(), model.clone().into_os_string()]);
+/// Sends one utterance and reads the answer, passing partial texts on.
+async fn recognise(
+    w: &mut Worker,
+    audio: &[u8],
+    language: Option<&str>,
+    max_seconds: u32,
+    partials: Option<&Partials>,
+) -> Result<Answer, SttError> {
+    w.begin();
+    let mut header = serde_json::to_vec(&serde_json::json!({
+        "bytes": audio.len(),
+        "language": language,
+        "max_seconds": max_seconds,
+        "partials": partials.is_some(),
+    }))
+    .map_err(|e| SttError::Engine(e.to_string()))?;
+    header.push(b'\n');
+    let sent = async {
+        w.stdin.write_all(&header).await?;
+        w.stdin.write_all(audio).await?;
+        w.stdin.flush().await
+    };
+    match tokio::time::timeout(ANSWER_TIMEOUT, sent).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(SttError::Engine(format!("the recogniser stopped: {e}"))),
+        Err(_) => {
+            return Err(SttError::Engine(
+                "the recogniser did not take the audio in time".into(),
+            ));
         }
-        let started = voxgate_audio::worker::start(voxgate_audio::worker::Spec {
-            python,
-            script: WORKER,
-            args,
-            settings: WORKER_SETTINGS,
-            // A model path that does not exist must not turn into a
-            // download from the Hugging Face hub.
-            fixed: &[("HF_HUB_OFFLINE", "1")],
-            start_timeout: START_TIMEOUT,
-            loads: "model",
-            package: "faster-whisper",
-        })
-        .await?;
-        let ready: Ready = serde_json::from_str(&started.ready_line)
-            .map_err(|e| format!("the recogniser's first line is not its ready line: {e}"))?;
-        let worker = Worker {
-            child: started.child,
-            stdin: started.stdin,
-            stdout: started.stdout,
-            in_step: true,
-        };
-        Ok((worker, ready))
     }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    async fn recognise(
-        &mut self,
-        audio: &[u8],
-        language: Option<&str>,
-        max_seconds: u32,
-        partials: Option<&Partials>,
-    ) -> Result<Answer, SttError> {
-        self.in_step = false;
-        let mut header = serde_json::to_vec(&serde_json::json!({
-            "bytes": audio.len(),
-            "language": language,
-            "max_seconds": max_seconds,
-            "partials": partials.is_some(),
-        }))
-        .map_err(|e| SttError::Engine(e.to_string()))?;
-        header.push(b'\n');
-        let sent = async {
-            self.stdin.write_all(&header).await?;
-            self.stdin.write_all(audio).await?;
-            self.stdin.flush().await
-        };
-        match tokio::time::timeout(ANSWER_TIMEOUT, sent).await {
-            Ok(Ok(())) => {}
+    loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(ANSWER_TIMEOUT, w.stdout.read_line(&mut line)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) => return Err(SttError::Engine("the recogniser stopped".into())),
             Ok(Err(e)) => return Err(SttError::Engine(format!("the recogniser stopped: {e}"))),
             Err(_) => {
                 return Err(SttError::Engine(
-                    "the recogniser did not take the audio in time".into(),
+                    "the recogniser did not answer in time".into(),
                 ));
             }
         }
-        loop {
-            let mut line = String::new();
-            let read = tokio::time::timeout(ANSWER_TIMEOUT, self.stdout.read_line(&mut line)).await;
-            match read {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(Ok(_)) => return Err(SttError::Engine("the recogniser stopped".into())),
-                Ok(Err(e)) => return Err(SttError::Engine(format!("the recogniser stopped: {e}"))),
-                Err(_) => {
-                    return Err(SttError::Engine(
-                        "the recogniser did not answer in time".into(),
-                    ));
-                }
+        let answer: Answer = serde_json::from_str(line.trim())
+            .map_err(|e| SttError::Engine(format!("the recogniser answered nonsense: {e}")))?;
+        match (&answer.partial, partials) {
+            (Some(text), Some(sink)) => {
+                // A slow reader misses partials, never the answer.
+                let _ = sink.try_send(text.clone());
             }
-            let answer: Answer = serde_json::from_str(line.trim())
-                .map_err(|e| SttError::Engine(format!("the recogniser answered nonsense: {e}")))?;
-            match (&answer.partial, partials) {
-                (Some(text), Some(sink)) => {
-                    // A slow reader misses partials, never the answer.
-                    let _ = sink.try_send(text.clone());
-                }
-                (Some(_), None) => {}
-                (None, _) => {
-                    self.in_step = true;
-                    return Ok(answer);
-                }
+            (Some(_), None) => {}
+            (None, _) => {
+                w.finished();
+                return Ok(answer);
             }
         }
-    }
-}
-
-impl Warm for Worker {
-    fn usable(&mut self) -> bool {
-        self.in_step && self.alive()
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.id()
     }
 }
 
@@ -171,7 +145,7 @@ impl LocalRecogniser {
     /// Starts the first worker, so that a missing install is found at
     /// start and not at the first utterance.
     pub async fn start(config: SttConfig) -> Result<LocalRecogniser, String> {
-        let (worker, ready) = Worker::start(&config).await?;
+        let (worker, ready) = start_worker(&config).await?;
         let workers = worker::Pool::new(config.workers, config.wait, worker);
         tracing::info!(model = %ready.model, workers = workers.size(), "speech recogniser loaded");
         Ok(LocalRecogniser {
@@ -192,7 +166,7 @@ impl LocalRecogniser {
         partials: Option<&Partials>,
     ) -> Result<Heard, SttError> {
         let start = || async {
-            let (worker, _) = Worker::start(&self.config).await?;
+            let (worker, _) = start_worker(&self.config).await?;
             tracing::info!("recogniser worker started");
             Ok::<_, String>(worker)
         };
@@ -210,10 +184,7 @@ impl LocalRecogniser {
                 "the recogniser worker is gone".into(),
             ));
         };
-        let answer = match worker
-            .recognise(audio, language, max_seconds, partials)
-            .await
-        {
+        let answer = match recognise(worker, audio, language, max_seconds, partials).await {
             Ok(answer) => answer,
             Err(e) => {
                 self.workers.discard(&mut lease);

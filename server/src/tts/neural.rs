@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use voxgate_audio::Pcm;
-use voxgate_audio::worker::{self, Refused, Warm};
+use voxgate_audio::worker::{self, Refused};
 
 use super::engine::{
     AudioStream, EngineKind, Format, Mark, SpeechEngine, Synthesis, TtsError, Voice,
@@ -55,13 +54,9 @@ struct Ready {
     language: String,
 }
 
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    /// False from a request's start until its terminator has been read.
-    in_step: bool,
-}
+/// A warm voice: the shared worker process, spoken to by [`send_piece`] and
+/// [`frame`].
+type Worker = worker::Process;
 
 enum Frame {
     Audio(Vec<u8>),
@@ -69,103 +64,83 @@ enum Frame {
     Failed(String),
 }
 
-impl Worker {
-    async fn start(config: &PiperConfig) -> Result<(Worker, Ready), String> {
-        let python = config
-            .python
-            .as_ref()
-            .ok_or("VOXGATE_PIPER_PYTHON is not set")?;
-        let mut args = Vec::new();
-        if let Some(model) = &config.model {
-            args.extend(["--model".into(), model.clone().into_os_string()]);
-        }
-        let started = voxgate_audio::worker::start(voxgate_audio::worker::Spec {
-            python,
-            script: WORKER,
-            args,
-            settings: WORKER_SETTINGS,
-            fixed: &[],
-            start_timeout: START_TIMEOUT,
-            loads: "voice",
-            package: "piper-tts",
-        })
-        .await?;
-        let ready: Ready = serde_json::from_str(&started.ready_line)
-            .map_err(|e| format!("the worker's first line is not its ready line: {e}"))?;
-        let worker = Worker {
-            child: started.child,
-            stdin: started.stdin,
-            stdout: started.stdout,
-            in_step: true,
-        };
-        Ok((worker, ready))
+async fn start_worker(config: &PiperConfig) -> Result<(Worker, Ready), String> {
+    let python = config
+        .python
+        .as_ref()
+        .ok_or("VOXGATE_PIPER_PYTHON is not set")?;
+    let mut args = Vec::new();
+    if let Some(model) = &config.model {
+        args.extend(["--model".into(), model.clone().into_os_string()]);
     }
+    let (worker, ready_line) = worker::start(worker::Spec {
+        python,
+        script: WORKER,
+        args,
+        settings: WORKER_SETTINGS,
+        fixed: &[],
+        start_timeout: START_TIMEOUT,
+        loads: "voice",
+        package: "piper-tts",
+    })
+    .await?;
+    let ready: Ready = serde_json::from_str(&ready_line)
+        .map_err(|e| format!("the worker's first line is not its ready line: {e}"))?;
+    Ok((worker, ready))
+}
 
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
+/// Sends one piece of text; its audio follows as [`frame`]s.
+async fn send_piece(w: &mut Worker, piece: &str) -> Result<(), TtsError> {
+    w.begin();
+    let mut line = serde_json::to_vec(&serde_json::json!({ "text": piece }))
+        .map_err(|e| TtsError::Upstream(e.to_string()))?;
+    line.push(b'\n');
+    let written = async {
+        w.stdin.write_all(&line).await?;
+        w.stdin.flush().await
+    };
+    written.await.map_err(stopped)
+}
 
-    async fn send(&mut self, piece: &str) -> Result<(), TtsError> {
-        self.in_step = false;
-        let mut line = serde_json::to_vec(&serde_json::json!({ "text": piece }))
-            .map_err(|e| TtsError::Upstream(e.to_string()))?;
-        line.push(b'\n');
-        let written = async {
-            self.stdin.write_all(&line).await?;
-            self.stdin.flush().await
+/// The next frame of the piece being spoken.
+async fn frame(w: &mut Worker) -> Result<Frame, TtsError> {
+    let read = async {
+        let frame = match w.stdout.read_u32().await? {
+            0 => {
+                w.finished();
+                Frame::End
+            }
+            u32::MAX => {
+                let len = w.stdout.read_u32().await?;
+                if len > MAX_MESSAGE {
+                    return Err(std::io::Error::other("oversized error message"));
+                }
+                let mut message = vec![0; len as usize];
+                w.stdout.read_exact(&mut message).await?;
+                w.finished();
+                Frame::Failed(String::from_utf8_lossy(&message).into_owned())
+            }
+            len if len > MAX_FRAME => {
+                return Err(std::io::Error::other(format!("a frame of {len} bytes")));
+            }
+            len => {
+                let mut pcm = vec![0; len as usize];
+                w.stdout.read_exact(&mut pcm).await?;
+                Frame::Audio(pcm)
+            }
         };
-        written.await.map_err(stopped)
-    }
-
-    async fn frame(&mut self) -> Result<Frame, TtsError> {
-        let read = async {
-            let frame = match self.stdout.read_u32().await? {
-                0 => {
-                    self.in_step = true;
-                    Frame::End
-                }
-                u32::MAX => {
-                    let len = self.stdout.read_u32().await?;
-                    if len > MAX_MESSAGE {
-                        return Err(std::io::Error::other("oversized error message"));
-                    }
-                    let mut message = vec![0; len as usize];
-                    self.stdout.read_exact(&mut message).await?;
-                    self.in_step = true;
-                    Frame::Failed(String::from_utf8_lossy(&message).into_owned())
-                }
-                len if len > MAX_FRAME => {
-                    return Err(std::io::Error::other(format!("a frame of {len} bytes")));
-                }
-                len => {
-                    let mut pcm = vec![0; len as usize];
-                    self.stdout.read_exact(&mut pcm).await?;
-                    Frame::Audio(pcm)
-                }
-            };
-            Ok::<_, std::io::Error>(frame)
-        };
-        match tokio::time::timeout(FRAME_TIMEOUT, read).await {
-            Ok(result) => result.map_err(stopped),
-            Err(_) => Err(TtsError::Upstream(
-                "the neural voice did not answer in time".into(),
-            )),
-        }
+        Ok::<_, std::io::Error>(frame)
+    };
+    match tokio::time::timeout(FRAME_TIMEOUT, read).await {
+        Ok(result) => result.map_err(stopped),
+        Err(_) => Err(TtsError::Upstream(
+            "the neural voice did not answer in time".into(),
+        )),
     }
 }
 
 fn stopped(e: std::io::Error) -> TtsError {
     TtsError::Upstream(format!("the neural voice stopped: {e}"))
-}
-
-impl Warm for Worker {
-    fn usable(&mut self) -> bool {
-        self.in_step && self.alive()
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
 }
 
 /// The warm workers and how to start another.
@@ -181,7 +156,7 @@ impl Pool {
     /// first come, first served).
     async fn lease(&self) -> Result<Lease, TtsError> {
         let start = || async {
-            let (worker, _) = Worker::start(&self.config).await?;
+            let (worker, _) = start_worker(&self.config).await?;
             tracing::info!("neural-voice worker started");
             Ok::<_, String>(worker)
         };
@@ -217,7 +192,7 @@ impl NeuralEngine {
         config: PiperConfig,
         default_voice: Option<String>,
     ) -> Result<NeuralEngine, String> {
-        let (worker, ready) = Worker::start(&config).await?;
+        let (worker, ready) = start_worker(&config).await?;
         let workers = worker::Pool::new(config.workers, config.wait, worker);
         let voice = Voice {
             id: ready.voice.clone(),
@@ -314,7 +289,7 @@ impl Speaking {
     async fn read(&mut self) -> Option<Result<Bytes, TtsError>> {
         loop {
             let frame = match self.lease.as_mut().map(leased) {
-                Some(Ok(worker)) => worker.frame().await,
+                Some(Ok(worker)) => frame(worker).await,
                 Some(Err(e)) => return Some(Err(e)),
                 None => return Some(Err(TtsError::Upstream("no worker leased".into()))),
             };
@@ -352,7 +327,7 @@ impl Speaking {
 /// is discarded.
 async fn send(pool: &Pool, mut lease: Lease, piece: &str) -> Result<Lease, TtsError> {
     let sent = match leased(&mut lease) {
-        Ok(worker) => worker.send(piece).await,
+        Ok(worker) => send_piece(worker, piece).await,
         Err(e) => Err(e),
     };
     match sent {
