@@ -536,6 +536,26 @@ fn the_dockerfile_builds_a_pinned_non_root_image_with_a_health_check() {
             );
         }
     }
+    // Cargo reads every member's manifest, also those whose sources stay
+    // out of the image: each either gets a stub source here or names its
+    // targets' paths itself (a manifest that only relies on `src/lib.rs`
+    // being there stops the build with "no targets specified").
+    let workspace = read("Cargo.toml");
+    let members = workspace
+        .lines()
+        .find_map(|l| l.strip_prefix("members = ["))
+        .expect("the workspace lists its members");
+    for member in members.trim_end_matches(']').split(',') {
+        let member = member.trim().trim_matches('"');
+        let stubbed = builder.contains(&format!("touch {member}/src/lib.rs"))
+            || builder.contains(&format!(" {member}/src/lib.rs"));
+        let manifest = read(&format!("{member}/Cargo.toml"));
+        let explicit = manifest.contains("[lib]\npath =") || manifest.contains("[[bin]]");
+        assert!(
+            stubbed || explicit,
+            "{member}: the image's dependency build needs a stub source or an explicit [lib] path"
+        );
+    }
     // The stub build compiles the dependencies; the second build voxgate.
     let stub = builder
         .find("touch server/src/lib.rs crates/audio/src/lib.rs")
