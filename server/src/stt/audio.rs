@@ -122,9 +122,8 @@ fn ogg_duration(audio: &[u8]) -> Option<Duration> {
     if rate == 0 || granule == u64::MAX {
         return None;
     }
-    Some(Duration::from_secs_f64(
-        granule.saturating_sub(skip) as f64 / rate as f64,
-    ))
+    // A hostile header (a rate of 1 with a huge granule) must not panic.
+    Duration::try_from_secs_f64(granule.saturating_sub(skip) as f64 / rate as f64).ok()
 }
 
 /// A WebM's length from its blocks' timestamps (browsers' live recordings
@@ -203,6 +202,36 @@ mod tests {
         assert_eq!(Container::sniff(b"OggS\0\x02").unwrap(), Container::Ogg);
         assert_eq!(Container::sniff(b"ID3\x04mp3").unwrap_err().status(), 415);
         assert_eq!(Container::sniff(b"").unwrap_err().status(), 400);
+    }
+
+    /// One Ogg page carrying a Vorbis identification header with `rate`,
+    /// its granule position `granule`.
+    fn vorbis_page(rate: u32, granule: u64) -> Vec<u8> {
+        let mut page = b"OggS\0\x02".to_vec();
+        page.extend(granule.to_le_bytes());
+        page.extend([0; 12]); // serial, sequence, checksum
+        page.push(1); // one segment
+        page.push(30);
+        page.extend(b"\x01vorbis");
+        page.extend([0; 4]); // version
+        page.push(1); // channels
+        page.extend(rate.to_le_bytes());
+        page.extend([0; 14]);
+        page
+    }
+
+    #[test]
+    fn an_ogg_length_is_read_and_an_impossible_one_is_refused() {
+        let ten_seconds = vorbis_page(16_000, 160_000);
+        assert_eq!(
+            duration(&ten_seconds, Container::Ogg).unwrap(),
+            Duration::from_secs(10)
+        );
+        let hostile = vorbis_page(1, u64::MAX - 1);
+        assert_eq!(
+            duration(&hostile, Container::Ogg).unwrap_err().status(),
+            400
+        );
     }
 
     #[test]
