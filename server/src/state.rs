@@ -54,9 +54,6 @@ macro_rules! sub_state {
 }
 
 sub_state! {
-    config: Arc<Config>,
-    db: PgPool,
-    auth: Auth,
     users: Users,
     tts: Tts,
     stt: crate::stt::Stt,

@@ -58,7 +58,7 @@ impl std::fmt::Display for UserStatus {
 }
 
 /// A `users` row: the one type every feature reads users through.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserRow {
     pub id: Uuid,

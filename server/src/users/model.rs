@@ -253,9 +253,8 @@ pub struct UpdateUserRequest {
 
 /// A user as the admin API shows it: the row, with the roles granted in
 /// voxgate or mapped from the Keycloak roles last seen for the user.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
-    #[sqlx(flatten)]
     #[serde(flatten)]
     pub user: UserRow,
     pub roles: Vec<String>,
@@ -278,13 +277,13 @@ pub struct UserPage {
     pub per_page: i64,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RoleView {
     pub name: String,
     pub description: String,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     pub id: i64,

@@ -148,12 +148,14 @@ pub async fn list_users(
         .push(" OFFSET ")
         .push_bind(f.offset);
     let ids: Vec<Uuid> = q.build_query_scalar().fetch_all(db).await?;
-    let rows = query_user_view!(
-        "WHERE u.id = ANY($1) ORDER BY array_position($1, u.id)",
-        &ids
-    )
-    .fetch_all(db)
-    .await?;
+    if ids.is_empty() {
+        return Ok((Vec::new(), total));
+    }
+    // The page's order again (the ids query's), not `array_position`, which
+    // walks the array for every row: reconcile lists every user at once.
+    let rows = query_user_view!("WHERE u.id = ANY($1) ORDER BY u.created_at, u.id", &ids)
+        .fetch_all(db)
+        .await?;
     Ok((rows.into_iter().map(UserView::from).collect(), total))
 }
 
@@ -300,7 +302,7 @@ impl JobStep {
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Job {
     pub id: i64,
     pub user_id: Uuid,
