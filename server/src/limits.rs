@@ -10,6 +10,7 @@
 //! exercised by each feature's limit tests instead.
 
 use sqlx::{PgExecutor, PgPool};
+use time::Date;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -36,40 +37,69 @@ pub struct Meter {
 }
 
 /// An amount charged to a user's day on a meter before what it pays for
-/// happens: given back when it does not happen, added to when it costs
-/// more. Uncharged (amount 0) for users the budget does not apply to.
+/// happens: given back when it does not happen, added to when it cost
+/// more. Made only by [`Charge::take`] (which charged it) or
+/// [`Charge::none`] (for users the budget does not apply to), so a refund
+/// never gives back what was not taken.
 pub struct Charge {
     db: PgPool,
     meter: Meter,
     user: Uuid,
     amount: i64,
+    /// The day charged: a refund after midnight goes back to it, not to
+    /// the new day.
+    day: Option<Date>,
 }
 
 impl Charge {
-    /// What [`charge`] took (or, with 0, that nothing was).
-    pub fn new(db: &PgPool, meter: Meter, user: Uuid, amount: i64) -> Charge {
-        Charge {
-            db: db.clone(),
+    /// Charges `amount` to today's budget of `daily` on `meter`, refusing
+    /// (429, until midnight UTC) if it would go over. `db` runs the
+    /// statement (a transaction, to charge with what it pays for); `pool`
+    /// is for the refund or the addition later.
+    pub async fn take(
+        db: impl PgExecutor<'_>,
+        pool: &PgPool,
+        meter: Meter,
+        user: Uuid,
+        amount: i64,
+        daily: i64,
+    ) -> Result<Charge, ApiError> {
+        let day = charge(db, meter, user, amount, daily).await?;
+        Ok(Charge {
+            db: pool.clone(),
             meter,
             user,
             amount,
+            day: Some(day),
+        })
+    }
+
+    /// Nothing charged: the budget does not apply to this user.
+    pub fn none(pool: &PgPool, meter: Meter, user: Uuid) -> Charge {
+        Charge {
+            db: pool.clone(),
+            meter,
+            user,
+            amount: 0,
+            day: None,
         }
     }
 
     pub fn is_charged(&self) -> bool {
-        self.amount > 0
+        self.day.is_some()
     }
 
     /// Gives the amount back: what it paid for did not happen.
     pub async fn refund(&self) {
-        if self.is_charged() {
-            refund(&self.db, self.meter, self.user, self.amount).await;
+        if let Some(day) = self.day {
+            refund(&self.db, self.meter, self.user, self.amount, day).await;
         }
     }
 
-    /// Adds what was spent on top (a model's reply), without refusing.
+    /// Adds what was spent on top (a model's reply, a recording longer
+    /// than it claimed), without refusing.
     pub async fn add(&self, amount: i64) -> sqlx::Result<()> {
-        if self.is_charged() {
+        if self.is_charged() && amount > 0 {
             record(&self.db, self.meter, self.user, amount).await?;
         }
         Ok(())
@@ -109,27 +139,28 @@ pub async fn check_rate(
     Ok(())
 }
 
-/// Charges `amount` to today's budget, refusing if it would go over.
-pub async fn charge(
+/// Charges `amount` to today's budget, refusing if it would go over;
+/// returns the day charged.
+async fn charge(
     db: impl PgExecutor<'_>,
     meter: Meter,
     user: Uuid,
     amount: i64,
     daily: i64,
-) -> Result<(), ApiError> {
+) -> Result<Date, ApiError> {
     let (table, column) = (meter.usage_table, meter.amount);
-    let charged: Option<i64> = sqlx::query_scalar(&format!(
+    let charged: Option<Date> = sqlx::query_scalar(&format!(
         "INSERT INTO {table} (user_id, day, {column}) SELECT $1, (now() AT TIME ZONE 'UTC')::date, $2 WHERE $2 <= $3
          ON CONFLICT (user_id, day) DO UPDATE SET {column} = {table}.{column} + EXCLUDED.{column}
            WHERE {table}.{column} + EXCLUDED.{column} <= $3
-         RETURNING {column}"
+         RETURNING day"
     ))
     .bind(user)
     .bind(amount)
     .bind(daily)
     .fetch_optional(db)
     .await?;
-    if charged.is_none() {
+    let Some(day) = charged else {
         let now = OffsetDateTime::now_utc();
         let midnight = (now.date() + time::Duration::days(1))
             .midnight()
@@ -143,13 +174,13 @@ pub async fn charge(
             ),
             retry_after,
         });
-    }
-    Ok(())
+    };
+    Ok(day)
 }
 
 /// Adds `amount` to today's usage without refusing (what was already
 /// spent, such as a model's reply).
-pub async fn record(
+async fn record(
     db: impl PgExecutor<'_>,
     meter: Meter,
     user: Uuid,
@@ -167,14 +198,15 @@ pub async fn record(
     Ok(())
 }
 
-/// Gives an amount back when what it paid for did not happen.
-pub async fn refund(db: &PgPool, meter: Meter, user: Uuid, amount: i64) {
+/// Gives an amount back to the day it was charged to.
+async fn refund(db: &PgPool, meter: Meter, user: Uuid, amount: i64, day: Date) {
     let (table, column) = (meter.usage_table, meter.amount);
     let _ = sqlx::query(&format!(
-        "UPDATE {table} SET {column} = greatest({column} - $2, 0) WHERE user_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date"
+        "UPDATE {table} SET {column} = greatest({column} - $2, 0) WHERE user_id = $1 AND day = $3"
     ))
     .bind(user)
     .bind(amount)
+    .bind(day)
     .execute(db)
     .await;
 }

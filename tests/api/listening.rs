@@ -331,8 +331,6 @@ async fn bad_recordings_get_specific_answers_and_cost_nothing() {
     )
     .await;
     detail_has(&p, "VOXGATE_STT_MAX_BYTES");
-    // Only the silence that was listened to counts; refusals cost nothing.
-    assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 2);
     let q = |language: &str| format!("/api/stt?language={language}");
     for (language, detail) in [
         ("zz", "not a language the recogniser knows"),
@@ -350,6 +348,9 @@ async fn bad_recordings_get_specific_answers_and_cost_nothing() {
         assert_eq!(p["errors"][0]["field"], "language");
         detail_has(&p, detail);
     }
+    // Only the silence that was listened to counts; refusals cost nothing,
+    // the recogniser's own (`zz`, charged first) given back.
+    assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 2);
     // Compressed recordings are measured from their containers: too long
     // is refused before any recogniser hears them.
     let long = spoken(
@@ -616,6 +617,8 @@ async fn a_long_utterance_streams_the_text_so_far_then_the_transcript() {
     // Refusals known before listening are statuses; later ones are events.
     let (status, _) = post_streamed(&stack, &bob, b"not audio".to_vec()).await;
     assert_eq!(status, 415);
+    let (status, _) = post_streamed(&stack, &bob, silence(31)).await;
+    assert_eq!(status, 413, "over VOXGATE_STT_MAX_SECONDS (30)");
     let (status, said) = post_streamed(&stack, &bob, silence(2)).await;
     assert_eq!(status, 200);
     assert_eq!(said.len(), 1, "{said:?}");

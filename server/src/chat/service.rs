@@ -11,7 +11,7 @@ use super::model::{ChatMessage, ChatReply, MAX_REPLY_CHARS, Settings, Speech};
 use super::store;
 use crate::error::ApiError;
 use crate::identity::CurrentUser;
-use crate::limits::{self, Meter};
+use crate::limits::{self, Charge, Meter};
 use crate::tts::SpeechParams;
 use crate::tts::text::normalise;
 
@@ -51,7 +51,7 @@ pub struct Replying {
     /// daily budget before the model is asked, in the transaction that
     /// stores the message. When the model did not answer (it was down),
     /// they are given back; when it did, its reply is added.
-    charge: limits::Charge,
+    charge: Charge,
     speaker: Speaker,
 }
 
@@ -92,14 +92,22 @@ impl Chat {
                 .map(|t| t.text.chars().count())
                 .sum::<usize>();
         let sent = sent as i64;
-        let mut tx = db.begin().await?;
-        if let Some(llm) = budget {
-            limits::charge(&mut *tx, METER, user.id, sent, llm.daily_chars).await?;
-        }
-        let (user_message_id, _) = store::insert_user_message(&mut *tx, user.id, &message).await?;
-        tx.commit().await?;
-        let charged = if budget.is_some() { sent } else { 0 };
-        let charge = limits::Charge::new(db, METER, user.id, charged);
+        // Charged with the message it pays for: one is never stored
+        // without the other.
+        let (charge, user_message_id) = match budget {
+            Some(llm) => {
+                let mut tx = db.begin().await?;
+                let charge =
+                    Charge::take(&mut *tx, db, METER, user.id, sent, llm.daily_chars).await?;
+                let (id, _) = store::insert_user_message(&mut *tx, user.id, &message).await?;
+                tx.commit().await?;
+                (charge, id)
+            }
+            None => {
+                let (id, _) = store::insert_user_message(db, user.id, &message).await?;
+                (Charge::none(db, METER, user.id), id)
+            }
+        };
 
         let Reply {
             deltas,

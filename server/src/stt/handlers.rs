@@ -12,7 +12,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Admitted, Speaker, Stt, Transcript, audio};
+use super::{Admitted, Speaker, Stt, Transcript, Utterance, audio};
 use crate::error::{ApiError, Problem};
 use crate::extract::{AppJson, AppQuery};
 use crate::identity::CurrentUser;
@@ -56,7 +56,7 @@ fn too_large(e: &dyn std::fmt::Display, status: StatusCode) -> ApiError {
 #[serde(deny_unknown_fields)]
 struct RecogniseQuery {
     /// The language spoken (ISO 639-1); default: detected, or the model's.
-    #[param(pattern = "^[a-z]{2,3}$")]
+    #[param(pattern = "^[a-z]{2}$")]
     language: Option<String>,
 }
 
@@ -90,29 +90,28 @@ async fn recognise(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     audio::check_declared(declared.as_deref())?;
+    let language = q.language.filter(|l| !l.is_empty());
+    super::check_language(language.as_deref())?;
     // Refused before the upload is read: no recogniser, over the rate, or
     // another utterance of the user's under way.
     let admitted = stt.admit(speaker(&user)).await?;
     let body = Bytes::from_request(limited(&stt, request), &())
         .await
         .map_err(|e| too_large(&e, e.status()))?;
-    let language = q.language.filter(|l| !l.is_empty());
+    // What the recording is and how long are known at once: answered as a
+    // status, also when the answer would stream.
+    let utterance = admitted.check(&body, language)?;
     if streamed {
-        // What the bytes are is known at once: answered as a status, not
-        // an event.
-        super::Container::sniff(&body)?;
-        return Ok(events(admitted, body, language));
+        return Ok(events(admitted, body, utterance));
     }
-    let transcript = admitted
-        .transcribe(&body, language.as_deref(), None)
-        .await?;
+    let transcript = admitted.transcribe(&body, utterance, None).await?;
     Ok(AppJson(transcript).into_response())
 }
 
 /// The recognition as server-sent events. The recognition runs inside the
 /// response stream, so a client that leaves cancels it and frees its
 /// worker; partials and the answer travel through one channel, in order.
-fn events(admitted: Admitted, body: Bytes, language: Option<String>) -> Response {
+fn events(admitted: Admitted, body: Bytes, utterance: Utterance) -> Response {
     enum Said {
         Partial(String),
         Done(Result<Transcript, ApiError>),
@@ -130,7 +129,7 @@ fn events(admitted: Admitted, body: Bytes, language: Option<String>) -> Response
         };
         let recognise = async {
             let result = admitted
-                .transcribe(&body, language.as_deref(), Some(&partial_tx))
+                .transcribe(&body, utterance, Some(&partial_tx))
                 .await;
             drop(partial_tx);
             result
@@ -189,7 +188,7 @@ struct TranscriptionForm {
     file: Vec<u8>,
     /// Accepted and ignored: the server's recogniser answers (e.g. `whisper-1`).
     model: String,
-    #[schema(pattern = "^[a-z]{2,3}$")]
+    #[schema(pattern = "^[a-z]{2}$")]
     language: Option<String>,
     /// `json` (default), `text` or `verbose_json`.
     #[schema(pattern = "^(json|text|verbose_json)$")]
@@ -262,9 +261,8 @@ async fn transcriptions(
             "must be json, text or verbose_json",
         ));
     }
-    let t = admitted
-        .transcribe(&file, language.as_deref(), None)
-        .await?;
+    let utterance = admitted.check(&file, language)?;
+    let t = admitted.transcribe(&file, utterance, None).await?;
     Ok(match format.as_str() {
         "text" => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

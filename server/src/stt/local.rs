@@ -35,6 +35,7 @@ struct Answer {
     partial: Option<String>,
     text: Option<String>,
     language: Option<String>,
+    duration_ms: Option<u64>,
     error: Option<String>,
     #[serde(default)]
     undecodable: bool,
@@ -207,10 +208,12 @@ impl LocalRecogniser {
             Answer {
                 text: Some(text),
                 language,
+                duration_ms,
                 ..
             } => Ok(Heard {
                 text,
                 language: language.unwrap_or_else(|| "en".into()),
+                duration: duration_ms.map(Duration::from_millis),
             }),
             _ => {
                 // An answer that is none of the above: the worker cannot be

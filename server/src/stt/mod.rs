@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::config::{Config, SttConfig, SttEngineChoice};
 use crate::error::ApiError;
-use crate::limits::{self, Meter};
-pub use audio::{ACCEPTED, Container};
+use crate::limits::{self, Charge, Meter};
+use audio::{ACCEPTED, Container};
 pub use handlers::routes;
 use local::LocalRecogniser;
 use service::ServiceRecogniser;
@@ -77,6 +77,8 @@ pub type Partials = tokio::sync::mpsc::Sender<String>;
 pub struct Heard {
     pub text: String,
     pub language: String,
+    /// How long the recogniser found the audio to be, where it says.
+    pub duration: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,46 +145,74 @@ impl Drop for Admitted {
     }
 }
 
+/// A recording that passed every check that needs no recogniser: what
+/// it is, how long its container says it is, in which language.
+pub struct Utterance {
+    container: Container,
+    length: Duration,
+    language: Option<String>,
+}
+
+/// A requested language: an ISO 639-1 code, or none to have it detected.
+pub fn check_language(language: Option<&str>) -> Result<(), ApiError> {
+    if language.is_some_and(|l| l.len() != 2 || !l.bytes().all(|b| b.is_ascii_lowercase())) {
+        return Err(ApiError::validation(
+            "language",
+            "must be an ISO 639-1 code such as `en`",
+        ));
+    }
+    Ok(())
+}
+
 impl Admitted {
-    /// Recognises the utterance, sending the text so far to `partials`
-    /// while it is recognised where the engine can tell it (the local
-    /// recogniser, after each segment). Its length is read from its
-    /// container first: over the limit is a 413 before any recogniser is
-    /// involved, and the seconds are charged up front and given back if
-    /// the recogniser cannot hear it.
-    pub async fn transcribe(
-        &self,
-        audio: &[u8],
-        language: Option<&str>,
-        partials: Option<&Partials>,
-    ) -> Result<Transcript, ApiError> {
-        let inner = &self.stt.inner;
-        let Ok(engine) = inner.engine.as_ref() else {
-            return Err(ApiError::unavailable(
-                "Speech recognition is not available.",
-            ));
-        };
-        if language.is_some_and(|l| l.len() != 2 || !l.bytes().all(|b| b.is_ascii_lowercase())) {
-            return Err(ApiError::validation(
-                "language",
-                "must be an ISO 639-1 code such as `en`",
-            ));
-        }
-        let max = inner.config.max_seconds;
+    /// What can be told of the recording without hearing it: its format,
+    /// its length from its container (over the limit is a 413) and the
+    /// language asked for. Answered before any recogniser (or paid
+    /// service) is involved, and before a streamed answer begins.
+    pub fn check(&self, audio: &[u8], language: Option<String>) -> Result<Utterance, ApiError> {
+        check_language(language.as_deref())?;
+        let max = self.stt.inner.config.max_seconds;
         let container = Container::sniff(audio)?;
         let length = audio::duration(audio, container)?;
         if length > Duration::from_secs(u64::from(max)) {
             return Err(too_long(max));
         }
+        Ok(Utterance {
+            container,
+            length,
+            language,
+        })
+    }
+
+    /// Recognises the checked utterance, sending the text so far to
+    /// `partials` while it is recognised where the engine can tell it (the
+    /// local recogniser, after each segment). The seconds are charged up
+    /// front, given back if the recogniser cannot hear it, and made up to
+    /// what it heard if that was longer.
+    pub async fn transcribe(
+        &self,
+        audio: &[u8],
+        utterance: Utterance,
+        partials: Option<&Partials>,
+    ) -> Result<Transcript, ApiError> {
+        let inner = &self.stt.inner;
+        let engine = inner.engine.as_ref().map_err(|why| unavailable(why))?;
+        let max = inner.config.max_seconds;
+        let Utterance {
+            container,
+            length,
+            language,
+        } = utterance;
+        let language = language.as_deref();
         let speaker = self.speaker;
-        let seconds = (length.as_millis().div_ceil(1000) as i64).max(1);
+        let seconds = whole_seconds(length);
         // Charged before it is heard, given back if it cannot be.
-        if !speaker.exempt {
+        let charge = if speaker.exempt {
+            Charge::none(&inner.db, METER, speaker.user_id)
+        } else {
             let daily = inner.config.daily_seconds;
-            limits::charge(&inner.db, METER, speaker.user_id, seconds, daily).await?;
-        }
-        let charged = if speaker.exempt { 0 } else { seconds };
-        let charge = limits::Charge::new(&inner.db, METER, speaker.user_id, charged);
+            Charge::take(&inner.db, &inner.db, METER, speaker.user_id, seconds, daily).await?
+        };
         let heard = match engine.recognise(audio, container, language, partials).await {
             Ok(heard) => heard,
             Err(e) => {
@@ -190,6 +220,11 @@ impl Admitted {
                 return Err(refusal(e, max));
             }
         };
+        // The container's length is the file's own claim; what the
+        // recogniser decoded is what was heard, and a longer recording
+        // costs what it was.
+        let length = heard.duration.map_or(length, |heard| heard.max(length));
+        charge.add(whole_seconds(length) - seconds).await?;
         metrics::counter!("voxgate_stt_recognitions_total").increment(1);
         let text = crate::extract::trim_blank(&heard.text).to_string();
         if text.is_empty() {
@@ -205,6 +240,21 @@ impl Admitted {
             engine: engine.name(),
         })
     }
+}
+
+/// Listening is off on this server, and why.
+fn unavailable(why: &str) -> ApiError {
+    ApiError::Unavailable {
+        detail: format!(
+            "Speech recognition is not available on this server ({why}); type the message instead."
+        ),
+        retry_after: None,
+    }
+}
+
+/// Seconds as the quota counts them: started seconds, at least one.
+fn whole_seconds(length: Duration) -> i64 {
+    (length.as_millis().div_ceil(1000) as i64).max(1)
 }
 
 /// What a recogniser's failure answers.
@@ -272,19 +322,6 @@ impl Stt {
         self.inner.config.max_bytes
     }
 
-    /// Recognises one utterance for `speaker`.
-    pub async fn transcribe(
-        &self,
-        speaker: Speaker,
-        audio: &[u8],
-        language: Option<&str>,
-    ) -> Result<Transcript, ApiError> {
-        self.admit(speaker)
-            .await?
-            .transcribe(audio, language, None)
-            .await
-    }
-
     /// Lets `speaker` send an utterance: listening is available, the
     /// request counts against their rate, and they have no other
     /// utterance under way on this instance. Checked before the body is
@@ -292,12 +329,7 @@ impl Stt {
     pub async fn admit(&self, speaker: Speaker) -> Result<Admitted, ApiError> {
         let inner = &self.inner;
         if let Err(why) = &inner.engine {
-            return Err(ApiError::Unavailable {
-                detail: format!(
-                    "Speech recognition is not available on this server ({why}); type the message instead."
-                ),
-                retry_after: None,
-            });
+            return Err(unavailable(why));
         }
         let user = speaker.user_id;
         limits::check_rate(&inner.db, METER, user, inner.config.rate_per_minute).await?;

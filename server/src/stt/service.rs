@@ -27,6 +27,8 @@ pub struct ServiceRecogniser {
 struct Verbose {
     text: String,
     language: Option<String>,
+    /// Seconds of audio the service heard.
+    duration: Option<f64>,
 }
 
 impl ServiceRecogniser {
@@ -100,12 +102,23 @@ impl ServiceRecogniser {
             SttError::Unavailable("the transcription service cannot be reached".into())
         })?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .contains_key(reqwest::header::RETRY_AFTER);
         let body = bounded(response).await?;
         if !status.is_success() {
             let detail: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+            // The operator needs the service's own words: a wrong model
+            // name also comes back as a 400 about "the request".
+            tracing::warn!(%status, %detail, "the transcription service refused an utterance");
             return Err(match status.as_u16() {
                 400 | 415 | 422 => SttError::Undecodable(detail),
-                429 => SttError::Busy,
+                // Busy for a moment; without a Retry-After, a 429 is an
+                // account out of credit, which retrying does not mend.
+                429 if retry_after => SttError::Busy,
+                429 => SttError::Unavailable(
+                    "the transcription service refuses more work from this server".into(),
+                ),
                 401 | 403 => SttError::Engine(format!(
                     "the transcription service refused the key ({status})"
                 )),
@@ -126,6 +139,9 @@ impl ServiceRecogniser {
         Ok(Heard {
             text: verbose.text,
             language,
+            duration: verbose
+                .duration
+                .and_then(|s| Duration::try_from_secs_f64(s).ok()),
         })
     }
 }

@@ -27,8 +27,6 @@ pub mod request;
 mod resolve;
 pub mod text;
 
-pub use openai::OPENAI_VOICES;
-
 /// The speech routes: voxgate's own and OpenAI's speech endpoint.
 pub fn routes() -> utoipa_axum::router::OpenApiRouter<crate::state::AppState> {
     handlers::routes().merge(openai::routes())
@@ -269,7 +267,7 @@ impl Tts {
     }
 
     /// Undoes a first hearing's payment: the synthesis did not happen.
-    async fn take_back(&self, charge: Option<quota::Charge>, user: Uuid, key: &str) {
+    async fn take_back(&self, charge: Option<crate::limits::Charge>, user: Uuid, key: &str) {
         if let Some(charge) = charge {
             charge.refund().await;
             let _ = request::unpay(&self.inner.db, user, key).await;

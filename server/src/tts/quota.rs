@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::Tts;
 use super::engine::{TtsError, VoiceEngine};
 use crate::error::ApiError;
-use crate::limits::{self, Meter};
+use crate::limits::{self, Charge, Meter};
 
 /// Speech requests a minute, and characters synthesised a day.
 pub const METER: Meter = Meter {
@@ -39,10 +39,6 @@ pub enum QuotaClass {
     /// Staff: rate-limited, but no daily quota.
     Exempt,
 }
-
-/// Characters charged to a speaker for one synthesis, given back when the
-/// synthesis does not happen (or someone else's identical one is shared).
-pub(super) type Charge = limits::Charge;
 
 impl Tts {
     /// Counts a speech request against the user's rate limit.
@@ -72,15 +68,12 @@ impl Tts {
             false => self.inner.config.engine_weights.weight(engine.as_str()),
         };
         let chars = (text.chars().count() as f64 * weight).ceil() as i64;
-        let charged = speaker.quota == QuotaClass::Daily;
-        if charged {
-            limits::charge(
-                &self.inner.db,
-                METER,
-                speaker.user_id,
-                chars,
-                self.inner.config.daily_chars,
-            )
+        let db = &self.inner.db;
+        if speaker.quota != QuotaClass::Daily {
+            return Ok(Charge::none(db, METER, speaker.user_id));
+        }
+        let daily = self.inner.config.daily_chars;
+        Charge::take(db, db, METER, speaker.user_id, chars, daily)
             .await
             .map_err(|e| match e {
                 ApiError::TooManyRequests {
@@ -94,14 +87,7 @@ impl Tts {
                     retry_after,
                 },
                 e => e,
-            })?;
-        }
-        Ok(Charge::new(
-            &self.inner.db,
-            METER,
-            speaker.user_id,
-            if charged { chars } else { 0 },
-        ))
+            })
     }
 }
 
