@@ -59,19 +59,16 @@
     const context = new AudioContext();
     try {
       await context.audioWorklet.addModule(worklet);
+      const node = new AudioWorkletNode(context, 'voxgate-capture');
+      node.port.onmessage = (event) => onBlock(event.data);
+      context.createMediaStreamSource(stream).connect(node);
     } catch {
       stream.getTracks().forEach((t) => t.stop());
       context.close();
       say('This browser cannot record here; type your message instead.');
       return null;
     }
-    const source = context.createMediaStreamSource(stream);
-    const node = new AudioWorkletNode(context, 'voxgate-capture');
-    node.port.onmessage = (event) => onBlock(event.data);
-    source.connect(node);
     return {
-      stream,
-      context,
       rate: context.sampleRate,
       close() {
         stream.getTracks().forEach((t) => t.stop());
@@ -108,7 +105,7 @@
       say('');
       return;
     }
-    recording = { stream: opened.stream, context: opened.context, chunks, rate: opened.rate };
+    recording = { microphone: opened, chunks, rate: opened.rate };
     setRecording(true);
     say('Listening… press again (or let go of Space) to send.');
   }
@@ -135,8 +132,6 @@
     return new Blob([buffer], { type: 'audio/wav' });
   }
 
-  // Recognises a recording and sends what was heard as the user's
-  // message. Resolves true when a message was sent.
   // What a refusal says in the page.
   function refused(status, detail, quietly) {
     if (status === 422) say(quietly ? 'Didn’t catch that; listening again.' : 'Nothing was heard. Try again, closer to the microphone, or type your message.');
@@ -228,11 +223,10 @@
       return;
     }
     if (!recording) return;
-    const { stream, context, chunks, rate } = recording;
+    const { microphone, chunks, rate } = recording;
     recording = null;
     setRecording(false);
-    stream.getTracks().forEach((t) => t.stop());
-    context.close();
+    microphone.close();
     await recognise(chunks, rate, false);
   }
 
@@ -350,7 +344,9 @@
     if (event.key === 'Escape' && conversation) leaveConversation();
   });
 
-  mic.addEventListener('click', () => (recording ? stop() : start()));
+  // While the microphone opens, a second press (or letting go of Space)
+  // cancels: nothing is recorded or sent.
+  mic.addEventListener('click', () => (recording || opening ? stop() : start()));
   // Hold Space to talk, outside the text box and the other controls.
   const typing = (target) => target === input || (target && ['INPUT', 'SELECT', 'TEXTAREA', 'BUTTON'].includes(target.tagName));
   window.addEventListener('keydown', (event) => {
@@ -360,7 +356,7 @@
     }
   });
   window.addEventListener('keyup', (event) => {
-    if (event.code === 'Space' && recording && !typing(event.target)) {
+    if (event.code === 'Space' && (recording || opening) && !typing(event.target)) {
       event.preventDefault();
       stop();
     }

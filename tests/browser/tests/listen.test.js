@@ -24,6 +24,14 @@ after(async () => { await browser?.close(); });
 
 const replies = '.message.bot[data-id]';
 
+// Space talks only outside the text box, which the page focuses once its
+// history has loaded: wait for that, then leave the box.
+async function leaveTheTextBox(page) {
+  await page.waitForLoadState('networkidle');
+  await page.evaluate(() => document.activeElement?.blur());
+  assert.equal(await page.evaluate(() => document.activeElement === document.body), true);
+}
+
 test('push-to-talk: a spoken question is recognised, sent, answered and spoken', async () => {
   const page = await newPage(browser);
   await page.context().grantPermissions(['microphone'], { origin: BASE });
@@ -57,7 +65,7 @@ test('holding Space talks; letting go sends', async () => {
   await page.context().grantPermissions(['microphone'], { origin: BASE });
   await signIn(page, 'bob', 'bob');
   const before = await page.locator(replies).count();
-  await page.locator('#chat').focus();
+  await leaveTheTextBox(page);
   await page.keyboard.down('Space');
   await page.waitForFunction(() => document.getElementById('mic').getAttribute('aria-pressed') === 'true');
   await page.waitForTimeout(2800);
@@ -65,6 +73,36 @@ test('holding Space talks; letting go sends', async () => {
   await page.waitForFunction((n) => document.querySelectorAll('.message.bot[data-id]').length > n, before, { timeout: 30000 });
   const said = await page.locator('.message.user').last().locator('.text').textContent();
   assert.match(said.toLowerCase(), /what can you do/);
+});
+
+test('letting go of Space before the microphone is open records and sends nothing', async () => {
+  const page = await newPage(browser);
+  await page.context().grantPermissions(['microphone'], { origin: BASE });
+  await signIn(page, 'bob', 'bob');
+  // The microphone takes a while to open (as behind a permission
+  // prompt), so it is still opening when Space is let go.
+  await page.addInitScript(() => {
+    const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    window.microphoneOpenings = 0;
+    navigator.mediaDevices.getUserMedia = async (constraints) => {
+      window.microphoneOpenings += 1;
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      return open(constraints);
+    };
+  });
+  await page.reload();
+  const sent = [];
+  page.on('request', (r) => { if (r.url().includes('/api/stt')) sent.push(r.url()); });
+  await leaveTheTextBox(page);
+  const before = await page.locator('.message.user').count();
+  await page.keyboard.down('Space');
+  await page.keyboard.up('Space');
+  await page.waitForTimeout(3000);
+  assert.equal(await page.evaluate(() => window.microphoneOpenings), 1, 'Space started opening the microphone');
+  assert.equal(await page.getAttribute('#mic', 'aria-pressed'), 'false', 'not recording');
+  assert.deepEqual(sent, [], 'nothing sent to the recogniser');
+  assert.equal(await page.locator('.message.user').count(), before, 'no message');
+  assert.deepEqual(unexpectedProblems(page), []);
 });
 
 test('a refused microphone is said in the page, and typing still works', async () => {
