@@ -111,8 +111,10 @@ fn exists(path: &str, file: &Path) -> bool {
         let path = base.join(probe);
         // What git ignores (keys, certificates, test artifacts) is made on
         // the machine and never committed: the docs name where it is written,
-        // which a fresh clone does not have yet.
-        path.exists() || ignored(&path)
+        // which a fresh clone does not have yet. Its folder must still be
+        // part of the repository, or made on the machine too: an ignored
+        // name in a folder that does not exist is a typo.
+        path.exists() || ignored(&path) && path.parent().is_some_and(|p| p.is_dir() || ignored(p))
     };
     here(root()) || here(file.parent().unwrap().to_path_buf())
 }
