@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use aws_sdk_polly::config::{BehaviorVersion, Credentials, Region};
 use voxgate_bench::procs::{Proc, free_port, wait_http};
 use voxgate_lab::env::{POLLY_KEY_ID, POLLY_REGION, POLLY_SECRET};
@@ -44,12 +44,13 @@ pub struct Lab {
     pub flask_workers: usize,
     pub py_workers: usize,
     pub static_url: String,
-    pub tls_url: Option<String>,
-    pub tls_static_url: Option<String>,
+    pub tls_url: String,
+    pub tls_static_url: String,
     /// The same nginx configuration in front of a second voxgate that
     /// listens on a Unix socket (VOXGATE_BIND=unix:…).
-    pub tls_unix_url: Option<String>,
-    pub tls_client: Option<reqwest::Client>,
+    pub tls_unix_url: String,
+    /// Trusts the run's local CA.
+    pub tls_client: reqwest::Client,
     procs: Vec<Proc>,
     pub(crate) logs: PathBuf,
 }
@@ -72,26 +73,7 @@ impl Lab {
 
     /// A fresh access token from another issuer's `voxgate-cli` client.
     pub async fn token_from(&self, issuer: &str, user: &str) -> anyhow::Result<String> {
-        let response = self
-            .http
-            .post(format!("{issuer}/protocol/openid-connect/token"))
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", "voxgate-cli"),
-                ("username", user),
-                ("password", user),
-                ("scope", "openid"),
-            ])
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("password grant for {user}: HTTP {}", response.status());
-        }
-        let body: serde_json::Value = response.json().await?;
-        Ok(body["access_token"]
-            .as_str()
-            .context("no access_token")?
-            .to_string())
+        voxgate_bench::oidc::password_token(&self.http, issuer, user).await
     }
 
     pub async fn polly_control(
@@ -138,28 +120,11 @@ impl Lab {
     pub async fn start_voxgate(&mut self, env: &[(&str, String)]) -> anyhow::Result<(String, u32)> {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(self.root.join(&self.args.bin_dir).join("voxgate"));
-        cmd.arg("serve");
-        for (k, v) in voxgate_env(&self.args, &url, port, &self.issuer, &self.polly_url) {
-            cmd.env(k, v);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut settings = voxgate_env(&self.args, &url, port, &self.issuer, &self.polly_url);
+        settings.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let cmd = voxgate_command(&self.args, settings);
         let mut vx = Proc::spawn(&format!("voxgate-{port}"), cmd, &self.logs)?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            vx.check_alive()?;
-            if let Ok(r) = self.http.get(format!("{url}/readyz")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("voxgate on {url} never became ready");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ready(&mut vx, &self.http, &url, Duration::from_secs(120)).await?;
         let pid = vx.pid();
         self.procs.push(vx);
         Ok((url, pid))
@@ -235,30 +200,18 @@ pub async fn start_lab(args: Args) -> anyhow::Result<Lab> {
     // voxgate itself.
     let vx_port = free_port();
     let vx_url = format!("http://127.0.0.1:{vx_port}");
-    let mut cmd = Command::new(bin("voxgate"));
-    cmd.arg("serve")
-        .envs(voxgate_env(&args, &vx_url, vx_port, &issuer, &polly_url));
     for kv in &args.voxgate_env {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--voxgate-env {kv}: expected KEY=VALUE"))?;
-        cmd.env(k, v);
+        ensure!(
+            kv.split_once('=').is_some_and(|(k, _)| !k.is_empty()),
+            "--voxgate-env {kv}: expected KEY=VALUE"
+        );
     }
+    let cmd = voxgate_command(
+        &args,
+        voxgate_env(&args, &vx_url, vx_port, &issuer, &polly_url),
+    );
     let mut vx = Proc::spawn("voxgate", cmd, &logs)?;
-    // /readyz answers 503 until the keys and the engine are there.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        vx.check_alive()?;
-        if let Ok(r) = http.get(format!("{vx_url}/readyz")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("voxgate never became ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&mut vx, &http, &vx_url, Duration::from_secs(90)).await?;
     let vx_pid = vx.pid();
     procs.push(vx);
 
@@ -299,10 +252,10 @@ pub async fn start_lab(args: Args) -> anyhow::Result<Lab> {
         flask_workers: python.flask_workers,
         py_workers: python.py_workers,
         static_url: fronts.static_url,
-        tls_url: Some(fronts.tls_url),
-        tls_static_url: Some(fronts.tls_static_url),
-        tls_unix_url: Some(fronts.tls_unix_url),
-        tls_client: Some(fronts.tls_client),
+        tls_url: fronts.tls_url,
+        tls_static_url: fronts.tls_static_url,
+        tls_unix_url: fronts.tls_unix_url,
+        tls_client: fronts.tls_client,
         procs,
         logs,
     })
@@ -438,14 +391,7 @@ async fn start_fronts(
     // from the same files (only the upstream differs).
     let tls_unix_port = free_port();
     let socket = work.join("voxgate.sock");
-    let mut cmd = Command::new(root.join(&args.bin_dir).join("voxgate"));
-    cmd.arg("serve");
-    cmd.envs(voxgate_env(args, vx_url, vx_port, issuer, polly_url));
-    for kv in &args.voxgate_env {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
-        }
-    }
+    let mut cmd = voxgate_command(args, voxgate_env(args, vx_url, vx_port, issuer, polly_url));
     // nginx's workers run as www-data when the benchmark runs as root.
     cmd.env("VOXGATE_BIND", format!("unix:{}", socket.display()))
         .env("VOXGATE_SOCKET_MODE", "0666");
@@ -500,14 +446,16 @@ async fn start_fronts(
 }
 
 /// voxgate's settings for the run (documented in docs/benchmarks.md): the
-/// local stack's, with limits out of the way and the cache's bound.
+/// local stack's, with limits out of the way and the cache's bound, then
+/// the run's `--voxgate-env` over them (every voxgate the lab starts
+/// gets them).
 pub fn voxgate_env(
     args: &Args,
     vx_url: &str,
     vx_port: u16,
     issuer: &str,
     polly_url: &str,
-) -> BTreeMap<&'static str, String> {
+) -> BTreeMap<String, String> {
     let mut env = voxgate_lab::env::voxgate(&voxgate_lab::env::Stack {
         database_url: &args.database_url,
         public_url: vx_url,
@@ -524,7 +472,46 @@ pub fn voxgate_env(
         ("VOXGATE_TTS_USER_CONCURRENCY", TTS_CONCURRENCY.to_string()),
         ("VOXGATE_TTS_CACHE_MAX_BYTES", CACHE_MAX_BYTES.to_string()),
     ]);
+    let mut env: BTreeMap<String, String> =
+        env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    // Checked to be KEY=VALUE when the lab starts.
+    env.extend(
+        args.voxgate_env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     env
+}
+
+/// `voxgate serve` with the run's settings and `env` over them.
+fn voxgate_command(lab_args: &Args, env: BTreeMap<String, String>) -> Command {
+    let mut cmd = Command::new(lab_args.root.join(&lab_args.bin_dir).join("voxgate"));
+    cmd.arg("serve").envs(env);
+    cmd
+}
+
+/// Waits until voxgate's `/readyz` answers 200 (503 until its keys and
+/// its engine are there), failing if it dies first.
+async fn wait_ready(
+    vx: &mut Proc,
+    http: &reqwest::Client,
+    url: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        vx.check_alive()?;
+        if let Ok(r) = http.get(format!("{url}/readyz")).send().await
+            && r.status() == 200
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("voxgate on {url} never became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Where one rendered nginx listens: the project's configuration

@@ -139,7 +139,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if a.hold > 0 {
         eprintln!(
             "voxgate-bench: holding for {} s\n  voxgate {} (pid {})\n  python {}\n  flask {}\n  \
-             polly {}\n  issuer {}\n  nginx static {}\n  nginx TLS {:?} static TLS {:?}\n  token {}",
+             polly {}\n  issuer {}\n  nginx static {}\n  nginx TLS {} static TLS {}\n  token {}",
             a.hold,
             lab.vx_url,
             lab.vx_pid,

@@ -6,7 +6,7 @@ use super::*;
 pub async fn cache_hit(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
     let token = lab.token("alice").await?;
     let url = register(lab, &token, LONG_TEXT).await?;
-    let (h1, audio) = get_ok(&lab.http, &url, Some(&token)).await?;
+    let (_, audio) = get_ok(&lab.http, &url, Some(&token)).await?;
     let (h2, again) = get_ok(&lab.http, &url, Some(&token)).await?;
     ensure!(audio == again, "cached audio equals the streamed audio");
     ensure!(cache_header(&h2) == "hit", "second GET is a cache hit");
@@ -71,7 +71,6 @@ pub async fn cache_hit(lab: &mut Lab, rep: &mut Report) -> anyhow::Result<()> {
         "≥ 0.5×",
         Verdict::of(sb.median >= 0.5),
     );
-    let _ = h1;
     let mut s = String::from("### 3. Speech cache hits\n\n");
     let _ = writeln!(
         s,

@@ -209,12 +209,11 @@ pub fn document(lab: &Lab, rep: &Report, elapsed_secs: u64) -> anyhow::Result<St
     );
     d.push_str("```sh\n");
     for (k, v) in &env {
-        let shown = match *k {
+        let shown = match k.as_str() {
             "VOXGATE_BIND" => "127.0.0.1:<free port>".to_string(),
             "VOXGATE_PUBLIC_URL" => "http://127.0.0.1:<port>".to_string(),
             "VOXGATE_OIDC_ISSUER" => "http://127.0.0.1:<stand-in port>/realms/voxgate".to_string(),
             "AWS_ENDPOINT_URL_POLLY" => "http://127.0.0.1:<stand-in port>".to_string(),
-            "DATABASE_URL" => v.clone(),
             _ => v.clone(),
         };
         let _ = writeln!(d, "{k}={shown}");

@@ -172,24 +172,7 @@ impl Traffic {
     }
 
     async fn password_grant(&self, user: &str) -> anyhow::Result<String> {
-        let r = self
-            .http
-            .post(format!("{}/protocol/openid-connect/token", self.issuer))
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", "voxgate-cli"),
-                ("username", user),
-                ("password", user),
-                ("scope", "openid"),
-            ])
-            .send()
-            .await?;
-        anyhow::ensure!(r.status().is_success(), "token for {user}: {}", r.status());
-        let body: Value = r.json().await?;
-        Ok(body["access_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string())
+        voxgate_bench::oidc::password_token(&self.http, &self.issuer, user).await
     }
 
     /// Keeps a fresh token per user; while Keycloak is down the old one
