@@ -15,7 +15,6 @@ use super::session::{self, LoginFlow, NewSession};
 use super::subject;
 use super::token::Expect;
 use crate::error::{ApiError, PageError};
-use crate::identity::UserStatus;
 use crate::state::AppState;
 
 /// Only same-site paths: `/x`, never `//x`, `/\x`, a scheme or an encoded
@@ -208,12 +207,8 @@ pub(super) async fn finish(
     let user = subject::record_sign_in(&state.db, &profile)
         .await
         .map_err(|e| PageError::from(Failure::from(e)))?;
-    if !user.enabled || user.status != UserStatus::Active {
-        return Err(PageError::page(
-            StatusCode::FORBIDDEN,
-            "Account disabled",
-            "This account has been disabled. Ask an administrator if you think this is a mistake.",
-        ));
+    if !user.is_active() {
+        return Err(Failure::Disabled.into());
     }
     if let Some(old) = answer.previous_session {
         session::delete(&state.db, &session::hash(old)).await?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::role::{AppRole, RoleName};
-use super::user::{UserRow, UserStatus};
+use super::user::UserRow;
 
 /// How the request proved who it is.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl CurrentUser {
         sub: &str,
         method: AuthMethod,
     ) -> Option<CurrentUser> {
-        if !user.enabled || user.status != UserStatus::Active {
+        if !user.is_active() {
             return None;
         }
         Some(CurrentUser {

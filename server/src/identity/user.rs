@@ -75,6 +75,14 @@ pub struct UserRow {
     pub last_login_at: Option<OffsetDateTime>,
 }
 
+impl UserRow {
+    /// May sign in and be served: enabled, and not a creation in flight,
+    /// undone or deleted.
+    pub fn is_active(&self) -> bool {
+        self.enabled && self.status == UserStatus::Active
+    }
+}
+
 /// A compile-time checked `query_as!` whose statement is `$head`, then the
 /// columns of [`UserRow`] (table alias `u`), then `$tail` (in parentheses: literals joined by `+`). sqlx's macros
 /// take only string literals, so the shared column list is spliced in here
