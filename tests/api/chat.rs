@@ -748,7 +748,7 @@ async fn a_message_that_cannot_be_stored_is_neither_charged_nor_sent_to_the_mode
 async fn a_reply_is_stored_and_charged_even_when_its_client_leaves_half_way() {
     // Fifty pieces, 15 ms apart: the client gives up long before the end.
     let pieces = vec![" word"; 50];
-    let (url, _) = spawn_upstream(Behaviour::Stream(pieces)).await;
+    let (url, asked) = spawn_upstream(Behaviour::Stream(pieces)).await;
     let stack = budgeted_llm_stack(&url, "100000").await;
     let bob = stack.password_token("bob", "bob").await;
     let leaving = {
@@ -759,7 +759,14 @@ async fn a_reply_is_stored_and_charged_even_when_its_client_leaves_half_way() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Leaves once the model is answering, not after a guessed time.
+    for _ in 0..500 {
+        if !asked.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(asked.lock().unwrap().len(), 1, "the model was asked");
     leaving.abort();
     let mut stored = 0;
     for _ in 0..100 {
@@ -791,17 +798,47 @@ async fn the_sweeper_drops_rows_nothing_reads_and_keeps_speech_a_reply_points_at
         .app
         .sql("UPDATE tts_requests SET created_at = now() - interval '31 days'")
         .await;
-    stack
-        .app
-        .sql("UPDATE chat_rate SET window_start = now() - interval '2 hours'")
-        .await;
+    // Every meter's old windows and days, planted for bob: the sweeper's
+    // list of meters and their (unchecked) statements must cover each.
+    let meters = [
+        voxgate::tts::METER,
+        voxgate::chat::METER,
+        voxgate::stt::METER,
+    ];
+    for m in meters {
+        stack
+            .app
+            .sql(&format!(
+                "INSERT INTO {} (user_id, window_start, count)
+                 SELECT id, now() - interval '2 hours', 1 FROM users WHERE username = 'bob'
+                 ON CONFLICT (user_id) DO UPDATE SET window_start = EXCLUDED.window_start",
+                m.rate_table
+            ))
+            .await;
+        stack
+            .app
+            .sql(&format!(
+                "INSERT INTO {} (user_id, day, {}) SELECT id, (now() AT TIME ZONE 'UTC')::date - 5, 1
+                 FROM users WHERE username = 'bob'",
+                m.usage_table, m.amount
+            ))
+            .await;
+    }
     voxgate::app::sweep(&stack.app.db).await.unwrap();
+    for m in meters {
+        let rate = format!("SELECT count(*) FROM {}", m.rate_table);
+        assert_eq!(stack.app.count(&rate).await, 0, "{rate}");
+        let old = format!(
+            "SELECT count(*) FROM {} WHERE day < (now() AT TIME ZONE 'UTC')::date - 1",
+            m.usage_table
+        );
+        assert_eq!(stack.app.count(&old).await, 0, "{old}");
+    }
     let left: Vec<String> = sqlx::query_scalar("SELECT key FROM tts_requests")
         .fetch_all(&stack.app.db)
         .await
         .unwrap();
     assert_eq!(left, [kept], "{dropped} swept, the reply's speech kept");
-    assert_eq!(stack.app.count("SELECT count(*) FROM chat_rate").await, 0);
     // The kept reply still plays.
     let audio = stack
         .app

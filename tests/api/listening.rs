@@ -128,6 +128,18 @@ async fn anonymous(stack: &Stack, path: &str) -> u16 {
 
 /// A recording posted to `/api/stt` from a task of its own (abort it to
 /// leave half-way).
+/// Waits until every worker is recognising (an utterance sent in the
+/// background has reached one), rather than guessing how long that takes.
+async fn until_all_busy(stack: &Stack) {
+    for _ in 0..500 {
+        if stack.app.state.stt.all_busy() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no worker took the utterance within 5 s");
+}
+
 fn in_background(
     stack: &Stack,
     token: &str,
@@ -454,7 +466,19 @@ async fn a_killed_worker_is_replaced_and_readyz_names_the_workers() {
         .args(["-9", &before[0].to_string()])
         .status()
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Until it has died (a zombie still answers `kill -0`, so the
+    // process table is read).
+    let gone = || {
+        !std::path::Path::new(&format!("/proc/{}/status", before[0])).exists()
+            || std::fs::read_to_string(format!("/proc/{}/status", before[0]))
+                .is_ok_and(|s| s.contains("State:\tZ"))
+    };
+    for _ in 0..500 {
+        if gone() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let r = post_audio(&stack, &bob, spoken("Good morning."), "audio/wav").await;
     assert_eq!(r.status(), 200);
     let after = stack.app.state.stt.worker_pids();
@@ -470,7 +494,7 @@ async fn one_user_recognises_one_utterance_at_a_time() {
         "This is a longer utterance, so that it is still being recognised when the second one arrives. It goes on for a while.",
     );
     let first = in_background(&stack, &bob, long.clone());
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    until_all_busy(&stack).await;
     let second = post_audio(&stack, &bob, long.clone(), "audio/wav").await;
     let p = problem(second, 429).await;
     detail_has(&p, "One utterance at a time");
@@ -491,7 +515,7 @@ async fn a_client_that_leaves_frees_its_worker_at_once() {
     let question = spoken("What can you do?");
     let before = stack.app.state.stt.worker_pids();
     let leaving = in_background(&stack, &bob, long.clone());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    until_all_busy(&stack).await;
     leaving.abort();
     // The half-done worker is stopped now, not when the slot is next used.
     let mut stopped = false;
@@ -641,7 +665,7 @@ async fn when_every_worker_stays_busy_the_wait_ends_in_a_503() {
     let bob = stack.password_token("bob", "bob").await;
     let alice = stack.password_token("alice", "alice").await;
     let first = in_background(&stack, &bob, long_speech());
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    until_all_busy(&stack).await;
     let r = post_audio(&stack, &alice, spoken("What can you do?"), "audio/wav").await;
     assert!(r.headers().contains_key("retry-after"));
     let p = problem(r, 503).await;
@@ -655,7 +679,7 @@ async fn a_worker_killed_mid_recognition_fails_that_utterance_only() {
     let bob = stack.password_token("bob", "bob").await;
     let pid = stack.app.state.stt.worker_pids()[0];
     let first = in_background(&stack, &bob, long_speech());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    until_all_busy(&stack).await;
     Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()

@@ -228,6 +228,11 @@ impl LocalRecogniser {
         self.workers.pids()
     }
 
+    /// Whether every worker is leased to an utterance.
+    pub fn all_busy(&self) -> bool {
+        !self.workers.idle()
+    }
+
     pub fn shutdown(&self) {
         self.workers.shutdown();
     }

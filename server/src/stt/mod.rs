@@ -384,6 +384,12 @@ impl Stt {
         }
     }
 
+    /// Whether every local worker is recognising an utterance now (a
+    /// further one would wait).
+    pub fn all_busy(&self) -> bool {
+        matches!(&self.inner.engine, Ok(Recogniser::Local(engine)) if engine.all_busy())
+    }
+
     pub async fn shutdown(&self) {
         if let Ok(Recogniser::Local(engine)) = &self.inner.engine {
             engine.shutdown();
