@@ -364,6 +364,7 @@ async fn start_fronts(
     }
     let (static_port, tls_port, tls_static_port) = (free_port(), free_port(), free_port());
     let cmd = render_nginx(
+        root,
         &work.join("nginx"),
         &logs.join("nginx-error.log"),
         &work.join("static"),
@@ -397,6 +398,7 @@ async fn start_fronts(
         .env("VOXGATE_SOCKET_MODE", "0666");
     procs.push(Proc::spawn("voxgate-unix", cmd, logs)?);
     let cmd = render_nginx(
+        root,
         &work.join("nginx-unix"),
         &logs.join("nginx-unix-error.log"),
         &work.join("static"),
@@ -529,6 +531,7 @@ struct NginxPorts {
 }
 
 fn render_nginx(
+    root: &Path,
     dir: &Path,
     error_log: &Path,
     static_root: &Path,
@@ -551,7 +554,7 @@ fn render_nginx(
         keycloak: &keycloak,
         certs,
     });
-    voxgate_lab::nginx::render(dir, &vars, Some(&baselines))?;
+    voxgate_lab::nginx::render(root, dir, &vars, Some(&baselines))?;
     let cmd = voxgate_lab::nginx::command(dir, error_log);
     let test = Command::new("nginx")
         .args(cmd.get_args())

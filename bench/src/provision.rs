@@ -21,9 +21,9 @@ use crate::report::{Report, Verdict, percentile, spread, table};
 use crate::{Lab, REALM};
 use voxgate_bench::procs::{Proc, free_port, wait_http};
 
-/// The realm file's dev-only service-account secret (as in `voxgate_env`).
+/// The realm file's service account and its dev-only secret.
 const ADMIN_CLIENT: &str = "voxgate-admin";
-const ADMIN_CLIENT_SECRET: &str = "dev-only-voxgate-admin-secret";
+const ADMIN_CLIENT_SECRET: &str = voxgate_lab::env::ADMIN_SECRET;
 const PASSWORD: &str = "bench-password-123";
 /// voxgate's users must not meet the stand-in's: a username already held
 /// under another Keycloak id is a conflict.

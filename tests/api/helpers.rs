@@ -377,14 +377,7 @@ pub fn base_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// A loopback port free at the time of asking (nothing listens on it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use voxgate_lab::free_port;
 
 /// Asserts that a problem's `detail` mentions `text`.
 pub fn detail_has(problem: &serde_json::Value, text: &str) {

@@ -26,9 +26,9 @@ pub async fn spawn_polly_stack(settings: TestSettings) -> Stack {
     let settings = settings
         .set("VOXGATE_TTS_ENGINE", "polly")
         .set("AWS_ENDPOINT_URL_POLLY", polly.endpoint_url())
-        .set_default("AWS_REGION", "us-east-1")
-        .set_default("AWS_ACCESS_KEY_ID", "AKIDVOXGATETEST")
-        .set_default("AWS_SECRET_ACCESS_KEY", "voxgate-test-secret");
+        .set_default("AWS_REGION", voxgate_lab::env::POLLY_REGION)
+        .set_default("AWS_ACCESS_KEY_ID", voxgate_lab::env::POLLY_KEY_ID)
+        .set_default("AWS_SECRET_ACCESS_KEY", voxgate_lab::env::POLLY_SECRET);
     let mut stack = spawn_stack_with(settings).await;
     stack.polly = Some(polly);
     stack
@@ -43,12 +43,12 @@ pub fn project_realm_text() -> String {
 
 /// The realm file's text with `vars` as the importer's environment.
 pub fn project_realm_text_with(vars: &[(&str, &str)]) -> String {
-    voxgate_lab::realm::text_with(vars).expect("realm file")
+    voxgate_lab::realm::text_with(&voxgate_lab::repo_root(), vars).expect("realm file")
 }
 
 /// The project's realm, with every local URL moved to the test app's port.
 pub fn realm_for(app_base: &str) -> Value {
-    voxgate_lab::realm::for_origin(app_base, &[]).expect("realm JSON")
+    voxgate_lab::realm::for_origin(&voxgate_lab::repo_root(), app_base, &[]).expect("realm JSON")
 }
 
 pub async fn spawn_stack() -> Stack {

@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     // is chosen first.
     let vx_port = free_port();
     let vx_url = format!("http://127.0.0.1:{vx_port}");
-    let realm = voxgate_lab::realm::for_origin(&vx_url, &[])?;
+    let realm = voxgate_lab::realm::for_origin(&root, &vx_url, &[])?;
     let kc = Standin::start(StandinConfig {
         realm_jsons: vec![realm],
         ..StandinConfig::default()

@@ -14,7 +14,8 @@ pub mod realm;
 
 use std::path::PathBuf;
 
-/// The repository root (this crate sits in `crates/lab`).
+/// The repository this crate was built in (it sits in `crates/lab`), for
+/// the tests; the benchmark and the soak take theirs as `--root`.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }

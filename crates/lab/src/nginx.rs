@@ -83,15 +83,16 @@ pub fn placeholders(template: &str) -> Vec<String> {
     found
 }
 
-/// Renders `nginx/` into `dir` (emptied first) with `vars`, plus `extra`
-/// as `conf.d/extra.conf` when given; fails on a placeholder `vars` does
-/// not fill. Returns the main configuration file.
+/// Renders the repository's `nginx/` (at `root`) into `dir` (emptied
+/// first) with `vars`, plus `extra` as `conf.d/extra.conf` when given;
+/// fails on a placeholder `vars` does not fill. Returns the main
+/// configuration file.
 pub fn render(
+    root: &Path,
     dir: &Path,
     vars: &BTreeMap<String, String>,
     extra: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
-    let root = crate::repo_root();
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
@@ -191,7 +192,7 @@ mod tests {
     #[test]
     fn rendering_refuses_a_placeholder_without_a_value() {
         let dir = std::env::temp_dir().join(format!("voxgate-lab-{}", std::process::id()));
-        let err = render(&dir, &BTreeMap::new(), None).unwrap_err();
+        let err = render(&crate::repo_root(), &dir, &BTreeMap::new(), None).unwrap_err();
         assert!(err.to_string().contains("NGINX_"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

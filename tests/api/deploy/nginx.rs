@@ -78,7 +78,8 @@ pub(super) fn template_placeholders(template: &str) -> BTreeSet<String> {
 
 /// The shipped nginx files rendered into `dir` for local ports.
 fn render_nginx(dir: &TempDir, vars: &BTreeMap<String, String>) -> PathBuf {
-    voxgate_lab::nginx::render(&dir.0, vars, None).expect("the nginx files render")
+    voxgate_lab::nginx::render(&voxgate_lab::repo_root(), &dir.0, vars, None)
+        .expect("the nginx files render")
 }
 
 /// `nginx -t` on a rendered configuration.
@@ -290,6 +291,7 @@ impl Deployment {
         // compose stack.
         let backchannel = format!("http://127.0.0.1:{backchannel_port}/auth/backchannel-logout");
         let realm = voxgate_lab::realm::for_origin(
+            &voxgate_lab::repo_root(),
             &origin,
             &[("VOXGATE_BACKCHANNEL_LOGOUT_URL", &backchannel)],
         )

@@ -44,9 +44,7 @@ pub struct RealKeycloak {
 
 static SERVER: OnceLock<Result<RealKeycloak, String>> = OnceLock::new();
 
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
+pub use voxgate_lab::repo_root;
 
 /// Whether the real-Keycloak lane runs in this process.
 pub fn lane_enabled() -> bool {
