@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::{TestSettings, detail_has, problem};
+use crate::helpers::{TestSettings, detail_has, problem, problem_saying};
 use crate::stack::{Stack, spawn_stack_with};
 
 pub fn installed(variable: &str, venv: &str) -> String {
@@ -89,6 +89,13 @@ fn silence(seconds: u32) -> Vec<u8> {
     .unwrap()
 }
 
+/// A listening stack and bob's bearer token.
+async fn listening_with_bob(settings: TestSettings) -> (Stack, String) {
+    let stack = listening_stack(settings).await;
+    let bob = stack.password_token("bob", "bob").await;
+    (stack, bob)
+}
+
 pub async fn listening_stack(settings: TestSettings) -> Stack {
     spawn_stack_with(
         settings
@@ -166,8 +173,7 @@ pub fn words(text: &str) -> String {
 
 #[tokio::test]
 async fn a_spoken_question_is_recognised_from_wav_webm_and_ogg() {
-    let stack = listening_stack(TestSettings::default()).await;
-    let bob = stack.password_token("bob", "bob").await;
+    let (stack, bob) = listening_with_bob(TestSettings::default()).await;
     let wav = spoken("What can you do?");
     let mut charged = 0;
     for (body, content_type) in [
@@ -236,8 +242,7 @@ async fn transcribe(
 
 #[tokio::test]
 async fn openais_transcription_form_answers_in_each_response_format() {
-    let stack = listening_stack(TestSettings::default()).await;
-    let bob = stack.password_token("bob", "bob").await;
+    let (stack, bob) = listening_with_bob(TestSettings::default()).await;
     let wav = spoken("What can you do?");
     let r = transcribe(&stack, &bob, &wav, &[("model", "whisper-1")]).await;
     assert_eq!(r.status(), 200);
@@ -297,52 +302,71 @@ async fn openais_transcription_form_answers_in_each_response_format() {
 
 #[tokio::test]
 async fn bad_recordings_get_specific_answers_and_cost_nothing() {
-    let stack = listening_stack(
+    let (stack, bob) = listening_with_bob(
         TestSettings::default()
             .set("VOXGATE_STT_MAX_SECONDS", "5")
             .set("VOXGATE_STT_MAX_BYTES", "400000"),
     )
     .await;
-    let bob = stack.password_token("bob", "bob").await;
-    let p = problem(post_audio(&stack, &bob, Vec::new(), "audio/wav").await, 400).await;
-    detail_has(&p, "empty");
-    let p = problem(
+    problem_saying(
+        post_audio(&stack, &bob, Vec::new(), "audio/wav").await,
+        400,
+        "empty",
+    )
+    .await;
+    problem_saying(
         post_audio(&stack, &bob, b"ID3\x04 an mp3".to_vec(), "audio/mpeg").await,
         415,
+        "16-bit PCM WAV",
     )
     .await;
-    detail_has(&p, "16-bit PCM WAV");
-    let p = problem(
+    problem_saying(
         post_audio(&stack, &bob, silence(1), "text/plain").await,
         415,
+        "`text/plain` is not audio",
     )
     .await;
-    detail_has(&p, "`text/plain` is not audio");
     let mut corrupt = b"RIFF\x24\0\0\0WAVEfmt ".to_vec();
     corrupt.extend_from_slice(&[0xff; 64]);
-    let p = problem(post_audio(&stack, &bob, corrupt, "audio/wav").await, 400).await;
-    detail_has(&p, "WAV file cannot be read");
+    problem_saying(
+        post_audio(&stack, &bob, corrupt, "audio/wav").await,
+        400,
+        "WAV file cannot be read",
+    )
+    .await;
     let mut junk = vec![0x1a, 0x45, 0xdf, 0xa3];
     junk.extend_from_slice(&[0x42; 2000]);
-    let p = problem(post_audio(&stack, &bob, junk, "audio/webm").await, 400).await;
-    detail_has(&p, "cannot be read from its container");
-    let p = problem(post_audio(&stack, &bob, silence(2), "audio/wav").await, 422).await;
-    detail_has(&p, "Nothing was heard");
-    let p = problem(post_audio(&stack, &bob, silence(6), "audio/wav").await, 413).await;
-    detail_has(&p, "longer than 5 s");
-    let p = problem(
+    problem_saying(
+        post_audio(&stack, &bob, junk, "audio/webm").await,
+        400,
+        "cannot be read from its container",
+    )
+    .await;
+    problem_saying(
+        post_audio(&stack, &bob, silence(2), "audio/wav").await,
+        422,
+        "Nothing was heard",
+    )
+    .await;
+    problem_saying(
+        post_audio(&stack, &bob, silence(6), "audio/wav").await,
+        413,
+        "longer than 5 s",
+    )
+    .await;
+    problem_saying(
         post_audio(&stack, &bob, silence(13), "audio/wav").await,
         413,
+        "VOXGATE_STT_MAX_BYTES",
     )
     .await;
-    detail_has(&p, "VOXGATE_STT_MAX_BYTES");
     // The same limit holds for OpenAI's form.
-    let p = problem(
+    problem_saying(
         transcribe(&stack, &bob, &silence(13), &[("model", "whisper-1")]).await,
         413,
+        "VOXGATE_STT_MAX_BYTES",
     )
     .await;
-    detail_has(&p, "VOXGATE_STT_MAX_BYTES");
     let q = |language: &str| format!("/api/stt?language={language}");
     for (language, detail) in [
         ("zz", "not a language the recogniser knows"),
@@ -369,25 +393,24 @@ async fn bad_recordings_get_specific_answers_and_cost_nothing() {
         "This sentence goes on for well over five seconds when it is spoken out loud. And then it goes on a little more.",
     );
     for container in ["ogg", "webm"] {
-        let p = problem(
+        problem_saying(
             post_audio(&stack, &bob, opus(&long, container), "audio/ogg").await,
             413,
+            "longer than 5 s",
         )
         .await;
-        detail_has(&p, "longer than 5 s");
     }
     assert_eq!(anonymous(&stack, "/api/stt").await, 401);
 }
 
 #[tokio::test]
 async fn listening_has_a_rate_and_a_daily_budget_and_staff_are_exempt_from_the_budget() {
-    let stack = listening_stack(
+    let (stack, bob) = listening_with_bob(
         TestSettings::default()
             .set("VOXGATE_STT_RATE_PER_MINUTE", "3")
             .set("VOXGATE_STT_DAILY_SECONDS", "3"),
     )
     .await;
-    let bob = stack.password_token("bob", "bob").await;
     // About a second and a half, charged as 2 s before it is heard: the
     // first fits the budget of 3, the second would not.
     let question = spoken("What time is it?");
@@ -399,19 +422,19 @@ async fn listening_has_a_rate_and_a_daily_budget_and_staff_are_exempt_from_the_b
     );
     assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 2);
     for _ in 0..2 {
-        let p = problem(
+        problem_saying(
             post_audio(&stack, &bob, question.clone(), "audio/wav").await,
             429,
+            "listening quota of 3 seconds",
         )
         .await;
-        detail_has(&p, "listening quota of 3 seconds");
     }
-    let p = problem(
+    problem_saying(
         post_audio(&stack, &bob, question.clone(), "audio/wav").await,
         429,
+        "at most 3 a minute",
     )
     .await;
-    detail_has(&p, "at most 3 a minute");
     assert_eq!(stack.app.count("SELECT seconds FROM stt_usage").await, 2);
     let alice = stack.password_token("alice", "alice").await;
     for _ in 0..3 {
@@ -440,8 +463,12 @@ fn recogniser_check(readyz: &Value) -> String {
 async fn without_a_recogniser_listening_is_a_503_that_says_so_and_the_rest_works() {
     let stack = spawn_stack_with(TestSettings::default()).await;
     let bob = stack.password_token("bob", "bob").await;
-    let p = problem(post_audio(&stack, &bob, silence(1), "audio/wav").await, 503).await;
-    detail_has(&p, "type the message instead");
+    problem_saying(
+        post_audio(&stack, &bob, silence(1), "audio/wav").await,
+        503,
+        "type the message instead",
+    )
+    .await;
     let ready = stack.app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
@@ -453,8 +480,7 @@ async fn without_a_recogniser_listening_is_a_503_that_says_so_and_the_rest_works
 
 #[tokio::test]
 async fn a_killed_worker_is_replaced_and_readyz_names_the_workers() {
-    let stack = listening_stack(TestSettings::default()).await;
-    let bob = stack.password_token("bob", "bob").await;
+    let (stack, bob) = listening_with_bob(TestSettings::default()).await;
     let before = stack.app.state.stt.worker_pids();
     assert_eq!(before.len(), 1);
     let body: Value = stack.app.get("/readyz").await.json().await.unwrap();
@@ -488,24 +514,22 @@ async fn a_killed_worker_is_replaced_and_readyz_names_the_workers() {
 
 #[tokio::test]
 async fn one_user_recognises_one_utterance_at_a_time() {
-    let stack = listening_stack(TestSettings::default()).await;
-    let bob = stack.password_token("bob", "bob").await;
+    let (stack, bob) = listening_with_bob(TestSettings::default()).await;
     let long = spoken(
         "This is a longer utterance, so that it is still being recognised when the second one arrives. It goes on for a while.",
     );
     let first = in_background(&stack, &bob, long.clone());
     until_all_busy(&stack).await;
     let second = post_audio(&stack, &bob, long.clone(), "audio/wav").await;
-    let p = problem(second, 429).await;
-    detail_has(&p, "One utterance at a time");
+    problem_saying(second, 429, "One utterance at a time").await;
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
 }
 
 #[tokio::test]
 async fn a_client_that_leaves_frees_its_worker_at_once() {
-    let stack =
-        listening_stack(TestSettings::default().set("VOXGATE_STT_WORKER_WAIT_SECONDS", "1")).await;
-    let bob = stack.password_token("bob", "bob").await;
+    let (stack, bob) =
+        listening_with_bob(TestSettings::default().set("VOXGATE_STT_WORKER_WAIT_SECONDS", "1"))
+            .await;
     let alice = stack.password_token("alice", "alice").await;
     // About 25 s of speech: a second or two of the worker's time.
     let long = spoken(
@@ -545,8 +569,12 @@ async fn a_recogniser_asked_for_that_cannot_start_is_reported_and_the_rest_works
     )
     .await;
     let bob = stack.password_token("bob", "bob").await;
-    let p = problem(post_audio(&stack, &bob, silence(1), "audio/wav").await, 503).await;
-    detail_has(&p, "type the message instead");
+    problem_saying(
+        post_audio(&stack, &bob, silence(1), "audio/wav").await,
+        503,
+        "type the message instead",
+    )
+    .await;
     let ready = stack.app.get("/readyz").await;
     assert_eq!(
         ready.status(),
@@ -603,8 +631,7 @@ async fn post_streamed(stack: &Stack, token: &str, body: Vec<u8>) -> (u16, Vec<(
 
 #[tokio::test]
 async fn a_long_utterance_streams_the_text_so_far_then_the_transcript() {
-    let stack = listening_stack(TestSettings::default()).await;
-    let bob = stack.password_token("bob", "bob").await;
+    let (stack, bob) = listening_with_bob(TestSettings::default()).await;
     let long = spoken(
         "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. \
          It is easy to tell the depth of a well. These days a chicken leg is a rare dish. \
@@ -660,23 +687,21 @@ fn long_speech() -> Vec<u8> {
 
 #[tokio::test]
 async fn when_every_worker_stays_busy_the_wait_ends_in_a_503() {
-    let stack =
-        listening_stack(TestSettings::default().set("VOXGATE_STT_WORKER_WAIT_SECONDS", "1")).await;
-    let bob = stack.password_token("bob", "bob").await;
+    let (stack, bob) =
+        listening_with_bob(TestSettings::default().set("VOXGATE_STT_WORKER_WAIT_SECONDS", "1"))
+            .await;
     let alice = stack.password_token("alice", "alice").await;
     let first = in_background(&stack, &bob, long_speech());
     until_all_busy(&stack).await;
     let r = post_audio(&stack, &alice, spoken("What can you do?"), "audio/wav").await;
     assert!(r.headers().contains_key("retry-after"));
-    let p = problem(r, 503).await;
-    detail_has(&p, "busy");
+    problem_saying(r, 503, "busy").await;
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
 }
 
 #[tokio::test]
 async fn a_worker_killed_mid_recognition_fails_that_utterance_only() {
-    let stack = listening_stack(TestSettings::default()).await;
-    let bob = stack.password_token("bob", "bob").await;
+    let (stack, bob) = listening_with_bob(TestSettings::default()).await;
     let pid = stack.app.state.stt.worker_pids()[0];
     let first = in_background(&stack, &bob, long_speech());
     until_all_busy(&stack).await;
@@ -684,8 +709,7 @@ async fn a_worker_killed_mid_recognition_fails_that_utterance_only() {
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
-    let p = problem(first.await.unwrap().unwrap(), 502).await;
-    detail_has(&p, "recogniser failed");
+    problem_saying(first.await.unwrap().unwrap(), 502, "recogniser failed").await;
     let r = post_audio(&stack, &bob, spoken("What can you do?"), "audio/wav").await;
     assert_eq!(r.status(), 200);
     assert_ne!(stack.app.state.stt.worker_pids(), vec![pid]);
