@@ -219,11 +219,12 @@ pub fn document(lab: &Lab, rep: &Report, elapsed_secs: u64) -> anyhow::Result<St
         let _ = writeln!(d, "{k}={shown}");
     }
     d.push_str("```\n\n");
-    d.push_str(
+    let _ = write!(
+        d,
         "`VOXGATE_TTS_CONCURRENCY` is raised from its default of 8 so that 100 distinct \
          syntheses can stream at once (4b), and `VOXGATE_TTS_USER_CONCURRENCY` with it, since \
          one user's token stands for many people here; everything else is at its default (10 \
-         Postgres connections, 2 tokio worker threads on this machine).\n\n",
+         Postgres connections, {cores} tokio worker threads on this machine, one per core).\n\n",
     );
     d.push_str("## Results\n\n");
     for s in &rep.sections {
