@@ -4,7 +4,7 @@
 // refused permission is said in the page and typing keeps working.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BASE, launch, newPage, signIn, screenshot, unexpectedProblems, waitForSpeech } from './support.js';
@@ -36,6 +36,8 @@ test('push-to-talk: a spoken question is recognised, sent, answered and spoken',
   const page = await newPage(browser);
   await page.context().grantPermissions(['microphone'], { origin: BASE });
   await signIn(page, 'bob', 'bob');
+  // Counts below are taken once the history has loaded.
+  await page.waitForLoadState('networkidle');
   const before = await page.locator(replies).count();
 
   await page.click('#mic');
@@ -64,6 +66,8 @@ test('holding Space talks; letting go sends', async () => {
   const page = await newPage(browser);
   await page.context().grantPermissions(['microphone'], { origin: BASE });
   await signIn(page, 'bob', 'bob');
+  // Counts below are taken once the history has loaded.
+  await page.waitForLoadState('networkidle');
   const before = await page.locator(replies).count();
   await leaveTheTextBox(page);
   await page.keyboard.down('Space');
@@ -79,6 +83,8 @@ test('letting go of Space before the microphone is open records and sends nothin
   const page = await newPage(browser);
   await page.context().grantPermissions(['microphone'], { origin: BASE });
   await signIn(page, 'bob', 'bob');
+  // Counts below are taken once the history has loaded.
+  await page.waitForLoadState('networkidle');
   // The microphone takes a while to open (as behind a permission
   // prompt), so it is still opening when Space is let go.
   await page.addInitScript(() => {
@@ -110,6 +116,7 @@ test('a refused microphone is said in the page, and typing still works', async (
   try {
     const page = await newPage(denying);
     await signIn(page, 'bob', 'bob');
+    await page.waitForLoadState('networkidle');
     await page.click('#mic');
     await page.waitForFunction(() => document.getElementById('mic-status').textContent !== '');
     assert.match(await page.textContent('#mic-status'), /Microphone access was refused/);
@@ -129,6 +136,8 @@ test('conversation mode holds turns hands-free, talking over a reply stops it, a
   const page = await newPage(browser);
   await page.context().grantPermissions(['microphone'], { origin: BASE });
   await signIn(page, 'bob', 'bob');
+  // Counts below are taken once the history has loaded.
+  await page.waitForLoadState('networkidle');
   const asked = await page.locator('.message.user').count();
   await page.click('#conversation');
   await page.waitForFunction(() => document.getElementById('conversation').getAttribute('aria-pressed') === 'true');
@@ -161,15 +170,17 @@ function silentWav(seconds) {
 }
 
 test('a recording of silence says that nothing was heard, and sends nothing', async () => {
+  const silence = silentWav(3);
   const quiet = await launch([
     '--use-fake-device-for-media-stream',
     '--use-fake-ui-for-media-stream',
-    `--use-file-for-fake-audio-capture=${silentWav(3)}`,
+    `--use-file-for-fake-audio-capture=${silence}`,
   ]);
   try {
     const page = await newPage(quiet);
     await page.context().grantPermissions(['microphone'], { origin: BASE });
     await signIn(page, 'bob', 'bob');
+    await page.waitForLoadState('networkidle');
     const sent = await page.locator('.message.user').count();
     await page.click('#mic');
     await page.waitForFunction(() => document.getElementById('mic').getAttribute('aria-pressed') === 'true');
@@ -181,6 +192,7 @@ test('a recording of silence says that nothing was heard, and sends nothing', as
     assert.deepEqual(unexpectedProblems(page), []);
   } finally {
     await quiet.close();
+    rmSync(silence, { force: true });
   }
 });
 
@@ -190,6 +202,7 @@ test('without a microphone the page says so', async () => {
     const page = await newPage(deaf);
     await page.context().grantPermissions(['microphone'], { origin: BASE });
     await signIn(page, 'bob', 'bob');
+    await page.waitForLoadState('networkidle');
     await page.click('#mic');
     await page.waitForFunction(() => document.getElementById('mic-status').textContent !== '');
     assert.match(await page.textContent('#mic-status'), /No microphone was found/);
