@@ -331,6 +331,52 @@ impl TestApp {
     }
 }
 
+/// Another voxgate process on the same database and identity provider as
+/// a [`TestApp`] (a second instance behind the same proxy), on its own port.
+pub struct Instance {
+    pub address: SocketAddr,
+    pub state: voxgate::state::AppState,
+    client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// A second instance with this one's configuration.
+    pub async fn another_instance(&self) -> Instance {
+        let mut config = (*self.state.config).clone();
+        config.bind = voxgate::config::Bind::Tcp("127.0.0.1:0".parse().unwrap());
+        let app = App::build(config)
+            .await
+            .expect("the second instance builds");
+        let address = app.address().expect("tests listen on TCP");
+        let state = app.state().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_with_shutdown(async move {
+            let _ = rx.await;
+        }));
+        Instance {
+            address,
+            state,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+        }
+    }
+}
+
+impl Instance {
+    pub fn caller(&self, token: impl AsRef<str>) -> Caller {
+        Caller::at(&format!("http://{}", self.address), self.client.clone()).bearer(token)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -192,6 +192,12 @@ impl Tts {
         self.inner.flights.started()
     }
 
+    /// How many syntheses led by another instance this one followed
+    /// instead of synthesizing the same text again.
+    pub fn syntheses_followed(&self) -> u64 {
+        self.inner.flights.relayed()
+    }
+
     /// The speech engine's own processes on this machine.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.inner.engine.worker_pids()

@@ -8,6 +8,7 @@ mod cache;
 mod cache_writes;
 mod faults;
 mod helpers;
+mod instances;
 mod legacy;
 mod limits;
 mod monitoring;

@@ -235,9 +235,20 @@ pub enum Claim {
     Busy,
 }
 
+/// How often a writer beats its heart on its entry's row.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An unfinished entry whose writer has not beaten its heart for this long
+/// is taken to be abandoned (its instance died): it may be taken over.
+pub const STALE_AFTER_SECONDS: f64 = 6.0;
+
+/// Postgres channel on which writers announce new chunks and the end of an
+/// entry (payload: the key), so followers on other instances need not poll.
+pub const CHANNEL: &str = "voxgate_tts_cache";
+
 /// Claims the right to write `key`, in one round trip in the common case.
-/// An unfinished entry abandoned by a crashed writer is taken over after
-/// five minutes.
+/// An unfinished entry whose writer stopped beating its heart (see
+/// [`STALE_AFTER_SECONDS`]) is taken over.
 pub async fn begin(
     db: &PgPool,
     key: &str,
@@ -264,8 +275,10 @@ pub async fn begin(
         return Ok(Claim::Complete);
     }
     let stale = sqlx::query!(
-        "DELETE FROM tts_cache WHERE key = $1 AND NOT complete AND created_at < now() - interval '5 minutes'",
+        "DELETE FROM tts_cache WHERE key = $1 AND NOT complete
+            AND beat_at < now() - make_interval(secs => $2)",
         key,
+        STALE_AFTER_SECONDS,
     )
     .execute(db)
     .await?
@@ -320,20 +333,25 @@ pub async fn append_all(
     let seqs: Vec<i32> = chunks.iter().map(|c| c.seq).collect();
     let offsets: Vec<i64> = chunks.iter().map(|c| c.offset).collect();
     let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_ref()).collect();
-    let done = sqlx::query!(
-        "INSERT INTO tts_chunks (key, seq, offset_bytes, data)
-         SELECT $1, c.seq, c.offset_bytes, c.data
-           FROM unnest($3::int4[], $4::int8[], $5::bytea[]) AS c(seq, offset_bytes, data)
-          WHERE EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete)",
+    // Followers elsewhere hear of the new chunks when this commits.
+    let stored = sqlx::query_scalar!(
+        r#"WITH ins AS (
+             INSERT INTO tts_chunks (key, seq, offset_bytes, data)
+             SELECT $1, c.seq, c.offset_bytes, c.data
+               FROM unnest($3::int4[], $4::int8[], $5::bytea[]) AS c(seq, offset_bytes, data)
+              WHERE EXISTS (SELECT 1 FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete)
+             RETURNING 1)
+           SELECT count(*) AS "stored!" FROM ins, LATERAL (SELECT pg_notify($6, $1)) AS told"#,
         key,
         writer,
         &seqs,
         &offsets,
         &data as &[&[u8]],
+        CHANNEL,
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    if done.rows_affected() == chunks.len() as u64 {
+    if stored == chunks.len() as i64 {
         Ok(())
     } else {
         Err(sqlx::Error::RowNotFound)
@@ -369,18 +387,21 @@ pub async fn finish(
     etag: &str,
     max_bytes: i64,
 ) -> sqlx::Result<()> {
-    let done = sqlx::query!(
-        "UPDATE tts_cache SET complete = true, size = $3, duration_ms = $4, etag = $5, last_access_at = now()
-          WHERE key = $1 AND writer = $2 AND NOT complete",
+    let done = sqlx::query_scalar!(
+        r#"WITH done AS (
+             UPDATE tts_cache SET complete = true, size = $3, duration_ms = $4, etag = $5, last_access_at = now()
+              WHERE key = $1 AND writer = $2 AND NOT complete RETURNING 1)
+           SELECT count(*) AS "done!" FROM done, LATERAL (SELECT pg_notify($6, $1)) AS told"#,
         key,
         writer,
         size,
         duration_ms,
         etag,
+        CHANNEL,
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    if done.rows_affected() != 1 {
+    if done != 1 {
         return Err(sqlx::Error::RowNotFound);
     }
     evict(db, max_bytes).await
@@ -429,16 +450,116 @@ pub async fn evict(db: &PgPool, max_bytes: i64) -> sqlx::Result<()> {
 /// Entries one eviction round may delete.
 const EVICT_BATCH: i64 = 500;
 
-/// Drops this writer's unfinished entry (failed or cut stream): never cached.
+/// Drops this writer's unfinished entry (failed or cut stream): never
+/// cached, and its followers elsewhere hear that it is gone.
 pub async fn abandon(db: &PgPool, key: &str, writer: Uuid) -> sqlx::Result<()> {
     sqlx::query!(
-        "DELETE FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete",
+        r#"WITH gone AS (
+             DELETE FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete RETURNING 1)
+           SELECT count(*) AS "gone!" FROM gone, LATERAL (SELECT pg_notify($3, $1)) AS told"#,
         key,
-        writer
+        writer,
+        CHANNEL,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(())
+}
+
+/// Says that `writer` is still at `key`; false once the entry is no
+/// longer its own unfinished one.
+pub async fn beat(db: &PgPool, key: &str, writer: Uuid) -> sqlx::Result<bool> {
+    let beaten = sqlx::query!(
+        "UPDATE tts_cache SET beat_at = now() WHERE key = $1 AND writer = $2 AND NOT complete",
+        key,
+        writer,
+    )
+    .execute(db)
+    .await?;
+    Ok(beaten.rows_affected() == 1)
+}
+
+/// An entry as somebody following its writer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writing {
+    pub writer: Uuid,
+    pub complete: bool,
+    /// The writer stopped beating its heart: its instance is gone.
+    pub stale: bool,
+}
+
+/// The state of `key`'s entry, if there is one.
+pub async fn writing(db: &PgPool, key: &str) -> sqlx::Result<Option<Writing>> {
+    sqlx::query_as!(
+        Writing,
+        r#"SELECT writer, complete,
+                  (NOT complete AND beat_at < now() - make_interval(secs => $2)) AS "stale!"
+             FROM tts_cache WHERE key = $1"#,
+        key,
+        STALE_AFTER_SECONDS,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Up to a small batch of chunks from `from` on of the entry `writer`
+/// writes (or wrote): never chunks of a writer that took over since.
+pub async fn chunks_of(
+    db: &PgPool,
+    key: &str,
+    writer: Uuid,
+    from: i32,
+) -> sqlx::Result<Vec<(i32, Vec<u8>)>> {
+    let rows = sqlx::query!(
+        "SELECT c.seq, c.data FROM tts_chunks c JOIN tts_cache e ON e.key = c.key
+          WHERE c.key = $1 AND e.writer = $2 AND c.seq >= $3 ORDER BY c.seq LIMIT 16",
+        key,
+        writer,
+        from,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.seq, r.data)).collect())
+}
+
+/// Says that somebody on another instance listens to `key`'s writer.
+pub async fn followed(db: &PgPool, key: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE tts_cache SET followed_at = now() WHERE key = $1 AND NOT complete",
+        key
     )
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Whether somebody on another instance said they listened to `key`
+/// within the last few heartbeats.
+pub async fn followed_lately(db: &PgPool, key: &str) -> sqlx::Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT followed_at > now() - make_interval(secs => $2) AS "lately!"
+             FROM tts_cache WHERE key = $1 AND followed_at IS NOT NULL"#,
+        key,
+        STALE_AFTER_SECONDS / 2.0,
+    )
+    .fetch_optional(db)
+    .await?
+    .unwrap_or(false))
+}
+
+/// Deletes `writer`'s unfinished entry once its heart stopped: what a dead
+/// instance left half-written is never served.
+pub async fn drop_stale(db: &PgPool, key: &str, writer: Uuid) -> sqlx::Result<bool> {
+    let dropped = sqlx::query!(
+        "DELETE FROM tts_cache WHERE key = $1 AND writer = $2 AND NOT complete
+            AND beat_at < now() - make_interval(secs => $3)",
+        key,
+        writer,
+        STALE_AFTER_SECONDS,
+    )
+    .execute(db)
+    .await?;
+    Ok(dropped.rows_affected() == 1)
 }
 
 /// Stores a small finished entry in one go (speech marks).

@@ -25,6 +25,8 @@ use tokio::sync::{Notify, watch};
 use super::cache;
 use super::engine::{AudioStream, TtsError};
 
+mod relay;
+
 /// Stored chunks kept in memory for followers that are keeping up.
 const WINDOW: usize = 2;
 
@@ -123,8 +125,12 @@ pub struct Flights {
     /// syntheses nobody hears can take.
     detached: Arc<tokio::sync::Semaphore>,
     detached_users: Mutex<std::collections::HashSet<uuid::Uuid>>,
-    /// Syntheses started here (one per flight), for tests and metrics.
+    /// Syntheses started here (at most one per flight), for tests and
+    /// metrics.
     started: std::sync::atomic::AtomicU64,
+    /// Syntheses led by another instance that flights here followed.
+    relayed: std::sync::atomic::AtomicU64,
+    announcements: Arc<relay::Announcements>,
 }
 
 /// What to do when a flight ends.
@@ -144,12 +150,19 @@ impl Flights {
             detached: Arc::new(tokio::sync::Semaphore::new(detached.max(1))),
             detached_users: Mutex::new(std::collections::HashSet::new()),
             started: std::sync::atomic::AtomicU64::new(0),
+            relayed: std::sync::atomic::AtomicU64::new(0),
+            announcements: Default::default(),
         }
     }
 
     /// How many syntheses this instance has started.
     pub fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)
+    }
+
+    /// How many syntheses led by another instance were followed here.
+    pub fn relayed(&self) -> u64 {
+        self.relayed.load(Ordering::Relaxed)
     }
 
     /// Joins the flight for `key`, or starts one for `user` with `start`
@@ -185,7 +198,6 @@ impl Flights {
             deserted: Notify::new(),
         });
         let listener = Listener::join(&flight);
-        self.started.fetch_add(1, Ordering::Relaxed);
         active.insert(key.to_string(), flight.clone());
         drop(active);
         let leader = flight.clone();
@@ -303,6 +315,32 @@ impl Drop for FlightGuard {
     }
 }
 
+/// Beats the writer's heart on its entry's row until dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(db: &PgPool, key: &str, writer: uuid::Uuid) -> Heartbeat {
+        let (db, key) = (db.clone(), key.to_string());
+        Heartbeat(tokio::spawn(async move {
+            let mut every = tokio::time::interval(cache::HEARTBEAT);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if let Ok(false) = cache::beat(&db, &key, writer).await {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// An upstream that sends nothing for this long is treated as cut.
 const IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -323,20 +361,39 @@ impl Flight {
         let mut detached_place = None;
         let began = Instant::now();
         let writer = uuid::Uuid::new_v4();
-        // Claiming the cache row runs alongside the upstream call, so the
-        // first byte does not wait for the database.
-        let (claim, started) =
-            tokio::join!(cache::begin(db, &self.key, content_type, writer), start());
-        let claim = claim.unwrap_or(cache::Claim::Busy);
+        // The claim comes before the upstream call, one database round
+        // trip: an instance that finds the entry claimed follows its
+        // writer instead of paying for the same synthesis again.
+        let claim = loop {
+            match cache::begin(db, &self.key, content_type, writer).await {
+                Ok(cache::Claim::Busy) => {
+                    guard.flights.relayed.fetch_add(1, Ordering::Relaxed);
+                    match self.relay(db, guard).await {
+                        relay::Relayed::Done => return,
+                        relay::Relayed::TakeOver => continue,
+                    }
+                }
+                Ok(claim) => break Some(claim),
+                Err(e) => {
+                    // Speech goes on without the cache.
+                    tracing::warn!(error = %e, "claiming an audio cache entry failed; this synthesis will not be cached");
+                    break None;
+                }
+            }
+        };
         // Another request may have completed this entry between its cache
         // check and now: replay it rather than use a second synthesis.
-        if claim == cache::Claim::Complete && self.replay(db).await {
+        if claim == Some(cache::Claim::Complete) && self.replay(db).await {
             guard.retire();
             self.finish_ok();
             return;
         }
-        let mut persist = claim == cache::Claim::Claimed;
-        let mut audio = match started {
+        let mut persist = claim == Some(cache::Claim::Claimed);
+        // The writer's heartbeat, for as long as this leads: followers on
+        // other instances take its silence for a dead instance.
+        let _heartbeat = persist.then(|| Heartbeat::start(db, &self.key, writer));
+        guard.flights.started.fetch_add(1, Ordering::Relaxed);
+        let mut audio = match start().await {
             Ok(a) => a,
             Err(e) => {
                 let _ = cache::abandon(db, &self.key, writer).await;
@@ -423,6 +480,12 @@ impl Flight {
                 _ = tokio::time::sleep_until(deserted_until.unwrap_or_else(tokio::time::Instant::now)),
                     if deserted_until.is_some() =>
                 {
+                    // Listeners on other instances, which this one cannot
+                    // count, say so in the entry's row.
+                    if persist && cache::followed_lately(db, &self.key).await.unwrap_or(false) {
+                        deserted_until = Some(tokio::time::Instant::now() + cache::HEARTBEAT);
+                        continue;
+                    }
                     if !guard.retire_if_deserted() {
                         continue;
                     }
