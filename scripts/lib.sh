@@ -226,6 +226,42 @@ ensure_schemathesis() {
     export VOXGATE_SCHEMATHESIS="$ROOT/.local/schemathesis/bin/st"
 }
 
+# ensure_moto installs moto's S3 server (moto[server] and its dependencies,
+# pinned in tests/s3/requirements.txt) into .local/moto and exports
+# VOXGATE_MOTO_SERVER (its `moto_server` command).
+ensure_moto() {
+    ensure_venv moto tests/s3/requirements.txt "the S3 server (moto)" || return 1
+    export VOXGATE_MOTO_SERVER="$ROOT/.local/moto/bin/moto_server"
+}
+
+# ensure_s3proxy fetches the S3 server S3Proxy (the version pinned here, its
+# jar with dependencies, from Maven Central by its coordinates) into
+# .local/s3proxy once, and exports VOXGATE_S3PROXY_JAR. It runs on the JVM
+# Keycloak uses.
+S3PROXY_VERSION=2.6.0
+ensure_s3proxy() {
+    local dir="$ROOT/.local/s3proxy"
+    local jar="$dir/s3proxy-$S3PROXY_VERSION-jar-with-dependencies.jar"
+    if ! [ -f "$jar" ]; then
+        command -v java >/dev/null || ensure_packages openjdk-17-jre-headless
+        command -v mvn >/dev/null || ensure_packages maven
+        mkdir -p "$dir"
+        local download
+        download="$(mktemp -d "$dir/download.XXXXXX")"
+        log "fetching org.gaul:s3proxy:$S3PROXY_VERSION:jar:jar-with-dependencies with Maven"
+        if ! mvn -q -B dependency:copy \
+            "-Dartifact=org.gaul:s3proxy:$S3PROXY_VERSION:jar:jar-with-dependencies" \
+            "-DoutputDirectory=$download" >&2; then
+            rm -rf "$download"
+            echo "Maven could not fetch S3Proxy $S3PROXY_VERSION (see above)." >&2
+            return 1
+        fi
+        mv "$download/$(basename "$jar")" "$jar"
+        rm -rf "$download"
+    fi
+    export VOXGATE_S3PROXY_JAR="$jar"
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null; then
         log "installing Rust"

@@ -37,6 +37,27 @@ enum Command {
     /// Import a Keycloak realm file into a running Keycloak.
     #[command(subcommand)]
     Realm(crate::realm::RealmCommand),
+    /// Look after the speech audio cache.
+    #[command(subcommand)]
+    Audio(AudioCommand),
+}
+
+#[derive(Subcommand)]
+enum AudioCommand {
+    /// Move finished audio cached in Postgres to the bucket
+    /// (VOXGATE_AUDIO_BUCKET), oldest first, a batch at a time; running
+    /// servers keep serving throughout, and it can be stopped and run again.
+    MoveToBucket {
+        /// Entries per batch.
+        #[arg(long, default_value_t = 100)]
+        batch: i64,
+        /// Stop after this many batches (default: until none is left).
+        #[arg(long)]
+        batches: Option<u64>,
+    },
+    /// Delete now what the servers delete every half minute: objects of
+    /// evicted entries, and the chunks of moved ones.
+    Tidy,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +136,10 @@ pub async fn run() -> ExitCode {
             Ok(config) => users(config, cmd).await,
             Err(code) => return code,
         },
+        Command::Audio(cmd) => match load_config(cli.config.as_deref(), false) {
+            Ok(config) => audio(config, cmd).await,
+            Err(code) => return code,
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +183,51 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let pool = crate::db::connect(&config).await?;
     crate::db::migrate(&pool).await?;
     println!("migrations applied");
+    Ok(())
+}
+
+async fn audio(config: Config, cmd: AudioCommand) -> anyhow::Result<()> {
+    use crate::tts::cache;
+    let Some(bucket_config) = &config.tts.bucket else {
+        anyhow::bail!("no audio bucket is configured (VOXGATE_AUDIO_BUCKET)");
+    };
+    let pool = crate::db::connect(&config).await?;
+    crate::db::check_schema(&pool).await?;
+    let bucket = cache::Bucket::new(bucket_config, &config.tts.aws).await;
+    bucket
+        .check()
+        .await
+        .map_err(|e| anyhow::anyhow!("the audio bucket does not answer: {e}"))?;
+    match cmd {
+        AudioCommand::MoveToBucket { batch, batches } => {
+            let (mut moved, mut failed, mut rounds) = (0, 0, 0);
+            loop {
+                let report = cache::move_batch(&pool, &bucket, batch.max(1)).await?;
+                moved += report.moved;
+                failed += report.failed;
+                rounds += 1;
+                println!(
+                    "batch {rounds}: moved {}, failed {}, {} left in Postgres",
+                    report.moved, report.failed, report.left
+                );
+                // A batch that moved nothing would move nothing again.
+                if report.left == 0 || report.moved == 0 || batches.is_some_and(|b| rounds >= b) {
+                    break;
+                }
+            }
+            println!("moved {moved} entries to the bucket ({failed} failed)");
+            if failed > 0 {
+                anyhow::bail!("{failed} entries could not be moved; they stay in Postgres");
+            }
+        }
+        AudioCommand::Tidy => {
+            let done = cache::tidy(&pool, &bucket, std::time::Duration::ZERO).await?;
+            println!(
+                "deleted {} objects, dropped {} chunks of moved entries",
+                done.objects_deleted, done.chunks_dropped
+            );
+        }
+    }
     Ok(())
 }
 

@@ -343,7 +343,16 @@ pub struct Instance {
 impl TestApp {
     /// A second instance with this one's configuration.
     pub async fn another_instance(&self) -> Instance {
+        self.another_instance_with(|_| {}).await
+    }
+
+    /// A second instance with this one's configuration, changed by `change`.
+    pub async fn another_instance_with(
+        &self,
+        change: impl FnOnce(&mut voxgate::config::Config),
+    ) -> Instance {
         let mut config = (*self.state.config).clone();
+        change(&mut config);
         config.bind = voxgate::config::Bind::Tcp("127.0.0.1:0".parse().unwrap());
         let app = App::build(config)
             .await
@@ -354,12 +363,25 @@ impl TestApp {
         tokio::spawn(app.run_with_shutdown(async move {
             let _ = rx.await;
         }));
-        Instance {
+        let instance = Instance {
             address,
             state,
             client: reqwest::Client::new(),
             shutdown: Some(tx),
+        };
+        // Ready once it has the realm's signing keys.
+        for _ in 0..200 {
+            let ready = instance
+                .client
+                .get(format!("http://{address}/readyz"))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return instance;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        panic!("the second instance never became ready");
     }
 }
 

@@ -2,7 +2,8 @@
 //! for the integration tests, the benchmark and the soak: the project realm
 //! moved to a local origin ([`realm`]), voxgate's settings against the
 //! Keycloak and Polly stand-ins ([`env`]), and the shipped nginx files
-//! rendered for local ports and run in the foreground ([`nginx`]).
+//! rendered for local ports and run in the foreground ([`nginx`]), and the
+//! S3 servers the audio bucket is tried against ([`s3`]).
 //!
 //! It starts nothing itself: each caller owns its processes (the tests kill
 //! them on drop, the benchmark logs them to files), and only what they
@@ -11,6 +12,7 @@
 pub mod env;
 pub mod nginx;
 pub mod realm;
+pub mod s3;
 
 use std::path::PathBuf;
 

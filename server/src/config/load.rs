@@ -102,6 +102,16 @@ impl Config {
             }
             Ok(u)
         };
+        let boolean = |key: &str| -> Result<bool, ConfigError> {
+            match text(key)?.as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => Err(invalid(
+                    setting(key),
+                    format!("`{other}` is not true or false"),
+                )),
+            }
+        };
         let positive = |key: &str, what: &str| -> Result<u64, ConfigError> {
             let n: u64 = parse(key, text(key)?, what)?;
             if n == 0 {
@@ -283,16 +293,35 @@ impl Config {
             None => None,
         };
 
-        let database_migrate = match text("database.migrate")?.as_str() {
-            "true" => true,
-            "false" => false,
-            other => {
-                return Err(invalid(
-                    setting("database.migrate"),
-                    format!("`{other}` is not true or false"),
-                ));
-            }
+        let bucket = match opt("audio_bucket.name") {
+            Some(name) => Some(BucketConfig {
+                name,
+                endpoint_url: match opt("audio_bucket.endpoint_url") {
+                    Some(_) => Some(url("audio_bucket.endpoint_url")?.to_string()),
+                    None => None,
+                },
+                region: text("audio_bucket.region")?,
+                path_style: boolean("audio_bucket.path_style")?,
+                prefix: text("audio_bucket.prefix")?,
+                access_key_id: opt("audio_bucket.access_key_id"),
+                secret_access_key: secret_opt("audio_bucket.secret_access_key"),
+                presign: match parse(
+                    "audio_bucket.presign_seconds",
+                    text("audio_bucket.presign_seconds")?,
+                    "a whole number of seconds",
+                )? {
+                    0 => None,
+                    seconds => Some(Duration::from_secs(seconds)),
+                },
+                timeout: Duration::from_millis(positive(
+                    "audio_bucket.timeout_ms",
+                    "a number of milliseconds",
+                )?),
+            }),
+            None => None,
         };
+
+        let database_migrate = boolean("database.migrate")?;
 
         Ok(Config {
             database_url: SecretString::from(database_url),
@@ -405,6 +434,7 @@ impl Config {
                     text("tts.detached_seconds")?,
                     "a whole number of seconds",
                 )?),
+                bucket,
                 espeak_program: PathBuf::from(text("tts.espeak_program")?),
                 piper: PiperConfig {
                     python: opt("tts.piper_python").map(PathBuf::from),

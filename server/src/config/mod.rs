@@ -239,6 +239,21 @@ impl AwsConfig {
     }
 }
 
+/// Where finished speech audio goes when not in Postgres.
+#[derive(Clone, Debug)]
+pub struct BucketConfig {
+    pub name: String,
+    pub endpoint_url: Option<String>,
+    pub region: String,
+    pub path_style: bool,
+    pub prefix: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    /// `None`: voxgate streams hits; `Some`: redirects to a presigned URL.
+    pub presign: Option<std::time::Duration>,
+    pub timeout: std::time::Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct TtsConfig {
     pub engine: TtsEngineChoice,
@@ -256,6 +271,7 @@ pub struct TtsConfig {
     pub worker_wait: std::time::Duration,
     /// How long a registered synthesis outlives its last listener.
     pub detached: std::time::Duration,
+    pub bucket: Option<BucketConfig>,
     pub espeak_program: PathBuf,
     pub piper: PiperConfig,
 }

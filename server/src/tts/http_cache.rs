@@ -1,8 +1,8 @@
 //! Serving a cached entry over HTTP: whole, one byte range (`Range`,
-//! `If-Range`), or 304 (`If-None-Match`), from memory or streamed from
-//! Postgres.
+//! `If-Range`), or 304 (`If-None-Match`), from memory, streamed from
+//! Postgres or the audio bucket, or redirected to the bucket.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -23,31 +23,53 @@ pub(super) enum Cached {
         key: String,
         stored: cache::Stored,
     },
+    /// In the audio bucket, already asked for the bytes this response
+    /// sends (so a failing bucket is known before answering).
+    Bucket {
+        stored: cache::Stored,
+        body: Mutex<Option<BoxStream<'static, std::io::Result<Bytes>>>>,
+    },
+    /// In the audio bucket, served by the bucket itself through a
+    /// presigned URL.
+    Redirect {
+        stored: cache::Stored,
+        url: String,
+    },
 }
 
 impl Cached {
+    fn stored(&self) -> Option<&cache::Stored> {
+        match self {
+            Cached::Memory(_) => None,
+            Cached::Postgres { stored, .. }
+            | Cached::Bucket { stored, .. }
+            | Cached::Redirect { stored, .. } => Some(stored),
+        }
+    }
+
     pub(super) fn etag(&self) -> Option<&str> {
         match self {
             Cached::Memory(entry) => entry.etag.as_deref(),
-            Cached::Postgres { stored, .. } => stored.etag.as_deref(),
+            other => other.stored().and_then(|s| s.etag.as_deref()),
         }
     }
 
     fn content_type(&self) -> &str {
         match self {
             Cached::Memory(entry) => &entry.content_type,
-            Cached::Postgres { stored, .. } => &stored.content_type,
+            other => other.stored().map_or("", |s| s.content_type.as_str()),
         }
     }
 
     fn len(&self) -> usize {
         match self {
             Cached::Memory(entry) => entry.data.len(),
-            Cached::Postgres { stored, .. } => stored.size as usize,
+            other => other.stored().map_or(0, |s| s.size as usize),
         }
     }
 
-    /// Bytes `start..=end` as a body.
+    /// Bytes `start..=end` as a body (for the bucket, the range it was
+    /// opened with: [`plan`] chose both).
     fn body(&self, start: usize, end: usize) -> Body {
         match self {
             Cached::Memory(entry) => Body::from(entry.data.slice(start..=end)),
@@ -57,7 +79,55 @@ impl Cached {
                 start as u64,
                 end as u64,
             )),
+            Cached::Bucket { body, .. } => Body::from_stream(take(body)),
+            Cached::Redirect { .. } => Body::empty(),
         }
+    }
+}
+
+/// The opened bucket stream, once.
+fn take(
+    body: &Mutex<Option<BoxStream<'static, std::io::Result<Bytes>>>>,
+) -> BoxStream<'static, std::io::Result<Bytes>> {
+    body.lock()
+        .ok()
+        .and_then(|mut b| b.take())
+        .unwrap_or_else(|| {
+            futures::stream::once(async {
+                Err(std::io::Error::other("the bucket stream was used already"))
+            })
+            .boxed()
+        })
+}
+
+/// What a request for a cached entry of `total` bytes with validator
+/// `etag` is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Plan {
+    NotModified,
+    Unsatisfiable,
+    Part(usize, usize),
+    Whole,
+}
+
+pub(super) fn plan(total: usize, etag: &str, headers: &HeaderMap) -> Plan {
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return Plan::NotModified;
+    }
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == etag);
+    match range.filter(|_| if_range_ok).map(|r| parse_range(r, total)) {
+        Some(Some(Ok((start, end)))) => Plan::Part(start, end),
+        Some(Some(Err(()))) => Plan::Unsatisfiable,
+        // No range, or a form we do not serve (several ranges): the whole.
+        _ => Plan::Whole,
     }
 }
 
@@ -79,23 +149,29 @@ pub(super) fn serve_cached(
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         h.insert("x-voxgate-cache", HeaderValue::from_static("hit"));
     };
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    if matches {
+    let total = entry.len();
+    let plan = plan(total, etag, headers);
+    if plan == Plan::NotModified {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
         common(r.headers_mut());
         return r;
     }
-    let total = entry.len();
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let if_range_ok = headers
-        .get(header::IF_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.trim() == etag);
-    let mut response = match range.filter(|_| if_range_ok).map(|r| parse_range(r, total)) {
-        Some(Some(Ok((start, end)))) => {
+    if let Cached::Redirect { url, .. } = entry {
+        // The bucket answers the client's own Range; the URL expires, so
+        // the redirect is not to be stored.
+        let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+        if let Ok(v) = HeaderValue::from_str(url) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        common(r.headers_mut());
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
+        return r;
+    }
+    let mut response = match plan {
+        Plan::Part(start, end) => {
             let mut r = (StatusCode::PARTIAL_CONTENT, entry.body(start, end)).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -104,7 +180,7 @@ pub(super) fn serve_cached(
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
             r
         }
-        Some(Some(Err(()))) => {
+        Plan::Unsatisfiable => {
             let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -112,7 +188,6 @@ pub(super) fn serve_cached(
             common(r.headers_mut());
             return r;
         }
-        // No range, or a form we do not serve (several ranges): the whole.
         _ if total == 0 => StatusCode::OK.into_response(),
         _ => {
             let mut r = (StatusCode::OK, entry.body(0, total - 1)).into_response();
@@ -144,6 +219,9 @@ pub(super) fn whole_stream(entry: &Cached) -> BoxStream<'static, std::io::Result
         Cached::Postgres { db, key, stored } => {
             cache::stream_range(db.clone(), key.clone(), 0, stored.size.saturating_sub(1)).boxed()
         }
+        Cached::Bucket { body, .. } => take(body),
+        // Never made for a first hearing (see `Tts::bucket_entry`).
+        Cached::Redirect { .. } => futures::stream::empty().boxed(),
     }
 }
 

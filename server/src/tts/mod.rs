@@ -76,6 +76,8 @@ struct Inner {
     heard: Mutex<HashSet<(Uuid, String)>>,
     /// Why the engine asked for is not the one running, when it is not.
     fallback: Option<String>,
+    /// Where finished audio goes, when not in Postgres.
+    bucket: Option<Arc<cache::Bucket>>,
 }
 
 impl From<TtsError> for ApiError {
@@ -156,6 +158,14 @@ impl Tts {
             EngineKind::Local => local(),
         };
         tracing::info!(engine = engine.name(), "speech engine selected");
+        let bucket = match &tts.bucket {
+            Some(config) => {
+                let bucket = Arc::new(cache::Bucket::new(config, &tts.aws).await);
+                spawn_tidying(cache_db.clone(), bucket.clone());
+                Some(bucket)
+            }
+            None => None,
+        };
         Tts {
             inner: Arc::new(Inner {
                 db,
@@ -169,6 +179,7 @@ impl Tts {
                 readiness: Mutex::new(None),
                 heard: Mutex::new(HashSet::new()),
                 fallback,
+                bucket,
             }),
         }
     }
@@ -406,6 +417,9 @@ impl Tts {
                     key: key.to_string(),
                     stored,
                 }),
+                Some(cache::Found::Bucket { stored, object }) => {
+                    self.bucket_entry(key, stored, object, heard, headers).await
+                }
                 None => None,
             },
         };
@@ -488,6 +502,7 @@ impl Tts {
                 true => Duration::ZERO,
                 false => self.inner.config.detached,
             },
+            bucket: self.inner.bucket.clone(),
         };
         let (listener, leader) = self.inner.flights.join_or_start(
             &self.inner.cache_db,
@@ -519,6 +534,96 @@ impl Tts {
         };
         Ok(http_cache::streamed(format.content_type(), label, body))
     }
+}
+
+impl Tts {
+    /// A bucket entry ready to serve: the bucket already asked for the
+    /// bytes this response sends (or for a presigned URL, for a repeat
+    /// hearing when the operator allows it). `None` when the bucket fails
+    /// or is not configured: the caller then synthesizes, as for a miss.
+    async fn bucket_entry(
+        &self,
+        key: &str,
+        stored: cache::Stored,
+        object: String,
+        heard: bool,
+        headers: &HeaderMap,
+    ) -> Option<http_cache::Cached> {
+        let Some(bucket) = &self.inner.bucket else {
+            tracing::warn!(
+                key,
+                "cached audio is in a bucket, but no bucket is configured; synthesizing"
+            );
+            return None;
+        };
+        let etag = stored
+            .etag
+            .as_deref()
+            .map_or_else(|| format!("\"{key}\""), |e| format!("\"{e}\""));
+        let total = stored.size as usize;
+        let range = match heard {
+            true => match http_cache::plan(total, &etag, headers) {
+                http_cache::Plan::Part(start, end) => Some((start, end)),
+                http_cache::Plan::Whole if total > 0 => Some((0, total - 1)),
+                _ => None,
+            },
+            // A first hearing streams it all, as a synthesis would.
+            false => (total > 0).then(|| (0, total - 1)),
+        };
+        let outcome = match (heard && bucket.presigns(), range) {
+            (true, _) => bucket
+                .presigned(&object)
+                .await
+                .map(|url| http_cache::Cached::Redirect { stored, url }),
+            (false, None) => Ok(http_cache::Cached::Bucket {
+                stored,
+                body: std::sync::Mutex::new(Some(futures::stream::empty().boxed())),
+            }),
+            (false, Some((start, end))) => bucket
+                .open(&object, start as u64, end as u64)
+                .await
+                .map(|body| http_cache::Cached::Bucket {
+                    stored,
+                    body: std::sync::Mutex::new(Some(body)),
+                }),
+        };
+        match outcome {
+            Ok(cached) => {
+                metrics::counter!("voxgate_tts_bucket_reads_total", "result" => "ok").increment(1);
+                Some(cached)
+            }
+            Err(cache::BucketError::Missing) => {
+                tracing::warn!(
+                    key,
+                    "cached audio is missing from the bucket; forgetting it"
+                );
+                metrics::counter!("voxgate_tts_bucket_reads_total", "result" => "missing")
+                    .increment(1);
+                let _ = cache::forget(&self.inner.db, key).await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "the audio bucket failed; synthesizing instead");
+                metrics::counter!("voxgate_tts_bucket_reads_total", "result" => "failed")
+                    .increment(1);
+                None
+            }
+        }
+    }
+}
+
+/// Every half minute: objects of deleted entries leave the bucket, and the
+/// chunks of entries that moved there a minute ago leave Postgres.
+fn spawn_tidying(db: PgPool, bucket: Arc<cache::Bucket>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            if let Err(e) = cache::tidy(&db, &bucket, Duration::from_secs(60)).await {
+                tracing::warn!(error = %e, "tidying the audio bucket failed");
+            }
+        }
+    });
 }
 
 /// `body`, holding `slot` until it ends or is dropped.

@@ -1,16 +1,21 @@
-//! The shared audio cache: content-addressed, in Postgres (so every
+//! The shared audio cache: content-addressed, indexed in Postgres (so every
 //! instance shares it), stored in chunks as audio streams in, bounded in
-//! size with least-recently-used eviction. Small hot entries are also kept
+//! size with least-recently-used eviction. Finished entries may move to an
+//! S3 bucket (`bucket`, `moving`), Postgres keeping the index. Small hot entries are also kept
 //! in a bounded in-process map so a cache hit rarely needs the database;
 //! large ones are streamed from Postgres a few chunks at a time, so a
 //! request holds a bounded amount of memory however long the audio.
 
+mod bucket;
 mod memory;
+mod moving;
 mod store;
 
 use bytes::Bytes;
 
+pub use bucket::{Bucket, BucketError};
 pub use memory::Memory;
+pub use moving::*;
 pub use store::*;
 
 /// A complete cached audio file.
@@ -40,6 +45,11 @@ pub struct Stored {
 pub enum Found {
     Whole(Entry),
     Large(Stored),
+    /// In the audio bucket, as `object`.
+    Bucket {
+        stored: Stored,
+        object: String,
+    },
 }
 
 /// A short content hash for ETags.

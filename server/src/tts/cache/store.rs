@@ -13,6 +13,7 @@ struct Meta {
     size: i64,
     duration_ms: Option<i64>,
     etag: Option<String>,
+    bucket_object: Option<String>,
     stale_access: bool,
 }
 
@@ -27,20 +28,35 @@ struct StoredChunk {
 /// sizes speech arrives in (a few KiB to 16 KiB), tens of KiB per stream.
 const STREAM_BATCH: i64 = 4;
 
-/// The complete entry for `key`, if cached and intact, read whole.
+/// The complete entry for `key`, if cached in Postgres and intact, read
+/// whole (speech marks, which never move to the bucket).
 pub async fn load(db: &PgPool, key: &str) -> sqlx::Result<Option<Entry>> {
     let Some(meta) = meta(db, key).await? else {
         return Ok(None);
     };
+    if meta.bucket_object.is_some() {
+        return Ok(None);
+    }
     read_whole(db, key, meta).await
 }
 
 /// The entry for `key`: read whole when small, described when large (to
 /// be streamed with [`stream_range`]).
 pub async fn lookup(db: &PgPool, key: &str) -> sqlx::Result<Option<Found>> {
-    let Some(meta) = meta(db, key).await? else {
+    let Some(mut meta) = meta(db, key).await? else {
         return Ok(None);
     };
+    if let Some(object) = meta.bucket_object.take() {
+        return Ok(Some(Found::Bucket {
+            stored: Stored {
+                content_type: meta.content_type,
+                size: meta.size as u64,
+                duration_ms: meta.duration_ms,
+                etag: meta.etag,
+            },
+            object,
+        }));
+    }
     if meta.size > MEMORY_ENTRY_MAX as i64 {
         return Ok(Some(Found::Large(Stored {
             content_type: meta.content_type,
@@ -55,7 +71,7 @@ pub async fn lookup(db: &PgPool, key: &str) -> sqlx::Result<Option<Found>> {
 async fn meta(db: &PgPool, key: &str) -> sqlx::Result<Option<Meta>> {
     let meta = sqlx::query_as!(
         Meta,
-        r#"SELECT content_type, size, duration_ms, etag,
+        r#"SELECT content_type, size, duration_ms, etag, bucket_object,
                   last_access_at < now() - interval '1 minute' AS "stale_access!"
              FROM tts_cache WHERE key = $1 AND complete"#,
         key,
@@ -106,12 +122,24 @@ async fn read_whole(db: &PgPool, key: &str, meta: Meta) -> sqlx::Result<Option<E
     }))
 }
 
-/// A damaged entry goes: the next request synthesizes it again.
+/// A damaged entry goes: the next request synthesizes it again. An entry
+/// that moved to the bucket meanwhile is not damaged: its chunks went.
 async fn discard(db: &PgPool, key: &str, why: &str) {
     tracing::warn!(key, "cached audio {why}; discarding it");
-    let _ = sqlx::query!("DELETE FROM tts_cache WHERE key = $1", key)
+    let _ = sqlx::query!(
+        "DELETE FROM tts_cache WHERE key = $1 AND bucket_object IS NULL",
+        key
+    )
+    .execute(db)
+    .await;
+}
+
+/// Forgets an entry whatever holds it (its object went missing).
+pub async fn forget(db: &PgPool, key: &str) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM tts_cache WHERE key = $1", key)
         .execute(db)
-        .await;
+        .await?;
+    Ok(())
 }
 
 /// Bytes `start..=end` of a complete entry, read from Postgres

@@ -141,6 +141,8 @@ pub struct Finish {
     /// How long the synthesis goes on after its last listener left (to be
     /// cached); then it stops and nothing of it is kept.
     pub detached: Duration,
+    /// Where the finished entry moves, if not staying in Postgres.
+    pub bucket: Option<Arc<cache::Bucket>>,
 }
 
 impl Flights {
@@ -577,6 +579,14 @@ impl Flight {
             {
                 tracing::warn!(error = %e, "finishing the audio cache entry failed");
                 let _ = cache::abandon(db, &self.key, writer).await;
+            } else if let Some(bucket) = finish.bucket.clone() {
+                // Off the listeners' path: they have every byte already.
+                let (db, key) = (db.clone(), self.key.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = cache::move_to_bucket(&db, &bucket, &key).await {
+                        tracing::warn!(error = %e, "moving finished audio to the bucket failed; it stays in Postgres");
+                    }
+                });
             }
         }
         if !persist {
@@ -599,6 +609,11 @@ impl Flight {
                 }
             };
             if rows.is_empty() {
+                // No chunks at all: the bytes are elsewhere (the bucket)
+                // or gone; the caller synthesizes instead.
+                if next == 0 {
+                    return false;
+                }
                 break;
             }
             for (seq, data) in rows {
@@ -608,9 +623,6 @@ impl Flight {
                 }
                 next = seq + 1;
             }
-        }
-        if next == 0 {
-            let _ = self.started.send(Some(Ok(())));
         }
         true
     }

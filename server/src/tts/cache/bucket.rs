@@ -1,0 +1,225 @@
+//! Finished audio in an S3 bucket through `aws-sdk-s3`: Postgres keeps the
+//! index (`tts_cache`), the bucket the bytes. Entries move here once
+//! complete; while a synthesis is under way its chunks stay in Postgres,
+//! where followers on every instance read them.
+//!
+//! A bucket that fails never fails a request: the caller answers by
+//! synthesis instead (see `Tts::serve`). Every request is bounded by
+//! `VOXGATE_AUDIO_BUCKET_TIMEOUT_MS`, each read of a body too, so a slow
+//! bucket counts as a failing one.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use secrecy::ExposeSecret;
+
+use crate::config::{AwsConfig, BucketConfig};
+
+/// The audio bucket.
+pub struct Bucket {
+    client: aws_sdk_s3::Client,
+    name: String,
+    prefix: String,
+    presign: Option<Duration>,
+    timeout: Duration,
+}
+
+/// Why a bucket request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    /// The object is not there (deleted behind the index's back).
+    #[error("the object is missing")]
+    Missing,
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn failed<E, R>(e: SdkError<E, R>) -> BucketError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let code = e
+        .as_service_error()
+        .and_then(|s| s.code())
+        .map(str::to_string);
+    match code.as_deref() {
+        Some("NoSuchKey") | Some("NotFound") => BucketError::Missing,
+        _ => BucketError::Failed(match code {
+            Some(code) => format!("{code}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+            None => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+        }),
+    }
+}
+
+impl Bucket {
+    /// A client for the configured bucket. Credentials are the bucket's
+    /// own when given, else those Polly uses (the same AWS account, or the
+    /// standard credential chain).
+    pub async fn new(config: &BucketConfig, aws: &AwsConfig) -> Bucket {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            // One retry: a request a user waits on should rather be
+            // answered by synthesis than by a long wait.
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(config.timeout)
+                    .operation_attempt_timeout(config.timeout)
+                    .build(),
+            );
+        let credentials = match (&config.access_key_id, &config.secret_access_key) {
+            (Some(id), Some(secret)) => Some((id, secret, None)),
+            _ => match (&aws.access_key_id, &aws.secret_access_key) {
+                (Some(id), Some(secret)) => Some((id, secret, aws.session_token.as_ref())),
+                _ => None,
+            },
+        };
+        if let Some((id, secret, token)) = credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                id,
+                secret.expose_secret(),
+                token.map(|t| t.expose_secret().to_string()),
+                None,
+                "voxgate-config",
+            ));
+        } else if let Some(profile) = &aws.profile {
+            loader = loader.profile_name(profile);
+        }
+        let shared = loader.load().await;
+        let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.path_style)
+            // Checksums only where S3 requires them: stores other than
+            // AWS differ in which of the newer ones they know.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = &config.endpoint_url {
+            s3 = s3.endpoint_url(endpoint);
+        }
+        Bucket {
+            client: aws_sdk_s3::Client::from_conf(s3.build()),
+            name: config.name.clone(),
+            prefix: config.prefix.clone(),
+            presign: config.presign,
+            timeout: config.timeout,
+        }
+    }
+
+    /// The object name of a cache entry: its key and the hash of its
+    /// bytes, so two syntheses of one key never share a name.
+    pub fn object_name(&self, key: &str, etag: &str) -> String {
+        format!("{}{key}.{etag}", self.prefix)
+    }
+
+    /// Whether hits are answered with a presigned redirect.
+    pub fn presigns(&self) -> bool {
+        self.presign.is_some()
+    }
+
+    pub async fn put(
+        &self,
+        object: &str,
+        content_type: &str,
+        data: Bytes,
+    ) -> Result<(), BucketError> {
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(object)
+            .content_type(content_type)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    /// Bytes `start..=end` of `object`, once the bucket has answered: a
+    /// bucket that does not answer in time is an error here, before any
+    /// response is made. Each later read waits at most the timeout too.
+    pub async fn open(
+        &self,
+        object: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, BucketError> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(object)
+            .range(format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .map_err(failed)?;
+        let expected = end - start + 1;
+        if got.content_length().is_some_and(|n| n as u64 != expected) {
+            return Err(BucketError::Failed(format!(
+                "asked for {expected} bytes, the bucket sends {:?}",
+                got.content_length()
+            )));
+        }
+        let timeout = self.timeout;
+        let body = got.body;
+        Ok(futures::stream::unfold(Some(body), move |body| async move {
+            let mut body = body?;
+            match tokio::time::timeout(timeout, body.next()).await {
+                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(body))),
+                Ok(None) => None,
+                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+                Err(_) => Some((Err(std::io::Error::other("the audio bucket stalled")), None)),
+            }
+        })
+        .boxed())
+    }
+
+    /// A URL that fetches `object` for a short while without credentials.
+    pub async fn presigned(&self, object: &str) -> Result<String, BucketError> {
+        let expires = self.presign.unwrap_or(Duration::from_secs(60));
+        let config = PresigningConfig::expires_in(expires)
+            .map_err(|e| BucketError::Failed(e.to_string()))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(object)
+            .presigned(config)
+            .await
+            .map_err(failed)?;
+        Ok(request.uri().to_string())
+    }
+
+    pub async fn delete(&self, object: &str) -> Result<(), BucketError> {
+        self.client
+            .delete_object()
+            .bucket(&self.name)
+            .key(object)
+            .send()
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    /// Whether the bucket answers (for `/readyz`, where a failing bucket
+    /// is reported but does not make the instance unready).
+    pub async fn check(&self) -> Result<(), String> {
+        self.client
+            .head_bucket()
+            .bucket(&self.name)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| failed(e).to_string())
+    }
+}
