@@ -7,6 +7,7 @@ mod compose;
 pub(crate) mod nginx;
 mod socket;
 mod stack;
+mod topology;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)

@@ -205,12 +205,17 @@ fn nginx_vars(
 }
 
 /// One voxgate process (`voxgate serve`), killed on drop.
-struct Instance {
-    _child: tokio::process::Child,
+pub(crate) struct Instance {
+    child: tokio::process::Child,
     port: u16,
 }
 
 impl Instance {
+    /// Kills the process outright (SIGKILL): nothing of it runs on.
+    pub(crate) async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     async fn start(env: &BTreeMap<String, String>) -> Instance {
         let port = free_port();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxgate"))
@@ -229,10 +234,7 @@ impl Instance {
             .kill_on_drop(true)
             .spawn()
             .expect("voxgate starts");
-        let instance = Instance {
-            _child: child,
-            port,
-        };
+        let instance = Instance { child, port };
         let client = reqwest::Client::new();
         for _ in 0..300 {
             if let Ok(r) = client.get(instance.url("/readyz")).send().await
@@ -245,7 +247,7 @@ impl Instance {
         panic!("voxgate on port {port} never became ready");
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -254,7 +256,16 @@ impl Instance {
     }
 
     /// Requests this instance counted for `route` with `status`.
-    async fn requests(&self, route: &str, status: u16) -> f64 {
+    pub(crate) async fn requests(&self, route: &str, status: u16) -> f64 {
+        self.metric(
+            "voxgate_http_requests_total",
+            &[("route", route), ("status", &status.to_string())],
+        )
+        .await
+    }
+
+    /// The sum of `name`'s samples whose labels include `labels`.
+    pub(crate) async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = reqwest::get(self.url("/metrics"))
             .await
             .unwrap()
@@ -262,26 +273,35 @@ impl Instance {
             .await
             .unwrap();
         text.lines()
-            .filter(|l| l.starts_with("voxgate_http_requests_total{"))
-            .filter(|l| l.contains(&format!("route=\"{route}\"")))
-            .filter(|l| l.contains(&format!("status=\"{status}\"")))
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
 }
 
-/// nginx in front of two voxgate instances, Keycloak and Polly.
-struct Deployment {
+/// nginx in front of voxgate instances, Keycloak and Polly.
+pub(crate) struct Deployment {
     nginx: Nginx,
-    apps: [Instance; 2],
+    pub(crate) apps: Vec<Instance>,
     kc: Standin,
-    polly: PollyStandin,
+    pub(crate) polly: PollyStandin,
     certs: TempDir,
-    _db: TestDatabase,
+    pub(crate) db: TestDatabase,
 }
 
 impl Deployment {
+    /// Two instances.
     async fn start() -> Deployment {
+        Deployment::start_with(2, &[]).await
+    }
+
+    /// `instances` instances with `extra` settings.
+    pub(crate) async fn start_with(instances: usize, extra: &[(&str, String)]) -> Deployment {
         let certs = make_certs();
         let https_port = free_port();
         let backchannel_port = free_port();
@@ -318,25 +338,22 @@ impl Deployment {
             polly_url: &polly_url,
         });
         env.insert("VOXGATE_LOG", "warn,voxgate=info".into());
-        let env: BTreeMap<String, String> =
-            env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        let (a, b) = tokio::join!(Instance::start(&env), Instance::start(&env));
+        let env: BTreeMap<String, String> = env
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.clone())))
+            .collect();
+        let apps = futures::future::join_all((0..instances).map(|_| Instance::start(&env))).await;
         let kc_addr: SocketAddr = kc.base_url().trim_start_matches("http://").parse().unwrap();
-        let nginx = Nginx::start(
-            &certs,
-            https_port,
-            &[a.addr().to_string(), b.addr().to_string()],
-            kc_addr,
-            backchannel_port,
-        )
-        .await;
+        let upstreams: Vec<String> = apps.iter().map(|a| a.addr().to_string()).collect();
+        let nginx = Nginx::start(&certs, https_port, &upstreams, kc_addr, backchannel_port).await;
         Deployment {
             nginx,
-            apps: [a, b],
+            apps,
             kc,
             polly,
             certs,
-            _db: db,
+            db,
         }
     }
 
@@ -344,19 +361,19 @@ impl Deployment {
         self.nginx.origin()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.origin())
     }
 
     /// A client that trusts only the test CA (plus the system roots).
-    fn client(&self) -> reqwest::ClientBuilder {
+    pub(crate) fn client(&self) -> reqwest::ClientBuilder {
         let pem = std::fs::read(self.certs.path("ca.pem")).unwrap();
         reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
             .redirect(reqwest::redirect::Policy::none())
     }
 
-    async fn token(&self, username: &str, password: &str) -> String {
+    pub(crate) async fn token(&self, username: &str, password: &str) -> String {
         let response = Caller::at("", reqwest::Client::new())
             .post_form(
                 &format!("{}/protocol/openid-connect/token", self.kc.issuer(REALM)),

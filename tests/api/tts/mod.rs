@@ -4,7 +4,7 @@
 //! neural voice, capacity and cache-oracle tests) speaks through too, and
 //! `helpers` holds what only these tests share.
 
-mod bucket;
+pub(crate) mod bucket;
 mod cache;
 mod cache_writes;
 mod faults;
