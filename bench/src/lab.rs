@@ -130,6 +130,12 @@ impl Lab {
         Ok((url, pid))
     }
 
+    /// Takes `proc` into the lab: checked while sections run, stopped
+    /// with the rest.
+    pub fn adopt(&mut self, proc: Proc) {
+        self.procs.push(proc);
+    }
+
     /// Stops a process this lab started (by pid) before the lab ends.
     pub fn stop(&mut self, pid: u32) {
         self.procs.retain_mut(|p| {

@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
     /// Only these sections (api, tls, hit, ttfb, rss, flight, original,
-    /// provision, token, voices, curves, growth, listening); all when
+    /// provision, token, voices, curves, growth, listening, scale); all when
     /// omitted.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -179,6 +179,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     section!("curves", sections::curves);
     section!("growth", sections::growth);
     section!("listening", sections::listening);
+    section!("scale", sections::scale);
     let elapsed = started.elapsed().as_secs() + a.setup_seconds;
     let doc = sections::document(&lab, &rep, elapsed)?;
     let out = lab.path(&a.out.to_string_lossy());

@@ -13,6 +13,8 @@ pub const BUCKET: &str = "voxgate-audio";
 pub const KEY_ID: &str = "voxgate-dev-only-key";
 pub const SECRET: &str = "voxgate-dev-only-secret";
 pub const REGION: &str = "us-east-1";
+/// The S3Proxy release `scripts/lib.sh` fetches (`S3PROXY_VERSION` there).
+pub const S3PROXY_VERSION: &str = "2.6.0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
@@ -41,7 +43,9 @@ impl Store {
             ),
             Store::S3Proxy => (
                 "VOXGATE_S3PROXY_JAR",
-                root.join(".local/s3proxy/s3proxy-2.6.0-jar-with-dependencies.jar"),
+                root.join(format!(
+                    ".local/s3proxy/s3proxy-{S3PROXY_VERSION}-jar-with-dependencies.jar"
+                )),
             ),
         };
         let path = std::env::var_os(variable)
@@ -92,6 +96,25 @@ impl Store {
     }
 }
 
+/// An S3 client for the local server at `endpoint`, to make the bucket and
+/// look into it. Checksums only where S3 requires them: S3Proxy refuses
+/// the headers the SDK adds by default.
+pub fn client(endpoint: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{
+        Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    };
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(KEY_ID, SECRET, None, None, "voxgate-lab"))
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
 /// voxgate's settings for the bucket at `endpoint`.
 pub fn voxgate_env(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -102,4 +125,19 @@ pub fn voxgate_env(endpoint: &str) -> Vec<(&'static str, String)> {
         ("VOXGATE_AUDIO_BUCKET_ACCESS_KEY_ID", KEY_ID.into()),
         ("VOXGATE_AUDIO_BUCKET_SECRET_ACCESS_KEY", SECRET.into()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_s3proxy_version_is_the_one_the_scripts_fetch() {
+        let lib = std::fs::read_to_string(crate::repo_root().join("scripts/lib.sh")).unwrap();
+        assert!(
+            lib.lines()
+                .any(|l| l == format!("S3PROXY_VERSION={S3PROXY_VERSION}")),
+            "scripts/lib.sh fetches another S3Proxy than {S3PROXY_VERSION}"
+        );
+    }
 }

@@ -556,11 +556,28 @@ impl Tts {
             );
             return None;
         };
+        let total = stored.size as usize;
+        // Small entries are read whole and kept in memory, like small
+        // entries from Postgres: a hot reply costs no bucket request.
+        if !(heard && bucket.presigns()) && total > 0 && total <= cache::MEMORY_ENTRY_MAX {
+            let read = bucket.read_whole(&object, total as u64);
+            let outcome = read.await.map(|data| {
+                http_cache::Cached::Memory(self.inner.memory.put(
+                    key,
+                    cache::Entry {
+                        content_type: stored.content_type,
+                        data,
+                        duration_ms: stored.duration_ms,
+                        etag: stored.etag,
+                    },
+                ))
+            });
+            return self.bucket_outcome(key, outcome).await;
+        }
         let etag = stored
             .etag
             .as_deref()
             .map_or_else(|| format!("\"{key}\""), |e| format!("\"{e}\""));
-        let total = stored.size as usize;
         let range = match heard {
             true => match http_cache::plan(total, &etag, headers) {
                 http_cache::Plan::Part(start, end) => Some((start, end)),
@@ -587,6 +604,16 @@ impl Tts {
                     body: std::sync::Mutex::new(Some(body)),
                 }),
         };
+        self.bucket_outcome(key, outcome).await
+    }
+
+    /// The entry read from the bucket, or `None` (counted and logged) when
+    /// the bucket failed: then the caller synthesizes.
+    async fn bucket_outcome(
+        &self,
+        key: &str,
+        outcome: Result<http_cache::Cached, cache::BucketError>,
+    ) -> Option<http_cache::Cached> {
         match outcome {
             Ok(cached) => {
                 metrics::counter!("voxgate_tts_bucket_reads_total", "result" => "ok").increment(1);

@@ -79,7 +79,7 @@ async fn three_instances_share_one_synthesis_and_the_bucket_and_outlive_a_killed
     d.polly.set_first_byte_delay(Duration::ZERO);
 
     // Once finished, the entry moves to the bucket; repeat hearings on
-    // every instance come from there.
+    // every instance come from there (and then from memory).
     for _ in 0..100 {
         if count("SELECT count(*) FROM tts_cache WHERE bucket_object IS NOT NULL").await == 1 {
             break;
@@ -104,16 +104,18 @@ async fn three_instances_share_one_synthesis_and_the_bucket_and_outlive_a_killed
         assert_eq!(hit.headers()["x-voxgate-cache"], "hit");
         assert_eq!(hit.bytes().await.unwrap(), answers[0]);
     }
-    let mut from_bucket = 0.0;
-    for (app, before) in d.apps.iter().zip(before) {
+    // Each instance read it from the bucket once, then held it in memory
+    // (it is small).
+    for (i, (app, before)) in d.apps.iter().zip(before).enumerate() {
         let read = app
             .metric("voxgate_tts_bucket_reads_total", &[("result", "ok")])
             .await
             - before;
-        assert!(read > 0.0, "every instance served hits from the bucket");
-        from_bucket += read;
+        assert_eq!(
+            read, 1.0,
+            "instance {i} read the entry from the bucket once"
+        );
     }
-    assert_eq!(from_bucket, 9.0);
     assert_eq!(d.polly.synth_calls(), 1);
 
     // An instance killed while it writes a synthesis that another follows.

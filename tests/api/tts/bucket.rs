@@ -7,9 +7,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::{
-    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
 use voxgate::tts::cache;
 use voxgate_lab::s3::{BUCKET, KEY_ID, REGION, SECRET, Store};
 
@@ -45,17 +42,7 @@ impl S3 {
             .spawn()
             .unwrap_or_else(|e| panic!("{} starts: {e}", store.name()));
         let endpoint = format!("http://127.0.0.1:{port}");
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version_latest()
-            .region(Region::new(REGION))
-            .endpoint_url(&endpoint)
-            .force_path_style(true)
-            .credentials_provider(Credentials::new(KEY_ID, SECRET, None, None, "test"))
-            // S3Proxy refuses the checksum headers the SDK adds by default.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build();
-        let client = aws_sdk_s3::Client::from_conf(config);
+        let client = voxgate_lab::s3::client(&endpoint);
         let s3 = S3 {
             store,
             endpoint,
@@ -408,6 +395,8 @@ async fn a_bucket_that_is_down_or_slow_is_answered_by_synthesis() {
             .unwrap();
         let calls = polly(&stack).synth_calls();
         // Slow: the process is paused, so requests hang until the timeout.
+        // (Nothing of the entry is in memory yet: its first hearing was a
+        // synthesis.)
         s3.pause();
         let slow = stack.app.caller(&bob).get(&url).await;
         assert_eq!(slow.status(), 200, "{}", s3.store.name());
@@ -421,9 +410,11 @@ async fn a_bucket_that_is_down_or_slow_is_answered_by_synthesis() {
         let back = stack.app.caller(&bob).get(&url).await;
         assert_eq!(back.headers()["x-voxgate-cache"], "hit");
         assert_eq!(back.bytes().await.unwrap(), audio);
-        // Down: nothing listens.
+        // Down: nothing listens. Asked of an instance that has not held
+        // the entry in memory yet.
         s3.stop().await;
-        let down = stack.app.caller(&bob).get(&url).await;
+        let fresh = stack.app.another_instance().await;
+        let down = fresh.caller(&bob).get(&url).await;
         assert_eq!(down.status(), 200);
         assert_eq!(down.bytes().await.unwrap(), audio);
         assert_eq!(polly(&stack).synth_calls(), calls + 2);
@@ -552,4 +543,70 @@ async fn entries_cached_before_the_bucket_move_to_it_in_batches_from_the_command
         .unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("VOXGATE_AUDIO_BUCKET"));
+}
+
+#[tokio::test]
+async fn a_large_entry_is_streamed_from_the_bucket_range_by_range_never_held_whole() {
+    for_each_store(|s3| async move {
+        let (stack, bob) = bucket_stack(&s3, TestSettings::default()).await;
+        let (url, key, _) = heard_in_bucket(&stack, &bob, "Replaced by a long reply.").await;
+        // Two and a half MiB (above what is held in memory), put in the
+        // bucket under the name the index gives it.
+        let data: Vec<u8> = (0..5 * 512 * 1024)
+            .map(|i: usize| (i * 31 + i / 7) as u8)
+            .collect();
+        let object = format!("voxgate/audio/{key}.large");
+        s3.client
+            .put_object()
+            .bucket(BUCKET)
+            .key(&object)
+            .body(data.clone().into())
+            .send()
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE tts_cache SET size = $2, etag = 'large', bucket_object = $3 WHERE key = $1",
+        )
+        .bind(&key)
+        .bind(data.len() as i64)
+        .bind(&object)
+        .execute(&stack.app.db)
+        .await
+        .unwrap();
+        let whole = stack.app.caller(&bob).get(&url).await;
+        assert_eq!(whole.status(), 200, "{}", s3.store.name());
+        assert_eq!(whole.headers()["etag"], "\"large\"");
+        assert_eq!(
+            whole.headers()["content-length"],
+            data.len().to_string().as_str()
+        );
+        assert_eq!(whole.bytes().await.unwrap().as_ref(), &data[..]);
+        let from = 2 * 1024 * 1024 + 5;
+        let part = stack
+            .app
+            .caller(&bob)
+            .header("range", &format!("bytes={from}-"))
+            .get(&url)
+            .await;
+        assert_eq!(part.status(), 206);
+        assert_eq!(
+            part.headers()["content-range"],
+            format!("bytes {from}-{}/{}", data.len() - 1, data.len()).as_str()
+        );
+        assert_eq!(part.bytes().await.unwrap().as_ref(), &data[from..]);
+        let stale = stack
+            .app
+            .caller(&bob)
+            .header("range", "bytes=0-9")
+            .header("if-range", "\"other\"")
+            .get(&url)
+            .await;
+        assert_eq!(
+            stale.status(),
+            200,
+            "If-Range that does not match: the whole"
+        );
+        assert_eq!(stale.bytes().await.unwrap().len(), data.len());
+    })
+    .await;
 }

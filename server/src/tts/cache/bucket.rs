@@ -26,6 +26,19 @@ use secrecy::ExposeSecret;
 
 use crate::config::{AwsConfig, BucketConfig};
 
+/// Bytes per ranged GET when streaming a long entry.
+const WINDOW: u64 = 128 * 1024;
+
+/// Where a stream from the bucket is.
+struct Reader {
+    bucket: Bucket,
+    object: String,
+    /// The first byte not yet asked for.
+    next: u64,
+    end: u64,
+    body: Option<ByteStream>,
+}
+
 /// The audio bucket.
 pub struct Bucket {
     client: aws_sdk_s3::Client,
@@ -148,12 +161,65 @@ impl Bucket {
     /// Bytes `start..=end` of `object`, once the bucket has answered: a
     /// bucket that does not answer in time is an error here, before any
     /// response is made. Each later read waits at most the timeout too.
+    ///
+    /// The range is fetched [`WINDOW`] bytes per request, the next asked
+    /// for when the last is used up: the HTTP client buffers what the
+    /// bucket sends ahead of the listener, so one request for a whole
+    /// long entry would hold hundreds of KiB per slow listener.
     pub async fn open(
         &self,
         object: &str,
         start: u64,
         end: u64,
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, BucketError> {
+        let first_end = end.min(start + WINDOW - 1);
+        let first = self.window(object, start, first_end).await?;
+        let reader = Reader {
+            bucket: self.clone_client(),
+            object: object.to_string(),
+            next: first_end + 1,
+            end,
+            body: Some(first),
+        };
+        Ok(futures::stream::try_unfold(reader, |mut r| async move {
+            loop {
+                if let Some(body) = r.body.as_mut() {
+                    match tokio::time::timeout(r.bucket.timeout, body.next()).await {
+                        Ok(Some(Ok(bytes))) => return Ok(Some((bytes, r))),
+                        Ok(None) => r.body = None,
+                        Ok(Some(Err(e))) => return Err(std::io::Error::other(e)),
+                        Err(_) => return Err(std::io::Error::other("the audio bucket stalled")),
+                    }
+                }
+                if r.next > r.end {
+                    return Ok(None);
+                }
+                let to = r.end.min(r.next + WINDOW - 1);
+                let body = r
+                    .bucket
+                    .window(&r.object, r.next, to)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                r.body = Some(body);
+                r.next = to + 1;
+            }
+        })
+        .boxed())
+    }
+
+    /// The first `size` bytes of `object` (all of it), in one request, for
+    /// an entry small enough to be held whole.
+    pub async fn read_whole(&self, object: &str, size: u64) -> Result<Bytes, BucketError> {
+        let body = self.window(object, 0, size.saturating_sub(1)).await?;
+        let read = tokio::time::timeout(self.timeout * 4, body.collect())
+            .await
+            .map_err(|_| BucketError::Failed("the audio bucket stalled".into()))?
+            .map_err(|e| BucketError::Failed(e.to_string()))?;
+        Ok(read.into_bytes())
+    }
+
+    /// One ranged GET, checked to send exactly the bytes asked for.
+    async fn window(&self, object: &str, start: u64, end: u64) -> Result<ByteStream, BucketError> {
         let got = self
             .client
             .get_object()
@@ -170,18 +236,18 @@ impl Bucket {
                 got.content_length()
             )));
         }
-        let timeout = self.timeout;
-        let body = got.body;
-        Ok(futures::stream::unfold(Some(body), move |body| async move {
-            let mut body = body?;
-            match tokio::time::timeout(timeout, body.next()).await {
-                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(body))),
-                Ok(None) => None,
-                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
-                Err(_) => Some((Err(std::io::Error::other("the audio bucket stalled")), None)),
-            }
-        })
-        .boxed())
+        Ok(got.body)
+    }
+
+    /// A handle for a stream to keep (the client is shared, cheap to clone).
+    fn clone_client(&self) -> Bucket {
+        Bucket {
+            client: self.client.clone(),
+            name: self.name.clone(),
+            prefix: self.prefix.clone(),
+            presign: self.presign,
+            timeout: self.timeout,
+        }
     }
 
     /// A URL that fetches `object` for a short while without credentials.
