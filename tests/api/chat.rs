@@ -902,6 +902,43 @@ async fn the_llm_bot_streams_tokens_and_speaks_the_first_sentence_early() {
 }
 
 #[tokio::test]
+async fn the_model_sees_only_the_messages_of_the_conversation_asked_in() {
+    let (url, requests) = spawn_upstream(Behaviour::Stream(vec!["Noted."])).await;
+    let stack = llm_stack(&url).await;
+    let bob = stack.password_token("bob", "bob").await;
+    stack.chat_ok(&bob, "about the garden").await;
+    let other = stack
+        .app
+        .caller(&bob)
+        .post("/api/chat/conversations", &json!({}))
+        .await;
+    let other: Value = other.json().await.unwrap();
+    let reply = stack
+        .app
+        .caller(&bob)
+        .post(
+            "/api/chat",
+            &json!({"message": "about the kitchen", "conversationId": other["id"]}),
+        )
+        .await;
+    assert_eq!(reply.status(), 200);
+    let requests = requests.lock().unwrap();
+    let (_, body) = requests.last().unwrap();
+    let said: Vec<&str> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        said,
+        ["about the kitchen"],
+        "nothing of the other conversation"
+    );
+}
+
+#[tokio::test]
 async fn an_llm_failure_becomes_a_polite_reply_not_an_error() {
     let (url, _) = spawn_upstream(Behaviour::Fail(503)).await;
     let stack = llm_stack(&url).await;

@@ -119,6 +119,21 @@ impl TestDatabase {
         }
     }
 
+    /// A database with no schema at all (to apply migrations by hand).
+    pub async fn empty() -> TestDatabase {
+        let name = format!("voxgate_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin_database_url())
+            .await
+            .expect("connect");
+        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .expect("create an empty database");
+        TestDatabase {
+            url: database_url(&name),
+            name,
+        }
+    }
+
     pub async fn pool(&self) -> PgPool {
         PgPoolOptions::new()
             .max_connections(4)

@@ -9,6 +9,7 @@ mod stack;
 mod auth;
 mod cache_oracle;
 mod chat;
+mod conversations;
 mod deploy;
 mod docs;
 mod foundation;

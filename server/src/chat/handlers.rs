@@ -15,9 +15,12 @@ use utoipa_axum::routes;
 
 use super::Chat;
 use super::Sending;
-use super::model::{ChatReply, HistoryPage, SendMessage, Settings, StreamDone};
+use super::model::{
+    ChatReply, Conversation, ConversationPage, HistoryPage, NewConversation, RenameConversation,
+    SearchResults, SendMessage, Settings, StreamDone, checked_title,
+};
 use crate::error::{ApiError, Problem};
-use crate::extract::{AppJson, AppQuery};
+use crate::extract::{AppJson, AppPath, AppQuery};
 use crate::identity::CurrentUser;
 use crate::state::AppState;
 use crate::tts::text::{first_sentence, normalise};
@@ -26,6 +29,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(send))
         .routes(routes!(history, clear_history))
+        .routes(routes!(list_conversations, create_conversation))
+        .routes(routes!(rename_conversation, delete_conversation))
+        .routes(routes!(conversation_messages))
+        .routes(routes!(search))
         .routes(routes!(get_settings, put_settings))
 }
 
@@ -46,8 +53,8 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
         (status = 200, description = "The reply", content(
             (ChatReply = "application/json"),
             (String = "text/event-stream"))),
-        (status = 401, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem),
-        (status = 429, body = Problem)))]
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
+        (status = 422, body = Problem), (status = 429, body = Problem)))]
 async fn send(
     State(chat): State<Chat>,
     user: CurrentUser,
@@ -55,7 +62,7 @@ async fn send(
     AppJson(request): AppJson<SendMessage>,
 ) -> Result<Response, ApiError> {
     let message = request.checked()?;
-    let sending = chat.send(&user, message).await?;
+    let sending = chat.send(&user, message, request.conversation_id).await?;
     if wants_event_stream(&headers) {
         return Ok(stream_reply(sending).into_response());
     }
@@ -169,8 +176,41 @@ struct HistoryQuery {
     limit: Option<i64>,
 }
 
-/// The signed-in user's conversation, newest page first, each page oldest
-/// message first.
+/// A page size given as `limit`: `default` when absent, else 1–100.
+fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 100"));
+    }
+    Ok(limit)
+}
+
+impl HistoryQuery {
+    /// The page size, checked.
+    fn limit(&self) -> Result<i64, ApiError> {
+        let limit = page_limit(self.limit, 50)?;
+        if self.before.is_some_and(|b| b < 1) {
+            return Err(ApiError::validation(
+                "before",
+                "must be a message id (1 or more)",
+            ));
+        }
+        Ok(limit)
+    }
+}
+
+/// A page of messages, oldest first, with the cursor of the page before.
+fn history_page(items: Vec<super::model::ChatMessage>, more: bool) -> HistoryPage {
+    let next_before = if more {
+        items.first().map(|m| m.id)
+    } else {
+        None
+    };
+    HistoryPage { items, next_before }
+}
+
+/// The signed-in user's most recently used conversation, newest page
+/// first, each page oldest message first.
 #[utoipa::path(get, path = "/api/chat/history", tag = "chat", params(HistoryQuery),
     responses((status = 200, body = HistoryPage), (status = 401, body = Problem), (status = 422, body = Problem)))]
 async fn history(
@@ -178,26 +218,140 @@ async fn history(
     user: CurrentUser,
     AppQuery(q): AppQuery<HistoryQuery>,
 ) -> Result<AppJson<HistoryPage>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be between 1 and 100"));
-    }
-    if q.before.is_some_and(|b| b < 1) {
-        return Err(ApiError::validation(
-            "before",
-            "must be a message id (1 or more)",
-        ));
-    }
-    let (items, more) = chat.history(user.id, q.before, limit).await?;
+    let limit = q.limit()?;
+    let (items, more) = chat.history(user.id, None, q.before, limit).await?;
+    Ok(AppJson(history_page(items, more)))
+}
+
+/// The messages of one of the signed-in user's conversations, newest page
+/// first, each page oldest message first.
+#[utoipa::path(get, path = "/api/chat/conversations/{id}/messages", tag = "chat",
+    params(("id" = uuid::Uuid, Path, description = "The conversation's id"), HistoryQuery),
+    responses((status = 200, body = HistoryPage), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem)))]
+async fn conversation_messages(
+    State(chat): State<Chat>,
+    user: CurrentUser,
+    AppPath(id): AppPath<uuid::Uuid>,
+    AppQuery(q): AppQuery<HistoryQuery>,
+) -> Result<AppJson<HistoryPage>, ApiError> {
+    let limit = q.limit()?;
+    let (items, more) = chat.history(user.id, Some(id), q.before, limit).await?;
+    Ok(AppJson(history_page(items, more)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ConversationQuery {
+    /// Only conversations after this one (the `nextBefore` of the page
+    /// before).
+    before: Option<uuid::Uuid>,
+    /// 1–100, default 50.
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+}
+
+/// The signed-in user's conversations, most recently updated first.
+#[utoipa::path(get, path = "/api/chat/conversations", tag = "chat", params(ConversationQuery),
+    responses((status = 200, body = ConversationPage), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem)))]
+async fn list_conversations(
+    State(chat): State<Chat>,
+    user: CurrentUser,
+    AppQuery(q): AppQuery<ConversationQuery>,
+) -> Result<AppJson<ConversationPage>, ApiError> {
+    let limit = page_limit(q.limit, 50)?;
+    let (items, more) = chat.conversations(user.id, q.before, limit).await?;
     let next_before = if more {
-        items.first().map(|m| m.id)
+        items.last().map(|c| c.id)
     } else {
         None
     };
-    Ok(AppJson(HistoryPage { items, next_before }))
+    Ok(AppJson(ConversationPage { items, next_before }))
 }
 
-/// Deletes the signed-in user's whole conversation.
+/// Starts a new, empty conversation; without a title, its first message
+/// gives it one.
+#[utoipa::path(post, path = "/api/chat/conversations", tag = "chat", request_body = NewConversation,
+    responses((status = 201, body = Conversation), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 422, body = Problem)))]
+async fn create_conversation(
+    State(chat): State<Chat>,
+    user: CurrentUser,
+    AppJson(request): AppJson<NewConversation>,
+) -> Result<(StatusCode, AppJson<Conversation>), ApiError> {
+    let title = request.title.as_deref().map(checked_title).transpose()?;
+    let created = chat.create_conversation(user.id, title.as_deref()).await?;
+    Ok((StatusCode::CREATED, AppJson(created)))
+}
+
+/// Renames one of the signed-in user's conversations.
+#[utoipa::path(patch, path = "/api/chat/conversations/{id}", tag = "chat",
+    params(("id" = uuid::Uuid, Path, description = "The conversation's id")), request_body = RenameConversation,
+    responses((status = 200, body = Conversation), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn rename_conversation(
+    State(chat): State<Chat>,
+    user: CurrentUser,
+    AppPath(id): AppPath<uuid::Uuid>,
+    AppJson(request): AppJson<RenameConversation>,
+) -> Result<AppJson<Conversation>, ApiError> {
+    let title = checked_title(&request.title)?;
+    Ok(AppJson(
+        chat.rename_conversation(user.id, id, &title).await?,
+    ))
+}
+
+/// Deletes one of the signed-in user's conversations with its messages.
+#[utoipa::path(delete, path = "/api/chat/conversations/{id}", tag = "chat",
+    params(("id" = uuid::Uuid, Path, description = "The conversation's id")),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn delete_conversation(
+    State(chat): State<Chat>,
+    user: CurrentUser,
+    AppPath(id): AppPath<uuid::Uuid>,
+) -> Result<StatusCode, ApiError> {
+    chat.delete_conversation(user.id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    /// The words to find in one's own messages (2–200 characters, any
+    /// case; `%` and `_` are plain characters).
+    #[param(min_length = 2, max_length = 200)]
+    q: String,
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+}
+
+/// The signed-in user's messages that contain the words asked for, newest
+/// first, each with its conversation.
+#[utoipa::path(get, path = "/api/chat/search", tag = "chat", params(SearchQuery),
+    responses((status = 200, body = SearchResults), (status = 401, body = Problem), (status = 422, body = Problem)))]
+async fn search(
+    State(chat): State<Chat>,
+    user: CurrentUser,
+    AppQuery(q): AppQuery<SearchQuery>,
+) -> Result<AppJson<SearchResults>, ApiError> {
+    let text = crate::extract::trim_blank(&q.q);
+    let chars = q.q.chars().count();
+    if text.chars().count() < 2 || chars > 200 {
+        return Err(ApiError::validation(
+            "q",
+            "must be 2 to 200 characters, not all blank",
+        ));
+    }
+    let limit = page_limit(q.limit, 20)?;
+    let items = chat.search(user.id, text, limit).await?;
+    Ok(AppJson(SearchResults { items }))
+}
+
+/// Deletes every conversation of the signed-in user.
 #[utoipa::path(delete, path = "/api/chat/history", tag = "chat",
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn clear_history(

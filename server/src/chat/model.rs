@@ -16,7 +16,7 @@ pub const MAX_REPLY_CHARS: usize = 8000;
 pub type Speech = SpeechRef;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SendMessage {
     /// 1–2000 characters, not all blank.
     #[schema(
@@ -25,24 +25,17 @@ pub struct SendMessage {
         pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
     )]
     pub message: String,
+    /// The conversation to continue; default: the one most recently used,
+    /// or a new one for a user who has none.
+    #[serde(default)]
+    pub conversation_id: Option<uuid::Uuid>,
 }
 
 impl SendMessage {
     /// The message, trimmed; blank or too long (as sent) is a 422 naming
     /// `message`.
     pub fn checked(&self) -> Result<String, ApiError> {
-        let text = crate::extract::trim_blank(&self.message);
-        if text.is_empty() {
-            return Err(ApiError::validation("message", "must not be empty"));
-        }
-        let chars = self.message.chars().count();
-        if chars > MAX_MESSAGE_CHARS {
-            return Err(ApiError::validation(
-                "message",
-                format!("must be at most {MAX_MESSAGE_CHARS} characters (this one has {chars})"),
-            ));
-        }
-        Ok(text.to_string())
+        checked_text("message", &self.message, MAX_MESSAGE_CHARS)
     }
 }
 
@@ -52,6 +45,8 @@ impl SendMessage {
 pub struct ChatReply {
     /// Id of the bot's message.
     pub id: i64,
+    /// The conversation both messages belong to.
+    pub conversation_id: uuid::Uuid,
     /// Id of the user's message it answers.
     pub user_message_id: i64,
     pub reply: String,
@@ -238,15 +233,139 @@ mod tests {
     fn messages_are_trimmed_and_bounded() {
         let ok = SendMessage {
             message: "  hi \n".into(),
+            conversation_id: None,
         };
         assert_eq!(ok.checked().unwrap(), "hi");
         let long = SendMessage {
             message: "é".repeat(MAX_MESSAGE_CHARS + 1),
+            conversation_id: None,
         };
         assert_eq!(long.checked().unwrap_err().status(), 422);
         let exactly = SendMessage {
             message: "é".repeat(MAX_MESSAGE_CHARS),
+            conversation_id: None,
         };
         assert!(exactly.checked().is_ok());
+    }
+}
+
+/// Longest conversation title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// What a conversation is called before its first message.
+pub const UNTITLED: &str = "New conversation";
+/// Characters of the first message a conversation is titled with.
+pub const TITLE_FROM_MESSAGE_CHARS: usize = 60;
+
+/// One of the user's conversations.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    pub id: uuid::Uuid,
+    /// From the first message until renamed; "New conversation" before.
+    pub title: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The last message or rename.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// How many messages it holds.
+    pub messages: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationPage {
+    /// Most recently updated first.
+    pub items: Vec<Conversation>,
+    /// Pass as `before` for the next page; `null` at the end.
+    pub next_before: Option<uuid::Uuid>,
+}
+
+/// A new conversation; without a title, the first message gives it one.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewConversation {
+    /// 1–200 characters, not all blank.
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    pub title: Option<String>,
+}
+
+/// A conversation's new title.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameConversation {
+    /// 1–200 characters, not all blank.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    pub title: String,
+}
+
+/// A title as sent, trimmed; blank or too long is a 422 naming `title`.
+pub fn checked_title(title: &str) -> Result<String, ApiError> {
+    checked_text("title", title, MAX_TITLE_CHARS)
+}
+
+/// `value` trimmed; blank, or longer than `max` characters as sent, is a
+/// 422 naming `field`.
+fn checked_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let text = crate::extract::trim_blank(value);
+    if text.is_empty() {
+        return Err(ApiError::validation(field, "must not be empty"));
+    }
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(ApiError::validation(
+            field,
+            format!("must be at most {max} characters (this one has {chars})"),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// The title a first message gives a conversation: its words on one line,
+/// cut at [`TITLE_FROM_MESSAGE_CHARS`] characters.
+pub fn title_from(message: &str) -> String {
+    let words: Vec<&str> = message.split_whitespace().collect();
+    let line = words.join(" ");
+    match line.char_indices().nth(TITLE_FROM_MESSAGE_CHARS) {
+        Some((at, _)) => line[..at].to_string(),
+        None => line,
+    }
+}
+
+/// A message that matched a search, and where it is.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchHit {
+    pub conversation_id: uuid::Uuid,
+    pub conversation_title: String,
+    pub message: ChatMessage,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchResults {
+    /// Newest first.
+    pub items: Vec<SearchHit>,
+}
+
+#[cfg(test)]
+mod conversation_tests {
+    use super::*;
+
+    #[test]
+    fn a_first_message_titles_its_conversation_on_one_line_cut_at_sixty_characters() {
+        assert_eq!(title_from("  Hello\n  there,\tbot  "), "Hello there, bot");
+        let long = "é".repeat(100);
+        assert_eq!(title_from(&long).chars().count(), 60);
+        assert_eq!(title_from(""), "");
     }
 }

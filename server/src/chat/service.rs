@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use super::Chat;
 use super::bot::{Ask, Identity, Reply, Turn};
-use super::model::{ChatMessage, ChatReply, MAX_REPLY_CHARS, Settings, Speech};
+use super::model::{
+    ChatMessage, ChatReply, Conversation, MAX_REPLY_CHARS, SearchHit, Settings, Speech, title_from,
+};
 use super::store;
 use crate::error::ApiError;
 use crate::identity::CurrentUser;
@@ -45,6 +47,8 @@ pub struct Sending {
 pub struct Replying {
     /// Id of the stored user message.
     pub user_message_id: i64,
+    /// The conversation it was stored in.
+    pub conversation_id: Uuid,
     follow_ups: Vec<String>,
     answered: bool,
     /// The characters sent to the language model, charged to the user's
@@ -71,12 +75,22 @@ impl Chat {
     /// it is sent (the message and its context) is charged first, in the
     /// transaction that stores the message, so a message that could not be
     /// stored costs nothing.
-    pub async fn send(&self, user: &CurrentUser, message: String) -> Result<Sending, ApiError> {
+    pub async fn send(
+        &self,
+        user: &CurrentUser,
+        message: String,
+        conversation: Option<Uuid>,
+    ) -> Result<Sending, ApiError> {
         let db = &self.inner.db;
+        let conversation = match conversation {
+            Some(id) => self.conversation(user.id, id).await?.id,
+            None => self.current(user.id).await?,
+        };
         let rate = self.inner.config.rate_per_minute;
         limits::check_rate(db, METER, user.id, rate).await?;
         let settings = store::settings(db, user.id).await?;
-        let history: Vec<Turn> = store::recent(db, user.id, CONTEXT_MESSAGES)
+        let title = title_from(&message);
+        let history: Vec<Turn> = store::recent(db, user.id, conversation, CONTEXT_MESSAGES)
             .await?
             .into_iter()
             .map(|(author, text)| Turn {
@@ -99,12 +113,15 @@ impl Chat {
                 let mut tx = db.begin().await?;
                 let charge =
                     Charge::take(&mut *tx, db, METER, user.id, sent, llm.daily_chars).await?;
-                let (id, _) = store::insert_user_message(&mut *tx, user.id, &message).await?;
+                let (id, _) =
+                    store::insert_user_message(&mut *tx, user.id, conversation, &message, &title)
+                        .await?;
                 tx.commit().await?;
                 (charge, id)
             }
             None => {
-                let (id, _) = store::insert_user_message(db, user.id, &message).await?;
+                let (id, _) =
+                    store::insert_user_message(db, user.id, conversation, &message, &title).await?;
                 (Charge::none(db, METER, user.id), id)
             }
         };
@@ -128,6 +145,7 @@ impl Chat {
             incremental,
             reply: Replying {
                 user_message_id,
+                conversation_id: conversation,
                 follow_ups,
                 answered,
                 charge,
@@ -141,19 +159,102 @@ impl Chat {
         })
     }
 
-    /// A page of the user's conversation (see `store::page`).
+    /// A page of one of the user's conversations (see `store::page`);
+    /// without one, of the most recently used.
     pub async fn history(
         &self,
         user: Uuid,
+        conversation: Option<Uuid>,
         before: Option<i64>,
         limit: i64,
     ) -> Result<(Vec<ChatMessage>, bool), ApiError> {
-        Ok(store::page(&self.inner.db, user, before, limit).await?)
+        let conversation = match conversation {
+            Some(id) => self.conversation(user, id).await?.id,
+            None => match store::latest_conversation(&self.inner.db, user).await? {
+                Some(id) => id,
+                None => return Ok((Vec::new(), false)),
+            },
+        };
+        Ok(store::page(&self.inner.db, user, conversation, before, limit).await?)
     }
 
-    /// Deletes the user's whole conversation; how many messages went.
+    /// Deletes every conversation of the user; how many messages went.
     pub async fn clear(&self, user: Uuid) -> Result<u64, ApiError> {
         Ok(store::clear(&self.inner.db, user).await?)
+    }
+
+    /// One of the user's conversations; anyone else's does not exist.
+    pub async fn conversation(&self, user: Uuid, id: Uuid) -> Result<Conversation, ApiError> {
+        store::conversation(&self.inner.db, user, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("No conversation {id}.")))
+    }
+
+    /// The conversation a message without one goes to: the most recently
+    /// used, or a new one.
+    async fn current(&self, user: Uuid) -> Result<Uuid, ApiError> {
+        match store::latest_conversation(&self.inner.db, user).await? {
+            Some(id) => Ok(id),
+            None => Ok(store::create_conversation(&self.inner.db, user, None)
+                .await?
+                .id),
+        }
+    }
+
+    /// A page of the user's conversations, most recently updated first.
+    pub async fn conversations(
+        &self,
+        user: Uuid,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> Result<(Vec<Conversation>, bool), ApiError> {
+        if let Some(before) = before
+            && store::conversation(&self.inner.db, user, before)
+                .await?
+                .is_none()
+        {
+            return Err(ApiError::NotFound(format!(
+                "No conversation {before} to page after (pass the nextBefore of the page before)."
+            )));
+        }
+        Ok(store::conversations(&self.inner.db, user, before, limit).await?)
+    }
+
+    pub async fn create_conversation(
+        &self,
+        user: Uuid,
+        title: Option<&str>,
+    ) -> Result<Conversation, ApiError> {
+        Ok(store::create_conversation(&self.inner.db, user, title).await?)
+    }
+
+    pub async fn rename_conversation(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        title: &str,
+    ) -> Result<Conversation, ApiError> {
+        if !store::rename_conversation(&self.inner.db, user, id, title).await? {
+            return Err(ApiError::NotFound(format!("No conversation {id}.")));
+        }
+        self.conversation(user, id).await
+    }
+
+    pub async fn delete_conversation(&self, user: Uuid, id: Uuid) -> Result<(), ApiError> {
+        match store::delete_conversation(&self.inner.db, user, id).await? {
+            true => Ok(()),
+            false => Err(ApiError::NotFound(format!("No conversation {id}."))),
+        }
+    }
+
+    /// The user's messages containing `text`, newest first.
+    pub async fn search(
+        &self,
+        user: Uuid,
+        text: &str,
+        limit: i64,
+    ) -> Result<Vec<SearchHit>, ApiError> {
+        Ok(store::search(&self.inner.db, user, text, limit).await?)
     }
 
     pub async fn settings(&self, user: Uuid) -> Result<Settings, ApiError> {
@@ -270,6 +371,7 @@ impl Replying {
         let stored = store::insert_bot_message(
             &self.speaker.chat.inner.db,
             self.speaker.user,
+            self.conversation_id,
             &text,
             speech.as_ref(),
             &self.follow_ups,
@@ -278,6 +380,7 @@ impl Replying {
         let (id, created_at) = stored?;
         Ok(ChatReply {
             id,
+            conversation_id: self.conversation_id,
             user_message_id: self.user_message_id,
             reply: text,
             speech,
