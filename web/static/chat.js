@@ -1,4 +1,4 @@
-// The chat page: conversation, composer, speech playback with word
+// The chat page: conversations, composer, speech playback with word
 // highlighting, and the speech settings. All user-visible text is set
 // with textContent (never parsed as markup), and every state-changing request
 // carries the session's CSRF token.
@@ -28,6 +28,8 @@
   let voices = [];
   let sending = false;
   let oldestCursor = null;
+  // The open conversation's id; null before the user's first message.
+  let current = null;
 
   // ---- HTTP -------------------------------------------------------------
 
@@ -451,7 +453,9 @@
 
   async function loadHistory(before) {
     const query = before ? `?limit=50&before=${encodeURIComponent(before)}` : '?limit=50';
-    const page = await apiJson('GET', `/api/chat/history${query}`);
+    const page = current
+      ? await apiJson('GET', `/api/chat/conversations/${encodeURIComponent(current)}/messages${query}`)
+      : { items: [], nextBefore: null };
     if (before) {
       const first = list.firstElementChild;
       const fragment = [];
@@ -504,7 +508,8 @@
     let streamed = '';
     let earlySpeech = null;
     try {
-      const response = await api('POST', '/api/chat', { message: text }, 'text/event-stream');
+      const body = current ? { message: text, conversationId: current } : { message: text };
+      const response = await api('POST', '/api/chat', body, 'text/event-stream');
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let buffer = '';
@@ -550,6 +555,8 @@
   }
 
   function finish(mine, bot, done, earlySpeech) {
+    if (current !== done.conversationId) current = done.conversationId;
+    loadConversations().catch(() => {});
     mine.el.dataset.id = String(done.userMessageId);
     bot.el.dataset.id = String(done.id);
     bot.el.classList.remove('streaming');
@@ -621,6 +628,8 @@
       await apiJson('DELETE', '/api/chat/history');
       for (const el of cleared) el.remove();
       oldestCursor = null;
+      current = null;
+      await loadConversations();
       loadEarlier.hidden = true;
       empty.hidden = list.children.length > 0;
       announcer.textContent = 'Your history was cleared.';
@@ -629,6 +638,171 @@
     }
     input.focus();
   });
+
+  // ---- Conversations -------------------------------------------------------------
+
+  const panel = $('conversations-panel');
+  const conversationList = $('conversation-list');
+  const searchBox = $('conversation-search');
+  const searchResults = $('search-results');
+  const searchStatus = $('search-status');
+  // Open beside the chat on wide screens, folded above it on phones.
+  panel.open = window.matchMedia('(min-width: 40.01rem)').matches;
+
+  function formatDay(iso) {
+    return new Date(iso).toLocaleDateString([], { year: 'numeric', month: 'short', day: 'numeric' });
+  }
+
+  function markCurrent() {
+    for (const li of conversationList.children) {
+      if (li.dataset.id === current) li.setAttribute('aria-current', 'true');
+      else li.removeAttribute('aria-current');
+    }
+  }
+
+  async function loadConversations() {
+    const page = await apiJson('GET', '/api/chat/conversations?limit=100');
+    conversationList.textContent = '';
+    for (const c of page.items) {
+      const li = document.createElement('li');
+      li.className = 'conversation';
+      li.dataset.id = c.id;
+      const when = formatDay(c.updatedAt);
+      const open = button('', 'open', () => openConversation(c.id),
+        `Open conversation “${c.title}”, ${when}`);
+      const title = document.createElement('span');
+      title.className = 'title';
+      title.textContent = c.title;
+      const time = document.createElement('time');
+      time.dateTime = c.updatedAt;
+      time.textContent = when;
+      open.append(title, time);
+      li.append(open,
+        button('Rename', 'rename', () => askRename(c), `Rename conversation “${c.title}”`),
+        button('Delete', 'delete', () => askDelete(c), `Delete conversation “${c.title}”`));
+      conversationList.appendChild(li);
+    }
+    markCurrent();
+    return page.items;
+  }
+
+  async function openConversation(id) {
+    if (sending) return;
+    stop();
+    current = id;
+    markCurrent();
+    composerError.textContent = '';
+    await loadHistory().catch(showLoadError);
+    if (!window.matchMedia('(min-width: 40.01rem)').matches) panel.open = false;
+    input.focus();
+  }
+
+  $('new-conversation').addEventListener('click', async () => {
+    if (sending) return;
+    try {
+      const created = await apiJson('POST', '/api/chat/conversations', {});
+      await loadConversations();
+      await openConversation(created.id);
+      announcer.textContent = 'A new conversation was started.';
+    } catch (error) {
+      composerError.textContent = error.message;
+    }
+  });
+
+  const renameDialog = $('rename-dialog');
+  const renameInput = $('rename-input');
+  let renaming = null;
+  function askRename(c) {
+    renaming = c;
+    renameInput.value = c.title;
+    $('rename-error').textContent = '';
+    renameDialog.showModal();
+    renameInput.select();
+  }
+  renameDialog.addEventListener('close', async () => {
+    const c = renaming;
+    renaming = null;
+    if (renameDialog.returnValue !== 'confirm' || !c) return;
+    const title = renameInput.value.trim();
+    if (title === '' || title === c.title) return;
+    try {
+      await apiJson('PATCH', `/api/chat/conversations/${encodeURIComponent(c.id)}`, { title });
+      await loadConversations();
+      announcer.textContent = `The conversation is now called ${title}.`;
+    } catch (error) {
+      composerError.textContent = error.message;
+    }
+    conversationList.querySelector(`li[data-id="${c.id}"] .open`)?.focus();
+  });
+
+  const deleteDialog = $('confirm-delete');
+  let deleting = null;
+  function askDelete(c) {
+    deleting = c;
+    $('confirm-delete-name').textContent = c.title;
+    deleteDialog.showModal();
+  }
+  deleteDialog.addEventListener('close', async () => {
+    const c = deleting;
+    deleting = null;
+    if (deleteDialog.returnValue !== 'confirm' || !c) return;
+    try {
+      await apiJson('DELETE', `/api/chat/conversations/${encodeURIComponent(c.id)}`);
+      const left = await loadConversations();
+      if (current === c.id) {
+        current = left.length > 0 ? left[0].id : null;
+        markCurrent();
+        stop();
+        await loadHistory();
+      }
+      announcer.textContent = `The conversation “${c.title}” was deleted.`;
+    } catch (error) {
+      composerError.textContent = error.message;
+    }
+    (conversationList.querySelector('[aria-current="true"] .open') || $('new-conversation')).focus();
+  });
+
+  // Searching one's own messages, as the user types (after a short pause).
+  let searchTimer = null;
+  let searchRun = 0;
+  searchBox.addEventListener('input', () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(search, 250);
+  });
+  async function search() {
+    const q = searchBox.value.trim();
+    const run = ++searchRun;
+    searchResults.textContent = '';
+    if (q.length < 2) {
+      searchResults.hidden = true;
+      searchStatus.textContent = '';
+      return;
+    }
+    try {
+      const found = await apiJson('GET', `/api/chat/search?q=${encodeURIComponent(q)}&limit=20`);
+      if (run !== searchRun) return;
+      for (const hit of found.items) {
+        const li = document.createElement('li');
+        const text = hit.message.text.length > 90 ? `${hit.message.text.slice(0, 90)}…` : hit.message.text;
+        const open = button('', 'found', () => openConversation(hit.conversationId),
+          `Open “${hit.conversationTitle}” at: ${text}`);
+        const where = document.createElement('span');
+        where.className = 'where';
+        where.textContent = hit.conversationTitle;
+        const what = document.createElement('span');
+        what.textContent = text;
+        open.append(what, where);
+        li.appendChild(open);
+        searchResults.appendChild(li);
+      }
+      searchResults.hidden = found.items.length === 0;
+      searchStatus.textContent = found.items.length === 0
+        ? 'No message contains that.'
+        : `${found.items.length} message${found.items.length === 1 ? '' : 's'} found.`;
+    } catch (error) {
+      if (run === searchRun) searchStatus.textContent = error.message;
+    }
+  }
 
   // ---- Settings -----------------------------------------------------------------
 
@@ -704,7 +878,14 @@
     if (loadedVoices.status === 'fulfilled' && Array.isArray(loadedVoices.value)) voices = loadedVoices.value;
     showVoices();
     showSettings();
-    await loadHistory().catch(showLoadError);
+    try {
+      const conversations = await loadConversations();
+      current = conversations.length > 0 ? conversations[0].id : null;
+      markCurrent();
+      await loadHistory();
+    } catch (error) {
+      showLoadError(error);
+    }
     document.body.dataset.ready = 'true';
     input.focus();
   }

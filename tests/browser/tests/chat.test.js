@@ -1,6 +1,6 @@
 // The chat page in real Chromium: sign-in, sending, streaming replies,
-// speech playback with word highlighting, history, XSS safety, keyboard
-// use, small screens and sign-out.
+// speech playback with word highlighting, history, several conversations,
+// XSS safety, keyboard use, small screens and sign-out.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { BASE, launch, newPage, signIn, screenshot, unexpectedProblems, waitForSpeech } from './support.js';
@@ -88,6 +88,69 @@ test('a user signs in through the Keycloak form, chats, and hears the reply with
   assert.equal(texts[0], 'what can you do');
   assert.match(texts[1], /I can explain what voxgate is/);
   await screenshot(page, 'chat');
+  assert.deepEqual(unexpectedProblems(page), []);
+  await page.context().close();
+});
+
+test('a user keeps several conversations: starts, switches, renames, searches and deletes them', async () => {
+  const page = await newPage(browser);
+  await signIn(page, 'bob', 'bob');
+  await clearHistory(page);
+  const rows = page.locator('#conversation-list li');
+  assert.equal(await rows.count(), 0);
+  await send(page, 'what can you do');
+  await page.waitForFunction(() => document.querySelector('#conversation-list li .title')?.textContent === 'what can you do');
+
+  await page.click('#new-conversation');
+  await page.waitForFunction(() => document.querySelectorAll('#conversation-list li').length === 2);
+  await page.waitForSelector('#empty:not([hidden])');
+  assert.equal(await page.locator('.message').count(), 0, 'the new conversation is empty');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'message-input', 'ready to type');
+  assert.equal(await rows.first().locator('.title').textContent(), 'New conversation');
+  await send(page, 'how do I change the voice');
+  await page.waitForFunction(() => document.querySelector('#conversation-list li .title').textContent === 'how do I change the voice');
+  assert.equal(await rows.first().getAttribute('aria-current'), 'true');
+
+  // Back to the first: its own messages only.
+  await rows.filter({ hasText: 'what can you do' }).locator('.open').click();
+  await page.waitForFunction(() => document.querySelector('.message.user .text')?.textContent === 'what can you do');
+  assert.equal(await page.locator('.message').count(), 2);
+  const names = await page.locator('#conversation-list button').evaluateAll((bs) => bs.map((b) => b.getAttribute('aria-label')));
+  assert.equal(new Set(names).size, names.length, `every control has its own name: ${names.join(' | ')}`);
+
+  // Renamed through a dialog.
+  await rows.filter({ hasText: 'what can you do' }).locator('.rename').click();
+  await page.fill('#rename-input', 'Capabilities');
+  await page.click('#rename-save');
+  await page.waitForFunction(() => [...document.querySelectorAll('#conversation-list .title')].some((t) => t.textContent === 'Capabilities'));
+
+  // Searching finds a message in the other conversation and opens it.
+  await page.fill('#conversation-search', 'change the voice');
+  await page.waitForSelector('#search-results li');
+  assert.match(await page.textContent('#search-status'), /\d+ messages? found/);
+  const hit = page.locator('#search-results button', { hasText: 'how do I change the voice' });
+  assert.match(await hit.textContent(), /how do I change the voice/);
+  await hit.first().click();
+  await page.waitForFunction(() => document.querySelector('.message.user .text')?.textContent === 'how do I change the voice');
+  await screenshot(page, 'chat-conversations');
+
+  // Deleting asks first; cancelling keeps it.
+  const capabilities = rows.filter({ hasText: 'Capabilities' });
+  await capabilities.locator('.delete').click();
+  assert.match(await page.textContent('#confirm-delete-name'), /Capabilities/);
+  await page.click('#confirm-delete button[value="cancel"]');
+  assert.equal(await rows.count(), 2);
+  await capabilities.locator('.delete').click();
+  await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'DELETE' && r.url().includes('/api/chat/conversations/')),
+    page.click('#confirm-delete-yes'),
+  ]);
+  await page.waitForFunction(() => document.querySelectorAll('#conversation-list li').length === 1);
+
+  // A reload opens the most recent conversation.
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.locator('.message.user .text').first().textContent(), 'how do I change the voice');
   assert.deepEqual(unexpectedProblems(page), []);
   await page.context().close();
 });
