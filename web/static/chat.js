@@ -131,8 +131,19 @@
     if (!record) return;
     record.el.dataset.audio = state;
     record.playButton.textContent = state === 'playing' ? 'Pause' : 'Play';
-    record.playButton.setAttribute('aria-label',
-      state === 'playing' ? 'Pause this reply' : 'Play this reply');
+    nameControls(record);
+  }
+
+  // Each reply's buttons are named after it ("Play the reply from 3:18 PM:
+  // I can explain…"), so a list of controls tells them apart.
+  function nameControls(record) {
+    if (!record.playButton) return;
+    const words = record.body.textContent.trim().split(/\s+/).slice(0, 6).join(' ');
+    const which = `the reply from ${record.time.textContent}${words ? `: ${words}…` : ''}`;
+    const playing = record.el.dataset.audio === 'playing';
+    record.playButton.setAttribute('aria-label', `${playing ? 'Pause' : 'Play'} ${which}`);
+    record.stopButton.setAttribute('aria-label', `Stop ${which}`);
+    record.replayButton.setAttribute('aria-label', `Replay ${which} from the start`);
   }
 
   function clearHighlight(record) {
@@ -396,13 +407,13 @@
       } else {
         play(record, fullSegments(record));
       }
-    }, 'Play this reply');
+    });
     record.stopButton = button('Stop', 'button small secondary stop', () => {
       if (player.record === record) stop();
-    }, 'Stop this reply');
+    });
     record.replayButton = button('Replay', 'button small secondary replay', () => {
       if (record.speech) play(record, fullSegments(record));
-    }, 'Replay this reply from the start');
+    });
     controls.append(record.playButton, record.stopButton, record.replayButton);
     record.note = document.createElement('p');
     record.note.className = 'note';
@@ -410,6 +421,7 @@
     record.el.append(controls, record.note);
     record.controls = controls;
     setSpeech(record, record.speech);
+    nameControls(record);
   }
 
   function setSpeech(record, speech) {
@@ -563,6 +575,7 @@
     bot.words = renderWords(bot.body, done.reply);
     setTime(bot, done.createdAt);
     if (!bot.controls) addControls(bot);
+    nameControls(bot);
     setSpeech(bot, done.speech);
     addFollowUps(bot, done.followUps);
     announcer.textContent = `voxgate says: ${done.reply}`;
@@ -649,8 +662,12 @@
   // Open beside the chat on wide screens, folded above it on phones.
   panel.open = window.matchMedia('(min-width: 40.01rem)').matches;
 
-  function formatDay(iso) {
-    return new Date(iso).toLocaleDateString([], { year: 'numeric', month: 'short', day: 'numeric' });
+  // Today's conversations by the time, older ones by the day.
+  function formatWhen(iso) {
+    const date = new Date(iso);
+    return date.toDateString() === new Date().toDateString()
+      ? date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+      : date.toLocaleDateString([], { year: 'numeric', month: 'short', day: 'numeric' });
   }
 
   function markCurrent() {
@@ -667,9 +684,9 @@
       const li = document.createElement('li');
       li.className = 'conversation';
       li.dataset.id = c.id;
-      const when = formatDay(c.updatedAt);
-      const open = button('', 'open', () => openConversation(c.id),
-        `Open conversation “${c.title}”, ${when}`);
+      const when = formatWhen(c.updatedAt);
+      // Named by what it shows: the title and when it was last used.
+      const open = button('', 'open', () => openConversation(c.id));
       const title = document.createElement('span');
       title.className = 'title';
       title.textContent = c.title;
@@ -678,8 +695,8 @@
       time.textContent = when;
       open.append(title, time);
       li.append(open,
-        button('Rename', 'rename', () => askRename(c), `Rename conversation “${c.title}”`),
-        button('Delete', 'delete', () => askDelete(c), `Delete conversation “${c.title}”`));
+        button('Rename', 'rename', () => askRename(c), `Rename ${c.title}, ${when}`),
+        button('Delete', 'delete', () => askDelete(c), `Delete ${c.title}, ${when}`));
       conversationList.appendChild(li);
     }
     markCurrent();
@@ -784,8 +801,7 @@
       for (const hit of found.items) {
         const li = document.createElement('li');
         const text = hit.message.text.length > 90 ? `${hit.message.text.slice(0, 90)}…` : hit.message.text;
-        const open = button('', 'found', () => openConversation(hit.conversationId),
-          `Open “${hit.conversationTitle}” at: ${text}`);
+        const open = button('', 'found', () => openConversation(hit.conversationId));
         const where = document.createElement('span');
         where.className = 'where';
         where.textContent = hit.conversationTitle;

@@ -115,7 +115,8 @@ test('a user keeps several conversations: starts, switches, renames, searches an
   await rows.filter({ hasText: 'what can you do' }).locator('.open').click();
   await page.waitForFunction(() => document.querySelector('.message.user .text')?.textContent === 'what can you do');
   assert.equal(await page.locator('.message').count(), 2);
-  const names = await page.locator('#conversation-list button').evaluateAll((bs) => bs.map((b) => b.getAttribute('aria-label')));
+  const names = await page.locator('#conversation-list button').evaluateAll(
+    (bs) => bs.map((b) => b.getAttribute('aria-label') || b.textContent.trim()));
   assert.equal(new Set(names).size, names.length, `every control has its own name: ${names.join(' | ')}`);
 
   // Renamed through a dialog.
@@ -199,6 +200,12 @@ test('the chat works with the keyboard alone', async () => {
   const bots = await page.locator('.message.bot[data-id]').count();
   await page.keyboard.press('Enter');
   await page.waitForFunction((n) => document.querySelectorAll('.message.bot[data-id]').length > n, bots);
+  // Each reply's controls are named after it, never "Play" twice.
+  const controlNames = await page.locator('.message .controls button').evaluateAll(
+    (bs) => bs.map((b) => b.getAttribute('aria-label')));
+  assert.ok(controlNames.length >= 6, `${controlNames.length} controls`);
+  assert.equal(new Set(controlNames).size, controlNames.length, controlNames.join(' | '));
+  assert.ok(controlNames.every((n) => /^(Play|Pause|Stop|Replay) the reply from /.test(n)), controlNames.join(' | '));
 
   // An empty message is refused without a request.
   await page.focus('#message-input');

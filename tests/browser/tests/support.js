@@ -2,7 +2,8 @@
 // fresh browser context (cookie jar) per user, and sign-in through the
 // Keycloak stand-in's real login form.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 export const BASE = process.env.VOXGATE_URL;
@@ -99,4 +100,20 @@ export async function waitForSpeech(page, timeout = 20000) {
     const a = document.getElementById('player');
     return { duration: a.duration, src: a.currentSrc, rate: a.playbackRate };
   });
+}
+
+// axe-core, run inside the page through the DevTools protocol (the page's
+// Content-Security-Policy would refuse it as a script tag).
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+// Serious and critical accessibility violations of the page as it is now
+// (axe-core's WCAG 2.1 A and AA rules and its best practices), one line each.
+export async function accessibilityViolations(page) {
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(() => window.axe.run(document, {
+    runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
+  }));
+  return result.violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
 }
