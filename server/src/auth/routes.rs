@@ -162,11 +162,13 @@ async fn logout(
 #[template(path = "signed_out.html")]
 struct SignedOutPage {
     css: String,
+    theme: String,
 }
 
 async fn signed_out() -> Result<Response, PageError> {
     let page = SignedOutPage {
         css: crate::web::asset_url("app.css"),
+        theme: crate::web::asset_url("theme.js"),
     };
     let html = askama::Template::render(&page).map_err(PageError::internal)?;
     Ok(axum::response::Html(html).into_response())

@@ -59,11 +59,19 @@ impl ChatPage {
     fn css(&self) -> String {
         asset_url("app.css")
     }
+
+    fn theme(&self) -> String {
+        asset_url("theme.js")
+    }
 }
 
 impl AdminPage {
     fn css(&self) -> String {
         asset_url("app.css")
+    }
+
+    fn theme(&self) -> String {
+        asset_url("theme.js")
     }
 }
 

@@ -32,4 +32,8 @@ impl ErrorPage<'_> {
     fn css(&self) -> String {
         asset_url("app.css")
     }
+
+    fn theme(&self) -> String {
+        asset_url("theme.js")
+    }
 }

@@ -32,8 +32,9 @@ export async function launch(extraArgs = []) {
 
 // A new context with its own cookies; console errors and CSP violations
 // are collected so tests can assert there were none.
-export async function newPage(browser, viewport = { width: 1280, height: 860 }) {
-  const context = await browser.newContext({ viewport });
+// `options`: more context options (`colorScheme: 'dark'`, say).
+export async function newPage(browser, viewport = { width: 1280, height: 860 }, options = {}) {
+  const context = await browser.newContext({ viewport, ...options });
   const page = await context.newPage();
   page.problems = [];
   page.on('console', (message) => {
