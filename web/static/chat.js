@@ -820,6 +820,32 @@
     }
   }
 
+  // ---- Keyboard shortcuts ------------------------------------------------------
+
+  const shortcuts = $('shortcuts');
+  $('show-shortcuts').addEventListener('click', () => shortcuts.showModal());
+  const inField = (target) => target && (['INPUT', 'SELECT', 'TEXTAREA'].includes(target.tagName) || target.isContentEditable);
+  window.addEventListener('keydown', (event) => {
+    if (document.querySelector('dialog[open]')) return;
+    if (event.key === 'Escape' && player.record) {
+      stop();
+      return;
+    }
+    if (event.ctrlKey && event.shiftKey && !event.altKey && event.key.toLowerCase() === 'o') {
+      event.preventDefault();
+      $('new-conversation').click();
+      return;
+    }
+    if (inField(event.target) || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.key === '/') {
+      event.preventDefault();
+      input.focus();
+    } else if (event.key === '?') {
+      event.preventDefault();
+      shortcuts.showModal();
+    }
+  });
+
   // ---- Settings -----------------------------------------------------------------
 
   // Saves run one after another, each sending the settings as they are

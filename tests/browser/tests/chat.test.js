@@ -156,6 +156,40 @@ test('a user keeps several conversations: starts, switches, renames, searches an
   await page.context().close();
 });
 
+test('keyboard shortcuts: ? lists them, / goes to the box, Ctrl+Shift+O starts a conversation, Esc stops speech', async () => {
+  const page = await newPage(browser);
+  await signIn(page, 'bob', 'bob');
+  // `?` typed in the message box is just text.
+  await page.focus('#message-input');
+  await page.keyboard.type('?');
+  assert.equal(await page.inputValue('#message-input'), '?');
+  assert.equal(await page.locator('#shortcuts[open]').count(), 0);
+  await page.fill('#message-input', '');
+  // Elsewhere it opens the list.
+  await page.locator('#who').click();
+  await page.keyboard.press('?');
+  await page.waitForSelector('#shortcuts[open]');
+  assert.match(await page.textContent('#shortcuts'), /Start a new conversation/);
+  await screenshot(page, 'chat-shortcuts');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('#shortcuts:not([open])', { state: 'attached' });
+  await page.locator('#who').click();
+  await page.keyboard.press('/');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'message-input');
+  const before = await page.locator('#conversation-list li').count();
+  await page.keyboard.press('Control+Shift+O');
+  await page.waitForFunction((n) => document.querySelectorAll('#conversation-list li').length === n + 1, before);
+  await page.waitForSelector('#empty:not([hidden])');
+  // Esc stops the reply being spoken.
+  await send(page, 'what can you do');
+  await waitForSpeech(page);
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() => document.getElementById('player').paused);
+  assert.equal(await page.locator('.word.speaking').count(), 0);
+  assert.deepEqual(unexpectedProblems(page), []);
+  await page.context().close();
+});
+
 test('markup in a message is shown as text and never runs', async () => {
   const page = await newPage(browser);
   await signIn(page, 'bob', 'bob');
