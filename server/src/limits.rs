@@ -161,11 +161,9 @@ async fn charge(
     .fetch_optional(db)
     .await?;
     let Some(day) = charged else {
-        let now = OffsetDateTime::now_utc();
-        let midnight = (now.date() + time::Duration::days(1))
-            .midnight()
-            .assume_utc();
-        let retry_after = (midnight - now).whole_seconds().max(1) as u64;
+        let retry_after = (next_reset() - OffsetDateTime::now_utc())
+            .whole_seconds()
+            .max(1) as u64;
         metrics::counter!(meter.metric, "reason" => "quota").increment(1);
         return Err(ApiError::TooManyRequests {
             detail: format!(
@@ -209,6 +207,27 @@ async fn refund(db: &PgPool, meter: Meter, user: Uuid, amount: i64, day: Date) {
     .bind(day)
     .execute(db)
     .await;
+}
+
+/// What `user` has used of `meter`'s daily budget today (UTC).
+pub async fn used_today(db: &PgPool, meter: Meter, user: Uuid) -> sqlx::Result<i64> {
+    let (table, column) = (meter.usage_table, meter.amount);
+    // Table and column names come from the meter's constants, never input.
+    let used: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT {column} FROM {table} WHERE user_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date"
+    ))
+    .bind(user)
+    .fetch_optional(db)
+    .await?;
+    Ok(used.unwrap_or(0))
+}
+
+/// The next midnight UTC, when daily budgets start again.
+pub fn next_reset() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    (now.date() + time::Duration::days(1))
+        .midnight()
+        .assume_utc()
 }
 
 /// Drops windows and days that no limit reads any more.

@@ -567,6 +567,8 @@
   }
 
   function finish(mine, bot, done, earlySpeech) {
+    keepDraft();
+    showQuota();
     if (current !== done.conversationId) current = done.conversationId;
     loadConversations().catch(() => {});
     mine.el.dataset.id = String(done.userMessageId);
@@ -599,6 +601,43 @@
     charCount.textContent = String(input.value.length);
   }
 
+  // The draft is kept in this browser until it is sent, so a session that
+  // ends mid-sentence (and the sign-in after it) loses nothing.
+  const DRAFT = 'voxgate-draft';
+  function keepDraft() {
+    try {
+      if (input.value.trim() === '') localStorage.removeItem(DRAFT);
+      else localStorage.setItem(DRAFT, input.value);
+    } catch (_) { /* storage refused: nothing to keep it in */ }
+  }
+  function restoreDraft() {
+    try {
+      const draft = localStorage.getItem(DRAFT);
+      if (draft && input.value === '') {
+        input.value = draft;
+        updateCount();
+      }
+    } catch (_) { /* nothing kept */ }
+  }
+
+  // What is left of today's speech quota, shown before it runs out; a
+  // reply's speech is paid for when it is first heard.
+  const quota = $('speech-quota');
+  audio.addEventListener('playing', () => showQuota());
+  async function showQuota() {
+    try {
+      const q = await apiJson('GET', '/api/me/speech-quota');
+      const resets = new Date(q.resetsAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      if (q.limit === null) {
+        quota.textContent = 'No daily speech limit';
+        quota.classList.remove('low');
+      } else {
+        quota.textContent = `Speech left today: ${q.remaining.toLocaleString()} of ${q.limit.toLocaleString()} characters (resets ${resets})`;
+        quota.classList.toggle('low', q.remaining < q.limit / 10);
+      }
+    } catch (_) { /* the chat works without it */ }
+  }
+
   composer.addEventListener('submit', (event) => {
     event.preventDefault();
     if (sending) return;
@@ -623,7 +662,10 @@
       composer.requestSubmit();
     }
   });
-  input.addEventListener('input', updateCount);
+  input.addEventListener('input', () => {
+    updateCount();
+    keepDraft();
+  });
 
   loadEarlier.addEventListener('click', () => {
     if (oldestCursor) loadHistory(oldestCursor).catch(showLoadError);
@@ -928,6 +970,8 @@
     } catch (error) {
       showLoadError(error);
     }
+    restoreDraft();
+    showQuota();
     document.body.dataset.ready = 'true';
     input.focus();
   }

@@ -24,6 +24,18 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(speech_audio))
         .routes(routes!(speech_marks))
         .routes(routes!(voices))
+        .routes(routes!(speech_quota))
+}
+
+/// The signed-in user's daily speech quota: used, left, and when it
+/// starts again.
+#[utoipa::path(get, path = "/api/me/speech-quota", tag = "speech",
+    responses((status = 200, body = super::SpeechQuota), (status = 401, body = Problem)))]
+async fn speech_quota(
+    State(tts): State<Tts>,
+    user: CurrentUser,
+) -> Result<AppJson<super::SpeechQuota>, ApiError> {
+    Ok(AppJson(tts.quota(speaker(&user)).await?))
 }
 
 /// A cookie-authenticated speech request from another site (a link or an

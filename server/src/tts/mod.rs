@@ -31,7 +31,7 @@ pub mod text;
 pub fn routes() -> utoipa_axum::router::OpenApiRouter<crate::state::AppState> {
     handlers::routes().merge(openai::routes())
 }
-pub use quota::{METER, QuotaClass, Speaker};
+pub use quota::{METER, QuotaClass, Speaker, SpeechQuota};
 pub use request::{Keyed, SpeechParams, SpeechRef};
 
 use std::collections::HashSet;

@@ -40,7 +40,34 @@ pub enum QuotaClass {
     Exempt,
 }
 
+/// How much of today's speech quota a user has left.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeechQuota {
+    /// Characters spoken today (UTC), each counted at its engine's weight.
+    pub used: i64,
+    /// The daily quota; `null` for staff, who have none.
+    pub limit: Option<i64>,
+    /// What is left of it; `null` for staff.
+    pub remaining: Option<i64>,
+    /// When the day's count starts again (midnight UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub resets_at: time::OffsetDateTime,
+}
+
 impl Tts {
+    /// `speaker`'s use of the daily speech quota today.
+    pub async fn quota(&self, speaker: Speaker) -> Result<SpeechQuota, ApiError> {
+        let used = limits::used_today(&self.inner.db, METER, speaker.user_id).await?;
+        let limit = (speaker.quota == QuotaClass::Daily).then_some(self.inner.config.daily_chars);
+        Ok(SpeechQuota {
+            used,
+            limit,
+            remaining: limit.map(|l| (l - used).max(0)),
+            resets_at: limits::next_reset(),
+        })
+    }
+
     /// Counts a speech request against the user's rate limit.
     pub async fn check_rate(&self, user_id: Uuid) -> Result<(), ApiError> {
         limits::check_rate(

@@ -127,3 +127,52 @@ async fn the_per_minute_rate_limit_returns_429_and_resets() {
         .await;
     assert_eq!(stack.say(&bob, "One too many").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_user_sees_what_is_left_of_todays_speech_quota() {
+    let stack = polly_stack_with("VOXGATE_TTS_DAILY_CHARS", "100").await;
+    let bob = stack.password_token("bob", "bob").await;
+    let fresh = stack
+        .app
+        .caller(&bob)
+        .get_json("/api/me/speech-quota")
+        .await;
+    assert_eq!(fresh["used"], 0);
+    assert_eq!(fresh["limit"], 100);
+    assert_eq!(fresh["remaining"], 100);
+    let resets = time::OffsetDateTime::parse(
+        fresh["resetsAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    assert!(resets > now && resets - now <= time::Duration::days(1));
+    assert_eq!((resets.hour(), resets.minute(), resets.second()), (0, 0, 0));
+    let said = stack.say(&bob, "Thirty characters of speech...").await;
+    said.bytes().await.unwrap();
+    let after = stack
+        .app
+        .caller(&bob)
+        .get_json("/api/me/speech-quota")
+        .await;
+    assert_eq!(after["used"], 30);
+    assert_eq!(after["remaining"], 70);
+    // Yesterday's use does not count.
+    stack.app.sql("UPDATE tts_usage SET day = day - 1").await;
+    let next_day = stack
+        .app
+        .caller(&bob)
+        .get_json("/api/me/speech-quota")
+        .await;
+    assert_eq!(next_day["remaining"], 100);
+    // Staff have no daily quota.
+    let alice = stack.password_token("alice", "alice").await;
+    let staff = stack
+        .app
+        .caller(&alice)
+        .get_json("/api/me/speech-quota")
+        .await;
+    assert_eq!(staff["limit"], serde_json::Value::Null);
+    assert_eq!(staff["remaining"], serde_json::Value::Null);
+    problem(stack.app.anonymous().get("/api/me/speech-quota").await, 401).await;
+}

@@ -3,7 +3,7 @@
 // XSS safety, keyboard use, small screens and sign-out.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, launch, newPage, signIn, screenshot, unexpectedProblems, waitForSpeech } from './support.js';
+import { BASE, launch, newPage, signIn, screenshot, submitLogin, unexpectedProblems, waitForSpeech } from './support.js';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -187,6 +187,27 @@ test('keyboard shortcuts: ? lists them, / goes to the box, Ctrl+Shift+O starts a
   await page.waitForFunction(() => document.getElementById('player').paused);
   assert.equal(await page.locator('.word.speaking').count(), 0);
   assert.deepEqual(unexpectedProblems(page), []);
+  await page.context().close();
+});
+
+test('a draft survives the session ending and signing in again; the speech quota left is shown', async () => {
+  const page = await newPage(browser);
+  await signIn(page, 'bob', 'bob');
+  await page.waitForFunction(() => /Speech left today: [\d,.]+ of [\d,.]+ characters/.test(document.getElementById('speech-quota').textContent));
+  const before = await page.textContent('#speech-quota');
+  await page.fill('#message-input', 'A long thought that must not be lost');
+  // The session ends (its cookie is gone); the next load asks to sign in.
+  await page.context().clearCookies();
+  await page.reload();
+  await submitLogin(page, 'bob', 'bob');
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.inputValue('#message-input'), 'A long thought that must not be lost');
+  // Sent, it is no longer kept; the quota shown goes down.
+  await send(page, await page.inputValue('#message-input'));
+  await page.waitForFunction((b) => document.getElementById('speech-quota').textContent !== b, before);
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.equal(await page.inputValue('#message-input'), '');
   await page.context().close();
 });
 
