@@ -42,11 +42,18 @@ async fn seen(response: reqwest::Response) -> Seen {
 }
 
 /// A JSON body without ids and times, which differ between any two runs
-/// (message ids are one sequence for everybody); the speech key, a
-/// function of the text, stays.
+/// (message ids are one sequence for everybody, a conversation id is
+/// random); the speech key, a function of the text, stays.
 fn json_without_times(seen: &mut Seen) {
     if let Ok(mut v) = serde_json::from_slice::<Value>(&seen.body) {
-        for field in ["id", "at", "createdAt", "requestId", "userMessageId"] {
+        for field in [
+            "id",
+            "at",
+            "createdAt",
+            "requestId",
+            "userMessageId",
+            "conversationId",
+        ] {
             strip(&mut v, field);
         }
         seen.body = serde_json::to_vec(&v).unwrap();
