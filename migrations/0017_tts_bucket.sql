@@ -1,7 +1,7 @@
 -- Finished audio may live in an S3 bucket, Postgres keeping the index.
 -- `bucket_object` names the object (NULL: the chunks in tts_chunks are the
--- audio). The name carries the entry's hash, so a later synthesis of the
--- same key never shares a name with an object still waiting for deletion.
+-- audio). Every upload has a name of its own (the key, the entry's hash and
+-- a unique part), so no object waiting for deletion is ever named again.
 -- `moved_at`: when the chunks became redundant; they are deleted a little
 -- later, so a stream reading them when the entry moved can finish.
 ALTER TABLE tts_cache

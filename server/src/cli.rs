@@ -56,8 +56,12 @@ enum AudioCommand {
         batches: Option<u64>,
     },
     /// Delete now what the servers delete every half minute: objects of
-    /// evicted entries, and the chunks of moved ones.
-    Tidy,
+    /// evicted entries, and the chunks of entries moved at least
+    /// --grace-seconds ago (streams may still be reading younger ones).
+    Tidy {
+        #[arg(long, default_value_t = crate::tts::CHUNK_GRACE.as_secs())]
+        grace_seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -220,8 +224,9 @@ async fn audio(config: Config, cmd: AudioCommand) -> anyhow::Result<()> {
                 anyhow::bail!("{failed} entries could not be moved; they stay in Postgres");
             }
         }
-        AudioCommand::Tidy => {
-            let done = cache::tidy(&pool, &bucket, std::time::Duration::ZERO).await?;
+        AudioCommand::Tidy { grace_seconds } => {
+            let grace = std::time::Duration::from_secs(grace_seconds);
+            let done = cache::tidy(&pool, &bucket, grace).await?;
             println!(
                 "deleted {} objects, dropped {} chunks of moved entries",
                 done.objects_deleted, done.chunks_dropped

@@ -572,7 +572,7 @@ impl Tts {
                     },
                 ))
             });
-            return self.bucket_outcome(key, outcome).await;
+            return self.bucket_outcome(key, &object, outcome).await;
         }
         let etag = stored
             .etag
@@ -588,10 +588,15 @@ impl Tts {
             false => (total > 0).then(|| (0, total - 1)),
         };
         let outcome = match (heard && bucket.presigns(), range) {
-            (true, _) => bucket
-                .presigned(&object)
-                .await
-                .map(|url| http_cache::Cached::Redirect { stored, url }),
+            // The client would get the bucket's error, not synthesis: the
+            // object must be there before the redirect.
+            (true, _) => match bucket.exists(&object).await {
+                Ok(()) => bucket
+                    .presigned(&object)
+                    .await
+                    .map(|url| http_cache::Cached::Redirect { stored, url }),
+                Err(e) => Err(e),
+            },
             (false, None) => Ok(http_cache::Cached::Bucket {
                 stored,
                 body: std::sync::Mutex::new(Some(futures::stream::empty().boxed())),
@@ -604,7 +609,7 @@ impl Tts {
                     body: std::sync::Mutex::new(Some(body)),
                 }),
         };
-        self.bucket_outcome(key, outcome).await
+        self.bucket_outcome(key, &object, outcome).await
     }
 
     /// The entry read from the bucket, or `None` (counted and logged) when
@@ -612,6 +617,7 @@ impl Tts {
     async fn bucket_outcome(
         &self,
         key: &str,
+        object: &str,
         outcome: Result<http_cache::Cached, cache::BucketError>,
     ) -> Option<http_cache::Cached> {
         match outcome {
@@ -626,7 +632,7 @@ impl Tts {
                 );
                 metrics::counter!("voxgate_tts_bucket_reads_total", "result" => "missing")
                     .increment(1);
-                let _ = cache::forget(&self.inner.db, key).await;
+                let _ = cache::forget(&self.inner.db, key, object).await;
                 None
             }
             Err(e) => {
@@ -639,14 +645,19 @@ impl Tts {
     }
 }
 
+/// How long moved chunks stay for streams that were reading them (a
+/// listener behind the leader, a long entry streamed from Postgres): long
+/// enough for any reply heard at its own pace.
+pub const CHUNK_GRACE: Duration = Duration::from_secs(30 * 60);
+
 /// Every half minute: objects of deleted entries leave the bucket, and the
-/// chunks of entries that moved there a minute ago leave Postgres.
+/// chunks of entries that moved there [`CHUNK_GRACE`] ago leave Postgres.
 fn spawn_tidying(db: PgPool, bucket: Arc<cache::Bucket>) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(30));
         loop {
             every.tick().await;
-            if let Err(e) = cache::tidy(&db, &bucket, Duration::from_secs(60)).await {
+            if let Err(e) = cache::tidy(&db, &bucket, CHUNK_GRACE).await {
                 tracing::warn!(error = %e, "tidying the audio bucket failed");
             }
         }

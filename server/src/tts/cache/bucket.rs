@@ -129,10 +129,25 @@ impl Bucket {
         }
     }
 
-    /// The object name of a cache entry: its key and the hash of its
-    /// bytes, so two syntheses of one key never share a name.
+    /// A new object name for a cache entry: its key, the hash of its bytes
+    /// and a part of its own, so no two uploads ever share a name (a
+    /// deterministic voice speaks the same bytes again, and an object of
+    /// that name may still be waiting for deletion).
     pub fn object_name(&self, key: &str, etag: &str) -> String {
-        format!("{}{key}.{etag}", self.prefix)
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        format!("{}{key}.{etag}.{}", self.prefix, &unique[..12])
+    }
+
+    /// Whether `object` is there (for a redirect: the bucket must have it).
+    pub async fn exists(&self, object: &str) -> Result<(), BucketError> {
+        self.client
+            .head_object()
+            .bucket(&self.name)
+            .key(object)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(failed)
     }
 
     /// Whether hits are answered with a presigned redirect.

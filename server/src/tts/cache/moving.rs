@@ -31,12 +31,9 @@ pub async fn move_to_bucket(db: &PgPool, bucket: &Bucket, key: &str) -> Result<b
     if !entry.content_type.starts_with("audio/") || entry.data.is_empty() {
         return Ok(false);
     }
+    // A name of its own: deleting it if the entry changed meanwhile (moved
+    // by somebody else, evicted) can touch nothing else.
     let object = bucket.object_name(key, &etag);
-    // An object of this name waiting for deletion is about to be written
-    // again: it must not be deleted after.
-    sqlx::query!("DELETE FROM tts_bucket_trash WHERE object = $1", object)
-        .execute(db)
-        .await?;
     bucket.put(&object, &entry.content_type, entry.data).await?;
     let moved = sqlx::query!(
         "UPDATE tts_cache SET bucket_object = $2, moved_at = now()
@@ -70,6 +67,7 @@ pub async fn move_batch(db: &PgPool, bucket: &Bucket, limit: i64) -> Result<Move
     let keys = sqlx::query_scalar!(
         "SELECT key FROM tts_cache
           WHERE complete AND bucket_object IS NULL AND content_type LIKE 'audio/%'
+            AND etag IS NOT NULL AND size > 0
           ORDER BY created_at LIMIT $1",
         limit,
     )
@@ -94,7 +92,8 @@ pub async fn move_batch(db: &PgPool, bucket: &Bucket, limit: i64) -> Result<Move
 pub async fn in_postgres(db: &PgPool) -> sqlx::Result<i64> {
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM tts_cache
-            WHERE complete AND bucket_object IS NULL AND content_type LIKE 'audio/%'"#
+            WHERE complete AND bucket_object IS NULL AND content_type LIKE 'audio/%'
+              AND etag IS NOT NULL AND size > 0"#
     )
     .fetch_one(db)
     .await

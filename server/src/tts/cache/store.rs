@@ -127,18 +127,23 @@ async fn read_whole(db: &PgPool, key: &str, meta: Meta) -> sqlx::Result<Option<E
 async fn discard(db: &PgPool, key: &str, why: &str) {
     tracing::warn!(key, "cached audio {why}; discarding it");
     let _ = sqlx::query!(
-        "DELETE FROM tts_cache WHERE key = $1 AND bucket_object IS NULL",
+        "DELETE FROM tts_cache WHERE key = $1 AND complete AND bucket_object IS NULL",
         key
     )
     .execute(db)
     .await;
 }
 
-/// Forgets an entry whatever holds it (its object went missing).
-pub async fn forget(db: &PgPool, key: &str) -> sqlx::Result<()> {
-    sqlx::query!("DELETE FROM tts_cache WHERE key = $1", key)
-        .execute(db)
-        .await?;
+/// Forgets the entry that pointed at `object` (which went missing), and
+/// only it: a new synthesis of the key may have claimed it again since.
+pub async fn forget(db: &PgPool, key: &str, object: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM tts_cache WHERE key = $1 AND bucket_object = $2",
+        key,
+        object
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -251,6 +256,16 @@ pub async fn duration_ms(db: &PgPool, key: &str) -> sqlx::Result<Option<i64>> {
     .flatten())
 }
 
+/// The size of `key`'s complete entry, if there is one.
+pub async fn complete_size(db: &PgPool, key: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!(
+        "SELECT size FROM tts_cache WHERE key = $1 AND complete",
+        key
+    )
+    .fetch_optional(db)
+    .await
+}
+
 /// What `begin` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -268,7 +283,9 @@ pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An unfinished entry whose writer has not beaten its heart for this long
 /// is taken to be abandoned (its instance died): it may be taken over.
-pub const STALE_AFTER_SECONDS: f64 = 6.0;
+/// Well above a heartbeat plus the cache pool's 5 s wait for a connection,
+/// so a writer held up by a busy pool is not taken for dead.
+pub const STALE_AFTER_SECONDS: f64 = 12.0;
 
 /// Postgres channel on which writers announce new chunks and the end of an
 /// entry (payload: the key), so followers on other instances need not poll.
@@ -512,6 +529,8 @@ pub async fn beat(db: &PgPool, key: &str, writer: Uuid) -> sqlx::Result<bool> {
 pub struct Writing {
     pub writer: Uuid,
     pub complete: bool,
+    /// The entry's size once complete.
+    pub size: i64,
     /// The writer stopped beating its heart: its instance is gone.
     pub stale: bool,
 }
@@ -520,7 +539,7 @@ pub struct Writing {
 pub async fn writing(db: &PgPool, key: &str) -> sqlx::Result<Option<Writing>> {
     sqlx::query_as!(
         Writing,
-        r#"SELECT writer, complete,
+        r#"SELECT writer, complete, size,
                   (NOT complete AND beat_at < now() - make_interval(secs => $2)) AS "stale!"
              FROM tts_cache WHERE key = $1"#,
         key,

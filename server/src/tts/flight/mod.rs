@@ -393,7 +393,7 @@ impl Flight {
         let mut persist = claim == Some(cache::Claim::Claimed);
         // The writer's heartbeat, for as long as this leads: followers on
         // other instances take its silence for a dead instance.
-        let _heartbeat = persist.then(|| Heartbeat::start(db, &self.key, writer));
+        let mut heartbeat = persist.then(|| Heartbeat::start(db, &self.key, writer));
         guard.flights.started.fetch_add(1, Ordering::Relaxed);
         let mut audio = match start().await {
             Ok(a) => a,
@@ -473,6 +473,11 @@ impl Flight {
                             persist = false;
                             unsaved.clear();
                             self.keep_everything();
+                            // Followers elsewhere must not wait for chunks
+                            // that will never come: the entry goes now, and
+                            // they take over or end.
+                            drop(heartbeat.take());
+                            let _ = cache::abandon(db, &self.key, writer).await;
                         }
                     }
                     continue;
@@ -596,9 +601,14 @@ impl Flight {
         self.finish_ok();
     }
 
-    /// Publishes a complete cached entry chunk by chunk.
+    /// Publishes a complete cached entry chunk by chunk; false when it is
+    /// not readable from the chunk table (its bytes are in the bucket, or
+    /// gone) and nothing was published, so the caller synthesizes.
     async fn replay(&self, db: &PgPool) -> bool {
-        let mut next = 0;
+        let Ok(Some(size)) = cache::complete_size(db, &self.key).await else {
+            return false;
+        };
+        let (mut next, mut sent) = (0, 0i64);
         loop {
             let rows = match cache::chunks_between(db, &self.key, next, i32::MAX).await {
                 Ok(rows) => rows,
@@ -617,12 +627,22 @@ impl Flight {
                 break;
             }
             for (seq, data) in rows {
+                if seq != next {
+                    self.fail(TtsError::Upstream("the cached audio has a gap".into()));
+                    return true;
+                }
+                sent += data.len() as i64;
                 self.publish(seq, Bytes::from(data), true);
                 if seq == 0 {
                     let _ = self.started.send(Some(Ok(())));
                 }
                 next = seq + 1;
             }
+        }
+        // Chunks that went while they were read (moved, evicted) must not
+        // end as a short file.
+        if sent != size {
+            self.fail(TtsError::Upstream("the cached audio is incomplete".into()));
         }
         true
     }

@@ -85,7 +85,14 @@ impl Announcements {
 }
 
 async fn listen(announcements: &Weak<Announcements>, db: &PgPool) -> sqlx::Result<()> {
-    let mut listener = PgListener::connect_with(db).await?;
+    // A connection of its own, outside the cache pool: a listener holds
+    // its connection for good, and the writers' heartbeats must never wait
+    // behind it.
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.connect_options().as_ref().clone())
+        .await?;
+    let mut listener = PgListener::connect_with(&own).await?;
     listener.listen(cache::CHANNEL).await?;
     loop {
         // `None`: the connection was lost (and is being restored); whatever
@@ -115,6 +122,7 @@ impl Flight {
         let announced = guard.flights.announcements.watch(db, &self.key);
         let mut writer: Option<Uuid> = None;
         let mut next: i32 = 0;
+        let mut sent: i64 = 0;
         let mut told_at: Option<Instant> = None;
         let mut complete_seen = false;
         loop {
@@ -157,6 +165,7 @@ impl Flight {
                     if seq != next {
                         return self.relay_failed("the cached audio has a gap".into());
                     }
+                    sent += data.len() as i64;
                     self.publish(seq, Bytes::from(data), false);
                     if seq == 0 {
                         let _ = self.started.send(Some(Ok(())));
@@ -172,6 +181,14 @@ impl Flight {
                 if !complete_seen {
                     complete_seen = true;
                     continue;
+                }
+                // Chunks that went while they were read must not end as
+                // a short file.
+                if sent != state.size {
+                    return match next {
+                        0 => Relayed::TakeOver,
+                        _ => self.relay_failed("the cached audio is incomplete".into()),
+                    };
                 }
                 if next == 0 {
                     let _ = self.started.send(Some(Ok(())));
