@@ -623,10 +623,21 @@
   // What is left of today's speech quota, shown before it runs out; a
   // reply's speech is paid for when it is first heard.
   const quota = $('speech-quota');
-  audio.addEventListener('playing', () => showQuota());
+  // Only a reply's playing: the silent clip that unlocks audio plays on the
+  // first click too, the sign-out button's included.
+  audio.addEventListener('playing', () => {
+    if (player.record) showQuota();
+  });
   async function showQuota() {
     try {
-      const q = await apiJson('GET', '/api/me/speech-quota');
+      // Not through api(): a refresh in the background must never send the
+      // page to sign in (say, while the user is signing out).
+      const response = await fetch('/api/me/speech-quota', {
+        credentials: 'same-origin',
+        headers: { Accept: 'application/json' },
+      });
+      if (!response.ok) return;
+      const q = await response.json();
       const resets = new Date(q.resetsAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
       if (q.limit === null) {
         quota.textContent = 'No daily speech limit';
@@ -971,7 +982,8 @@
       showLoadError(error);
     }
     restoreDraft();
-    showQuota();
+    // Awaited: "ready" means every first load has answered.
+    await showQuota();
     document.body.dataset.ready = 'true';
     input.focus();
   }
