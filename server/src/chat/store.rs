@@ -287,14 +287,14 @@ pub async fn search(
         .map(|r| SearchHit {
             conversation_id: r.conversation_id,
             conversation_title: r.title,
-            message: ChatMessage {
+            message: ChatMessage::from(MessageRow {
                 id: r.id,
                 author: r.author,
-                text: r.body,
-                speech: r.speech.map(|s| s.0),
-                follow_ups: r.follow_ups.0,
+                body: r.body,
+                speech: r.speech,
+                follow_ups: r.follow_ups,
                 created_at: r.created_at,
-            },
+            }),
         })
         .collect())
 }

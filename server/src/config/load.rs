@@ -311,6 +311,16 @@ impl Config {
                     "a whole number of seconds",
                 )? {
                     0 => None,
+                    // S3 refuses longer presigned URLs: every hit would be
+                    // synthesized again, and nothing would say why.
+                    seconds if seconds > MAX_PRESIGN_SECONDS => {
+                        return Err(invalid(
+                            setting("audio_bucket.presign_seconds"),
+                            format!(
+                                "`{seconds}` is longer than S3 allows a presigned URL to live ({MAX_PRESIGN_SECONDS} s, 7 days); use 0 to stream hits through voxgate"
+                            ),
+                        ));
+                    }
                     seconds => Some(Duration::from_secs(seconds)),
                 },
                 timeout: Duration::from_millis(positive(
@@ -566,10 +576,29 @@ fn flatten(
     Ok(())
 }
 
+/// The longest a SigV4 presigned URL may live.
+const MAX_PRESIGN_SECONDS: u64 = 7 * 24 * 3600;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn a_presigned_url_may_live_at_most_seven_days() {
+        let bucket = ("VOXGATE_AUDIO_BUCKET", "audio");
+        let week = load(&[bucket, ("VOXGATE_AUDIO_BUCKET_PRESIGN_SECONDS", "604800")]).unwrap();
+        assert_eq!(
+            week.tts.bucket.unwrap().presign,
+            Some(Duration::from_secs(604800))
+        );
+        let message = err(&[bucket, ("VOXGATE_AUDIO_BUCKET_PRESIGN_SECONDS", "604801")]);
+        assert!(
+            message.contains("VOXGATE_AUDIO_BUCKET_PRESIGN_SECONDS"),
+            "{message}"
+        );
+        assert!(message.contains("7 days"), "{message}");
+    }
 
     fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let env: BTreeMap<String, String> = env
