@@ -187,7 +187,7 @@ impl Chat {
     pub async fn conversation(&self, user: Uuid, id: Uuid) -> Result<Conversation, ApiError> {
         store::conversation(&self.inner.db, user, id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("No conversation {id}.")))
+            .ok_or_else(|| no_conversation(id))
     }
 
     /// The conversation a message without one goes to: the most recently
@@ -235,7 +235,7 @@ impl Chat {
         title: &str,
     ) -> Result<Conversation, ApiError> {
         if !store::rename_conversation(&self.inner.db, user, id, title).await? {
-            return Err(ApiError::NotFound(format!("No conversation {id}.")));
+            return Err(no_conversation(id));
         }
         self.conversation(user, id).await
     }
@@ -243,7 +243,7 @@ impl Chat {
     pub async fn delete_conversation(&self, user: Uuid, id: Uuid) -> Result<(), ApiError> {
         match store::delete_conversation(&self.inner.db, user, id).await? {
             true => Ok(()),
-            false => Err(ApiError::NotFound(format!("No conversation {id}."))),
+            false => Err(no_conversation(id)),
         }
     }
 
@@ -290,6 +290,13 @@ impl Chat {
             }
         }
     }
+}
+
+/// Another user's conversation reads the same as one that never existed.
+fn no_conversation(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!(
+        "You have no conversation {id} (it may have been deleted); GET /api/chat/conversations lists yours."
+    ))
 }
 
 /// The details spoken as a phrase rather than read out.
