@@ -123,11 +123,7 @@ async fn who_am_i_answers_with_the_callers_identity_and_roles() {
     // Said in writing, not aloud: the email address never reaches the
     // speech engine or the shared audio cache.
     let key = reply["speech"]["key"].as_str().unwrap();
-    let spoken: String = sqlx::query_scalar("SELECT text FROM tts_requests WHERE key = $1")
-        .bind(key)
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
+    let spoken = stack.app.spoken_text(key).await;
     assert!(!spoken.contains("alice@example.com"), "{spoken}");
     assert!(spoken.contains("your email address"), "{spoken}");
     assert!(spoken.contains("Alice Admin"), "{spoken}");
@@ -432,8 +428,9 @@ async fn a_streamed_reply_sends_deltas_then_done_with_the_stored_ids() {
             .starts_with("text/event-stream")
     );
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"started"), "{names:?}");
     assert_eq!(names.last(), Some(&"done"), "{names:?}");
-    assert!(names[..names.len() - 1].iter().all(|n| *n == "delta"));
+    assert!(names[1..names.len() - 1].iter().all(|n| *n == "delta"));
     let text: String = events
         .iter()
         .filter(|(n, _)| n == "delta")
@@ -443,6 +440,8 @@ async fn a_streamed_reply_sends_deltas_then_done_with_the_stored_ids() {
     assert_eq!(done["reply"].as_str().unwrap(), text.trim());
     assert_speech(&done["speech"]);
     assert_eq!(done["restSpeech"], Value::Null);
+    assert_eq!(events[0].1["userMessageId"], done["userMessageId"]);
+    assert_eq!(events[0].1["conversationId"], done["conversationId"]);
     let history = stack.history(&bob, "").await;
     assert_eq!(history["items"][1]["id"], done["id"]);
     assert_eq!(history["items"][0]["id"], done["userMessageId"]);

@@ -328,6 +328,15 @@ impl TestApp {
     }
 
     /// The `bigint` a query returns, such as a `count(*)`.
+    /// The text a speech key says (what reached the speech engine).
+    pub async fn spoken_text(&self, key: &str) -> String {
+        sqlx::query_scalar("SELECT text FROM tts_requests WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
     pub async fn count(&self, query: &str) -> i64 {
         sqlx::query_scalar(query)
             .fetch_one(&self.db)

@@ -23,6 +23,7 @@ mod pages;
 mod provisioning;
 mod real_keycloak;
 mod realm_import;
+mod replies;
 mod tts;
 mod tts_capacity;
 
@@ -38,6 +39,14 @@ pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[
     ("get", "/api/admin/roles"),
     ("get", "/api/admin/audit"),
     ("post", "/api/chat"),
+    ("post", "/api/chat/messages/{id}/stop"),
+    ("get", "/api/chat/conversations"),
+    ("post", "/api/chat/conversations"),
+    ("patch", "/api/chat/conversations/{id}"),
+    ("delete", "/api/chat/conversations/{id}"),
+    ("get", "/api/chat/conversations/{id}/messages"),
+    ("post", "/api/chat/conversations/{id}/regenerate"),
+    ("get", "/api/chat/search"),
     ("get", "/api/chat/history"),
     ("delete", "/api/chat/history"),
     ("get", "/api/me/settings"),

@@ -1,7 +1,9 @@
 // The chat page: conversations, composer, speech playback with word
 // highlighting, and the speech settings. All user-visible text is set
-// with textContent (never parsed as markup), and every state-changing request
-// carries the session's CSRF token.
+// with textContent (never parsed as markup), except a reply's `html`, which
+// the server writes from the reply's Markdown with a fixed set of elements
+// (server/src/chat/markdown.rs). Every state-changing request carries the
+// session's CSRF token.
 'use strict';
 
 (() => {
@@ -12,6 +14,7 @@
   const input = $('message-input');
   const composer = $('composer');
   const sendButton = $('send');
+  const stopWriting = $('stop-writing');
   const typing = $('typing');
   const announcer = $('announcer');
   const composerError = $('composer-error');
@@ -27,6 +30,8 @@
   let settings = { voice: null, language: null, autoplay: true, speechRate: 1 };
   let voices = [];
   let sending = false;
+  // The reply being written: the id of the message it answers, once known.
+  let writing = null;
   let oldestCursor = null;
   // The open conversation's id; null before the user's first message.
   let current = null;
@@ -100,10 +105,79 @@
       span.textContent = kept;
       container.appendChild(span);
       const length = encoder.encode(kept).length;
-      words.push({ span, text: kept, start: offset, end: offset + length });
+      words.push({ spans: [span], text: kept, start: offset, end: offset + length });
       offset += length;
     }
     return words;
+  }
+
+  // Renders a reply's HTML into `container` and wraps its words as
+  // renderWords does, with offsets into the words the server speaks (the
+  // text without markup, code blocks left out): a word runs across inline
+  // elements (**bold**er is one word), never across blocks.
+  function renderReply(container, html, name) {
+    container.innerHTML = html;
+    const words = [];
+    let offset = 0;
+    let word = null;
+    let block = null;
+    const walker = document.createTreeWalker(container, NodeFilter.SHOW_TEXT, {
+      acceptNode: (node) => (node.parentElement.closest('pre') ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+    });
+    const nodes = [];
+    while (walker.nextNode()) nodes.push(walker.currentNode);
+    for (const node of nodes) {
+      const inBlock = node.parentElement.closest('p, li, blockquote') || container;
+      if (inBlock !== block) { word = null; block = inBlock; }
+      const fragment = document.createDocumentFragment();
+      for (const part of node.data.split(/(\s+|\u200b+)/)) {
+        if (part === '') continue;
+        if (/^(\s|\u200b)+$/.test(part)) {
+          fragment.appendChild(document.createTextNode(part));
+          word = null;
+          continue;
+        }
+        const kept = Array.from(part).filter((c) => !isDropped(c)).join('');
+        if (kept === '') continue;
+        const span = document.createElement('span');
+        span.className = 'word';
+        span.textContent = kept;
+        fragment.appendChild(span);
+        const length = encoder.encode(kept).length;
+        if (word) {
+          word.spans.push(span);
+          word.text += kept;
+          word.end += length;
+        } else {
+          if (words.length > 0) offset += 1;
+          word = { spans: [span], text: kept, start: offset, end: offset + length };
+          words.push(word);
+        }
+        offset += length;
+      }
+      node.replaceWith(fragment);
+    }
+    // Code blocks: not spoken, copied with a button of their own.
+    container.querySelectorAll('pre').forEach((pre, i) => {
+      const copy = button('Copy code', 'button small secondary copy-code', () => copyText(pre.textContent, copy),
+        `Copy code block ${i + 1} of ${name()}`);
+      const box = document.createElement('div');
+      box.className = 'code-block';
+      pre.replaceWith(box);
+      box.append(copy, pre);
+    });
+    return words;
+  }
+
+  async function copyText(text, from) {
+    try {
+      await navigator.clipboard.writeText(text);
+      // Said, not shown: the button keeps the name it is known by.
+      announcer.textContent = 'Copied.';
+      from.dataset.copied = 'true';
+    } catch (_) {
+      announcer.textContent = 'The browser did not allow copying.';
+    }
   }
 
   function wordAt(words, position) {
@@ -136,28 +210,35 @@
 
   // Each reply's buttons are named after it ("Play the reply from 3:18 PM:
   // I can explain…"), so a list of controls tells them apart.
+  function replyName(record) {
+    const words = record.body.textContent.trim().split(/\s+/).slice(0, 6).join(' ');
+    return `the reply from ${record.time.textContent}${words ? `: ${words}…` : ''}`;
+  }
+
   function nameControls(record) {
     if (!record.playButton) return;
-    const words = record.body.textContent.trim().split(/\s+/).slice(0, 6).join(' ');
-    const which = `the reply from ${record.time.textContent}${words ? `: ${words}…` : ''}`;
+    const which = replyName(record);
     const playing = record.el.dataset.audio === 'playing';
     record.playButton.setAttribute('aria-label', `${playing ? 'Pause' : 'Play'} ${which}`);
     record.stopButton.setAttribute('aria-label', `Stop ${which}`);
     record.replayButton.setAttribute('aria-label', `Replay ${which} from the start`);
+    record.copyButton.setAttribute('aria-label', `Copy ${which}`);
+    record.download.setAttribute('aria-label', `Download the audio of ${which}`);
+    record.regenerateButton.setAttribute('aria-label', `Regenerate ${which}`);
   }
 
   function clearHighlight(record) {
     if (!record) return;
-    for (const w of record.words) w.span.classList.remove('speaking');
+    for (const w of record.words) for (const span of w.spans) span.classList.remove('speaking');
     record.spoken = null;
   }
 
   function highlight(record, word) {
     if (record.spoken === word) return;
-    if (record.spoken) record.spoken.span.classList.remove('speaking');
+    if (record.spoken) for (const span of record.spoken.spans) span.classList.remove('speaking');
     record.spoken = word;
     if (word) {
-      word.span.classList.add('speaking');
+      for (const span of word.spans) span.classList.add('speaking');
       record.el.dataset.spokenWord = String(record.words.indexOf(word));
     }
   }
@@ -365,13 +446,14 @@
     return b;
   }
 
-  function createMessage(author, text, createdAt) {
+  function createMessage(author, text, createdAt, html) {
     const el = document.createElement('li');
     el.className = `message ${author}`;
     const bubble = document.createElement('div');
     bubble.className = 'bubble';
-    const body = document.createElement('p');
-    body.className = 'text';
+    // A reply's Markdown has blocks of its own: a div, not a paragraph.
+    const body = document.createElement(author === 'bot' ? 'div' : 'p');
+    body.className = author === 'bot' ? 'text rendered' : 'text';
     bubble.appendChild(body);
     const meta = document.createElement('p');
     meta.className = 'meta';
@@ -383,11 +465,28 @@
     time.textContent = formatTime(createdAt);
     meta.append(who, ' · ', time);
     el.append(bubble, meta);
-    const record = { el, body, bubble, meta, time, author, words: [], speech: null };
-    record.words = renderWords(body, text);
+    const record = { el, body, bubble, meta, time, author, words: [], speech: null, text };
+    if (typeof html === 'string') setReply(record, text, html);
+    else record.words = renderWords(body, text);
     list.appendChild(el);
     empty.hidden = true;
     return record;
+  }
+
+  function setReply(record, text, html) {
+    record.text = text;
+    record.body.classList.remove('plain');
+    record.words = renderReply(record.body, html, () => replyName(record));
+  }
+
+  // A reply the user stopped while it was written says so.
+  function markStopped(record) {
+    if (record.meta.querySelector('.stopped-mark')) return;
+    const mark = document.createElement('span');
+    mark.className = 'stopped-mark';
+    mark.textContent = 'stopped';
+    record.meta.append(' · ', mark);
+    record.el.dataset.stopped = 'true';
   }
 
   function setTime(record, createdAt) {
@@ -414,7 +513,13 @@
     record.replayButton = button('Replay', 'button small secondary replay', () => {
       if (record.speech) play(record, fullSegments(record));
     });
-    controls.append(record.playButton, record.stopButton, record.replayButton);
+    record.copyButton = button('Copy', 'button small secondary copy', () => copyText(record.text || '', record.copyButton));
+    record.download = document.createElement('a');
+    record.download.className = 'button small secondary download';
+    record.download.textContent = 'Download';
+    record.regenerateButton = button('Regenerate', 'button small secondary regenerate', () => regenerate(record));
+    controls.append(record.playButton, record.stopButton, record.replayButton, record.download,
+      record.copyButton, record.regenerateButton);
     record.note = document.createElement('p');
     record.note.className = 'note';
     record.note.hidden = true;
@@ -428,6 +533,15 @@
     record.speech = speech || null;
     for (const b of [record.playButton, record.stopButton, record.replayButton]) {
       b.disabled = !record.speech;
+    }
+    // A link without an address is not a link (and not focusable).
+    if (record.speech) {
+      record.download.href = record.speech.url;
+      record.download.download = `voxgate-reply-${record.el.dataset.id || 'new'}.mp3`;
+      record.download.hidden = false;
+    } else {
+      record.download.removeAttribute('href');
+      record.download.hidden = true;
     }
     if (!record.speech) record.el.dataset.audio = 'none';
     else if (!record.el.dataset.audio || record.el.dataset.audio === 'none') record.el.dataset.audio = 'stopped';
@@ -448,14 +562,68 @@
   }
 
   function renderStored(m) {
-    const record = createMessage(m.author, m.text, m.createdAt);
+    const record = createMessage(m.author, m.text, m.createdAt, m.author === 'bot' ? (m.html || '') : undefined);
     record.el.dataset.id = String(m.id);
+    record.el.dataset.day = dayOf(m.createdAt);
     if (m.author === 'bot') {
       record.speech = m.speech;
       addControls(record);
       addFollowUps(record, m.followUps);
+      if (m.stopped) markStopped(record);
     }
     return record;
+  }
+
+  // ---- Days ----------------------------------------------------------------------
+
+  function dayOf(iso) {
+    const d = iso ? new Date(iso) : new Date();
+    return `${d.getFullYear()}-${d.getMonth() + 1}-${d.getDate()}`;
+  }
+
+  function dayLabel(iso) {
+    const d = new Date(iso);
+    const today = new Date();
+    const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (d.toDateString() === today.toDateString()) return 'Today';
+    if (d.toDateString() === yesterday.toDateString()) return 'Yesterday';
+    return d.toLocaleDateString([], { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+  }
+
+  // A separator before the first message of each day (set again after
+  // every change to the list: earlier pages arrive above).
+  function markDays() {
+    for (const el of [...list.querySelectorAll('li.day')]) el.remove();
+    let last = null;
+    for (const el of [...list.children]) {
+      const iso = el.querySelector('.meta time')?.dateTime;
+      if (!iso) continue;
+      const day = dayOf(iso);
+      if (day !== last) {
+        const li = document.createElement('li');
+        li.className = 'day';
+        const time = document.createElement('time');
+        time.dateTime = iso.slice(0, 10);
+        time.textContent = dayLabel(iso);
+        li.appendChild(time);
+        list.insertBefore(li, el);
+        last = day;
+      }
+    }
+  }
+
+  // Only the last reply of the conversation can be written again.
+  function markLastReply() {
+    const replies = [...list.querySelectorAll('li.message.bot')];
+    replies.forEach((el, i) => {
+      const regen = el.querySelector('.regenerate');
+      if (regen) regen.hidden = i !== replies.length - 1;
+    });
+  }
+
+  function listChanged() {
+    markDays();
+    markLastReply();
   }
 
   function scrollToEnd() {
@@ -478,6 +646,7 @@
       for (const m of page.items) renderStored(m);
       scrollToEnd();
     }
+    listChanged();
     oldestCursor = page.nextBefore;
     loadEarlier.hidden = !oldestCursor;
     empty.hidden = list.children.length > 0;
@@ -506,37 +675,97 @@
     document.body.dataset.sending = on ? 'true' : 'false';
     typing.hidden = !on;
     sendButton.disabled = on;
+    if (!on) writing = null;
+    stopWriting.hidden = !on;
+    stopWriting.disabled = true;
     chat.setAttribute('aria-busy', on ? 'true' : 'false');
+    for (const b of list.querySelectorAll('.regenerate')) b.disabled = on;
   }
+
+  // Stops the reply being written: the server keeps what was written.
+  async function stopReply() {
+    if (!writing) return;
+    const id = writing;
+    stopWriting.disabled = true;
+    try {
+      await apiJson('POST', `/api/chat/messages/${encodeURIComponent(id)}/stop`);
+    } catch (error) {
+      // Already complete: its done event is on the way.
+      if (!(error instanceof ApiError && error.status === 409)) composerError.textContent = error.message;
+    }
+  }
+  stopWriting.addEventListener('click', () => {
+    stopReply();
+    input.focus();
+  });
 
   async function send(text) {
     composerError.textContent = '';
+    const mine = createMessage('user', text);
+    listChanged();
+    scrollToEnd();
+    const body = current ? { message: text, conversationId: current } : { message: text };
+    const ok = await stream('/api/chat', body, mine);
+    if (!ok) {
+      if (!mine.bot) mine.el.remove();
+      if (input.value.trim() === '') input.value = text;
+      updateCount();
+      listChanged();
+      if (list.children.length === 0) empty.hidden = false;
+    }
+  }
+
+  // Writes the last reply of the conversation again, in place of `old`.
+  async function regenerate(old) {
+    if (sending || !current) return;
+    composerError.textContent = '';
+    if (player.record === old) stop();
+    const mine = { el: old.el.previousElementSibling, bot: null };
+    while (mine.el && !mine.el.classList.contains('user')) mine.el = mine.el.previousElementSibling;
+    if (!mine.el) return;
+    old.el.remove();
+    const ok = await stream(`/api/chat/conversations/${encodeURIComponent(current)}/regenerate`, undefined, mine);
+    // What the server holds now, whatever happened half-way.
+    if (!ok) await loadHistory().catch(showLoadError);
+    const replies = list.querySelectorAll('li.message.bot');
+    (replies[replies.length - 1]?.querySelector('.regenerate:not([hidden])') || input).focus();
+  }
+
+  // Posts to `path` and shows the reply as its events arrive, below
+  // `mine` (the user's message). Resolves whether a reply came.
+  async function stream(path, body, mine) {
     // A reply the user talked over (listen.js) is not started again.
     player.silenced = false;
-    const mine = createMessage('user', text);
-    scrollToEnd();
     setSending(true);
     let bot = null;
     let streamed = '';
     let earlySpeech = null;
     try {
-      const body = current ? { message: text, conversationId: current } : { message: text };
-      const response = await api('POST', '/api/chat', body, 'text/event-stream');
+      const response = await api('POST', path, body, 'text/event-stream');
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let buffer = '';
       let finished = false;
       const onEvent = (name, data) => {
-        if (name === 'delta') {
+        if (name === 'started') {
+          writing = data.userMessageId;
+          mine.el.dataset.id = String(data.userMessageId);
+          stopWriting.disabled = false;
+        } else if (name === 'delta') {
           if (!bot) {
             bot = createMessage('bot', '');
+            bot.body.classList.add('plain');
             bot.el.classList.add('streaming');
+            mine.bot = bot;
+            listChanged();
           }
           streamed += data.text;
+          // Shown as written until it is complete; then as Markdown.
           bot.body.textContent = streamed;
           scrollToEnd();
         } else if (name === 'speech' && bot) {
           addControls(bot);
+          markLastReply();
           earlySpeech = data.speech;
           if (settings.autoplay) {
             player.pending = true;
@@ -544,7 +773,11 @@
           }
         } else if (name === 'done') {
           finished = true;
-          finish(mine, bot || createMessage('bot', ''), data, earlySpeech);
+          if (!bot) {
+            bot = createMessage('bot', '');
+            mine.bot = bot;
+          }
+          finish(mine, bot, data, earlySpeech);
         } else if (name === 'error') {
           throw new ApiError(data.status || 500, data);
         }
@@ -555,12 +788,10 @@
         buffer = parseEvents(buffer + decoder.decode(value, { stream: true }), onEvent);
       }
       if (!finished) throw new ApiError(502, { detail: 'The reply was interrupted. Please try again.' });
+      return true;
     } catch (error) {
-      if (!bot) mine.el.remove();
-      if (input.value.trim() === '') input.value = text;
-      updateCount();
       composerError.textContent = error instanceof ApiError ? error.message : 'The message could not be sent. Check your connection and try again.';
-      if (list.children.length === 0) empty.hidden = false;
+      return false;
     } finally {
       setSending(false);
     }
@@ -574,14 +805,23 @@
     mine.el.dataset.id = String(done.userMessageId);
     bot.el.dataset.id = String(done.id);
     bot.el.classList.remove('streaming');
-    bot.words = renderWords(bot.body, done.reply);
     setTime(bot, done.createdAt);
+    setReply(bot, done.reply, done.html);
     if (!bot.controls) addControls(bot);
     nameControls(bot);
     setSpeech(bot, done.speech);
     addFollowUps(bot, done.followUps);
-    announcer.textContent = `voxgate says: ${done.reply}`;
+    if (done.stopped) {
+      markStopped(bot);
+      // What was being said of it stops too.
+      if (player.record === bot) stop();
+      announcer.textContent = 'The reply was stopped.';
+    } else {
+      announcer.textContent = `voxgate says: ${bot.body.textContent}`;
+    }
+    listChanged();
     scrollToEnd();
+    if (done.stopped) return;
     if (earlySpeech && player.record === bot) {
       // The first sentence is already playing: continue with the rest.
       if (done.restSpeech) {
@@ -880,8 +1120,9 @@
   const inField = (target) => target && (['INPUT', 'SELECT', 'TEXTAREA'].includes(target.tagName) || target.isContentEditable);
   window.addEventListener('keydown', (event) => {
     if (document.querySelector('dialog[open]')) return;
-    if (event.key === 'Escape' && player.record) {
-      stop();
+    if (event.key === 'Escape' && (player.record || writing)) {
+      if (writing) stopReply();
+      if (player.record) stop();
       return;
     }
     if (event.ctrlKey && event.shiftKey && !event.altKey && event.key.toLowerCase() === 'o') {

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 use super::Chat;
 use super::Sending;
+use super::markdown;
 use super::model::{
     ChatReply, Conversation, ConversationPage, HistoryPage, NewConversation, RenameConversation,
     SearchResults, SendMessage, Settings, StreamDone, checked_title,
@@ -28,6 +29,8 @@ use crate::tts::text::{first_sentence, normalise};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(send))
+        .routes(routes!(stop))
+        .routes(routes!(regenerate))
         .routes(routes!(history, clear_history))
         .routes(routes!(list_conversations, create_conversation))
         .routes(routes!(rename_conversation, delete_conversation))
@@ -45,9 +48,11 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 
 /// Sends a message to the bot and returns its reply with the URL of the
 /// reply's speech. With `Accept: text/event-stream` the reply streams as
-/// server-sent events: `delta` (`{"text"}`) pieces, a `speech` event with
-/// the first sentence's audio when the bot produces text over time, then
-/// `done` (the reply object plus `restSpeech`/`restOffset`), or `error`.
+/// server-sent events: `started` (`{"userMessageId", "conversationId"}`:
+/// the id a stop names), `delta` (`{"text"}`) pieces, a `speech` event
+/// with the first sentence's audio when the bot produces text over time,
+/// then `done` (the reply object plus `restSpeech`/`restOffset`), or
+/// `error`.
 #[utoipa::path(post, path = "/api/chat", tag = "chat", request_body = SendMessage,
     responses(
         (status = 200, description = "The reply", content(
@@ -63,14 +68,77 @@ async fn send(
 ) -> Result<Response, ApiError> {
     let message = request.checked()?;
     let sending = chat.send(&user, message, request.conversation_id).await?;
-    if wants_event_stream(&headers) {
+    answer(sending, &headers).await
+}
+
+/// Answers the last message of one of the signed-in user's conversations
+/// again: the reply it had is replaced by a new one, answered as
+/// `POST /api/chat` answers (JSON, or events with `Accept:
+/// text/event-stream`). Metered and charged as sending the message again.
+#[utoipa::path(post, path = "/api/chat/conversations/{id}/regenerate", tag = "chat",
+    params(("id" = uuid::Uuid, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "The new reply", content(
+            (ChatReply = "application/json"),
+            (String = "text/event-stream"))),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 429, body = Problem)))]
+async fn regenerate(
+    State(chat): State<Chat>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    AppPath(id): AppPath<uuid::Uuid>,
+) -> Result<Response, ApiError> {
+    let sending = chat.regenerate(&user, id).await?;
+    answer(sending, &headers).await
+}
+
+/// Stops the reply to the signed-in user's message while the bot writes
+/// it (the `userMessageId` of the reply's `started` event). The bot is
+/// stopped, and what it had written is stored as the reply, marked
+/// `stopped`, and sent as the stream's `done` event.
+#[utoipa::path(post, path = "/api/chat/messages/{id}/stop", tag = "chat",
+    params(("id" = i64, Path, minimum = 1, description = "The id of the user's message being answered")),
+    responses((status = 202, description = "The reply is being stopped"), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "The message is a reply, or its reply is complete")))]
+async fn stop(
+    State(chat): State<Chat>,
+    user: CurrentUser,
+    AppPath(id): AppPath<i64>,
+) -> Result<StatusCode, ApiError> {
+    chat.stop(user.id, id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// A reply as JSON, or as events when the client asked for them.
+async fn answer(sending: Sending, headers: &HeaderMap) -> Result<Response, ApiError> {
+    if wants_event_stream(headers) {
         return Ok(stream_reply(sending).into_response());
     }
     // In a task of its own, as the event stream's: a client that leaves
     // half-way still gets its reply stored and its budget settled.
     let finished = tokio::spawn(async move {
-        let text: String = sending.deltas.collect::<Vec<_>>().await.concat();
-        sending.reply.finish(text).await
+        let Sending {
+            mut deltas,
+            mut running,
+            reply,
+            ..
+        } = sending;
+        let mut text = String::new();
+        let stopped = loop {
+            tokio::select! {
+                biased;
+                _ = running.stopped() => break true,
+                piece = deltas.next() => match piece {
+                    Some(piece) => text.push_str(&piece),
+                    None => break false,
+                },
+            }
+        };
+        // Dropping the bot's stream ends the model's answer.
+        drop(deltas);
+        reply.finish(text, stopped).await
     });
     let reply = finished
         .await
@@ -92,17 +160,33 @@ fn stream_reply(sending: Sending) -> impl IntoResponse {
     let Sending {
         mut deltas,
         incremental,
+        mut running,
         reply: replying,
     } = sending;
     tokio::spawn(async move {
+        let started = json!({
+            "userMessageId": replying.user_message_id,
+            "conversationId": replying.conversation_id,
+        });
+        let _ = tx.send(event("started", &started)).await;
         let mut text = String::new();
         let mut first: Option<String> = None;
-        while let Some(piece) = deltas.next().await {
+        let stopped = loop {
+            let piece = tokio::select! {
+                biased;
+                _ = running.stopped() => break true,
+                piece = deltas.next() => match piece {
+                    Some(piece) => piece,
+                    None => break false,
+                },
+            };
             text.push_str(&piece);
             let _ = tx.send(event("delta", &json!({ "text": piece }))).await;
             if incremental && first.is_none() {
-                let sentence = first_sentence(&text);
-                if sentence.len() < text.trim_start().len() && !normalise(sentence).is_empty() {
+                // Spoken as words: the markup of what came so far is not.
+                let words = markdown::spoken(&text);
+                let sentence = first_sentence(&words);
+                if sentence.len() < words.trim_start().len() && !normalise(sentence).is_empty() {
                     let sentence = sentence.to_string();
                     if let Some(speech) = replying.speak(&sentence).await {
                         let _ = tx
@@ -115,8 +199,10 @@ fn stream_reply(sending: Sending) -> impl IntoResponse {
                     }
                 }
             }
-        }
-        match replying.finish(text).await {
+        };
+        // Dropping the bot's stream ends the model's answer.
+        drop(deltas);
+        match replying.finish(text, stopped).await {
             Ok(reply) => {
                 let (rest_speech, rest_offset) = match &first {
                     Some(sentence) => replying.speak_rest(&reply.reply, sentence).await,

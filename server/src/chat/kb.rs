@@ -395,23 +395,27 @@ fn check_answer(answer: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The answer with the user's details put in. A reply is Markdown: the
+/// details are escaped so that they show as they are (a name like `*Star*`
+/// is not emphasis).
 fn fill(template: &str, who: &Identity) -> String {
     let full_name = who.full_name();
     let roles: Vec<String> = who.roles.iter().cloned().collect();
+    let e = super::markdown::escape_markdown;
     template
-        .replace("{name}", who.display_name())
-        .replace("{full_name}", &full_name)
-        .replace("{username}", &who.username)
+        .replace("{name}", &e(who.display_name()))
+        .replace("{full_name}", &e(&full_name))
+        .replace("{username}", &e(&who.username))
         .replace(
             "{email}",
-            who.email.as_deref().unwrap_or("no email address on file"),
+            &e(who.email.as_deref().unwrap_or("no email address on file")),
         )
         .replace(
             "{roles}",
             &if roles.is_empty() {
                 "no roles".to_string()
             } else {
-                join_and(&roles)
+                e(&join_and(&roles))
             },
         )
 }

@@ -10,8 +10,10 @@ pub mod bot;
 mod handlers;
 pub mod kb;
 pub mod llm;
+pub mod markdown;
 pub mod model;
 mod service;
+mod stops;
 mod store;
 
 use std::sync::Arc;
@@ -43,6 +45,7 @@ struct Inner {
     db: PgPool,
     tts: Tts,
     config: ChatConfig,
+    stops: Arc<stops::Stops>,
 }
 
 impl Chat {
@@ -62,6 +65,7 @@ impl Chat {
                 db,
                 tts,
                 config: config.chat.clone(),
+                stops: Arc::default(),
             }),
         })
     }

@@ -49,12 +49,21 @@ pub struct ChatReply {
     pub conversation_id: uuid::Uuid,
     /// Id of the user's message it answers.
     pub user_message_id: i64,
+    /// The reply as written (Markdown).
     pub reply: String,
-    /// The reply's audio; `null` only if speech could not be prepared.
+    /// The reply as HTML of a safe subset of Markdown (paragraphs, lists,
+    /// quotes, emphasis, code, web and mail links); raw HTML in the reply
+    /// is shown as text.
+    pub html: String,
+    /// The reply's audio (its words without the markup); `null` if speech
+    /// could not be prepared, or a stopped reply had no words yet.
     pub speech: Option<Speech>,
     pub follow_ups: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The user stopped the reply while it was written: `reply` is what
+    /// had been written by then.
+    pub stopped: bool,
 }
 
 /// The last event of a streamed reply.
@@ -78,11 +87,18 @@ pub struct ChatMessage {
     pub id: i64,
     /// `user` or `bot`.
     pub author: String,
+    /// As written (a bot's reply: Markdown).
     pub text: String,
+    /// A bot's reply as HTML of a safe subset of Markdown (see
+    /// `ChatReply.html`); `null` for the user's own messages, shown as
+    /// written.
+    pub html: Option<String>,
     pub speech: Option<Speech>,
     pub follow_ups: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// A reply the user stopped while it was written.
+    pub stopped: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -10,7 +10,8 @@ use super::bot::{Ask, Identity, Reply, Turn};
 use super::model::{
     ChatMessage, ChatReply, Conversation, MAX_REPLY_CHARS, SearchHit, Settings, Speech, title_from,
 };
-use super::store;
+use super::stops::{self, Running};
+use super::{markdown, store};
 use crate::error::ApiError;
 use crate::identity::CurrentUser;
 use crate::limits::{self, Charge, Meter};
@@ -40,6 +41,8 @@ pub struct Sending {
     pub deltas: BoxStream<'static, String>,
     /// The text arrives over time (worth speaking a first sentence early).
     pub incremental: bool,
+    /// Told when the user stops the reply.
+    pub running: Running,
     pub reply: Replying,
 }
 
@@ -86,46 +89,147 @@ impl Chat {
             Some(id) => self.conversation(user.id, id).await?.id,
             None => self.current(user.id).await?,
         };
-        let rate = self.inner.config.rate_per_minute;
-        limits::check_rate(db, METER, user.id, rate).await?;
-        let settings = store::settings(db, user.id).await?;
+        limits::check_rate(db, METER, user.id, self.inner.config.rate_per_minute).await?;
         let title = title_from(&message);
-        let history: Vec<Turn> = store::recent(db, user.id, conversation, CONTEXT_MESSAGES)
-            .await?
-            .into_iter()
-            .map(|(author, text)| Turn {
-                from_user: author == "user",
-                text,
-            })
-            .collect();
-        let exempt = user.unmetered();
-        let budget = self.inner.config.llm.as_ref().filter(|_| !exempt);
-        let sent = message.chars().count()
-            + history
-                .iter()
-                .map(|t| t.text.chars().count())
-                .sum::<usize>();
-        let sent = sent as i64;
+        let history = self.context(user.id, conversation, None).await?;
+        let sent = charged_chars(&message, &history);
         // Charged with the message it pays for: one is never stored
         // without the other.
-        let (charge, user_message_id) = match budget {
-            Some(llm) => {
-                let mut tx = db.begin().await?;
-                let charge =
-                    Charge::take(&mut *tx, db, METER, user.id, sent, llm.daily_chars).await?;
-                let (id, _) =
-                    store::insert_user_message(&mut *tx, user.id, conversation, &message, &title)
-                        .await?;
-                tx.commit().await?;
-                (charge, id)
-            }
-            None => {
-                let (id, _) =
-                    store::insert_user_message(db, user.id, conversation, &message, &title).await?;
-                (Charge::none(db, METER, user.id), id)
-            }
-        };
+        let mut tx = db.begin().await?;
+        let charge = self.charge(&mut tx, user, sent).await?;
+        let (user_message_id, _) =
+            store::insert_user_message(&mut *tx, user.id, conversation, &message, &title).await?;
+        tx.commit().await?;
+        self.ask(
+            user,
+            conversation,
+            user_message_id,
+            message,
+            history,
+            charge,
+        )
+        .await
+    }
 
+    /// Answers the last message of the user's `conversation` again: the
+    /// replies it had are deleted and the bot is asked anew, with the
+    /// conversation before the message as context. Metered and charged as
+    /// sending it again would be.
+    pub async fn regenerate(
+        &self,
+        user: &CurrentUser,
+        conversation: Uuid,
+    ) -> Result<Sending, ApiError> {
+        let db = &self.inner.db;
+        let conversation = self.conversation(user.id, conversation).await?.id;
+        let Some((user_message_id, message)) =
+            store::last_user_message(db, user.id, conversation).await?
+        else {
+            return Err(ApiError::Conflict {
+                detail: format!(
+                    "Conversation {conversation} has no message of yours to answer again."
+                ),
+                field: None,
+            });
+        };
+        limits::check_rate(db, METER, user.id, self.inner.config.rate_per_minute).await?;
+        let history = self
+            .context(user.id, conversation, Some(user_message_id))
+            .await?;
+        let sent = charged_chars(&message, &history);
+        let mut tx = db.begin().await?;
+        let charge = self.charge(&mut tx, user, sent).await?;
+        store::delete_replies_after(&mut *tx, user.id, conversation, user_message_id).await?;
+        tx.commit().await?;
+        self.ask(
+            user,
+            conversation,
+            user_message_id,
+            message,
+            history,
+            charge,
+        )
+        .await
+    }
+
+    /// Stops the reply to the user's message `id` while it is written,
+    /// on whichever instance writes it.
+    pub async fn stop(&self, user: Uuid, id: i64) -> Result<(), ApiError> {
+        let db = &self.inner.db;
+        let Some(message) = store::answering(db, user, id).await? else {
+            return Err(ApiError::NotFound(format!(
+                "You have no message {id}; pass the userMessageId the reply's first event named."
+            )));
+        };
+        if message.author != "user" {
+            return Err(ApiError::Conflict {
+                detail: format!(
+                    "Message {id} is a reply; pass the id of your message it answers (userMessageId)."
+                ),
+                field: None,
+            });
+        }
+        if message.answered {
+            return Err(ApiError::Conflict {
+                detail: format!("The reply to message {id} is already complete."),
+                field: None,
+            });
+        }
+        if !self.inner.stops.stop_here(id) {
+            sqlx::query!("SELECT pg_notify($1, $2)", stops::CHANNEL, id.to_string())
+                .execute(db)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Earlier messages of the conversation, as a bot sees them.
+    async fn context(
+        &self,
+        user: Uuid,
+        conversation: Uuid,
+        before: Option<i64>,
+    ) -> Result<Vec<Turn>, ApiError> {
+        Ok(
+            store::recent(&self.inner.db, user, conversation, before, CONTEXT_MESSAGES)
+                .await?
+                .into_iter()
+                .map(|(author, text)| Turn {
+                    from_user: author == "user",
+                    text,
+                })
+                .collect(),
+        )
+    }
+
+    /// With a language model, what it is sent is charged to the user's
+    /// daily budget, in the caller's transaction.
+    async fn charge(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        user: &CurrentUser,
+        sent: i64,
+    ) -> Result<Charge, ApiError> {
+        let db = &self.inner.db;
+        let budget = self.inner.config.llm.as_ref().filter(|_| !user.unmetered());
+        Ok(match budget {
+            Some(llm) => Charge::take(&mut **tx, db, METER, user.id, sent, llm.daily_chars).await?,
+            None => Charge::none(db, METER, user.id),
+        })
+    }
+
+    /// Asks the bot to answer the stored message `user_message_id`.
+    async fn ask(
+        &self,
+        user: &CurrentUser,
+        conversation: Uuid,
+        user_message_id: i64,
+        message: String,
+        history: Vec<Turn>,
+        charge: Charge,
+    ) -> Result<Sending, ApiError> {
+        let settings = store::settings(&self.inner.db, user.id).await?;
+        let running = self.inner.stops.run(&self.inner.db, user_message_id).await;
         let Reply {
             deltas,
             follow_ups,
@@ -143,6 +247,7 @@ impl Chat {
         Ok(Sending {
             deltas,
             incremental,
+            running,
             reply: Replying {
                 user_message_id,
                 conversation_id: conversation,
@@ -292,6 +397,15 @@ impl Chat {
     }
 }
 
+/// What asking the model sends: the message and its context.
+fn charged_chars(message: &str, history: &[Turn]) -> i64 {
+    (message.chars().count()
+        + history
+            .iter()
+            .map(|t| t.text.chars().count())
+            .sum::<usize>()) as i64
+}
+
 /// Another user's conversation reads the same as one that never existed.
 fn no_conversation(id: Uuid) -> ApiError {
     ApiError::NotFound(format!(
@@ -336,8 +450,8 @@ fn speakable(text: &str, private: &[(String, &'static str)]) -> String {
 }
 
 impl Replying {
-    /// Registers speech for part of the reply; a failure leaves it silent
-    /// rather than failing the chat.
+    /// Registers speech for part of the reply (words, without markup);
+    /// a failure leaves it silent rather than failing the chat.
     pub async fn speak(&self, text: &str) -> Option<Speech> {
         let s = &self.speaker;
         let params = SpeechParams {
@@ -356,16 +470,17 @@ impl Replying {
         }
     }
 
-    /// Stores the whole reply `text` with its speech and settles the
-    /// budget: the model's reply is added to it, or, if the model never
-    /// answered, what was charged for asking it is given back.
-    pub async fn finish(&self, text: String) -> Result<ChatReply, ApiError> {
+    /// Stores the whole reply `text` (what was written by then, if the
+    /// user `stopped` it) with its speech and settles the budget: the
+    /// model's reply is added to it, or, if the model never answered, what
+    /// was charged for asking it is given back.
+    pub async fn finish(&self, text: String, stopped: bool) -> Result<ChatReply, ApiError> {
         let mut text = text.trim().to_string();
         if text.chars().count() > MAX_REPLY_CHARS {
             text = text.chars().take(MAX_REPLY_CHARS).collect::<String>() + "…";
         }
         let received = text.chars().count() as i64;
-        if text.is_empty() {
+        if text.is_empty() && !stopped {
             text = "Sorry, I have no answer to that.".into();
         }
         // The model's answer was paid for whether or not it can be stored.
@@ -374,32 +489,48 @@ impl Replying {
         } else if let Err(e) = self.charge.add(received).await {
             tracing::warn!(error = %e, "recording the model's reply in the budget failed");
         }
-        let speech = self.speak(&text).await;
-        let stored = store::insert_bot_message(
+        let words = markdown::spoken(&text);
+        let speech = match normalise(&words).is_empty() {
+            true => None,
+            false => self.speak(&words).await,
+        };
+        // Suggestions follow a whole answer, not one cut short.
+        let follow_ups = if stopped {
+            &[][..]
+        } else {
+            &self.follow_ups[..]
+        };
+        let (id, created_at) = store::insert_bot_message(
             &self.speaker.chat.inner.db,
-            self.speaker.user,
-            self.conversation_id,
-            &text,
-            speech.as_ref(),
-            &self.follow_ups,
+            store::BotMessage {
+                user: self.speaker.user,
+                conversation: self.conversation_id,
+                reply_to: self.user_message_id,
+                text: &text,
+                speech: speech.as_ref(),
+                follow_ups,
+                stopped,
+            },
         )
-        .await;
-        let (id, created_at) = stored?;
+        .await?;
         Ok(ChatReply {
             id,
             conversation_id: self.conversation_id,
             user_message_id: self.user_message_id,
+            html: markdown::html(&text),
             reply: text,
             speech,
-            follow_ups: self.follow_ups.clone(),
+            follow_ups: follow_ups.to_vec(),
             created_at,
+            stopped,
         })
     }
 
     /// After a first sentence was spoken early: the speech of the rest of
-    /// `reply`, and where the rest starts in the normalised text.
+    /// `reply`'s words, and where the rest starts in the normalised text.
     pub async fn speak_rest(&self, reply: &str, first: &str) -> (Option<Speech>, Option<usize>) {
-        let rest = reply
+        let words = markdown::spoken(reply);
+        let rest = words
             .trim_start()
             .get(first.len()..)
             .unwrap_or_default()

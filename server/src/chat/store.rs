@@ -7,6 +7,7 @@ use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::markdown;
 use super::model::{ChatMessage, Conversation, SearchHit, Settings, Speech, UNTITLED};
 
 struct MessageRow {
@@ -16,17 +17,22 @@ struct MessageRow {
     speech: Option<Json<Speech>>,
     follow_ups: Json<Vec<String>>,
     created_at: OffsetDateTime,
+    stopped: bool,
 }
 
 impl From<MessageRow> for ChatMessage {
     fn from(r: MessageRow) -> Self {
+        // A reply is Markdown; what the user wrote is shown as written.
+        let html = (r.author == "bot").then(|| markdown::html(&r.body));
         ChatMessage {
             id: r.id,
             author: r.author,
             text: r.body,
+            html,
             speech: r.speech.map(|s| s.0),
             follow_ups: r.follow_ups.0,
             created_at: r.created_at,
+            stopped: r.stopped,
         }
     }
 }
@@ -56,24 +62,35 @@ pub async fn insert_user_message(
     Ok((row.id, row.created_at))
 }
 
+/// A bot's reply as stored.
+pub struct BotMessage<'a> {
+    pub user: Uuid,
+    pub conversation: Uuid,
+    /// The user's message it answers.
+    pub reply_to: i64,
+    pub text: &'a str,
+    pub speech: Option<&'a Speech>,
+    pub follow_ups: &'a [String],
+    pub stopped: bool,
+}
+
 pub async fn insert_bot_message(
     db: &PgPool,
-    user: Uuid,
-    conversation: Uuid,
-    text: &str,
-    speech: Option<&Speech>,
-    follow_ups: &[String],
+    m: BotMessage<'_>,
 ) -> sqlx::Result<(i64, OffsetDateTime)> {
     let row = sqlx::query!(
         r#"WITH touched AS (
              UPDATE chat_conversations SET updated_at = now() WHERE id = $2 AND user_id = $1)
-           INSERT INTO chat_messages (user_id, conversation_id, author, body, speech, follow_ups)
-           VALUES ($1, $2, 'bot', $3, $4, $5) RETURNING id, created_at"#,
-        user,
-        conversation,
-        text,
-        speech.map(Json) as _,
-        Json(follow_ups) as _,
+           INSERT INTO chat_messages
+                  (user_id, conversation_id, author, body, speech, follow_ups, reply_to, stopped)
+           VALUES ($1, $2, 'bot', $3, $4, $5, $6, $7) RETURNING id, created_at"#,
+        m.user,
+        m.conversation,
+        m.text,
+        m.speech.map(Json) as _,
+        Json(m.follow_ups) as _,
+        m.reply_to,
+        m.stopped,
     )
     .fetch_one(db)
     .await?;
@@ -93,7 +110,7 @@ pub async fn page(
     let mut rows = sqlx::query_as!(
         MessageRow,
         r#"SELECT id, author, body, speech AS "speech: Json<Speech>",
-                  follow_ups AS "follow_ups: Json<Vec<String>>", created_at
+                  follow_ups AS "follow_ups: Json<Vec<String>>", created_at, stopped
              FROM chat_messages
             WHERE user_id = $1 AND conversation_id = $2 AND ($3::bigint IS NULL OR id < $3)
             ORDER BY id DESC LIMIT $4"#,
@@ -110,19 +127,22 @@ pub async fn page(
     Ok((rows.into_iter().map(ChatMessage::from).collect(), more))
 }
 
-/// The latest `limit` messages of `conversation` as context for a bot,
-/// oldest first.
+/// The latest `limit` messages of `conversation` (before the message
+/// `before`, if given) as context for a bot, oldest first.
 pub async fn recent(
     db: &PgPool,
     user: Uuid,
     conversation: Uuid,
+    before: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<(String, String)>> {
     let rows = sqlx::query!(
         "SELECT author, body FROM chat_messages
-          WHERE user_id = $1 AND conversation_id = $2 ORDER BY id DESC LIMIT $3",
+          WHERE user_id = $1 AND conversation_id = $2 AND ($3::bigint IS NULL OR id < $3)
+          ORDER BY id DESC LIMIT $4",
         user,
         conversation,
+        before,
         limit,
     )
     .fetch_all(db)
@@ -250,6 +270,7 @@ struct HitRow {
     speech: Option<Json<Speech>>,
     follow_ups: Json<Vec<String>>,
     created_at: OffsetDateTime,
+    stopped: bool,
     conversation_id: Uuid,
     title: String,
 }
@@ -272,7 +293,7 @@ pub async fn search(
         HitRow,
         r#"SELECT m.id, m.author, m.body, m.speech AS "speech: Json<Speech>",
                   m.follow_ups AS "follow_ups: Json<Vec<String>>", m.created_at,
-                  m.conversation_id, coalesce(c.title, 'New conversation') AS "title!"
+                  m.stopped, m.conversation_id, coalesce(c.title, 'New conversation') AS "title!"
              FROM chat_messages m JOIN chat_conversations c ON c.id = m.conversation_id
             WHERE m.user_id = $1 AND m.body ILIKE $2 ESCAPE '\'
             ORDER BY m.id DESC LIMIT $3"#,
@@ -294,9 +315,72 @@ pub async fn search(
                 speech: r.speech,
                 follow_ups: r.follow_ups,
                 created_at: r.created_at,
+                stopped: r.stopped,
             }),
         })
         .collect())
+}
+
+/// What a user's message is to a stop: its author, and whether it has
+/// its reply.
+pub struct Answering {
+    pub author: String,
+    pub answered: bool,
+}
+
+/// The user's message `id` as a stop sees it; `None` if they have none.
+pub async fn answering(db: &PgPool, user: Uuid, id: i64) -> sqlx::Result<Option<Answering>> {
+    sqlx::query_as!(
+        Answering,
+        r#"SELECT m.author,
+                  EXISTS (SELECT 1 FROM chat_messages r
+                           WHERE r.conversation_id = m.conversation_id AND r.author = 'bot'
+                             AND (r.reply_to = m.id OR (r.reply_to IS NULL AND r.id > m.id)))
+                  AS "answered!"
+             FROM chat_messages m WHERE m.id = $2 AND m.user_id = $1"#,
+        user,
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The last message the user wrote in `conversation`: its id and text.
+pub async fn last_user_message(
+    db: &PgPool,
+    user: Uuid,
+    conversation: Uuid,
+) -> sqlx::Result<Option<(i64, String)>> {
+    let row = sqlx::query!(
+        "SELECT id, body FROM chat_messages
+          WHERE user_id = $1 AND conversation_id = $2 AND author = 'user'
+          ORDER BY id DESC LIMIT 1",
+        user,
+        conversation,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.id, r.body)))
+}
+
+/// Deletes the replies after the user's message `id` in its conversation
+/// (those stored before replies named their message included); how many.
+pub async fn delete_replies_after(
+    db: impl PgExecutor<'_>,
+    user: Uuid,
+    conversation: Uuid,
+    id: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "DELETE FROM chat_messages
+          WHERE user_id = $1 AND conversation_id = $2 AND author = 'bot' AND id > $3",
+        user,
+        conversation,
+        id,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Deletes every conversation of the user; how many messages went.

@@ -260,7 +260,7 @@ test('the chat works with the keyboard alone', async () => {
     (bs) => bs.map((b) => b.getAttribute('aria-label')));
   assert.ok(controlNames.length >= 6, `${controlNames.length} controls`);
   assert.equal(new Set(controlNames).size, controlNames.length, controlNames.join(' | '));
-  assert.ok(controlNames.every((n) => /^(Play|Pause|Stop|Replay) the reply from /.test(n)), controlNames.join(' | '));
+  assert.ok(controlNames.every((n) => /^(Play|Pause|Stop|Replay|Copy|Regenerate) the reply from /.test(n)), controlNames.join(' | '));
 
   // An empty message is refused without a request.
   await page.focus('#message-input');

@@ -61,10 +61,12 @@ export async function submitLogin(page, username, password) {
   await Promise.all([page.waitForLoadState('load'), page.click('#kc-login')]);
 }
 
-export async function signIn(page, username, password, path = '/') {
-  await page.goto(`${BASE}${path}`);
+// `base`: the voxgate to sign in to (scripts/browser-test runs a second
+// one whose bot is a language model, at VOXGATE_MODEL_URL).
+export async function signIn(page, username, password, path = '/', base = BASE) {
+  await page.goto(`${base}${path}`);
   await submitLogin(page, username, password);
-  await page.waitForURL(`${BASE}${path}`);
+  await page.waitForURL(`${base}${path}`);
   await page.waitForSelector('body[data-ready="true"]');
 }
 
