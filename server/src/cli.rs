@@ -263,7 +263,7 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
     let find = |username: String| {
         let users = users.clone();
         async move {
-            let page = users.list(Some(&username), None, 1, 100).await?;
+            let page = users.list(Some(&username), None, None, 1, 100).await?;
             page.items
                 .into_iter()
                 .find(|u| u.username == username.to_lowercase())
@@ -317,7 +317,7 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
             let mut all = Vec::new();
             loop {
                 let p = users
-                    .list(search.as_deref(), status.as_deref(), page, 100)
+                    .list(search.as_deref(), status.as_deref(), None, page, 100)
                     .await?;
                 let n = p.items.len();
                 all.extend(p.items);

@@ -110,3 +110,14 @@ fn short_db_error(e: &sqlx::Error) -> &'static str {
         _ => "error",
     }
 }
+
+/// `%text%` for `ILIKE … ESCAPE '\'`: the text matched as it is, its `%`,
+/// `_` and `\` not wildcards.
+pub fn contains_pattern(text: &str) -> String {
+    format!(
+        "%{}%",
+        text.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}

@@ -6,6 +6,7 @@
 mod helpers;
 mod stack;
 
+mod admin_access;
 mod auth;
 mod cache_oracle;
 mod chat;
@@ -38,6 +39,12 @@ pub const EXPECTED_API_OPERATIONS: &[(&str, &str)] = &[
     ("delete", "/api/admin/users/{id}"),
     ("get", "/api/admin/roles"),
     ("get", "/api/admin/audit"),
+    ("get", "/api/admin/audit/export"),
+    ("get", "/api/admin/users/{id}/sessions"),
+    ("post", "/api/admin/users/{id}/sign-out"),
+    ("get", "/api/admin/users/{id}/lock"),
+    ("delete", "/api/admin/users/{id}/lock"),
+    ("post", "/api/admin/users/{id}/password-reset"),
     ("post", "/api/chat"),
     ("post", "/api/chat/messages/{id}/stop"),
     ("get", "/api/chat/conversations"),

@@ -1,6 +1,9 @@
-// The admin page: user list with search and paging, create-user form with
-// the API's field errors shown next to the fields, enable/disable, role
-// editing, delete with confirmation, and recent audit entries. Text is
+// The admin page: the user list (search, status filter, sort, page size,
+// total), a user's detail view (names, sessions and signing out
+// everywhere, the sign-in lock, the password-reset email), the create-user
+// form (a password or an emailed invitation) with the API's field errors
+// next to the fields, enable/disable and delete with confirmation, role
+// editing, and the audit log (filtered, paged, exported as CSV). Text is
 // only ever set with textContent; state changes carry the CSRF token.
 'use strict';
 
@@ -10,11 +13,13 @@
   const rows = $('user-rows');
   const status = $('admin-status');
   const createForm = $('create-form');
-  const PER_PAGE = 10;
+  let perPage = 25;
   let page = 1;
   let total = 0;
   let search = '';
   let roles = [];
+  const consoleLink = $('keycloak-console');
+  const consoleBase = consoleLink ? consoleLink.href : null;
 
   class ApiError extends Error {
     constructor(status, problem) {
@@ -42,7 +47,8 @@
       try { problem = await response.json(); } catch (_) { /* not JSON */ }
       throw new ApiError(response.status, problem);
     }
-    return response.status === 204 ? null : response.json();
+    // 202 and 204 carry no body.
+    return (response.headers.get('content-type') || '').includes('json') ? response.json() : null;
   }
 
   function say(text, isError) {
@@ -105,34 +111,50 @@
     const who = el('td', 'user-cell');
     who.append(el('strong', null, user.username));
     if (name) who.append(el('span', 'muted', name));
+    who.append(el('span', 'muted', user.lastLoginAt
+      ? `Last sign-in ${when(user.lastLoginAt)}`
+      : 'Never signed in'));
     const email = el('td', 'email-cell', user.email || '—');
     const state = el('td', null);
     const badge = el('span', `badge ${user.enabled ? 'ok' : 'off'}`, user.enabled ? 'Enabled' : 'Disabled');
     state.append(badge);
     if (user.status !== 'active') state.append(el('span', 'badge warn', user.status));
-    if (!user.lastLoginAt) state.append(el('span', 'badge off', 'Never signed in'));
     const roleCell = el('td', null);
     roleCell.append(roleEditor(user));
     const actions = el('td', 'actions');
-    actions.append(
-      button(user.enabled ? 'Disable' : 'Enable', 'button small secondary toggle-enabled', async () => {
-        try {
-          await api('PATCH', `/api/admin/users/${user.id}`, { enabled: !user.enabled });
-          say(`${user.username} is now ${user.enabled ? 'disabled' : 'enabled'}.`);
-          await Promise.all([loadUsers(), loadAudit()]);
-        } catch (error) {
-          say(`Could not change ${user.username}: ${error.message}`, true);
-        }
-      }, `${user.enabled ? 'Disable' : 'Enable'} ${user.username}`),
-      button('Delete', 'button small danger delete-user', () => confirmDelete(user), `Delete ${user.username}`),
-    );
+    const live = user.status === 'active';
+    const details = button('Details', 'button small secondary details', () => showDetail(user), `Details of ${user.username}`);
+    details.disabled = !live;
+    const toggle = button(user.enabled ? 'Disable' : 'Enable', 'button small secondary toggle-enabled', async () => {
+      if (user.enabled && !await confirmAction(`Disable ${user.username}?`,
+        `${user.username} is signed out everywhere and cannot sign in until enabled again.`, 'Disable')) return;
+      try {
+        await api('PATCH', `/api/admin/users/${user.id}`, { enabled: !user.enabled });
+        say(`${user.username} is now ${user.enabled ? 'disabled' : 'enabled'}.`);
+        await Promise.all([loadUsers(), loadAudit()]);
+      } catch (error) {
+        say(`Could not change ${user.username}: ${error.message}`, true);
+      }
+      toggleFor(user.username)?.focus();
+    }, `${user.enabled ? 'Disable' : 'Enable'} ${user.username}`);
+    toggle.disabled = !live;
+    const remove = button('Delete', 'button small danger delete-user', () => confirmDelete(user), `Delete ${user.username}`);
+    remove.disabled = !live;
+    actions.append(details, toggle, remove);
     tr.append(who, email, state, roleCell, actions);
     return tr;
   }
 
+  const toggleFor = (username) => rows.querySelector(`tr[data-username="${CSS.escape(username)}"] .toggle-enabled`);
+
+  function when(iso) {
+    return new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+  }
+
   async function loadUsers() {
-    const query = new URLSearchParams({ page: String(page), per_page: String(PER_PAGE) });
+    const query = new URLSearchParams({ page: String(page), per_page: String(perPage), sort: $('sort').value });
     if (search) query.set('search', search);
+    if ($('status-filter').value) query.set('status', $('status-filter').value);
     const result = await api('GET', `/api/admin/users?${query}`);
     total = result.total;
     rows.textContent = '';
@@ -144,8 +166,10 @@
       rows.appendChild(tr);
     }
     for (const user of result.items) rows.appendChild(userRow(user));
-    const pages = Math.max(1, Math.ceil(total / PER_PAGE));
-    $('page-info').textContent = `Page ${page} of ${pages} · ${total} user${total === 1 ? '' : 's'}`;
+    const pages = Math.max(1, Math.ceil(total / perPage));
+    const first = total === 0 ? 0 : (page - 1) * perPage + 1;
+    const last = Math.min(total, page * perPage);
+    $('page-info').textContent = `${first}–${last} of ${total} user${total === 1 ? '' : 's'} · page ${page} of ${pages}`;
     $('prev-page').disabled = page <= 1;
     $('next-page').disabled = page >= pages;
   }
@@ -157,6 +181,182 @@
     search = $('search').value.trim();
     page = 1;
     loadUsers().catch(failed);
+  });
+  for (const id of ['status-filter', 'sort', 'page-size']) {
+    $(id).addEventListener('change', () => {
+      perPage = Number($('page-size').value);
+      page = 1;
+      loadUsers().catch(failed);
+    });
+  }
+
+  // ---- Confirmation ------------------------------------------------------------
+
+  const confirmDialog = $('confirm-action');
+  // Resolves whether the admin confirmed.
+  function confirmAction(title, text, action) {
+    $('confirm-action-title').textContent = title;
+    $('confirm-action-text').textContent = text;
+    $('confirm-action-yes').textContent = action;
+    confirmDialog.returnValue = '';
+    confirmDialog.showModal();
+    return new Promise((resolve) => {
+      confirmDialog.addEventListener('close', () => resolve(confirmDialog.returnValue === 'confirm'), { once: true });
+    });
+  }
+
+  // ---- One user ------------------------------------------------------------------
+
+  const detail = $('user-detail');
+  let shown = null;
+
+  function detailSay(text, isError) {
+    const line = $('detail-status');
+    line.textContent = text;
+    line.classList.toggle('error', Boolean(isError));
+  }
+
+  async function showDetail(listed) {
+    // Fresh from the server: the list may be minutes old.
+    let user;
+    try {
+      user = await api('GET', `/api/admin/users/${listed.id}`);
+    } catch (error) {
+      say(`Could not open ${listed.username}: ${error.message}`, true);
+      return;
+    }
+    shown = user;
+    $('detail-title').textContent = `${user.username}`;
+    detailSay('');
+    $('detail-email').textContent = user.email || '—';
+    $('detail-state').textContent = `${user.enabled ? 'Enabled' : 'Disabled'}, ${user.status}`;
+    $('detail-roles').textContent = user.roles.join(', ') || 'none';
+    $('detail-created').textContent = when(user.createdAt);
+    $('detail-last').textContent = user.lastLoginAt ? when(user.lastLoginAt) : 'Never';
+    $('detail-first').value = user.firstName;
+    $('detail-last-name').value = user.lastName;
+    for (const p of detail.querySelectorAll('[data-error-for]')) p.textContent = '';
+    const kcLink = $('detail-console');
+    kcLink.hidden = !(consoleBase && user.keycloakId);
+    if (consoleBase && user.keycloakId) kcLink.href = `${consoleBase}/users/${encodeURIComponent(user.keycloakId)}/settings`;
+    $('detail-reset').disabled = !user.email || !user.enabled;
+    $('detail-sessions').textContent = '';
+    $('detail-lock').textContent = 'Loading…';
+    $('detail-unlock').hidden = true;
+    detail.showModal();
+    await Promise.all([loadSessions(user), loadLock(user)]);
+    detail.dataset.loaded = user.username;
+  }
+
+  async function loadSessions(user) {
+    const list = $('detail-sessions');
+    try {
+      const sessions = await api('GET', `/api/admin/users/${user.id}/sessions`);
+      if (shown !== user) return;
+      list.textContent = '';
+      for (const s of sessions) {
+        const li = el('li', 'session');
+        const started = s.startedAt ? when(s.startedAt) : 'unknown';
+        const last = s.lastAccessAt ? when(s.lastAccessAt) : 'unknown';
+        li.append(el('strong', null, s.clients.join(', ') || 'Keycloak'),
+          el('span', 'muted', ` from ${s.ipAddress || 'an unknown address'} · started ${started} · last used ${last}`));
+        list.appendChild(li);
+      }
+      if (sessions.length === 0) list.appendChild(el('li', 'muted', 'No active sessions.'));
+      $('detail-sign-out').disabled = sessions.length === 0;
+    } catch (error) {
+      list.textContent = '';
+      list.appendChild(el('li', 'field-error', `Sessions could not be read: ${error.message}`));
+    }
+  }
+
+  async function loadLock(user) {
+    try {
+      const lock = await api('GET', `/api/admin/users/${user.id}/lock`);
+      if (shown !== user) return;
+      const failures = `${lock.failures} failed sign-in${lock.failures === 1 ? '' : 's'}`;
+      const lastFailure = lock.lastFailureAt
+        ? `, the last ${when(lock.lastFailureAt)}${lock.lastFailureIp ? ` from ${lock.lastFailureIp}` : ''}` : '';
+      $('detail-lock').textContent = lock.locked
+        ? `Locked out after ${failures}${lastFailure}.`
+        : `Not locked (${failures}${lastFailure}).`;
+      $('detail-unlock').hidden = !lock.locked;
+    } catch (error) {
+      $('detail-lock').textContent = `The lock could not be read: ${error.message}`;
+    }
+  }
+
+  $('detail-save-names').addEventListener('click', async () => {
+    const user = shown;
+    for (const p of detail.querySelectorAll('[data-error-for]')) p.textContent = '';
+    try {
+      const saved = await api('PATCH', `/api/admin/users/${user.id}`, {
+        firstName: $('detail-first').value.trim(),
+        lastName: $('detail-last-name').value.trim(),
+      });
+      shown = saved;
+      detailSay(`The name of ${user.username} was saved.`);
+      await Promise.all([loadUsers(), loadAudit()]);
+    } catch (error) {
+      const errors = (error.problem && error.problem.errors) || [];
+      for (const e of errors) {
+        const p = detail.querySelector(`[data-error-for="${CSS.escape(e.field)}"]`);
+        if (p) p.textContent = e.message;
+      }
+      detailSay(`The name was not saved: ${error.message}`, true);
+    }
+  });
+
+  $('detail-sign-out').addEventListener('click', async () => {
+    const user = shown;
+    detail.close();
+    const yes = await confirmAction(`Sign ${user.username} out everywhere?`,
+      `Every session of ${user.username} ends, in voxgate and in Keycloak; they can sign in again.`, 'Sign out everywhere');
+    detail.showModal();
+    if (!yes) { $('detail-sign-out').focus(); return; }
+    try {
+      await api('POST', `/api/admin/users/${user.id}/sign-out`);
+      await Promise.all([loadSessions(user), loadAudit()]);
+      detailSay(`${user.username} was signed out everywhere.`);
+    } catch (error) {
+      detailSay(`${user.username} was not signed out: ${error.message}`, true);
+    }
+    $('detail-title').focus();
+  });
+
+  $('detail-unlock').addEventListener('click', async () => {
+    const user = shown;
+    try {
+      await api('DELETE', `/api/admin/users/${user.id}/lock`);
+      await Promise.all([loadLock(user), loadAudit()]);
+      detailSay(`${user.username} was unlocked.`);
+    } catch (error) {
+      detailSay(`${user.username} was not unlocked: ${error.message}`, true);
+    }
+    $('detail-lock').focus();
+  });
+
+  $('detail-reset').addEventListener('click', async () => {
+    const user = shown;
+    try {
+      await api('POST', `/api/admin/users/${user.id}/password-reset`);
+      detailSay(`A password-reset email was sent to ${user.email}.`);
+      await loadAudit();
+    } catch (error) {
+      detailSay(`No email was sent: ${error.message}`, true);
+    }
+  });
+
+  $('detail-audit').addEventListener('click', () => {
+    auditTarget = shown;
+    detail.close();
+    auditPage = 1;
+    loadAudit().catch(failed);
+  });
+
+  detail.addEventListener('close', () => {
+    // Back to the row the detail was opened from.
+    if (shown && !confirmDialog.open) rows.querySelector(`tr[data-username="${CSS.escape(shown.username)}"] .details`)?.focus();
   });
 
   // ---- Delete ----------------------------------------------------------------
@@ -227,15 +427,19 @@
       firstName: value('firstName').trim(),
       lastName: value('lastName').trim(),
       roles: [...createForm.querySelectorAll('input[name="roles"]:checked')].map((c) => c.value),
-      password: { value: value('password'), temporary: $('new-temporary').checked },
     };
+    if (invite()) body.sendInvite = true;
+    else body.password = { value: value('password'), temporary: $('new-temporary').checked };
     const submit = $('create-user');
     submit.disabled = true;
     try {
       const created = await api('POST', '/api/admin/users', body);
       createForm.reset();
       showNewRoles();
-      say(`User ${created.username} was created.`);
+      say(body.sendInvite
+        ? `User ${created.username} was created and invited by email.`
+        : `User ${created.username} was created.`);
+      showCredential();
       search = '';
       $('search').value = '';
       await Promise.all([loadUsers(), loadAudit()]);
@@ -256,10 +460,48 @@
     }
   });
 
+  const invite = () => createForm.querySelector('input[name="credential"]:checked').value === 'invite';
+  function showCredential() {
+    $('password-field').hidden = invite();
+    $('temporary-field').hidden = invite();
+  }
+  for (const radio of createForm.querySelectorAll('input[name="credential"]')) radio.addEventListener('change', showCredential);
+
   // ---- Audit --------------------------------------------------------------------
 
+  const AUDIT_PER_PAGE = 20;
+  let auditPage = 1;
+  let auditTarget = null;
+
+  function auditQuery() {
+    const query = new URLSearchParams();
+    if ($('audit-actor').value.trim()) query.set('actor', $('audit-actor').value.trim());
+    if ($('audit-action').value) query.set('action', $('audit-action').value);
+    if (auditTarget) query.set('target', auditTarget.id);
+    return query;
+  }
+
+  // What changed, in a line: the details' fields, not JSON.
+  function describe(details) {
+    if (!details || typeof details !== 'object') return '';
+    return Object.entries(details)
+      .filter(([, v]) => v !== null && v !== undefined && !(Array.isArray(v) && v.length === 0))
+      .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : typeof v === 'object' ? JSON.stringify(v) : v}`)
+      .join('; ');
+  }
+
   async function loadAudit() {
-    const result = await api('GET', '/api/admin/audit?per_page=15');
+    const query = auditQuery();
+    $('audit-export').href = `/api/admin/audit/export${query.toString() ? `?${query}` : ''}`;
+    query.set('page', String(auditPage));
+    query.set('per_page', String(AUDIT_PER_PAGE));
+    const result = await api('GET', `/api/admin/audit?${query}`);
+    $('audit-target-line').hidden = !auditTarget;
+    if (auditTarget) $('audit-target-name').textContent = auditTarget.username;
+    const pages = Math.max(1, Math.ceil(result.total / AUDIT_PER_PAGE));
+    $('audit-page-info').textContent = `Page ${auditPage} of ${pages} · ${result.total} entr${result.total === 1 ? 'y' : 'ies'}`;
+    $('audit-prev').disabled = auditPage <= 1;
+    $('audit-next').disabled = auditPage >= pages;
     const body = $('audit-rows');
     body.textContent = '';
     for (const entry of result.items) {
@@ -273,19 +515,35 @@
         el('td', null, entry.actor),
         el('td', null, entry.action),
         el('td', null, entry.target || '—'),
-        el('td', null, entry.outcome),
+        el('td', `outcome ${entry.outcome}`, entry.outcome),
+        el('td', 'details-cell', describe(entry.details)),
+        el('td', 'request-cell', entry.requestId || '—'),
       );
-      tr.lastChild.className = `outcome ${entry.outcome}`;
       body.appendChild(tr);
     }
     if (result.items.length === 0) {
       const tr = document.createElement('tr');
-      const td = el('td', 'empty', 'Nothing has happened yet.');
-      td.colSpan = 5;
+      const td = el('td', 'empty', auditQuery().toString() ? 'No entry matches these filters.' : 'Nothing has happened yet.');
+      td.colSpan = 7;
       tr.appendChild(td);
       body.appendChild(tr);
     }
   }
+
+  $('audit-filters').addEventListener('submit', (event) => {
+    event.preventDefault();
+    auditPage = 1;
+    loadAudit().catch(failed);
+  });
+  $('audit-action').addEventListener('change', () => { auditPage = 1; loadAudit().catch(failed); });
+  $('audit-target-clear').addEventListener('click', () => {
+    auditTarget = null;
+    auditPage = 1;
+    loadAudit().catch(failed);
+    $('audit-actor').focus();
+  });
+  $('audit-prev').addEventListener('click', () => { auditPage = Math.max(1, auditPage - 1); loadAudit().catch(failed); });
+  $('audit-next').addEventListener('click', () => { auditPage += 1; loadAudit().catch(failed); });
 
   function failed(error) {
     say(error.message, true);
@@ -298,6 +556,8 @@
       failed(error);
     }
     showNewRoles();
+    showCredential();
+    perPage = Number($('page-size').value);
     await Promise.all([loadUsers().catch(failed), loadAudit().catch(failed)]);
     document.body.dataset.ready = 'true';
   }

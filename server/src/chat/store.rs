@@ -283,12 +283,7 @@ pub async fn search(
     limit: i64,
 ) -> sqlx::Result<Vec<SearchHit>> {
     // The words are matched as they are: `%` and `_` are not wildcards.
-    let pattern = format!(
-        "%{}%",
-        text.replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    );
+    let pattern = crate::db::contains_pattern(text);
     let rows = sqlx::query_as!(
         HitRow,
         r#"SELECT m.id, m.author, m.body, m.speech AS "speech: Json<Speech>",

@@ -1,11 +1,13 @@
 //! The chat page (`/`) and the admin page (`/admin`).
 
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::auth::PageUser;
 use crate::error::PageError;
 use crate::identity::{AppRole, AuthMethod, CurrentUser};
+use crate::users::Users;
 use crate::web::asset_url;
 
 /// What the page header shows about the signed-in user.
@@ -53,6 +55,8 @@ struct ChatPage {
 struct AdminPage {
     header: Header,
     script: String,
+    /// Keycloak's admin console for the realm, for what voxgate does not do.
+    console: Option<String>,
 }
 
 impl ChatPage {
@@ -94,7 +98,10 @@ pub async fn chat(PageUser(user): PageUser) -> Result<Response, PageError> {
     })
 }
 
-pub async fn admin(PageUser(user): PageUser) -> Result<Response, PageError> {
+pub async fn admin(
+    State(users): State<Users>,
+    PageUser(user): PageUser,
+) -> Result<Response, PageError> {
     if !user.has_role(AppRole::Admin) {
         return Err(PageError::page(
             StatusCode::FORBIDDEN,
@@ -108,5 +115,6 @@ pub async fn admin(PageUser(user): PageUser) -> Result<Response, PageError> {
     render(&AdminPage {
         header: Header::of(&user),
         script: asset_url("admin.js"),
+        console: users.console_url(),
     })
 }

@@ -13,6 +13,9 @@ pub(super) enum Action {
     Update,
     Delete,
     Reconcile,
+    SignOut,
+    Unlock,
+    PasswordReset,
 }
 
 impl Action {
@@ -22,6 +25,9 @@ impl Action {
             Action::Update => "user.update",
             Action::Delete => "user.delete",
             Action::Reconcile => "users.reconcile",
+            Action::SignOut => "user.sign_out",
+            Action::Unlock => "user.unlock",
+            Action::PasswordReset => "user.password_reset",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `/api/admin/**`: thin handlers over [`super::Users`].
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -11,8 +11,10 @@ use uuid::Uuid;
 use super::IdempotencyKey;
 use super::Users;
 use super::model::{
-    AuditPage, CreateUserRequest, RoleView, UpdateUserRequest, UserPage, UserStatus, UserView,
+    AuditPage, CreateUserRequest, LockView, RoleView, SessionView, UpdateUserRequest, UserPage,
+    UserStatus, UserView,
 };
+use super::repo::AuditFilter;
 use super::service::Actor;
 use crate::error::{ApiError, Problem};
 use crate::extract::{AppJson, AppPath, AppQuery};
@@ -24,8 +26,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(user_sessions))
+        .routes(routes!(sign_out_everywhere))
+        .routes(routes!(user_lock, unlock_user))
+        .routes(routes!(send_password_reset))
         .routes(routes!(list_roles))
         .routes(routes!(list_audit))
+        .routes(routes!(export_audit))
 }
 
 fn actor(user: &CurrentUser) -> Actor {
@@ -46,6 +53,10 @@ struct ListQuery {
     /// pending, active, failed or deleted (default: pending and active).
     #[param(value_type = Option<UserStatus>)]
     status: Option<String>,
+    /// created (default), username or lastSignIn; a leading `-` for
+    /// descending (`-lastSignIn`: most recent first, never signed in last).
+    #[param(pattern = r"^-?(created|username|lastSignIn)$")]
+    sort: Option<String>,
     /// 1 or more (default 1).
     #[param(minimum = 1, maximum = 100000)]
     page: Option<i64>,
@@ -54,7 +65,7 @@ struct ListQuery {
     per_page: Option<i64>,
 }
 
-/// Users known to voxgate, in creation order.
+/// Users known to voxgate, in creation order unless sorted otherwise.
 #[utoipa::path(get, path = "/api/admin/users", tag = "admin", params(ListQuery),
     responses((status = 200, body = UserPage), (status = 403, body = Problem)))]
 async fn list_users(
@@ -66,6 +77,7 @@ async fn list_users(
         .list(
             q.search.as_deref(),
             q.status.as_deref(),
+            q.sort.as_deref(),
             q.page.unwrap_or(1),
             q.per_page.unwrap_or(25),
         )
@@ -146,6 +158,77 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The user's sessions in Keycloak, most recently used first.
+#[utoipa::path(get, path = "/api/admin/users/{id}/sessions", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
+    responses((status = 200, body = Vec<SessionView>), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 502, body = Problem), (status = 503, body = Problem)))]
+async fn user_sessions(
+    State(users): State<Users>,
+    _: RequireRole<Admin>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<AppJson<Vec<SessionView>>, ApiError> {
+    Ok(AppJson(users.sessions(id).await?))
+}
+
+/// Signs the user out everywhere: every Keycloak session and every
+/// voxgate session ends.
+#[utoipa::path(post, path = "/api/admin/users/{id}/sign-out", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 502, body = Problem), (status = 503, body = Problem)))]
+async fn sign_out_everywhere(
+    State(users): State<Users>,
+    RequireRole(admin, _): RequireRole<Admin>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    users.sign_out_everywhere(&actor(&admin), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether Keycloak's brute-force detection has locked the user out.
+#[utoipa::path(get, path = "/api/admin/users/{id}/lock", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
+    responses((status = 200, body = LockView), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 502, body = Problem), (status = 503, body = Problem)))]
+async fn user_lock(
+    State(users): State<Users>,
+    _: RequireRole<Admin>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<AppJson<LockView>, ApiError> {
+    Ok(AppJson(users.lock(id).await?))
+}
+
+/// Unlocks a user locked out after failed sign-ins.
+#[utoipa::path(delete, path = "/api/admin/users/{id}/lock", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 502, body = Problem), (status = 503, body = Problem)))]
+async fn unlock_user(
+    State(users): State<Users>,
+    RequireRole(admin, _): RequireRole<Admin>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    users.unlock(&actor(&admin), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Has Keycloak email the user a link to choose a new password (its
+/// execute-actions email); the link leads back to voxgate.
+#[utoipa::path(post, path = "/api/admin/users/{id}/password-reset", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
+    responses((status = 202, description = "Keycloak sent the email"), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem),
+        (status = 502, body = Problem), (status = 503, body = Problem)))]
+async fn send_password_reset(
+    State(users): State<Users>,
+    RequireRole(admin, _): RequireRole<Admin>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    users.send_password_reset(&actor(&admin), id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 /// The roles voxgate knows.
 #[utoipa::path(get, path = "/api/admin/roles", tag = "admin", responses((status = 200, body = Vec<RoleView>)))]
 async fn list_roles(
@@ -163,6 +246,8 @@ struct AuditQuery {
     target: Option<Uuid>,
     /// Only this action, e.g. `user.create`.
     action: Option<String>,
+    /// Only entries whose actor's label contains this (any case).
+    actor: Option<String>,
     /// 1 or more (default 1).
     #[param(minimum = 1, maximum = 100000)]
     page: Option<i64>,
@@ -178,14 +263,57 @@ async fn list_audit(
     _: RequireRole<Admin>,
     AppQuery(q): AppQuery<AuditQuery>,
 ) -> Result<AppJson<AuditPage>, ApiError> {
+    let filter = AuditFilter {
+        target_id: q.target,
+        action: q.action.as_deref(),
+        actor: q.actor.as_deref(),
+    };
     Ok(AppJson(
         users
-            .audit_log(
-                q.target,
-                q.action.as_deref(),
-                q.page.unwrap_or(1),
-                q.per_page.unwrap_or(50),
-            )
+            .audit_log(&filter, q.page.unwrap_or(1), q.per_page.unwrap_or(50))
             .await?,
     ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct AuditExportQuery {
+    /// Only entries about this user id.
+    target: Option<Uuid>,
+    /// Only this action, e.g. `user.create`.
+    action: Option<String>,
+    /// Only entries whose actor's label contains this (any case).
+    actor: Option<String>,
+}
+
+/// The audit log as CSV (RFC 4180, a header row, newest first), the same
+/// filters as the list; at most 100,000 entries.
+#[utoipa::path(get, path = "/api/admin/audit/export", tag = "admin", params(AuditExportQuery),
+    responses((status = 200, description = "The entries as CSV", content_type = "text/csv"),
+        (status = 403, body = Problem)))]
+async fn export_audit(
+    State(users): State<Users>,
+    _: RequireRole<Admin>,
+    AppQuery(q): AppQuery<AuditExportQuery>,
+) -> Result<Response, ApiError> {
+    let filter = super::export::OwnedFilter {
+        target_id: q.target,
+        action: q.action,
+        actor: q.actor,
+    };
+    let day = time::OffsetDateTime::now_utc().date();
+    let name = format!("voxgate-audit-{day}.csv");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        axum::body::Body::from_stream(users.audit_csv(filter)),
+    )
+        .into_response())
 }

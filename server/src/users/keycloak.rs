@@ -10,7 +10,9 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keycloak::types::{CredentialRepresentation, RoleRepresentation, UserRepresentation};
+use keycloak::types::{
+    CredentialRepresentation, RoleRepresentation, UserRepresentation, UserSessionRepresentation,
+};
 use keycloak::{KeycloakAdmin, KeycloakError, KeycloakTokenSupplier};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -335,11 +337,40 @@ impl KeycloakUsers {
         .map(|_| ())
     }
 
+    /// Emails the user a link to set a password and verify their email,
+    /// back to `redirect_uri` afterwards.
     pub async fn send_invite(
         &self,
         id: &str,
         client_id: &str,
         redirect_uri: &str,
+    ) -> Result<(), KcError> {
+        self.execute_actions_email(
+            id,
+            client_id,
+            redirect_uri,
+            &["UPDATE_PASSWORD", "VERIFY_EMAIL"],
+        )
+        .await
+    }
+
+    /// Emails the user a link to choose a new password.
+    pub async fn send_password_reset(
+        &self,
+        id: &str,
+        client_id: &str,
+        redirect_uri: &str,
+    ) -> Result<(), KcError> {
+        self.execute_actions_email(id, client_id, redirect_uri, &["UPDATE_PASSWORD"])
+            .await
+    }
+
+    async fn execute_actions_email(
+        &self,
+        id: &str,
+        client_id: &str,
+        redirect_uri: &str,
+        actions: &[&str],
     ) -> Result<(), KcError> {
         retry("execute actions email", || {
             self.admin
@@ -349,8 +380,41 @@ impl KeycloakUsers {
                     Some(client_id.to_string()),
                     None,
                     Some(redirect_uri.to_string()),
-                    vec!["UPDATE_PASSWORD".into(), "VERIFY_EMAIL".into()],
+                    actions.iter().map(|a| a.to_string()).collect(),
                 )
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The user's sessions, as Keycloak's console lists them.
+    pub async fn sessions(&self, id: &str) -> Result<Vec<UserSessionRepresentation>, KcError> {
+        retry("user sessions", || {
+            self.admin
+                .realm_users_with_user_id_sessions_get(&self.realm, id)
+        })
+        .await
+    }
+
+    /// The user's brute-force detection record (`numFailures`, `disabled`
+    /// while locked, `lastFailure` in ms, `lastIPFailure`).
+    pub async fn login_failures(
+        &self,
+        id: &str,
+    ) -> Result<std::collections::HashMap<String, serde_json::Value>, KcError> {
+        retry("login failures", || {
+            self.admin
+                .realm_attack_detection_brute_force_users_with_user_id_get(&self.realm, id)
+        })
+        .await
+        .map(|m| m.into_iter().collect())
+    }
+
+    /// Lifts a brute-force lock and forgets the failures.
+    pub async fn clear_login_failures(&self, id: &str) -> Result<(), KcError> {
+        retry("clear login failures", || {
+            self.admin
+                .realm_attack_detection_brute_force_users_with_user_id_delete(&self.realm, id)
         })
         .await
         .map(|_| ())

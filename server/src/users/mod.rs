@@ -8,8 +8,10 @@
 //! the systems), with [`idempotency`] keys and the [`audit`] trail beside
 //! them. [`repo`] has every SQL statement on the users tables.
 
+mod access;
 mod audit;
 mod create;
+mod export;
 mod handlers;
 pub mod idempotency;
 pub mod keycloak;

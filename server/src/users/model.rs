@@ -277,6 +277,36 @@ pub struct UserPage {
     pub per_page: i64,
 }
 
+/// One of a user's sessions in Keycloak.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    pub id: String,
+    /// Where the session was started from.
+    pub ip_address: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_access_at: Option<OffsetDateTime>,
+    /// The client ids signed in through it (e.g. `voxgate-web`).
+    pub clients: Vec<String>,
+}
+
+/// Keycloak's brute-force detection for a user.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockView {
+    /// Locked out now (temporarily or until unlocked) after failed
+    /// sign-ins.
+    pub locked: bool,
+    /// Failed sign-ins since the last success or unlock.
+    pub failures: i64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_failure_at: Option<OffsetDateTime>,
+    /// Where the last failure came from.
+    pub last_failure_ip: Option<String>,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RoleView {
     pub name: String,

@@ -41,6 +41,7 @@ impl Users {
             &repo::UserFilter {
                 search: None,
                 status: Some(UserStatus::Active),
+                sort: repo::UserSort::Created,
                 limit: i64::MAX,
                 offset: 0,
             },

@@ -98,19 +98,60 @@ pub async fn find_live_user_by_username(
 pub struct UserFilter<'a> {
     pub search: Option<&'a str>,
     pub status: Option<UserStatus>,
+    pub sort: UserSort,
     pub limit: i64,
     pub offset: i64,
+}
+
+/// The orders a user list can be read in (`sort=`, a leading `-` for
+/// descending).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UserSort {
+    #[default]
+    Created,
+    CreatedDesc,
+    Username,
+    UsernameDesc,
+    LastSignIn,
+    LastSignInDesc,
+}
+
+impl UserSort {
+    pub const NAMES: &'static str =
+        "created, -created, username, -username, lastSignIn or -lastSignIn";
+
+    pub fn parse(text: &str) -> Option<UserSort> {
+        Some(match text {
+            "created" => UserSort::Created,
+            "-created" => UserSort::CreatedDesc,
+            "username" => UserSort::Username,
+            "-username" => UserSort::UsernameDesc,
+            "lastSignIn" => UserSort::LastSignIn,
+            "-lastSignIn" => UserSort::LastSignInDesc,
+            _ => return None,
+        })
+    }
+
+    /// The ORDER BY clause: always ending in the id, so pages never
+    /// overlap or skip rows that tie. Users who never signed in come last
+    /// either way.
+    fn clause(self) -> &'static str {
+        match self {
+            UserSort::Created => " ORDER BY u.created_at, u.id",
+            UserSort::CreatedDesc => " ORDER BY u.created_at DESC, u.id DESC",
+            UserSort::Username => " ORDER BY u.username, u.id",
+            UserSort::UsernameDesc => " ORDER BY u.username DESC, u.id DESC",
+            UserSort::LastSignIn => " ORDER BY u.last_login_at NULLS LAST, u.id",
+            UserSort::LastSignInDesc => " ORDER BY u.last_login_at DESC NULLS LAST, u.id DESC",
+        }
+    }
 }
 
 fn push_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, f: &'a UserFilter<'a>) {
     q.push(" WHERE true");
     if let Some(search) = f.search.filter(|s| !s.is_empty()) {
-        // Escape LIKE wildcards: the search is literal text.
-        let escaped = search
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        let pattern = format!("%{escaped}%");
+        // The search is literal text, not wildcards.
+        let pattern = crate::db::contains_pattern(search);
         q.push(" AND (u.username::text ILIKE ")
             .push_bind(pattern.clone())
             .push(" OR u.email::text ILIKE ")
@@ -143,7 +184,8 @@ pub async fn list_users(
     let total: i64 = count.build_query_scalar().fetch_one(db).await?;
     let mut q = QueryBuilder::new("SELECT u.id FROM users u");
     push_filter(&mut q, f);
-    q.push(" ORDER BY u.created_at, u.id LIMIT ")
+    q.push(f.sort.clause())
+        .push(" LIMIT ")
         .push_bind(f.limit)
         .push(" OFFSET ")
         .push_bind(f.offset);
@@ -151,12 +193,21 @@ pub async fn list_users(
     if ids.is_empty() {
         return Ok((Vec::new(), total));
     }
-    // The page's order again (the ids query's), not `array_position`, which
-    // walks the array for every row: reconcile lists every user at once.
-    let rows = query_user_view!("WHERE u.id = ANY($1) ORDER BY u.created_at, u.id", &ids)
+    let rows = query_user_view!("WHERE u.id = ANY($1)", &ids)
         .fetch_all(db)
         .await?;
-    Ok((rows.into_iter().map(UserView::from).collect(), total))
+    // Put in the page's order (the ids query's) here rather than with
+    // `array_position`, which walks the array for every row: reconcile
+    // lists every user at once.
+    let mut by_id: std::collections::HashMap<Uuid, UserView> = rows
+        .into_iter()
+        .map(|r| {
+            let view = UserView::from(r);
+            (view.id, view)
+        })
+        .collect();
+    let rows = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+    Ok((rows, total))
 }
 
 pub async fn insert_pending_user(
@@ -432,27 +483,46 @@ pub async fn insert_audit(db: impl PgExecutor<'_>, a: Audit<'_>) -> sqlx::Result
     Ok(())
 }
 
+/// Which audit entries to read.
+pub struct AuditFilter<'a> {
+    pub target_id: Option<Uuid>,
+    pub action: Option<&'a str>,
+    /// Part of the actor's label (`alice (3f2…)`), any case.
+    pub actor: Option<&'a str>,
+}
+
+impl AuditFilter<'_> {
+    fn actor_pattern(&self) -> Option<String> {
+        self.actor.map(crate::db::contains_pattern)
+    }
+}
+
 pub async fn list_audit(
     db: &sqlx::PgPool,
-    target_id: Option<Uuid>,
-    action: Option<&str>,
+    f: &AuditFilter<'_>,
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<(Vec<AuditEntry>, i64)> {
+    let actor = f.actor_pattern();
     let total = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "count!" FROM audit_log WHERE ($1::uuid IS NULL OR target_id = $1) AND ($2::text IS NULL OR action = $2)"#,
-        target_id,
-        action,
+        r#"SELECT count(*) AS "count!" FROM audit_log
+            WHERE ($1::uuid IS NULL OR target_id = $1) AND ($2::text IS NULL OR action = $2)
+              AND ($3::text IS NULL OR actor ILIKE $3 ESCAPE '\')"#,
+        f.target_id,
+        f.action,
+        actor,
     )
     .fetch_one(db)
     .await?;
     let items = sqlx::query_as!(
         AuditEntry,
-        "SELECT id, at, actor, action, target_id, target, outcome, request_id, details FROM audit_log
-          WHERE ($1::uuid IS NULL OR target_id = $1) AND ($2::text IS NULL OR action = $2)
-          ORDER BY at DESC, id DESC LIMIT $3 OFFSET $4",
-        target_id,
-        action,
+        r#"SELECT id, at, actor, action, target_id, target, outcome, request_id, details FROM audit_log
+            WHERE ($1::uuid IS NULL OR target_id = $1) AND ($2::text IS NULL OR action = $2)
+              AND ($3::text IS NULL OR actor ILIKE $3 ESCAPE '\')
+            ORDER BY at DESC, id DESC LIMIT $4 OFFSET $5"#,
+        f.target_id,
+        f.action,
+        actor,
         limit,
         offset,
     )

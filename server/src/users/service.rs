@@ -199,10 +199,17 @@ impl Users {
         &self,
         search: Option<&str>,
         status: Option<&str>,
+        sort: Option<&str>,
         page: i64,
         per_page: i64,
     ) -> Result<UserPage, ApiError> {
         let status = status.map(UserStatus::parse_filter).transpose()?;
+        let sort = match sort {
+            None => repo::UserSort::default(),
+            Some(text) => repo::UserSort::parse(text).ok_or_else(|| {
+                ApiError::validation("sort", format!("must be {}", repo::UserSort::NAMES))
+            })?,
+        };
         self.record_realm_users().await;
         if !(1..=100_000).contains(&page) {
             return Err(ApiError::bad_request("page must be between 1 and 100000."));
@@ -213,6 +220,7 @@ impl Users {
         let filter = repo::UserFilter {
             search,
             status,
+            sort,
             limit: per_page,
             offset: page_offset(page, per_page)?,
         };
@@ -231,8 +239,7 @@ impl Users {
 
     pub async fn audit_log(
         &self,
-        target: Option<Uuid>,
-        action: Option<&str>,
+        filter: &repo::AuditFilter<'_>,
         page: i64,
         per_page: i64,
     ) -> Result<AuditPage, ApiError> {
@@ -241,20 +248,24 @@ impl Users {
                 "page must be between 1 and 100000 and per_page between 1 and 200.",
             ));
         }
-        let (items, total) = repo::list_audit(
-            &self.db,
-            target,
-            action,
-            per_page,
-            page_offset(page, per_page)?,
-        )
-        .await?;
+        let (items, total) =
+            repo::list_audit(&self.db, filter, per_page, page_offset(page, per_page)?).await?;
         Ok(AuditPage {
             items,
             total,
             page,
             per_page,
         })
+    }
+
+    /// Keycloak's admin console for the realm, as the browser reaches
+    /// Keycloak (the issuer's host): `…/admin/master/console/#/{realm}`.
+    /// The page adds `/users/{keycloakId}/settings` for one user.
+    pub fn console_url(&self) -> Option<String> {
+        let issuer = self.config.oidc.issuer.as_str().trim_end_matches('/');
+        let (base, realm) = issuer.rsplit_once("/realms/")?;
+        (!realm.is_empty() && !realm.contains('/'))
+            .then(|| format!("{base}/admin/master/console/#/{realm}"))
     }
 
     /// An active user with a Keycloak account: the only kind that can be

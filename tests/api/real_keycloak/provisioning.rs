@@ -503,3 +503,55 @@ async fn roles_held_through_a_group_or_composite_are_shown_and_not_silently_kept
         "{me}"
     );
 }
+
+#[tokio::test]
+async fn sessions_sign_out_lock_and_password_reset_go_through_the_real_admin_api() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    let token = stack.password_token("alice", "alice").await;
+    let user: Value = stack
+        .create(&token, &person("rhea", &["user"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = user["id"].as_str().unwrap();
+    let kc_id = user["keycloakId"].as_str().unwrap();
+    stack.password_token("rhea", "a long enough password").await;
+    let admin = stack.app.caller(&token);
+
+    let sessions = admin
+        .get_json(format!("/api/admin/users/{id}/sessions"))
+        .await;
+    let sessions = sessions.as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["clients"], json!(["voxgate-cli"]));
+    assert_eq!(sessions[0]["ipAddress"], "127.0.0.1");
+    assert!(sessions[0]["startedAt"].as_str().unwrap().starts_with("20"));
+
+    let out = admin
+        .post(format!("/api/admin/users/{id}/sign-out"), &json!({}))
+        .await;
+    assert_eq!(out.status(), 204);
+    assert_eq!(stack.admin.user_sessions(kc_id).await, 0);
+
+    let lock = admin.get_json(format!("/api/admin/users/{id}/lock")).await;
+    assert_eq!(
+        lock,
+        json!({"locked": false, "failures": 0, "lastFailureAt": null, "lastFailureIp": null})
+    );
+    let unlocked = admin.delete(format!("/api/admin/users/{id}/lock")).await;
+    assert_eq!(unlocked.status(), 204);
+
+    // Nothing listens on the realm's dev SMTP port here: Keycloak cannot
+    // send, and the admin is told so, not asked to retry.
+    let reset = admin
+        .post(format!("/api/admin/users/{id}/password-reset"), &json!({}))
+        .await;
+    let reset = problem(reset, 502).await;
+    assert!(
+        reset["detail"].as_str().unwrap().contains("SMTP"),
+        "{reset}"
+    );
+}
