@@ -180,6 +180,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     section!("growth", sections::growth);
     section!("listening", sections::listening);
     section!("scale", sections::scale);
+    section!("admin", sections::admin_list);
     let elapsed = started.elapsed().as_secs() + a.setup_seconds;
     let doc = sections::document(&lab, &rep, elapsed)?;
     let out = lab.path(&a.out.to_string_lossy());

@@ -342,3 +342,165 @@ async fn the_audit_log_is_filtered_by_actor_and_exported_as_csv() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_pending_creation_is_finished_or_undone_by_an_admin_and_a_failed_one_cleared() {
+    let stack = spawn_stack().await;
+    let token = stack.admin_token().await;
+    let admin = stack.app.caller(&token);
+    // Its last step ran: finishing makes the user active.
+    let made = stack.app.admin(&token).created(&user("temp-kc")).await;
+    let kc_id = made["keycloakId"].as_str().unwrap().to_string();
+    stack
+        .app
+        .sql("DELETE FROM users WHERE username = 'temp-kc'")
+        .await;
+    let nearly = stack
+        .stuck_creation("temp-kc", "roles_assigned", Some(&kc_id), "5 minutes")
+        .await;
+    // Stopped half-way: undone in both systems.
+    let half = stack
+        .stuck_creation("halfway", "local_created", None, "5 minutes")
+        .await;
+    // Still moving: left to the request running it.
+    let young = stack
+        .stuck_creation("young", "local_created", None, "1 second")
+        .await;
+
+    let pending = admin.get_json("/api/admin/users?status=pending").await;
+    assert_eq!(pending["total"], 3);
+
+    let report = admin
+        .post(format!("/api/admin/users/{nearly}/recover"), &json!({}))
+        .await;
+    assert_eq!(report.status(), 200);
+    assert_eq!(
+        report.json::<Value>().await.unwrap(),
+        json!({"finished": 1, "compensated": 0, "pending": 0})
+    );
+    assert_eq!(
+        stack.both_sides("temp-kc").await,
+        (true, Some("active".into()))
+    );
+
+    let report: Value = admin
+        .post(format!("/api/admin/users/{half}/recover"), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        json!({"finished": 0, "compensated": 1, "pending": 0})
+    );
+    assert_eq!(stack.both_sides("halfway").await, (false, None));
+
+    let running = admin
+        .post(format!("/api/admin/users/{young}/recover"), &json!({}))
+        .await;
+    detail_has(&problem(running, 409).await, "still running");
+    let active = admin
+        .post(format!("/api/admin/users/{nearly}/recover"), &json!({}))
+        .await;
+    detail_has(&problem(active, 409).await, "not a pending creation");
+
+    // The undone creation is listed as failed until cleared.
+    let failed = admin.get_json("/api/admin/users?status=failed").await;
+    assert_eq!(failed["items"][0]["username"], "halfway");
+    let cleared = admin.delete(format!("/api/admin/users/{half}")).await;
+    assert_eq!(cleared.status(), 204);
+    let failed = admin.get_json("/api/admin/users?status=failed").await;
+    assert_eq!(failed["total"], 0);
+    let actions = audit_actions(&stack, &token, &half).await;
+    assert!(
+        actions.contains(&("user.delete".into(), "success".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("user.create".into(), "failure".into())),
+        "{actions:?}"
+    );
+
+    let bob = stack.password_token("bob", "bob").await;
+    problem(
+        stack
+            .app
+            .caller(&bob)
+            .post(format!("/api/admin/users/{young}/recover"), &json!({}))
+            .await,
+        403,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_reconcile_report_shows_drift_and_its_fix_repairs_it() {
+    let stack = spawn_stack().await;
+    let token = stack.admin_token().await;
+    let admin = stack.app.caller(&token);
+    // A voxgate user whose Keycloak account vanished.
+    stack
+        .app
+        .sql("INSERT INTO users (keycloak_id, username, email) VALUES ('gone-from-keycloak', 'ghost', 'ghost@example.com')")
+        .await;
+    let report = admin.get_json("/api/admin/reconcile").await;
+    let ghost = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["username"] == "ghost")
+        .cloned()
+        .expect("the ghost is reported");
+    assert_eq!(ghost["fixed"], Value::Null);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM users WHERE username = 'ghost' AND status = 'active'")
+            .await,
+        1,
+        "a report changes nothing"
+    );
+
+    let fixed = admin.post("/api/admin/reconcile", &json!({})).await;
+    assert_eq!(fixed.status(), 200);
+    let fixed: Value = fixed.json().await.unwrap();
+    let ghost = fixed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["username"] == "ghost")
+        .unwrap();
+    assert!(ghost["fixed"].is_string(), "{ghost}");
+    let again = admin.get_json("/api/admin/reconcile").await;
+    assert!(
+        !again
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["username"] == "ghost"),
+        "{again}"
+    );
+    let audit = admin
+        .get_json("/api/admin/audit?action=users.reconcile")
+        .await;
+    assert!(
+        audit["items"][0]["actor"]
+            .as_str()
+            .unwrap()
+            .contains("alice")
+    );
+    let bob = stack.password_token("bob", "bob").await;
+    problem(
+        stack.app.caller(&bob).get("/api/admin/reconcile").await,
+        403,
+    )
+    .await;
+    problem(
+        stack
+            .app
+            .caller(&bob)
+            .post("/api/admin/reconcile", &json!({}))
+            .await,
+        403,
+    )
+    .await;
+}

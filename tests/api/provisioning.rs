@@ -32,6 +32,36 @@ impl Stack {
     pub async fn count(&self, sql: &str) -> i64 {
         self.app.count(sql).await
     }
+
+    /// A creation that stopped after its `step` `ago` (a crash): a pending row
+    /// and its job, with `kc_id` if the Keycloak user was made.
+    pub async fn stuck_creation(
+        &self,
+        name: &str,
+        step: &str,
+        kc_id: Option<&str>,
+        ago: &str,
+    ) -> String {
+        let id: uuid::Uuid = sqlx::query_scalar(
+            "INSERT INTO users (username, email, keycloak_id, status) VALUES ($1, $1 || '@example.com', $2, 'pending') RETURNING id",
+        )
+        .bind(name)
+        .bind(kc_id)
+        .fetch_one(&self.app.db)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO provisioning_jobs (user_id, step, keycloak_id, roles, actor, created_at, updated_at)
+             VALUES ($1, $2, $3, '{{agent}}', 'alice', now() - interval '{ago}', now() - interval '{ago}')"
+        ))
+        .bind(id)
+        .bind(step)
+        .bind(kc_id)
+        .execute(&self.app.db)
+        .await
+        .unwrap();
+        id.to_string()
+    }
 }
 
 fn carol(username: &str) -> Value {
@@ -599,19 +629,7 @@ async fn recovery_finishes_or_compensates_an_interrupted_saga() {
         ("nearly", "roles_assigned", Some(nearly.as_str())),
         ("unrecorded", "local_created", None),
     ] {
-        let id: Uuid = sqlx::query_scalar("INSERT INTO users (username, email, keycloak_id, status) VALUES ($1, $1 || '@example.com', $2, 'pending') RETURNING id")
-            .bind(name)
-            .bind(kc_id)
-            .fetch_one(&stack.app.db)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO provisioning_jobs (user_id, step, keycloak_id, roles, actor, created_at) VALUES ($1, $2, $3, '{agent}', 'alice', now() - interval '1 minute')")
-            .bind(id)
-            .bind(step)
-            .bind(kc_id)
-            .execute(&stack.app.db)
-            .await
-            .unwrap();
+        stack.stuck_creation(name, step, kc_id, "1 minute").await;
     }
     let _ = unrecorded;
     // An operator runs recovery by hand after an outage; jobs younger than

@@ -217,6 +217,7 @@
   }
 
   async function showDetail(listed) {
+    delete detail.dataset.loaded;
     // Fresh from the server: the list may be minutes old.
     let user;
     try {
@@ -467,6 +468,102 @@
   }
   for (const radio of createForm.querySelectorAll('input[name="credential"]')) radio.addEventListener('change', showCredential);
 
+  // ---- Repair ---------------------------------------------------------------------
+
+  async function loadUnfinished() {
+    const [pending, failed] = await Promise.all([
+      api('GET', '/api/admin/users?status=pending&per_page=100'),
+      api('GET', '/api/admin/users?status=failed&per_page=100'),
+    ]);
+    const list = $('unfinished');
+    list.textContent = '';
+    for (const user of [...pending.items, ...failed.items]) {
+      const li = el('li', 'repair-item');
+      li.dataset.username = user.username;
+      li.append(el('strong', null, user.username), ' ',
+        el('span', `badge ${user.status === 'failed' ? 'off' : 'warn'}`, user.status), ' ',
+        el('span', 'muted', `started ${when(user.createdAt)}`), ' ');
+      if (user.status === 'pending') {
+        li.append(button('Finish or undo now', 'button small secondary recover', async () => {
+          try {
+            const report = await api('POST', `/api/admin/users/${user.id}/recover`);
+            say(report.finished ? `The creation of ${user.username} was finished.`
+              : report.compensated ? `The creation of ${user.username} was undone in both systems.`
+                : `The creation of ${user.username} could not be settled yet; recovery tries again.`);
+            await Promise.all([loadUnfinished(), loadUsers(), loadAudit()]);
+          } catch (error) {
+            say(`${user.username}: ${error.message}`, true);
+          }
+          $('unfinished-title').focus();
+        }, `Finish or undo the creation of ${user.username}`));
+      } else {
+        li.append(
+          button('Create again', 'button small secondary create-again', () => {
+            // The form, filled in; the password (or invitation) is chosen again.
+            createForm.querySelector('[name="username"]').value = user.username;
+            createForm.querySelector('[name="email"]').value = user.email || '';
+            createForm.querySelector('[name="firstName"]').value = user.firstName;
+            createForm.querySelector('[name="lastName"]').value = user.lastName;
+            $('new-password').focus();
+            say(`The form holds ${user.username}; choose a password or an invitation and create.`);
+          }, `Create ${user.username} again`),
+          button('Clear', 'button small secondary clear-failed', async () => {
+            try {
+              await api('DELETE', `/api/admin/users/${user.id}`);
+              say(`The failed creation of ${user.username} was cleared.`);
+              await Promise.all([loadUnfinished(), loadAudit()]);
+            } catch (error) {
+              say(`${user.username}: ${error.message}`, true);
+            }
+            $('unfinished-title').focus();
+          }, `Clear the failed creation of ${user.username}`),
+        );
+      }
+      list.appendChild(li);
+    }
+    if (list.children.length === 0) list.appendChild(el('li', 'muted', 'None: every creation finished.'));
+  }
+
+  function showDrift(drift, fixing) {
+    const body = $('drift-rows');
+    body.textContent = '';
+    for (const d of drift) {
+      const tr = document.createElement('tr');
+      tr.dataset.kind = d.kind;
+      tr.append(el('td', null, d.kind.replaceAll('_', ' ')), el('td', null, d.username),
+        el('td', null, d.detail), el('td', null, d.fixed || (fixing ? 'left as it is' : '—')));
+      body.appendChild(tr);
+    }
+    $('drift-wrap').hidden = drift.length === 0;
+    const fixable = drift.some((d) => d.kind !== 'stuck_provisioning');
+    $('drift-fix').hidden = fixing || !fixable;
+    $('drift-summary').textContent = drift.length === 0
+      ? 'Keycloak and voxgate agree.'
+      : fixing
+        ? `${drift.filter((d) => d.fixed).length} of ${drift.length} difference${drift.length === 1 ? '' : 's'} fixed.`
+        : `${drift.length} difference${drift.length === 1 ? '' : 's'} found.`;
+  }
+
+  $('drift-check').addEventListener('click', async () => {
+    $('drift-summary').textContent = 'Checking…';
+    try {
+      showDrift(await api('GET', '/api/admin/reconcile'), false);
+    } catch (error) {
+      $('drift-summary').textContent = error.message;
+    }
+  });
+  $('drift-fix').addEventListener('click', async () => {
+    if (!await confirmAction('Fix the differences?',
+      'Each is repaired in the direction that is safe (as voxgate users reconcile --fix); the audit log records it.', 'Fix them')) return;
+    try {
+      showDrift(await api('POST', '/api/admin/reconcile'), true);
+      await Promise.all([loadUsers(), loadAudit(), loadUnfinished()]);
+    } catch (error) {
+      $('drift-summary').textContent = error.message;
+    }
+    $('drift-check').focus();
+  });
+
   // ---- Audit --------------------------------------------------------------------
 
   const AUDIT_PER_PAGE = 20;
@@ -558,7 +655,7 @@
     showNewRoles();
     showCredential();
     perPage = Number($('page-size').value);
-    await Promise.all([loadUsers().catch(failed), loadAudit().catch(failed)]);
+    await Promise.all([loadUsers().catch(failed), loadAudit().catch(failed), loadUnfinished().catch(failed)]);
     document.body.dataset.ready = 'true';
   }
 

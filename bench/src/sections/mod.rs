@@ -1,6 +1,7 @@
 //! The measurements, one file per section of docs/benchmarks.md, the
 //! helpers they share, and the document itself (`document.rs`).
 
+mod admin_list;
 mod api;
 mod cache_hit;
 mod curves;
@@ -17,6 +18,7 @@ mod token;
 mod ttfb;
 mod voices;
 
+pub use admin_list::admin_list;
 pub use api::api;
 pub use cache_hit::cache_hit;
 pub use curves::curves;

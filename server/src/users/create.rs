@@ -27,8 +27,12 @@ pub struct Created {
     pub replayed: bool,
 }
 
+/// How long a creation's job must have been still before an admin may
+/// finish or undo it by hand.
+pub const REPAIR_AFTER: Duration = Duration::from_secs(60);
+
 /// What one recovery pass did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RecoveryReport {
     /// Sagas whose last step had run: the user is now active.
     pub finished: usize,
@@ -437,64 +441,141 @@ impl Users {
         let mut report = RecoveryReport::default();
         let actor = Actor::system("recovery");
         for job in jobs {
-            let target = repo::username_of(&self.db, job.user_id).await?;
-            let details = json!({"recovered": true, "step": job.step});
-            if job.step == JobStep::RolesAssigned {
-                match self
-                    .activate(job.user_id, job.id, &job.roles, job.actor_id)
-                    .await
-                {
-                    Ok(()) => {
-                        report.finished += 1;
-                        let event = AuditEvent::success(Action::Create, details);
-                        self.audit(&actor, event.on(Some(job.user_id), target.as_deref()))
-                            .await;
-                    }
-                    Err(e) => {
-                        report.pending += 1;
-                        let _ = repo::job_failed_attempt(&self.db, job.id, &e.to_string()).await;
-                    }
-                }
-                continue;
-            }
-            let mut keycloak_ids: Vec<String> = job.keycloak_id.iter().cloned().collect();
-            if keycloak_ids.is_empty()
-                && let Some(username) = &target
-            {
-                // The create call may have succeeded without us recording
-                // it; only a user created after the job started can be ours.
-                let started_ms = (job.created_at.unix_timestamp_nanos() / 1_000_000) as i64 - 5_000;
-                match self.kc.find_exact(Some(username), None).await {
-                    Ok(users) => keycloak_ids.extend(
-                        users
-                            .into_iter()
-                            .filter(|u| u.created_ms.is_some_and(|c| c >= started_ms))
-                            .map(|u| u.id),
+            self.recover_job(&actor, job, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// An admin's "finish or undo now" for one pending creation: the same
+    /// as a recovery pass, for this user, once their job has been still
+    /// for [`REPAIR_AFTER`] (before that, the request creating them may
+    /// still be running).
+    pub async fn recover_user(&self, actor: &Actor, id: Uuid) -> Result<RecoveryReport, ApiError> {
+        let user = repo::find_user(&self.db, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("No user with id {id}.")))?;
+        if user.status != UserStatus::Pending {
+            return Err(ApiError::Conflict {
+                detail: format!(
+                    "{} is {}, not a pending creation; only those can be finished or undone.",
+                    user.username,
+                    user.status.as_str()
+                ),
+                field: None,
+            });
+        }
+        let job = match repo::stale_job_of(&self.db, id, REPAIR_AFTER).await? {
+            (Some(job), _) => job,
+            (None, true) => {
+                return Err(ApiError::Conflict {
+                    detail: format!(
+                        "The creation of {} is still running; try again in a minute.",
+                        user.username
                     ),
-                    Err(e) => {
-                        report.pending += 1;
-                        let _ = repo::job_failed_attempt(&self.db, job.id, &e.to_string()).await;
-                        continue;
-                    }
-                }
+                    field: None,
+                });
             }
-            let mut ok = true;
-            for id in &keycloak_ids {
-                if let Err(e) = self.kc.delete(id).await {
-                    ok = false;
+            (None, false) => {
+                return Err(ApiError::Conflict {
+                    detail: format!(
+                        "{} has no creation job to finish; run `voxgate users reconcile`.",
+                        user.username
+                    ),
+                    field: None,
+                });
+            }
+        };
+        let mut report = RecoveryReport::default();
+        self.recover_job(actor, job, &mut report)
+            .await
+            .map_err(ApiError::Internal)?;
+        Ok(report)
+    }
+
+    /// Settles one job: finishes it if its last step ran, else undoes it
+    /// in both systems; counted in `report`.
+    async fn recover_job(
+        &self,
+        actor: &Actor,
+        job: repo::Job,
+        report: &mut RecoveryReport,
+    ) -> anyhow::Result<()> {
+        let target = repo::username_of(&self.db, job.user_id).await?;
+        let details = json!({"recovered": true, "step": job.step});
+        if job.step == JobStep::RolesAssigned {
+            match self
+                .activate(job.user_id, job.id, &job.roles, job.actor_id)
+                .await
+            {
+                Ok(()) => {
+                    report.finished += 1;
+                    let event = AuditEvent::success(Action::Create, details);
+                    self.audit(actor, event.on(Some(job.user_id), target.as_deref()))
+                        .await;
+                }
+                Err(e) => {
+                    report.pending += 1;
                     let _ = repo::job_failed_attempt(&self.db, job.id, &e.to_string()).await;
                 }
             }
-            if ok && self.compensate(job.user_id, job.id, None).await {
-                report.compensated += 1;
-                let details = json!({"recovered": true, "compensated": true, "step": job.step});
-                let event = AuditEvent::failure(Action::Create, details);
-                self.audit(&actor, event.on(Some(job.user_id), target.as_deref()))
-                    .await;
-            } else {
-                report.pending += 1;
+            return Ok(());
+        }
+        let mut keycloak_ids: Vec<String> = job.keycloak_id.iter().cloned().collect();
+        if keycloak_ids.is_empty()
+            && let Some(username) = &target
+        {
+            // The create call may have succeeded without us recording
+            // it; only a user created after the job started can be ours.
+            let started_ms = (job.created_at.unix_timestamp_nanos() / 1_000_000) as i64 - 5_000;
+            match self.kc.find_exact(Some(username), None).await {
+                Ok(users) => keycloak_ids.extend(
+                    users
+                        .into_iter()
+                        .filter(|u| u.created_ms.is_some_and(|c| c >= started_ms))
+                        .map(|u| u.id),
+                ),
+                Err(e) => {
+                    report.pending += 1;
+                    let _ = repo::job_failed_attempt(&self.db, job.id, &e.to_string()).await;
+                    return Ok(());
+                }
             }
         }
-        Ok(report)
+        let mut ok = true;
+        for id in &keycloak_ids {
+            if let Err(e) = self.kc.delete(id).await {
+                ok = false;
+                let _ = repo::job_failed_attempt(&self.db, job.id, &e.to_string()).await;
+            }
+        }
+        if ok && self.compensate(job.user_id, job.id, None).await {
+            report.compensated += 1;
+            let details = json!({"recovered": true, "compensated": true, "step": job.step});
+            let event = AuditEvent::failure(Action::Create, details);
+            self.audit(actor, event.on(Some(job.user_id), target.as_deref()))
+                .await;
+        } else {
+            report.pending += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes a failed creation from the list of failures (its row is
+    /// kept, marked deleted, with its audit trail).
+    pub async fn forget_failed(&self, actor: &Actor, id: Uuid) -> Result<(), ApiError> {
+        let target = repo::username_of(&self.db, id).await?;
+        if !repo::forget_failed(&self.db, id).await? {
+            return Err(match target {
+                None => ApiError::NotFound(format!("No user with id {id}.")),
+                Some(name) => ApiError::Conflict {
+                    detail: format!("{name} is not a failed creation."),
+                    field: None,
+                },
+            });
+        }
+        let event = AuditEvent::success(Action::Delete, json!({"failedCreation": true}));
+        self.audit(actor, event.on(Some(id), target.as_deref()))
+            .await;
+        Ok(())
     }
 }

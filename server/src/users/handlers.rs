@@ -10,10 +10,12 @@ use uuid::Uuid;
 
 use super::IdempotencyKey;
 use super::Users;
+use super::create::RecoveryReport;
 use super::model::{
     AuditPage, CreateUserRequest, LockView, RoleView, SessionView, UpdateUserRequest, UserPage,
     UserStatus, UserView,
 };
+use super::reconcile::Drift;
 use super::repo::AuditFilter;
 use super::service::Actor;
 use crate::error::{ApiError, Problem};
@@ -30,6 +32,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sign_out_everywhere))
         .routes(routes!(user_lock, unlock_user))
         .routes(routes!(send_password_reset))
+        .routes(routes!(recover_user))
+        .routes(routes!(reconcile_report, reconcile_fix))
         .routes(routes!(list_roles))
         .routes(routes!(list_audit))
         .routes(routes!(export_audit))
@@ -145,7 +149,8 @@ async fn update_user(
     Ok(AppJson(users.update(&actor(&admin), id, request).await?))
 }
 
-/// Deletes a user from both systems; the audit trail keeps the record.
+/// Deletes a user from both systems; the audit trail keeps the record. A
+/// failed creation is taken off the list of failures.
 #[utoipa::path(delete, path = "/api/admin/users/{id}", tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
@@ -227,6 +232,51 @@ async fn send_password_reset(
 ) -> Result<StatusCode, ApiError> {
     users.send_password_reset(&actor(&admin), id).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Finishes or undoes a creation left pending (its job still for a
+/// minute): finished if its last step ran, else undone in both systems.
+#[utoipa::path(post, path = "/api/admin/users/{id}/recover", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "The user's voxgate id")),
+    responses((status = 200, body = RecoveryReport), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "Not a pending creation, or one still running")))]
+async fn recover_user(
+    State(users): State<Users>,
+    RequireRole(admin, _): RequireRole<Admin>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<AppJson<RecoveryReport>, ApiError> {
+    Ok(AppJson(users.recover_user(&actor(&admin), id).await?))
+}
+
+/// The differences between Keycloak and voxgate, changing nothing.
+#[utoipa::path(get, path = "/api/admin/reconcile", tag = "admin",
+    responses((status = 200, body = Vec<Drift>), (status = 403, body = Problem), (status = 502, body = Problem)))]
+async fn reconcile_report(
+    State(users): State<Users>,
+    RequireRole(admin, _): RequireRole<Admin>,
+) -> Result<AppJson<Vec<Drift>>, ApiError> {
+    reconciled(users.reconcile_as(&actor(&admin), false).await)
+}
+
+/// Repairs the differences whose safe direction is clear (as
+/// `voxgate users reconcile --fix`); each one says what was done.
+#[utoipa::path(post, path = "/api/admin/reconcile", tag = "admin",
+    responses((status = 200, body = Vec<Drift>), (status = 403, body = Problem), (status = 502, body = Problem)))]
+async fn reconcile_fix(
+    State(users): State<Users>,
+    RequireRole(admin, _): RequireRole<Admin>,
+) -> Result<AppJson<Vec<Drift>>, ApiError> {
+    reconciled(users.reconcile_as(&actor(&admin), true).await)
+}
+
+fn reconciled(result: anyhow::Result<Vec<Drift>>) -> Result<AppJson<Vec<Drift>>, ApiError> {
+    result.map(AppJson).map_err(|e| ApiError::BadGateway {
+        detail:
+            "Comparing Keycloak with voxgate failed (Keycloak or the database did not answer); \
+                 nothing more was changed. See the log of this request."
+                .into(),
+        source: Some(e),
+    })
 }
 
 /// The roles voxgate knows.

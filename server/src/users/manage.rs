@@ -307,8 +307,15 @@ impl Users {
     }
 
     /// `DELETE /api/admin/users/{id}`: gone from both systems; the row and
-    /// the audit trail remain, marked `deleted`.
+    /// the audit trail remain, marked `deleted`. A failed creation (nothing of it is left in Keycloak) is only
+    /// taken off the list of failures.
     pub async fn delete(&self, actor: &Actor, id: Uuid) -> Result<(), ApiError> {
+        if repo::find_user(&self.db, id)
+            .await?
+            .is_some_and(|u| u.status == UserStatus::Failed)
+        {
+            return self.forget_failed(actor, id).await;
+        }
         let (user, keycloak_id) = self.live_user(id).await?;
         if actor.id == Some(id) {
             return Err(ApiError::conflict(

@@ -13,7 +13,7 @@ use super::service::{Actor, Users};
 use crate::identity::AppRole;
 
 /// One difference between Keycloak and voxgate.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Drift {
     pub kind: &'static str,
     pub username: String,
@@ -35,6 +35,11 @@ impl Drift {
 impl Users {
     /// Compares both systems. With `fix`, repairs what is safe.
     pub async fn reconcile(&self, fix: bool) -> anyhow::Result<Vec<Drift>> {
+        self.reconcile_as(&Actor::system("reconcile"), fix).await
+    }
+
+    /// [`Users::reconcile`] on behalf of `actor` (the audit names them).
+    pub async fn reconcile_as(&self, actor: &Actor, fix: bool) -> anyhow::Result<Vec<Drift>> {
         let kc_users = self.kc.list_all().await?;
         let local = repo::list_users(
             &self.db,
@@ -179,11 +184,8 @@ impl Users {
         }
         if fix {
             let details = json!({"drift": drift.len()});
-            self.audit(
-                &Actor::system("reconcile"),
-                AuditEvent::success(Action::Reconcile, details),
-            )
-            .await;
+            self.audit(actor, AuditEvent::success(Action::Reconcile, details))
+                .await;
         }
         Ok(drift)
     }

@@ -440,6 +440,55 @@ pub async fn delete_job(db: impl PgExecutor<'_>, job_id: i64) -> sqlx::Result<()
     }
 }
 
+/// The creation job of `user_id` if untouched for `older_than` (one
+/// still moving belongs to the request running it); and whether the user
+/// has a job at all.
+pub async fn stale_job_of(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    older_than: std::time::Duration,
+) -> sqlx::Result<(Option<Job>, bool)> {
+    let rows = sqlx::query!(
+        r#"SELECT id, user_id, step AS "step: JobStep", keycloak_id, roles, actor, actor_id, request_id,
+                  created_at, updated_at < now() - make_interval(secs => $2) AS "stale!"
+           FROM provisioning_jobs WHERE user_id = $1 ORDER BY id LIMIT 1"#,
+        user_id,
+        older_than.as_secs_f64(),
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(match rows {
+        None => (None, false),
+        Some(r) if !r.stale => (None, true),
+        Some(r) => (
+            Some(Job {
+                id: r.id,
+                user_id: r.user_id,
+                step: r.step,
+                keycloak_id: r.keycloak_id,
+                roles: r.roles,
+                actor: r.actor,
+                actor_id: r.actor_id,
+                request_id: r.request_id,
+                created_at: r.created_at,
+            }),
+            true,
+        ),
+    })
+}
+
+/// Marks a failed creation's row deleted, so it leaves the list of
+/// failures; false if the user is not a failed creation.
+pub async fn forget_failed(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE users SET status = 'deleted' WHERE id = $1 AND status = 'failed'",
+        user_id
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn stale_jobs(
     db: impl PgExecutor<'_>,
     older_than: std::time::Duration,

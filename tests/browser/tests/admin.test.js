@@ -263,3 +263,66 @@ test('the user list filters, sorts and pages; the audit log filters and exports 
   assert.deepEqual(unexpectedProblems(admin), []);
   await admin.context().close();
 });
+
+test('repair: a failed creation is listed, created again or cleared; drift between the systems is found and fixed', async () => {
+  const admin = await newPage(browser);
+  await signIn(admin, 'alice', 'alice', '/admin');
+  const kc = process.env.KEYCLOAK_URL;
+  // Keycloak refuses the role mapping once: the creation is undone.
+  const failing = `fay-${stamp}`;
+  await fetch(`${kc}/_standin/fail-next?method=POST&path_contains=role-mappings&status=400`, { method: 'POST' });
+  await admin.fill('#new-username', failing);
+  await admin.fill('#new-email', `${failing}@example.com`);
+  await admin.fill('#new-password', 'Fay-password-2024');
+  await admin.click('#create-user');
+  await admin.waitForFunction(() => /was not created/.test(document.getElementById('admin-status').textContent));
+  await admin.reload();
+  await admin.waitForSelector('body[data-ready="true"]');
+  const item = admin.locator(`#unfinished li[data-username="${failing}"]`);
+  assert.match(await item.textContent(), /failed/);
+
+  // Create again: the form is filled in; only the password is chosen again.
+  await item.locator('button.create-again').click();
+  assert.equal(await admin.inputValue('#new-username'), failing);
+  assert.equal(await admin.inputValue('#new-email'), `${failing}@example.com`);
+  assert.equal(await admin.evaluate(() => document.activeElement.id), 'new-password');
+  await admin.fill('#new-password', 'Fay-password-2024');
+  await admin.click('#create-user');
+  await admin.waitForSelector(`#user-rows tr[data-username="${failing}"]`);
+  // The old failure is still listed until cleared.
+  await admin.locator(`#unfinished li[data-username="${failing}"] button.clear-failed`).click();
+  await admin.waitForFunction((name) => !document.querySelector(`#unfinished li[data-username="${name}"]`), failing);
+  assert.match(await admin.textContent('#admin-status'), /was cleared/);
+
+  // Drift: disabled in Keycloak behind voxgate's back.
+  const service = await (await fetch(`${kc}/realms/voxgate/protocol/openid-connect/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', client_id: 'voxgate-admin', client_secret: 'dev-only-voxgate-admin-secret' }),
+  })).json();
+  const found = await (await fetch(`${kc}/admin/realms/voxgate/users?username=${failing}&exact=true`, {
+    headers: { authorization: `Bearer ${service.access_token}` },
+  })).json();
+  const put = await fetch(`${kc}/admin/realms/voxgate/users/${found[0].id}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${service.access_token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ enabled: false }),
+  });
+  assert.equal(put.status, 204);
+  await admin.click('#drift-check');
+  await admin.waitForSelector('#drift-rows tr[data-kind="enabled_mismatch"]');
+  const drift = await admin.locator('#drift-rows tr[data-kind="enabled_mismatch"]').textContent();
+  assert.match(drift, new RegExp(failing));
+  assert.deepEqual(await accessibilityViolations(admin), [], 'the repair section');
+  await admin.locator('#drift-table').scrollIntoViewIfNeeded();
+  await screenshot(admin, 'admin-repair');
+  await admin.click('#drift-fix');
+  await admin.click('#confirm-action-yes');
+  await admin.waitForFunction(() => /fixed\./.test(document.getElementById('drift-summary').textContent));
+  await admin.click('#drift-check');
+  await admin.waitForFunction((name) => document.getElementById('drift-summary').textContent !== 'Checking…'
+    && ![...document.querySelectorAll('#drift-rows tr')].some((tr) => tr.textContent.includes(name)), failing);
+  // Keycloak's refusal of the role mapping is answered as a 422.
+  assert.deepEqual(unexpectedProblems(admin, [422]), []);
+  await admin.context().close();
+});
