@@ -352,6 +352,7 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
                 roles: None,
                 first_name: None,
                 last_name: None,
+                email: None,
             };
             users.update(&actor, user.id, change).await?;
             println!("disabled {}", user.username);
@@ -363,6 +364,7 @@ async fn users(config: Config, cmd: UsersCommand) -> anyhow::Result<()> {
                 roles: None,
                 first_name: None,
                 last_name: None,
+                email: None,
             };
             users.update(&actor, user.id, change).await?;
             println!("enabled {}", user.username);

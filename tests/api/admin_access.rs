@@ -504,3 +504,43 @@ async fn the_reconcile_report_shows_drift_and_its_fix_repairs_it() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_email_change_reaches_both_systems_and_a_taken_address_changes_nothing() {
+    let stack = spawn_stack().await;
+    let token = stack.admin_token().await;
+    let created = stack.app.admin(&token).created(&user("eve")).await;
+    let id = created["id"].as_str().unwrap();
+    let admin = stack.app.admin(&token);
+
+    let changed = admin
+        .update_user(id, &json!({"email": "Eve.New@Example.COM"}))
+        .await;
+    assert_eq!(changed.status(), 200);
+    let view: Value = changed.json().await.unwrap();
+    assert_eq!(
+        view["email"], "Eve.New@example.com",
+        "the domain lower-cased"
+    );
+    let kc = stack.kc.user_by_username(REALM, "eve").unwrap();
+    // Keycloak keeps addresses in lower case.
+    assert_eq!(kc["email"], "eve.new@example.com");
+    assert_eq!(kc["emailVerified"], false, "a new address is not verified");
+    let audit = audit_actions(&stack, &token, id).await;
+    assert!(audit.contains(&("user.update".into(), "success".into())));
+
+    // Taken by another user, in any case: refused, neither side changed.
+    for taken in ["bob@example.com", "BOB@example.com"] {
+        let refused = admin.update_user(id, &json!({"email": taken})).await;
+        let refused = problem(refused, 409).await;
+        assert_eq!(refused["field"], "email", "{refused}");
+    }
+    assert_eq!(
+        stack.kc.user_by_username(REALM, "eve").unwrap()["email"],
+        "eve.new@example.com"
+    );
+    let bad = admin
+        .update_user(id, &json!({"email": "not an address"}))
+        .await;
+    assert_eq!(problem(bad, 422).await["errors"][0]["field"], "email");
+}

@@ -236,6 +236,7 @@
     $('detail-last').textContent = user.lastLoginAt ? when(user.lastLoginAt) : 'Never';
     $('detail-first').value = user.firstName;
     $('detail-last-name').value = user.lastName;
+    $('detail-email-input').value = user.email || '';
     for (const p of detail.querySelectorAll('[data-error-for]')) p.textContent = '';
     const kcLink = $('detail-console');
     kcLink.hidden = !(consoleBase && user.keycloakId);
@@ -291,20 +292,26 @@
     const user = shown;
     for (const p of detail.querySelectorAll('[data-error-for]')) p.textContent = '';
     try {
-      const saved = await api('PATCH', `/api/admin/users/${user.id}`, {
+      const change = {
         firstName: $('detail-first').value.trim(),
         lastName: $('detail-last-name').value.trim(),
-      });
+      };
+      const email = $('detail-email-input').value.trim();
+      if (email !== (user.email || '')) change.email = email;
+      const saved = await api('PATCH', `/api/admin/users/${user.id}`, change);
       shown = saved;
-      detailSay(`The name of ${user.username} was saved.`);
+      $('detail-email').textContent = saved.email || '—';
+      detailSay(`The details of ${user.username} were saved.`);
       await Promise.all([loadUsers(), loadAudit()]);
     } catch (error) {
-      const errors = (error.problem && error.problem.errors) || [];
+      const problem = error.problem || {};
+      const errors = Array.isArray(problem.errors) ? problem.errors
+        : problem.field ? [{ field: problem.field, message: problem.detail }] : [];
       for (const e of errors) {
         const p = detail.querySelector(`[data-error-for="${CSS.escape(e.field)}"]`);
         if (p) p.textContent = e.message;
       }
-      detailSay(`The name was not saved: ${error.message}`, true);
+      detailSay(`Nothing was saved: ${error.message}`, true);
     }
   });
 

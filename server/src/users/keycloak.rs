@@ -20,6 +20,24 @@ use tokio::sync::Mutex;
 
 use crate::config::KeycloakAdminConfig;
 
+/// A change to a user's profile; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Profile<'a> {
+    pub enabled: Option<bool>,
+    pub first: Option<&'a str>,
+    pub last: Option<&'a str>,
+    pub email: Option<&'a str>,
+}
+
+impl Profile<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.enabled.is_none()
+            && self.first.is_none()
+            && self.last.is_none()
+            && self.email.is_none()
+    }
+}
+
 /// What a failed Keycloak call means.
 #[derive(Debug, thiserror::Error)]
 pub enum KcError {
@@ -490,19 +508,16 @@ impl KeycloakUsers {
         .map(|_| ())
     }
 
-    /// Partial update: only `Some` fields are sent.
-    pub async fn update(
-        &self,
-        id: &str,
-        enabled: Option<bool>,
-        first: Option<&str>,
-        last: Option<&str>,
-    ) -> Result<(), KcError> {
+    /// Partial update: only `Some` fields are sent. A new email address
+    /// is not verified yet.
+    pub async fn update(&self, id: &str, change: &Profile<'_>) -> Result<(), KcError> {
         retry("update user", || {
             let body = UserRepresentation {
-                enabled,
-                first_name: first.map(str::to_string),
-                last_name: last.map(str::to_string),
+                enabled: change.enabled,
+                first_name: change.first.map(str::to_string),
+                last_name: change.last.map(str::to_string),
+                email: change.email.map(str::to_string),
+                email_verified: change.email.map(|_| false),
                 ..Default::default()
             };
             self.admin

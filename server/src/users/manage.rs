@@ -9,8 +9,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{Action, AuditEvent};
-use super::keycloak::KcError;
-use super::model::{UpdateUserRequest, UserStatus, UserView, parse_name};
+use super::keycloak::{KcError, Profile};
+use super::model::{Email, UpdateUserRequest, UserStatus, UserView, parse_name};
 use super::repo;
 use super::service::{Actor, Users, kc_error};
 use crate::error::ApiError;
@@ -52,6 +52,13 @@ impl Users {
             .map(parse_name)
             .transpose()
             .map_err(|m| ApiError::validation("lastName", m))?;
+        let email = req
+            .email
+            .as_deref()
+            .map(Email::parse)
+            .transpose()
+            .map_err(|m| ApiError::validation("email", m))?;
+        let email = email.as_ref().map(Email::as_str);
         let roles = req.roles.as_ref().map(|roles| {
             let mut r: Vec<String> = roles.iter().map(|r| r.trim().to_lowercase()).collect();
             r.sort();
@@ -79,14 +86,27 @@ impl Users {
             ));
         }
 
-        // Keycloak side, remembering how to undo it.
-        let profile_change = req.enabled.is_some() || first.is_some() || last.is_some();
-        if profile_change
-            && let Err(e) = self
-                .kc
-                .update(&keycloak_id, req.enabled, first.as_deref(), last.as_deref())
-                .await
+        // Another live user's address: refused before anything changes (a
+        // local-only holder would otherwise fail the commit after Keycloak
+        // had changed).
+        let email = email.filter(|e| user.email.as_deref() != Some(*e));
+        if let Some(e) = email
+            && repo::email_taken(&self.db, e, id).await?
         {
+            return Err(ApiError::conflict(
+                "email",
+                "Another user has this email address.",
+            ));
+        }
+        let change = Profile {
+            enabled: req.enabled,
+            first: first.as_deref(),
+            last: last.as_deref(),
+            email,
+        };
+        // Keycloak side, remembering how to undo it.
+        let profile_change = !change.is_empty();
+        if profile_change && let Err(e) = self.kc.update(&keycloak_id, &change).await {
             let error = kc_error("Updating the user in Keycloak failed", e);
             let details = json!({"step": "keycloak", "error": error.to_string()});
             self.audit(actor, failed(details)).await;
@@ -143,8 +163,7 @@ impl Users {
             .is_some_and(|new| user.roles.iter().any(|r| !new.contains(r)));
         let local = async {
             let mut tx = self.db.begin().await?;
-            repo::update_profile(&mut *tx, id, req.enabled, first.as_deref(), last.as_deref())
-                .await?;
+            repo::update_profile(&mut *tx, id, &change).await?;
             if let Some(roles) = &roles {
                 repo::replace_roles(&mut tx, id, roles, actor.id).await?;
             }
@@ -168,8 +187,8 @@ impl Users {
             return Err(ApiError::Internal(e.into()));
         }
         self.principals.evict_user(id);
-        let details =
-            json!({"enabled": req.enabled, "roles": roles, "firstName": first, "lastName": last});
+        let details = json!({"enabled": req.enabled, "roles": roles, "firstName": first,
+            "lastName": last, "email": email});
         self.audit(
             actor,
             AuditEvent::success(Action::Update, details).on(Some(id), target),
@@ -248,17 +267,13 @@ impl Users {
     ) {
         let _ = self.kc.remove_realm_roles(keycloak_id, &roles.added).await;
         let _ = self.kc.add_realm_roles(keycloak_id, &roles.removed).await;
-        if profile_changed
-            && let Err(e) = self
-                .kc
-                .update(
-                    keycloak_id,
-                    Some(before.enabled),
-                    Some(&before.first_name),
-                    Some(&before.last_name),
-                )
-                .await
-        {
+        let before_profile = Profile {
+            enabled: Some(before.enabled),
+            first: Some(&before.first_name),
+            last: Some(&before.last_name),
+            email: before.email.as_deref(),
+        };
+        if profile_changed && let Err(e) = self.kc.update(keycloak_id, &before_profile).await {
             tracing::error!(error = %e, "reverting a Keycloak profile change failed; run `voxgate users reconcile`");
         }
     }

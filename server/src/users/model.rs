@@ -249,6 +249,8 @@ pub struct UpdateUserRequest {
     pub roles: Option<Vec<String>>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    /// A new address (not verified until the user verifies it).
+    pub email: Option<String>,
 }
 
 /// A user as the admin API shows it: the row, with the roles granted in

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::audit::{Action, AuditEvent};
+use super::keycloak::Profile;
 use super::model::UserStatus;
 use super::repo;
 use super::service::{Actor, Users};
@@ -89,9 +90,25 @@ impl Users {
                 if fix {
                     // The safe direction is the restrictive one.
                     if kc.enabled {
-                        self.kc.update(&kc.id, Some(false), None, None).await?;
+                        self.kc
+                            .update(
+                                &kc.id,
+                                &Profile {
+                                    enabled: Some(false),
+                                    ..Profile::default()
+                                },
+                            )
+                            .await?;
                     } else {
-                        repo::update_profile(&self.db, u.id, Some(false), None, None).await?;
+                        repo::update_profile(
+                            &self.db,
+                            u.id,
+                            &Profile {
+                                enabled: Some(false),
+                                ..Profile::default()
+                            },
+                        )
+                        .await?;
                         crate::identity::end_sessions(&self.db, u.id).await?;
                     }
                     d.fixed = Some("disabled in both systems".into());

@@ -7,6 +7,7 @@ use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::keycloak::Profile;
 use super::model::{AuditEntry, RoleView, UserStatus, UserView};
 use crate::identity::{UserRow, query_user};
 
@@ -273,17 +274,17 @@ pub async fn mark_failed(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result
 pub async fn update_profile(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
-    enabled: Option<bool>,
-    first: Option<&str>,
-    last: Option<&str>,
+    change: &Profile<'_>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE users SET enabled = COALESCE($2, enabled), first_name = COALESCE($3, first_name),
-                          last_name = COALESCE($4, last_name) WHERE id = $1",
+                          last_name = COALESCE($4, last_name), email = COALESCE($5, email)
+          WHERE id = $1",
         user_id,
-        enabled,
-        first,
-        last,
+        change.enabled,
+        change.first,
+        change.last,
+        change.email as _,
     )
     .execute(db)
     .await?;
@@ -475,6 +476,18 @@ pub async fn stale_job_of(
             true,
         ),
     })
+}
+
+/// Whether another live user has `email` (any case).
+pub async fn email_taken(db: impl PgExecutor<'_>, email: &str, except: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(email::text) = lower($1) AND id <> $2
+                            AND status IN ('pending', 'active')) AS "taken!""#,
+        email,
+        except,
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// Marks a failed creation's row deleted, so it leaves the list of

@@ -555,3 +555,38 @@ async fn sessions_sign_out_lock_and_password_reset_go_through_the_real_admin_api
         "{reset}"
     );
 }
+
+#[tokio::test]
+async fn an_email_change_goes_through_the_real_admin_api_and_a_taken_address_is_refused() {
+    let Some(stack) = spawn_real_stack().await else {
+        return;
+    };
+    let token = stack.password_token("alice", "alice").await;
+    let user: Value = stack
+        .create(&token, &person("erin", &["user"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = user["id"].as_str().unwrap();
+    let changed = stack
+        .patch_user(&token, id, json!({"email": "erin.new@example.com"}))
+        .await;
+    assert_eq!(changed.status(), 200);
+    let kc = stack.admin.user_by_username("erin").await.unwrap();
+    assert_eq!(kc["email"], "erin.new@example.com");
+    assert_eq!(kc["emailVerified"], false);
+    // Only in Keycloak (a user voxgate never saw): Keycloak's own 409.
+    stack
+        .admin
+        .create_user("kc-only", "a long enough password")
+        .await;
+    let refused = stack
+        .patch_user(&token, id, json!({"email": "kc-only@example.com"}))
+        .await;
+    assert_eq!(problem(refused, 409).await["field"], "email");
+    assert_eq!(
+        stack.admin.user_by_username("erin").await.unwrap()["email"],
+        "erin.new@example.com"
+    );
+}
