@@ -2,7 +2,8 @@
 // highlighting, and the speech settings. All user-visible text is set
 // with textContent (never parsed as markup), except a reply's `html`, which
 // the server writes from the reply's Markdown with a fixed set of elements
-// (server/src/chat/markdown.rs). Every state-changing request carries the
+// (server/src/chat/markdown.rs) and the page rebuilds node by node from
+// that same set (REPLY_ELEMENTS). Every state-changing request carries the
 // session's CSRF token.
 'use strict';
 
@@ -115,8 +116,49 @@
   // renderWords does, with offsets into the words the server speaks (the
   // text without markup, code blocks left out): a word runs across inline
   // elements (**bold**er is one word), never across blocks.
+  // The elements (and attributes) a reply's HTML may hold: what the
+  // server's writer emits. The page rebuilds the reply from them node by
+  // node, so even a writer bug could not put anything else in the page:
+  // another element leaves only its text, a link to another scheme only
+  // its words.
+  const REPLY_ELEMENTS = {
+    P: ['class'], UL: [], OL: ['start'], LI: [], BLOCKQUOTE: [], PRE: [], CODE: ['data-language'],
+    EM: [], STRONG: [], DEL: [], A: ['href', 'title'], BR: [], HR: [],
+  };
+
+  function rebuild(from, into) {
+    for (const node of from.childNodes) {
+      if (node.nodeType === Node.TEXT_NODE) {
+        into.appendChild(document.createTextNode(node.data));
+        continue;
+      }
+      if (node.nodeType !== Node.ELEMENT_NODE) continue;
+      const allowed = REPLY_ELEMENTS[node.tagName];
+      const href = node.getAttribute('href') || '';
+      if (!allowed || (node.tagName === 'A' && !/^(https?:\/\/|mailto:)/i.test(href))) {
+        rebuild(node, into);
+        continue;
+      }
+      const el = document.createElement(node.tagName.toLowerCase());
+      for (const attribute of allowed) {
+        const value = node.getAttribute(attribute);
+        if (value === null) continue;
+        if (attribute === 'class' && value !== 'heading') continue;
+        el.setAttribute(attribute, value);
+      }
+      if (el.tagName === 'A') {
+        el.rel = 'noopener noreferrer';
+        el.target = '_blank';
+      }
+      rebuild(node, el);
+      into.appendChild(el);
+    }
+  }
+
   function renderReply(container, html, name) {
-    container.innerHTML = html;
+    container.textContent = '';
+    // Parsed in a document of its own (inert: nothing in it runs or loads).
+    rebuild(new DOMParser().parseFromString(html, 'text/html').body, container);
     const words = [];
     let offset = 0;
     let word = null;
@@ -817,7 +859,8 @@
       if (player.record === bot) stop();
       announcer.textContent = 'The reply was stopped.';
     } else {
-      announcer.textContent = `voxgate says: ${bot.body.textContent}`;
+      // The words, without the code blocks' buttons.
+      announcer.textContent = `voxgate says: ${bot.words.map((w) => w.text).join(' ')}`;
     }
     listChanged();
     scrollToEnd();

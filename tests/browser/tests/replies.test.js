@@ -72,7 +72,7 @@ test('a Markdown reply is shown as safe HTML, spoken as words, copied and downlo
 
   // Copy the code block, then the whole reply (as written: Markdown).
   await bot.locator('.copy-code').click();
-  assert.equal(await page.textContent('#announcer'), 'Copied.');
+  await page.waitForFunction(() => document.getElementById('announcer').textContent === 'Copied.');
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), 'voxgate serve\n');
   await bot.locator('.controls .copy').click();
   const copied = await page.evaluate(() => navigator.clipboard.readText());
