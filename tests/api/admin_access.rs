@@ -519,8 +519,8 @@ async fn an_email_change_reaches_both_systems_and_a_taken_address_changes_nothin
     assert_eq!(changed.status(), 200);
     let view: Value = changed.json().await.unwrap();
     assert_eq!(
-        view["email"], "Eve.New@example.com",
-        "the domain lower-cased"
+        view["email"], "eve.new@example.com",
+        "in lower case, as Keycloak keeps it"
     );
     let kc = stack.kc.user_by_username(REALM, "eve").unwrap();
     // Keycloak keeps addresses in lower case.
