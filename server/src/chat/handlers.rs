@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -119,26 +118,12 @@ async fn answer(sending: Sending, headers: &HeaderMap) -> Result<Response, ApiEr
     // In a task of its own, as the event stream's: a client that leaves
     // half-way still gets its reply stored and its budget settled.
     let finished = tokio::spawn(async move {
-        let Sending {
-            mut deltas,
-            mut running,
-            reply,
-            ..
-        } = sending;
+        let mut sending = sending;
         let mut text = String::new();
-        let stopped = loop {
-            tokio::select! {
-                biased;
-                _ = running.stopped() => break true,
-                piece = deltas.next() => match piece {
-                    Some(piece) => text.push_str(&piece),
-                    None => break false,
-                },
-            }
-        };
-        // Dropping the bot's stream ends the model's answer.
-        drop(deltas);
-        reply.finish(text, stopped).await
+        while let Some(piece) = sending.next_piece().await {
+            text.push_str(&piece);
+        }
+        sending.reply.finish(text, sending.stopped()).await
     });
     let reply = finished
         .await
@@ -157,38 +142,25 @@ fn event(name: &str, data: &impl serde::Serialize) -> Event {
 /// even if the browser goes away half-way.
 fn stream_reply(sending: Sending) -> impl IntoResponse {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
-    let Sending {
-        mut deltas,
-        incremental,
-        mut running,
-        reply: replying,
-    } = sending;
+    let mut sending = sending;
     tokio::spawn(async move {
         let started = json!({
-            "userMessageId": replying.user_message_id,
-            "conversationId": replying.conversation_id,
+            "userMessageId": sending.reply.user_message_id,
+            "conversationId": sending.reply.conversation_id,
         });
         let _ = tx.send(event("started", &started)).await;
         let mut text = String::new();
         let mut first: Option<String> = None;
-        let stopped = loop {
-            let piece = tokio::select! {
-                biased;
-                _ = running.stopped() => break true,
-                piece = deltas.next() => match piece {
-                    Some(piece) => piece,
-                    None => break false,
-                },
-            };
+        while let Some(piece) = sending.next_piece().await {
             text.push_str(&piece);
             let _ = tx.send(event("delta", &json!({ "text": piece }))).await;
-            if incremental && first.is_none() {
+            if sending.incremental && first.is_none() {
                 // Spoken as words: the markup of what came so far is not.
                 let words = markdown::spoken(&text);
                 let sentence = first_sentence(&words);
                 if sentence.len() < words.trim_start().len() && !normalise(sentence).is_empty() {
                     let sentence = sentence.to_string();
-                    if let Some(speech) = replying.speak(&sentence).await {
+                    if let Some(speech) = sending.reply.speak(&sentence).await {
                         let _ = tx
                             .send(event(
                                 "speech",
@@ -199,10 +171,9 @@ fn stream_reply(sending: Sending) -> impl IntoResponse {
                     }
                 }
             }
-        };
-        // Dropping the bot's stream ends the model's answer.
-        drop(deltas);
-        match replying.finish(text, stopped).await {
+        }
+        let replying = &sending.reply;
+        match replying.finish(text, sending.stopped()).await {
             Ok(reply) => {
                 let (rest_speech, rest_offset) = match &first {
                     Some(sentence) => replying.speak_rest(&reply.reply, sentence).await,

@@ -2,6 +2,7 @@
 //! spoken), the history and the speech settings. Handlers only translate
 //! HTTP to these calls and replies to JSON or an event stream.
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use uuid::Uuid;
 
@@ -38,12 +39,38 @@ const CONTEXT_MESSAGES: i64 = 20;
 /// whole reply. Finish it even if nobody listens any more: it is what
 /// settles the language-model budget.
 pub struct Sending {
-    pub deltas: BoxStream<'static, String>,
+    deltas: BoxStream<'static, String>,
     /// The text arrives over time (worth speaking a first sentence early).
     pub incremental: bool,
     /// Told when the user stops the reply.
-    pub running: Running,
+    running: Running,
+    stopped: bool,
     pub reply: Replying,
+}
+
+impl Sending {
+    /// The next piece of the reply; `None` once it is complete or the user
+    /// stopped it ([`Sending::stopped`] says which). A stop drops the
+    /// bot's stream, which hangs up on the language model.
+    pub async fn next_piece(&mut self) -> Option<String> {
+        if self.stopped {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = self.running.stopped() => {
+                self.stopped = true;
+                self.deltas = Box::pin(futures::stream::empty());
+                None
+            }
+            piece = self.deltas.next() => piece,
+        }
+    }
+
+    /// Whether the user stopped the reply.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
 }
 
 /// What finishing a reply needs (apart from its text).
@@ -248,6 +275,7 @@ impl Chat {
             deltas,
             incremental,
             running,
+            stopped: false,
             reply: Replying {
                 user_message_id,
                 conversation_id: conversation,

@@ -7,6 +7,7 @@
 //! and also signalled directly when the reply runs here.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -18,8 +19,8 @@ use tokio::sync::watch;
 /// user's message whose reply is to stop.
 pub const CHANNEL: &str = "voxgate_chat_stop";
 
-/// How long a reply waits, once per instance, for the listening
-/// connection before it starts without it (stops sent to this instance
+/// How long the first reply waits for the listening connection before it
+/// starts without it (stops sent to this instance
 /// still work; stops through another one wait for the connection).
 const LISTEN_READY: Duration = Duration::from_secs(2);
 
@@ -28,6 +29,7 @@ const LISTEN_READY: Duration = Duration::from_secs(2);
 pub struct Stops {
     running: Mutex<HashMap<i64, watch::Sender<bool>>>,
     listening: OnceLock<watch::Receiver<bool>>,
+    waited: AtomicBool,
 }
 
 /// A reply being written: told when it is to stop. Forgotten when dropped.
@@ -59,7 +61,11 @@ impl Stops {
     /// announced by the others.
     pub async fn run(self: &Arc<Self>, db: &PgPool, message: i64) -> Running {
         let mut ready = self.listen(db);
-        let _ = tokio::time::timeout(LISTEN_READY, ready.wait_for(|up| *up)).await;
+        // Waited for by the first reply only: with the connection down, the
+        // replies after it must not each pay the wait.
+        if !self.waited.swap(true, Ordering::Relaxed) {
+            let _ = tokio::time::timeout(LISTEN_READY, ready.wait_for(|up| *up)).await;
+        }
         let (tx, stopped) = watch::channel(false);
         self.running
             .lock()
